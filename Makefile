@@ -1,0 +1,44 @@
+# trine: every target depends on `setup`, so `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.trine-setup
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Reproducible Verilog: Amaranth's builtin Yosys, never a YOSYS from the environment.
+export AMARANTH_USE_YOSYS := builtin
+
+.PHONY: setup demo test test-all bench verilog lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v iverilog >/dev/null 2>&1 || { \
+	  echo "setup: installing iverilog (apt-get)"; \
+	  $(SUDO) apt-get install -y iverilog >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y iverilog >/dev/null; }; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(PY) -m host.demo
+
+test: setup
+	$(PY) -m pytest -m "not slow and not synth" $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+verilog: setup
+	@mkdir -p build
+	$(VENV)/bin/trine verilog mac-array --lanes 32 --rows 4 -o build/mac_array_32x4.v
+
+lint: setup
+	$(VENV)/bin/ruff check hw sim host tests bench
+
+clean:
+	rm -rf build sim_build .pytest_cache .hypothesis
