@@ -71,6 +71,7 @@ class Layer:
     shift: int = 0
     relu: bool = False
     _f32: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _bias_rounded: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         w = as_trits(self.weights, "weights")
@@ -102,8 +103,15 @@ class Layer:
         w = w.copy()
         w.setflags(write=False)
         b.setflags(write=False)
-        f32 = w.astype(np.float32 if 128 * k <= _F32_EXACT_LIMIT else np.float64).T.copy()
+        # Stored as the transpose of a C-ordered (M, K) array: the fastest layout for BLAS here.
+        f32 = w.astype(np.float32 if 128 * k <= _F32_EXACT_LIMIT else np.float64).T
         f32.setflags(write=False)
+        # Requantisation in int32 when |acc + bias + rounding| provably fits, else int64.
+        half = (1 << (shift - 1)) if shift > 0 else 0
+        fits32 = 128 * k + int(np.abs(b).max()) + half < (1 << 31)
+        bias_rounded = (b + half).astype(np.int32 if fits32 else np.int64)
+        bias_rounded.setflags(write=False)
+        object.__setattr__(self, "_bias_rounded", bias_rounded)
         object.__setattr__(self, "weights", w)
         object.__setattr__(self, "bias", b)
         object.__setattr__(self, "shift", int(shift))
@@ -120,6 +128,17 @@ class Layer:
 
     def __call__(self, x) -> np.ndarray:
         return ternary_layer(x, self)
+
+
+def _layer_forward(x: np.ndarray, layer: Layer) -> np.ndarray:
+    """:func:`requantize` fused with the matmul, in place, in the narrowest exact integer type."""
+    v = np.matmul(x.astype(layer._f32.dtype), layer._f32).astype(layer._bias_rounded.dtype)
+    v += layer._bias_rounded
+    if layer.shift:
+        v >>= layer.shift
+    np.maximum(v, 0 if layer.relu else ACT_MIN, out=v)  # ReLU and the lower clip in one pass
+    np.minimum(v, ACT_MAX, out=v)
+    return v.astype(np.int8)
 
 
 def _matmul_exact(x: np.ndarray, wt: np.ndarray) -> np.ndarray:
@@ -173,9 +192,7 @@ def ternary_layer(x, w, bias=None, shift: int = 0, relu: bool = False) -> np.nda
         if bias is None:
             raise ValueError("bias is required with raw weights (use zeros for none)")
         layer = Layer(w, bias, shift, relu)
-    a = _check_activations(x, layer.fan_in)
-    acc = _matmul_exact(a, layer._f32)
-    return requantize(acc, layer.bias, layer.shift, layer.relu)
+    return _layer_forward(_check_activations(x, layer.fan_in), layer)
 
 
 def run_network(x, layers: Sequence[Layer]) -> np.ndarray:
@@ -196,5 +213,5 @@ def run_network(x, layers: Sequence[Layer]) -> np.ndarray:
             )
     y = _check_activations(x, layers[0].fan_in)
     for layer in layers:
-        y = requantize(_matmul_exact(y, layer._f32), layer.bias, layer.shift, layer.relu)
+        y = _layer_forward(y, layer)
     return y

@@ -1,0 +1,57 @@
+"""Reference-model throughput next to a float32 NumPy matmul of the same shape (same run).
+
+The reference (``hw.reference.ternary_layer``) is exact integer arithmetic; it uses a float
+BLAS only where that is provably exact (see its module docstring). The comparison shows what
+that exactness costs over a plain float32 matmul, and what a naive int64 matmul would cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from bench._common import best_time, save
+from hw.reference import Layer, ternary_layer
+
+# (name, batch N, fan-in K, outputs M)
+SHAPES = [
+    ("digits MLP layer", 1797, 64, 64),
+    ("MNIST-1D MLP layer", 4000, 40, 256),
+    ("wide layer", 4096, 1024, 256),
+    ("batch-1 large layer", 1, 4096, 4096),
+]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    rows = []
+    hdr = f"{'shape':22s} {'N x K x M':>18s} {'reference':>10s} {'float32':>10s} {'int64':>10s}"
+    print(hdr + f" {'ref/f32':>8s} {'GMAC/s ref':>10s}")
+    for name, n, k, m in SHAPES:
+        w = rng.integers(-1, 2, (m, k)).astype(np.int8)
+        x = rng.integers(-128, 128, (n, k)).astype(np.int8)
+        layer = Layer(w, rng.integers(-1000, 1000, m), 6, True)
+        xf, wf = x.astype(np.float32), w.T.astype(np.float32)
+        xi, wi = x.astype(np.int64), w.T.astype(np.int64)
+        t_ref = best_time(lambda: ternary_layer(x, layer))
+        t_f32 = best_time(lambda: xf @ wf)
+        t_i64 = best_time(lambda: xi @ wi, repeat=3)
+        macs = n * k * m
+        rows.append({"shape": name, "N": n, "K": k, "M": m, "reference_s": t_ref,
+                     "float32_matmul_s": t_f32, "int64_matmul_s": t_i64,
+                     "reference_over_float32": t_ref / t_f32,
+                     "reference_GMAC_per_s": macs / t_ref / 1e9})
+        print(f"{name:22s} {f'{n}x{k}x{m}':>18s} {t_ref * 1e3:8.2f}ms {t_f32 * 1e3:8.2f}ms "
+              f"{t_i64 * 1e3:8.2f}ms {t_ref / t_f32:8.2f} {macs / t_ref / 1e9:10.2f}")
+    figures = {"note": "reference = int8 -> exact BLAS matmul -> int64 requantisation; "
+                       "float32 = bare matmul of pre-converted float32 arrays",
+               "results": rows}
+    print(f"saved {save('reference', figures)}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
