@@ -39,6 +39,7 @@ The supported fan-in is ``1 <= K <= MAX_FAN_IN``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 
@@ -66,6 +67,7 @@ __all__ = [
     "unpack_trits_2bit",
     "packed_size_2bit",
     "as_trits",
+    "DeviceLimits",
 ]
 
 SPEC_VERSION = 1
@@ -330,3 +332,37 @@ def unpack_trits_2bit(data, count: int) -> np.ndarray:
     if out.size != count and np.any(_TWOBIT_CODES[b[-1]][count % TRITS_PER_BYTE_2BIT :] != 0):
         raise ValueError(f"padding trits of the last byte (byte {b.size - 1}) are not zero")
     return out[:count].copy()
+
+
+# --------------------------------------------------------------------------------------------
+# What a device can hold (reported by the device, checked by the host before sending)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceLimits:
+    """The capacity of one accelerator configuration.
+
+    Attributes
+    ----------
+    lanes, rows : the MAC array's shape (activations per beat, parallel outputs)
+    max_layers : entries in the layer table
+    max_fan_in : largest K of any layer (also bounds the accumulator width)
+    max_fan_out : largest M of any layer (activation buffer depth)
+    weight_bytes : weight memory in bytes, holding trits at 5 per byte
+    """
+
+    lanes: int
+    rows: int
+    max_layers: int
+    max_fan_in: int
+    max_fan_out: int
+    weight_bytes: int
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"device limit {f.name} must be a positive integer, not {v!r}")
+        if self.max_fan_in > MAX_FAN_IN:
+            raise ValueError(f"device limit max_fan_in must be <= {MAX_FAN_IN}, not {self.max_fan_in}")
