@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> dict:
         layer = Layer(w, rng.integers(-1000, 1000, m), 6, True)
         xf, wf = x.astype(np.float32), w.T.astype(np.float32)
         xi, wi = x.astype(np.int64), w.T.astype(np.int64)
-        t_ref = best_time(lambda: ternary_layer(x, layer))
-        t_f32 = best_time(lambda: xf @ wf)
-        t_i64 = best_time(lambda: xi @ wi, repeat=3)
+        t_ref = best_time(lambda x=x, layer=layer: ternary_layer(x, layer))
+        t_f32 = best_time(lambda xf=xf, wf=wf: xf @ wf)
+        t_i64 = best_time(lambda xi=xi, wi=wi: xi @ wi, repeat=3)
         macs = n * k * m
         rows.append({"shape": name, "N": n, "K": k, "M": m, "reference_s": t_ref,
                      "float32_matmul_s": t_f32, "int64_matmul_s": t_i64,

@@ -365,4 +365,6 @@ class DeviceLimits:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"device limit {f.name} must be a positive integer, not {v!r}")
         if self.max_fan_in > MAX_FAN_IN:
-            raise ValueError(f"device limit max_fan_in must be <= {MAX_FAN_IN}, not {self.max_fan_in}")
+            raise ValueError(
+                f"device limit max_fan_in must be <= {MAX_FAN_IN}, not {self.max_fan_in}"
+            )

@@ -60,7 +60,8 @@ def test_dense_matches_the_formula_exhaustively():
 
 
 def test_two_bit_layout():
-    assert pack_trits_2bit([1, -1, 0, 1]) == bytes([TritCode.POS | TritCode.NEG << 2 | TritCode.POS << 6])
+    byte = TritCode.POS | TritCode.NEG << 2 | TritCode.ZERO << 4 | TritCode.POS << 6
+    assert pack_trits_2bit([1, -1, 0, 1]) == bytes([byte])
     assert pack_trits_2bit([-1]) == bytes([TritCode.NEG])
 
 

