@@ -113,9 +113,8 @@ class MACArray(wiring.Component):
         self.correction = correction
         self.acc_width = accumulator_width(max_fan_in, act_width)
         self.tree_levels = math.ceil(math.log2(lanes)) if lanes > 1 else 0
-        self.tree_stages = (
-            0 if register_every == 0 else math.ceil(self.tree_levels / register_every)
-        )
+        # A register follows adder levels register_every, 2 * register_every, ...
+        self.tree_stages = 0 if register_every == 0 else self.tree_levels // register_every
         self.latency = self.tree_stages + 1
         super().__init__(
             {

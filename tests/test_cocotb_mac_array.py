@@ -88,18 +88,7 @@ LATENCY_CONFIGS = CONFIGS + [
 
 
 def _latency_param(lanes, rows, extra):
-    array = MACArray(**MACBenchConfig(lanes, rows, **extra).hardware)
-    marks = []
-    if array.register_every and array.tree_levels % array.register_every:
-        # Reported bug: registers go in after floor(levels / register_every) stages, but
-        # tree_stages and latency count ceil(levels / register_every).
-        marks.append(
-            pytest.mark.xfail(
-                strict=True,
-                reason="MACArray.latency counts ceil(tree_levels / register_every) register stages",
-            )
-        )
-    return pytest.param(lanes, rows, extra, marks=marks, id=_config_id(lanes, rows, extra))
+    return pytest.param(lanes, rows, extra, id=_config_id(lanes, rows, extra))
 
 
 @pytest.mark.cocotb
