@@ -7,29 +7,15 @@ Amaranth or cocotb. Errors are reported as one line on stderr and a non-zero exi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-from pathlib import Path
+
+from host.fileio import write_atomic
 
 __all__ = ["main"]
 
 
 class CLIError(Exception):
     """An error the user can fix; printed as one line, without a traceback."""
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _cmd_verilog_mac_array(args: argparse.Namespace) -> int:
@@ -50,7 +36,7 @@ def _cmd_verilog_mac_array(args: argparse.Namespace) -> int:
     if args.output == "-":
         sys.stdout.write(text)
     else:
-        _write_atomic(Path(args.output), text)
+        write_atomic(args.output, text)
         print(f"wrote {args.output}: MACArray lanes={args.lanes} rows={args.rows}", file=sys.stderr)
     return 0
 

@@ -57,11 +57,9 @@ the bytes remaining before anything is allocated.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +67,7 @@ from typing import Any
 
 import numpy as np
 
+from host.fileio import write_atomic
 from hw.reference import Layer, run_network
 from hw.spec import (
     ACT_MAX,
@@ -164,13 +163,6 @@ def _nbytes(n: int) -> str:
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
-
-
-def _umask() -> int:
-    # The only portable way to read the umask is to set it and put it back.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 class Program:
@@ -450,20 +442,7 @@ class Program:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the program to ``path`` atomically: the file is complete or untouched."""
-        path = Path(path)
-        data = self.to_bytes()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Program:
