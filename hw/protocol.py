@@ -1,0 +1,221 @@
+"""The trine link protocol: frames, opcodes, error codes and checksums (pure Python).
+
+Shared by the gateware (frame receiver and transmitter), the testbenches and the host client.
+
+Frame (both directions)
+-----------------------
+=========  =====  ===========================================================================
+offset     size   field
+=========  =====  ===========================================================================
+0          1      ``SYNC`` = 0xA5
+1          1      ``op``: a request :class:`Op`, or in a response ``op | ACK`` or ``NAK``
+2          1      ``seq``: chosen by the host, echoed by the device
+3          2      ``length`` of the payload, little-endian, ``<= MAX_PAYLOAD``
+5          1      header check: CRC-8 (poly 0x07, init 0) of bytes 1..4
+6          n      payload
+6 + n      2      CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) of bytes 1..5+n, little-endian
+=========  =====  ===========================================================================
+
+Why this shape:
+
+* A receiver *hunts* for ``SYNC``. The header check rejects a false start (a 0xA5 inside a
+  payload, garbage) after 6 bytes, so a corrupted length never makes the receiver swallow the
+  following frames; after any error it simply hunts again, which resynchronises by construction.
+  Because the header is checked on its own, a frame whose payload is damaged can still be
+  answered with a NAK that carries the right ``seq``.
+* CRC-16/CCITT has Hamming distance 4 for messages up to 32751 bits, far beyond the largest
+  frame (``MAX_PAYLOAD + 8`` bytes): every 1-, 2- and 3-bit error and every burst up to 16 bits is
+  detected. CRC-32 would cost two more bytes per frame and a wider checker for no gain at this
+  length. It is also ``binascii.crc_hqx(data, 0xFFFF)``, so the host side is C-speed.
+* Overhead is 8 bytes per frame: 0.8% at ``MAX_PAYLOAD`` = 1024.
+
+A receiver also drops a partial frame when no byte arrives for ``FRAME_TIMEOUT_BYTES`` byte
+times, so a host that goes silent mid-frame never leaves the device waiting.
+"""
+
+from __future__ import annotations
+
+import binascii
+import dataclasses
+import enum
+import struct
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "SYNC",
+    "MAX_PAYLOAD",
+    "HEADER_SIZE",
+    "FRAME_OVERHEAD",
+    "FRAME_TIMEOUT_BYTES",
+    "ACK",
+    "NAK",
+    "Op",
+    "ErrorCode",
+    "Frame",
+    "FrameError",
+    "crc8",
+    "crc16",
+    "encode_frame",
+    "FrameDecoder",
+]
+
+PROTOCOL_VERSION = 1
+
+SYNC = 0xA5
+MAX_PAYLOAD = 1024
+HEADER_SIZE = 6  # SYNC, op, seq, length (2), header check
+FRAME_OVERHEAD = HEADER_SIZE + 2
+#: A partial frame is dropped after this many byte times without a byte.
+FRAME_TIMEOUT_BYTES = 64
+
+#: Set in a response's ``op`` when the request succeeded.
+ACK = 0x80
+#: A response ``op`` for a refused request; payload: ``[request op, ErrorCode, detail...]``.
+NAK = 0xFF
+
+
+class Op(enum.IntEnum):
+    """Request opcodes."""
+
+    INFO = 0x01
+    WRITE_WEIGHTS = 0x02
+    WRITE_LAYER = 0x03
+    WRITE_BIAS = 0x04
+    WRITE_INPUT = 0x05
+    RUN = 0x06
+    READ_OUTPUT = 0x07
+    READ_STATUS = 0x08
+
+
+class ErrorCode(enum.IntEnum):
+    """Why a request was refused (second payload byte of a ``NAK``)."""
+
+    BAD_CRC = 0x01
+    BAD_LENGTH = 0x02
+    UNKNOWN_OPCODE = 0x03
+    BAD_ADDRESS = 0x04
+    BAD_ARGUMENT = 0x05
+    BUSY = 0x06
+    ILLEGAL_WEIGHT = 0x07
+    NO_PROGRAM = 0x08
+
+
+class FrameError(ValueError):
+    """A byte string is not a valid frame."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    op: int
+    seq: int
+    payload: bytes = b""
+
+    @property
+    def is_ack(self) -> bool:
+        return self.op != NAK and bool(self.op & ACK)
+
+    @property
+    def is_nak(self) -> bool:
+        return self.op == NAK
+
+
+_CRC8_TABLE = []
+for _byte in range(256):
+    _c = _byte
+    for _ in range(8):
+        _c = ((_c << 1) ^ 0x07) & 0xFF if _c & 0x80 else (_c << 1) & 0xFF
+    _CRC8_TABLE.append(_c)
+_CRC8_TABLE = bytes(_CRC8_TABLE)
+del _byte, _c
+
+
+def crc8(data: bytes, crc: int = 0) -> int:
+    """CRC-8 (poly 0x07, init 0, no reflection, no final xor): the header check."""
+    for b in data:
+        crc = _CRC8_TABLE[crc ^ b]
+    return crc
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor)."""
+    return binascii.crc_hqx(data, crc)
+
+
+def encode_frame(op: int, seq: int, payload: bytes = b"") -> bytes:
+    """The bytes of one frame.
+
+    Raises
+    ------
+    FrameError
+        If ``op`` or ``seq`` is not a byte or the payload is longer than ``MAX_PAYLOAD``.
+    """
+    if not 0 <= op <= 0xFF:
+        raise FrameError(f"op must be a byte, not {op}")
+    if not 0 <= seq <= 0xFF:
+        raise FrameError(f"seq must be a byte, not {seq}")
+    if len(payload) > MAX_PAYLOAD:
+        raise FrameError(f"payload of {len(payload)} bytes exceeds the maximum of {MAX_PAYLOAD}")
+    header = struct.pack("<BBH", op, seq, len(payload))
+    body = header + bytes([crc8(header)]) + bytes(payload)
+    return bytes([SYNC]) + body + struct.pack("<H", crc16(body))
+
+
+class FrameDecoder:
+    """Incremental receiver: feed it bytes, collect frames. The host's model of the gateware.
+
+    It hunts for ``SYNC``, checks the header (CRC-8 and ``length <= MAX_PAYLOAD``), then
+    collects the payload and checks the CRC-16. A bad header sends it back to hunting from the
+    byte after the false ``SYNC``; a bad CRC-16 drops the frame and is reported in
+    :attr:`errors` with its (trustworthy) header, so the caller can NAK it.
+
+    Members
+    -------
+    errors : list of (ErrorCode, op, seq)
+        Frames whose header was valid but whose payload was not, in arrival order.
+    dropped : int
+        Bytes discarded while hunting or in rejected headers.
+    """
+
+    def __init__(self):
+        self._buf = bytearray()
+        self.errors: list[tuple[ErrorCode, int, int]] = []
+        self.dropped = 0
+
+    @property
+    def in_frame(self) -> bool:
+        """Whether a partial frame is buffered (for the caller's inter-byte timeout)."""
+        return bool(self._buf)
+
+    def reset(self) -> None:
+        """Drop a partial frame (the inter-byte timeout expired)."""
+        self.dropped += len(self._buf)
+        self._buf.clear()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buf += data
+        frames = []
+        buf = self._buf
+        while buf:
+            if buf[0] != SYNC:
+                i = buf.find(SYNC)
+                skip = len(buf) if i < 0 else i
+                self.dropped += skip
+                del buf[:skip]
+                continue
+            if len(buf) < HEADER_SIZE:
+                break
+            op, seq, length, check = struct.unpack_from("<BBHB", buf, 1)
+            if crc8(bytes(buf[1:5])) != check or length > MAX_PAYLOAD:
+                self.dropped += 1
+                del buf[:1]  # hunt again from the byte after this false SYNC
+                continue
+            end = HEADER_SIZE + length + 2
+            if len(buf) < end:
+                break
+            (crc,) = struct.unpack_from("<H", buf, end - 2)
+            if crc16(bytes(buf[1 : end - 2])) == crc:
+                frames.append(Frame(op, seq, bytes(buf[HEADER_SIZE : end - 2])))
+            else:
+                self.errors.append((ErrorCode.BAD_CRC, op, seq))
+            del buf[:end]
+        return frames
