@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: setup
-	$(PY) -m host.demo
+	$(PY) -m sim.demo
 
 test: setup
 	$(PY) -m pytest -m "not slow and not synth" $(PYTEST_ARGS)
