@@ -1,0 +1,442 @@
+"""The accelerator core: memories, trit decoder, layer sequencer, MAC array and requantiser.
+
+It runs a :class:`hw.image.DeviceImage` for a batch of inputs, one layer after the other,
+ping-ponging between two activation buffers. The link (UART, frames, commands) sits outside
+and talks to it through a byte-wide write port, a byte-wide read port and start/busy/error.
+
+Dataflow per layer, sample, block of ``rows`` outputs, chunk of ``lanes`` inputs::
+
+    issue (weight word, activation word) -> memories (1 cycle) -> trit decoder ROM (1 cycle)
+      -> MACArray(correction=False) -> requantiser (bias read, add, shift, clip; 1 row per cycle)
+      -> destination buffer
+
+One weight word is one beat, so the array takes one beat per clock while the requantiser keeps
+up (``rows <= ceil(K / lanes)``). The only bubbles are at layer boundaries (the next layer needs
+this layer's outputs) and the array's latency. Everything is multiply-free: addresses advance by
+increments, the host supplies loop counts in the layer table.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Array, Cat, Module, ResetInserter, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, LAYER_ENTRY_SIZE, beat_bytes
+from hw.mac_array import MACArray
+from hw.protocol import ErrorCode
+from hw.spec import ACT_MAX, ACT_MIN, TRITS_PER_BYTE, trits_to_codes
+
+__all__ = ["Target", "AcceleratorCore", "decoder_table"]
+
+CYCLE_COUNTER_WIDTH = 32
+
+
+class Target(enum.IntEnum):
+    """Which memory a host write goes to."""
+
+    WEIGHTS = 0
+    BIAS = 1
+    LAYER = 2
+    INPUT = 3
+
+
+def decoder_table() -> list[int]:
+    """ROM contents of the trit decoder: byte -> ``illegal << 10 | codes`` (code ``i`` in bits
+    ``2i+1:2i``). Bytes 243..255 decode to zero codes with the illegal bit set."""
+    table = []
+    for b in range(256):
+        if b >= 3**TRITS_PER_BYTE:
+            table.append(1 << (2 * TRITS_PER_BYTE))
+            continue
+        trits = [(b // 3**i) % 3 - 1 for i in range(TRITS_PER_BYTE)]
+        codes = trits_to_codes(trits)
+        table.append(sum(int(c) << (2 * i) for i, c in enumerate(codes)))
+    return table
+
+
+def _positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, not {value}")
+    return value
+
+
+class AcceleratorCore(wiring.Component):
+    """Runs a device image on a batch of inputs.
+
+    Parameters
+    ----------
+    lanes, rows : int
+        Shape of the MAC array.
+    weight_words : int
+        Weight memory depth in beats (``beat_bytes(lanes, rows)`` bytes each).
+    bias_depth : int
+        Folded biases held.
+    max_layers : int
+        Layer-table entries.
+    max_width : int
+        Largest fan-in or fan-out of any layer (activation buffer row length).
+    max_batch : int
+        Inputs per run.
+
+    Members
+    -------
+    wr_target : In(2)  :class:`Target`
+    wr_addr, wr_lane, wr_data, wr_en : In
+        Host write of byte ``wr_lane`` of word ``wr_addr`` (ignored while busy).
+    rd_buffer, rd_addr, rd_lane : In
+        Host read of an activation buffer byte (valid while idle); ``rd_data`` one cycle later.
+    rd_data : Out(8)
+    start : In(1)
+        Strobe: run ``n_layers`` layers on inputs ``0 .. batch - 1`` of buffer 0.
+    n_layers, batch : In
+    busy : Out(1)
+    error : Out(8)
+        :class:`hw.protocol.ErrorCode` of the last run, 0 if it succeeded.
+    cycles : Out(32)
+        Clock cycles of the last run (saturating).
+    out_buffer : Out(1)
+        Buffer that holds the last run's outputs.
+    """
+
+    def __init__(self, lanes: int, rows: int, *, weight_words: int, bias_depth: int,
+                 max_layers: int, max_width: int, max_batch: int = 1):
+        self.lanes = _positive("Lane count", lanes)
+        self.rows = _positive("Row count", rows)
+        self.weight_words = _positive("Weight memory depth", weight_words)
+        self.bias_depth = _positive("Bias memory depth", bias_depth)
+        self.max_layers = _positive("Maximum layer count", max_layers)
+        self.max_width = _positive("Maximum layer width", max_width)
+        self.max_batch = _positive("Maximum batch", max_batch)
+        self.beat_bytes = beat_bytes(lanes, rows)
+        self.stride = -(-max_width // lanes)  # buffer words per sample
+        self.buffer_words = self.stride * max_batch
+        self.max_blocks = -(-max_width // rows)
+        self.array = MACArray(lanes, rows, max_fan_in=self.stride * lanes, correction=False)
+
+        depth = max(weight_words, bias_depth, max_layers, self.buffer_words)
+        width = max(self.beat_bytes, BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, lanes)
+        super().__init__({
+            "wr_target": In(2),
+            "wr_addr": In(range(depth)),
+            "wr_lane": In(range(width)),
+            "wr_data": In(8),
+            "wr_en": In(1),
+            "rd_buffer": In(1),
+            "rd_addr": In(range(self.buffer_words)),
+            "rd_lane": In(range(lanes)),
+            "rd_data": Out(8),
+            "start": In(1),
+            "n_layers": In(range(max_layers + 1)),
+            "batch": In(range(max_batch + 1)),
+            "busy": Out(1),
+            "error": Out(8),
+            "cycles": Out(CYCLE_COUNTER_WIDTH),
+            "out_buffer": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, rows, bb = self.lanes, self.rows, self.beat_bytes
+
+        # ---- memories -------------------------------------------------------------------
+        wmem = Memory(shape=unsigned(8 * bb), depth=self.weight_words, init=[])
+        bmem = Memory(shape=unsigned(8 * BIAS_STORE_BYTES), depth=self.bias_depth, init=[])
+        tmem = Memory(shape=unsigned(8 * LAYER_ENTRY_SIZE), depth=self.max_layers, init=[])
+        bufs = [Memory(shape=unsigned(8 * lanes), depth=self.buffer_words, init=[])
+                for _ in range(2)]
+        m.submodules.weights, m.submodules.biases, m.submodules.table = wmem, bmem, tmem
+        m.submodules.buffer0, m.submodules.buffer1 = bufs
+
+        busy = Signal()
+        flush = Signal()  # clears the datapath at the start of a run and on an abort
+        m.d.comb += self.busy.eq(busy)
+
+        def host_write(mem, target, n_bytes):
+            port = mem.write_port(granularity=8)
+            sel = self.wr_en & ~busy & (self.wr_target == target) & (self.wr_lane < n_bytes)
+            sel &= self.wr_addr < mem.depth
+            m.d.comb += [
+                port.addr.eq(self.wr_addr),
+                port.data.eq(self.wr_data.replicate(n_bytes)),
+                port.en.eq(_byte_enable(sel, self.wr_lane, n_bytes)),
+            ]
+            return port
+
+        host_write(wmem, Target.WEIGHTS, bb)
+        host_write(bmem, Target.BIAS, BIAS_STORE_BYTES)
+        host_write(tmem, Target.LAYER, LAYER_ENTRY_SIZE)
+
+        # Buffers: one write port each, shared by host input writes (buffer 0, idle) and the
+        # requantiser (busy); one read port each, shared by the host (idle) and the issuer.
+        buf_w = [b.write_port(granularity=8) for b in bufs]
+        buf_r = [b.read_port() for b in bufs]
+
+        # ---- layer table entry ----------------------------------------------------------
+        layer = Signal(range(self.max_layers + 1))
+        t_rd = tmem.read_port()
+        m.d.comb += t_rd.addr.eq(layer)
+        entry_raw = t_rd.data
+        weight_base = Signal(32)
+        bias_base = Signal(16)
+        chunks = Signal(16)
+        blocks = Signal(16)
+        fan_out = Signal(16)
+        shift = Signal(8)
+        relu = Signal()
+        fields = [weight_base, bias_base, chunks, blocks, fan_out, shift, relu]
+        widths = [32, 16, 16, 16, 16, 8, 8]
+
+        n_layers = Signal.like(self.n_layers)
+        batch = Signal.like(self.batch)
+        src = Signal()  # buffer the current layer reads
+        error = Signal(8)
+        m.d.comb += [self.error.eq(error), self.out_buffer.eq(n_layers[0])]
+
+        # ---- issuer (stage 0) -----------------------------------------------------------
+        issuing = Signal()
+        adv = Signal()  # feed pipeline advances
+        c = Signal(16)
+        j = Signal(16)
+        b = Signal(range(self.max_batch + 1))
+        wptr = Signal(32)
+        aptr = Signal(range(self.buffer_words + self.stride + 1))
+        abase = Signal.like(aptr)
+        last0 = Signal()
+        m.d.comb += last0.eq(c == chunks - 1)
+
+        w_rd = wmem.read_port()
+        m.d.comb += [w_rd.addr.eq(wptr), w_rd.en.eq(adv)]
+        act_addr = Signal.like(aptr)
+        m.d.comb += act_addr.eq(aptr)
+
+        # ---- stage 1: memory data; stage 2: decoded codes -------------------------------
+        valid1, last1, src1 = Signal(), Signal(), Signal()
+        valid2, last2 = Signal(), Signal()
+        acts1 = Signal(8 * lanes)
+        acts2 = Signal(8 * lanes)
+        rom = Memory(shape=unsigned(2 * TRITS_PER_BYTE + 1), depth=256, init=decoder_table())
+        m.submodules.decoder = rom
+        rom_ports = [rom.read_port() for _ in range(bb)]
+        for i, port in enumerate(rom_ports):
+            m.d.comb += [port.addr.eq(w_rd.data[8 * i : 8 * i + 8]), port.en.eq(adv)]
+        codes = Cat(*(p.data[: 2 * TRITS_PER_BYTE] for p in rom_ports))
+        illegal = Cat(*(p.data[2 * TRITS_PER_BYTE] for p in rom_ports)).any()
+
+        with m.If(flush):
+            m.d.sync += [valid1.eq(0), valid2.eq(0)]
+        with m.Elif(adv):
+            m.d.sync += [
+                valid1.eq(issuing), last1.eq(last0), src1.eq(src),
+                valid2.eq(valid1), last2.eq(last1), acts2.eq(acts1),
+            ]
+        m.d.comb += acts1.eq(Array(p.data for p in buf_r)[src1])
+
+        array = ResetInserter(flush)(self.array)
+        m.submodules.array = array
+        a_in = self.array.i_stream
+        m.d.comb += [
+            a_in.valid.eq(valid2 & ~illegal),
+            a_in.payload.acts.as_value().eq(acts2),
+            a_in.payload.codes.as_value().eq(codes[: 2 * lanes * rows]),
+            a_in.payload.last.eq(last2),
+            adv.eq(~valid2 | a_in.ready),
+        ]
+
+        # ---- requantiser ----------------------------------------------------------------
+        acc_w = self.array.acc_width
+        hold = Array(Signal(signed(acc_w), name=f"hold{r}") for r in range(rows))
+        holding = Signal()
+        r = Signal(range(rows + 1))
+        rq_j = Signal(16)
+        rq_b = Signal(range(self.max_batch + 1))
+        rq_done = Signal()  # all blocks of all samples of this layer have been issued
+        bptr = Signal(16)
+        m_idx = Signal(16)
+        o_word = Signal.like(aptr)
+        o_base = Signal.like(aptr)
+        o_lane = Signal(range(lanes))
+        a_out = self.array.o_stream
+        m.d.comb += a_out.ready.eq(~holding)
+
+        b_rd = bmem.read_port()
+        m.d.comb += b_rd.addr.eq(bptr)
+        # pipeline: p1 (acc + bias) -> p2 (shifted) -> write
+        p1_valid, p2_valid, p3_valid = Signal(), Signal(), Signal()
+        p1_acc = Signal(signed(acc_w))
+        p1_we, p2_we, p3_we = Signal(), Signal(), Signal()
+        p1_word, p2_word, p3_word = Signal.like(aptr), Signal.like(aptr), Signal.like(aptr)
+        p1_lane, p2_lane, p3_lane = (Signal(range(lanes)) for _ in range(3))
+        sum_w = max(acc_w, BIAS_STORE_WIDTH) + 1
+        p2_sum = Signal(signed(sum_w))
+        p3_val = Signal(signed(sum_w))
+        p3_out = Signal(8)
+
+        bias = Signal(signed(BIAS_STORE_WIDTH))
+        m.d.comb += bias.eq(b_rd.data[:BIAS_STORE_WIDTH])
+        with m.If(flush):
+            m.d.sync += [holding.eq(0), p1_valid.eq(0), p2_valid.eq(0), p3_valid.eq(0)]
+        with m.Else():
+            with m.If(a_out.valid & a_out.ready):
+                m.d.sync += [holding.eq(1), r.eq(0)]
+                m.d.sync += [hold[i].eq(a_out.payload[i]) for i in range(rows)]
+            m.d.sync += p1_valid.eq(0)
+            with m.If(holding):
+                m.d.sync += [
+                    p1_valid.eq(1),
+                    p1_acc.eq(hold[r]),
+                    p1_we.eq(m_idx < fan_out),
+                    p1_word.eq(o_word),
+                    p1_lane.eq(o_lane),
+                    bptr.eq(bptr + 1),
+                    m_idx.eq(m_idx + 1),
+                ]
+                with m.If(o_lane == lanes - 1):
+                    m.d.sync += [o_lane.eq(0), o_word.eq(o_word + 1)]
+                with m.Else():
+                    m.d.sync += o_lane.eq(o_lane + 1)
+                with m.If(r == rows - 1):
+                    m.d.sync += holding.eq(0)
+                    with m.If(rq_j == blocks - 1):
+                        # end of a sample: outputs of the next sample start a buffer row later
+                        m.d.sync += [rq_j.eq(0), rq_b.eq(rq_b + 1), bptr.eq(bias_base),
+                                     m_idx.eq(0), o_lane.eq(0), o_word.eq(o_base + self.stride),
+                                     o_base.eq(o_base + self.stride)]
+                        with m.If(rq_b == batch - 1):
+                            m.d.sync += rq_done.eq(1)
+                    with m.Else():
+                        m.d.sync += rq_j.eq(rq_j + 1)
+                with m.Else():
+                    m.d.sync += r.eq(r + 1)
+            m.d.sync += [
+                p2_valid.eq(p1_valid), p2_we.eq(p1_we), p2_word.eq(p1_word),
+                p2_lane.eq(p1_lane), p2_sum.eq(p1_acc + bias),
+                p3_valid.eq(p2_valid), p3_we.eq(p2_we), p3_word.eq(p2_word),
+                p3_lane.eq(p2_lane), p3_val.eq(p2_sum >> shift[:5]),
+            ]
+        with m.If(relu & (p3_val < 0)):
+            m.d.comb += p3_out.eq(0)
+        with m.Elif(p3_val < ACT_MIN):
+            m.d.comb += p3_out.eq(ACT_MIN & 0xFF)
+        with m.Elif(p3_val > ACT_MAX):
+            m.d.comb += p3_out.eq(ACT_MAX)
+        with m.Else():
+            m.d.comb += p3_out.eq(p3_val[:8])
+        rq_busy = Signal()
+        m.d.comb += rq_busy.eq(holding | p1_valid | p2_valid | p3_valid)
+
+        # buffer ports: requantiser writes the destination, issuer reads the source
+        for i in range(2):
+            is_dst = busy & (src != i)
+            host_in = ~busy & (i == 0) & self.wr_en & (self.wr_target == Target.INPUT)
+            host_in &= (self.wr_lane < lanes) & (self.wr_addr < self.buffer_words)
+            with m.If(is_dst):
+                m.d.comb += [
+                    buf_w[i].addr.eq(p3_word),
+                    buf_w[i].data.eq(p3_out.replicate(lanes)),
+                    buf_w[i].en.eq(_byte_enable(p3_valid & p3_we, p3_lane, lanes)),
+                ]
+            with m.Else():
+                m.d.comb += [
+                    buf_w[i].addr.eq(self.wr_addr),
+                    buf_w[i].data.eq(self.wr_data.replicate(lanes)),
+                    buf_w[i].en.eq(_byte_enable(host_in, self.wr_lane, lanes)),
+                ]
+            with m.If(busy):
+                m.d.comb += [buf_r[i].addr.eq(act_addr), buf_r[i].en.eq(adv)]
+            with m.Else():
+                m.d.comb += [buf_r[i].addr.eq(self.rd_addr), buf_r[i].en.eq(1)]
+        rd_sel = Signal()
+        rd_lane = Signal.like(self.rd_lane)
+        m.d.sync += [rd_sel.eq(self.rd_buffer), rd_lane.eq(self.rd_lane)]
+        rd_word = Array(p.data for p in buf_r)[rd_sel]
+        m.d.comb += self.rd_data.eq(rd_word.word_select(rd_lane, 8))
+
+        # ---- cycle counter --------------------------------------------------------------
+        cycles = Signal(CYCLE_COUNTER_WIDTH)
+        m.d.comb += self.cycles.eq(cycles)
+        with m.If(busy & ~cycles.all()):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        # ---- sequencer ------------------------------------------------------------------
+        def abort(code):
+            m.d.sync += [error.eq(code), busy.eq(0), issuing.eq(0)]
+            m.d.comb += flush.eq(1)
+            m.next = "IDLE"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.comb += flush.eq(1)
+                    m.d.sync += [n_layers.eq(self.n_layers), batch.eq(self.batch),
+                                 cycles.eq(0), error.eq(0), layer.eq(0), src.eq(0),
+                                 issuing.eq(0)]
+                    with m.If((self.n_layers == 0) | (self.n_layers > self.max_layers) |
+                              (self.batch == 0) | (self.batch > self.max_batch)):
+                        m.d.sync += error.eq(ErrorCode.BAD_ARGUMENT)
+                    with m.Else():
+                        m.d.sync += busy.eq(1)
+                        m.next = "LOAD"
+            with m.State("LOAD"):
+                # the table read port is synchronous: its data is valid in the next state
+                m.next = "ENTRY"
+            with m.State("ENTRY"):
+                offset = 0
+                for f, wdt in zip(fields, widths, strict=True):
+                    m.d.sync += f.eq(entry_raw[offset : offset + wdt])
+                    offset += wdt
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If((chunks == 0) | (chunks > self.stride) | (blocks == 0) |
+                          (blocks > self.max_blocks) | (fan_out == 0) |
+                          (fan_out > self.max_width) | (shift > 31) |
+                          (weight_base >= self.weight_words)):
+                    abort(ErrorCode.BAD_ARGUMENT)
+                with m.Else():
+                    m.d.sync += [
+                        c.eq(0), j.eq(0), b.eq(0), wptr.eq(weight_base), aptr.eq(0),
+                        abase.eq(0), issuing.eq(1),
+                        rq_j.eq(0), rq_b.eq(0), rq_done.eq(0), bptr.eq(bias_base),
+                        m_idx.eq(0), o_word.eq(0), o_base.eq(0), o_lane.eq(0),
+                    ]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(valid2 & illegal):
+                    abort(ErrorCode.ILLEGAL_WEIGHT)
+                with m.Elif(issuing & (wptr >= self.weight_words)):
+                    abort(ErrorCode.BAD_ADDRESS)
+                with m.Elif(bptr >= self.bias_depth):
+                    abort(ErrorCode.BAD_ADDRESS)
+                with m.Else():
+                    with m.If(issuing & adv):
+                        m.d.sync += wptr.eq(wptr + 1)
+                        with m.If(last0):
+                            m.d.sync += c.eq(0)
+                            with m.If(j == blocks - 1):
+                                m.d.sync += [j.eq(0), b.eq(b + 1), wptr.eq(weight_base),
+                                             abase.eq(abase + self.stride),
+                                             aptr.eq(abase + self.stride)]
+                                with m.If(b == batch - 1):
+                                    m.d.sync += issuing.eq(0)
+                            with m.Else():
+                                m.d.sync += [j.eq(j + 1), aptr.eq(abase)]
+                        with m.Else():
+                            m.d.sync += [c.eq(c + 1), aptr.eq(aptr + 1)]
+                    with m.If(rq_done & ~rq_busy):
+                        m.d.sync += [layer.eq(layer + 1), src.eq(~src)]
+                        with m.If(layer + 1 == n_layers):
+                            m.d.sync += busy.eq(0)
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "LOAD"
+        return m
+
+
+def _byte_enable(enable, lane, n_lanes):
+    """Byte-enable vector: bit ``lane`` set when ``enable``."""
+    return Cat(*(enable & (lane == i) for i in range(n_lanes)))

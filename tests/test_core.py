@@ -1,0 +1,181 @@
+"""hw.core.AcceleratorCore under Amaranth's simulator: whole networks against the reference."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.core import AcceleratorCore, Target
+from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
+from hw.protocol import ErrorCode
+from hw.reference import Layer, run_network
+
+
+def random_network(rng, widths, big_bias=False):
+    layers = []
+    for k, m in zip(widths, widths[1:], strict=False):
+        if big_bias:
+            bias = rng.integers(-(2**31), 2**31, m)
+            shift = int(rng.integers(20, 32))
+        else:
+            bias = rng.integers(-200, 200, m)
+            shift = int(rng.integers(0, 6))
+        layers.append(Layer(rng.integers(-1, 2, (m, k)), bias, shift, bool(rng.integers(0, 2))))
+    return layers
+
+
+def words(data: bytes, size: int):
+    for i in range(0, len(data), size):
+        yield i // size, data[i : i + size]
+
+
+async def write_bytes(ctx, dut, target, data, size):
+    ctx.set(dut.wr_target, target)
+    for addr, chunk in words(data, size):
+        for lane, byte in enumerate(chunk):
+            ctx.set(dut.wr_addr, addr)
+            ctx.set(dut.wr_lane, lane)
+            ctx.set(dut.wr_data, byte)
+            ctx.set(dut.wr_en, 1)
+            await ctx.tick()
+    ctx.set(dut.wr_en, 0)
+
+
+async def load(ctx, dut, image):
+    await write_bytes(ctx, dut, Target.WEIGHTS, image.weights, beat_bytes(dut.lanes, dut.rows))
+    await write_bytes(ctx, dut, Target.BIAS, image.bias_bytes(), BIAS_STORE_BYTES)
+    await write_bytes(ctx, dut, Target.LAYER, image.table_bytes(), LAYER_ENTRY_SIZE)
+
+
+async def write_inputs(ctx, dut, x):
+    for b, sample in enumerate(x):
+        row = np.zeros(dut.stride * dut.lanes, np.int8)
+        row[: len(sample)] = sample
+        ctx.set(dut.wr_target, Target.INPUT)
+        for k, v in enumerate(row.view(np.uint8)):
+            ctx.set(dut.wr_addr, b * dut.stride + k // dut.lanes)
+            ctx.set(dut.wr_lane, k % dut.lanes)
+            ctx.set(dut.wr_data, int(v))
+            ctx.set(dut.wr_en, 1)
+            await ctx.tick()
+    ctx.set(dut.wr_en, 0)
+
+
+async def run(ctx, dut, n_layers, batch, limit=200_000):
+    ctx.set(dut.n_layers, n_layers)
+    ctx.set(dut.batch, batch)
+    ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+    for _ in range(limit):
+        if not ctx.get(dut.busy):
+            return ctx.get(dut.error), ctx.get(dut.cycles)
+        await ctx.tick()
+    raise AssertionError("the core did not finish")
+
+
+async def read_outputs(ctx, dut, batch, width):
+    out = np.zeros((batch, width), np.int8)
+    ctx.set(dut.rd_buffer, ctx.get(dut.out_buffer))
+    for b in range(batch):
+        for k in range(width):
+            ctx.set(dut.rd_addr, b * dut.stride + k // dut.lanes)
+            ctx.set(dut.rd_lane, k % dut.lanes)
+            await ctx.tick()
+            out[b, k] = np.array(ctx.get(dut.rd_data), np.uint8).view(np.int8)
+    return out
+
+
+def simulate(dut, body):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(body)
+    sim.run()
+
+
+@pytest.mark.parametrize(
+    "lanes, rows, widths, batch, big",
+    [
+        (4, 3, [10, 7, 5], 2, False),
+        (5, 2, [1, 9, 4, 3], 3, False),
+        (3, 4, [17, 16, 6], 1, True),
+        (8, 5, [40, 13, 10], 2, False),
+        (1, 1, [3, 2], 2, True),
+    ],
+)
+def test_network_matches_reference(lanes, rows, widths, batch, big):
+    rng = np.random.default_rng(sum(widths) + lanes * 7 + rows)
+    layers = random_network(rng, widths, big)
+    image = compile_image(layers, lanes, rows)
+    dut = AcceleratorCore(lanes, rows, weight_words=image.weight_words + 3,
+                          bias_depth=len(image.biases) + 2, max_layers=4,
+                          max_width=max(widths), max_batch=batch)
+    x = rng.integers(-128, 128, (batch, widths[0])).astype(np.int8)
+    x[0, 0] = -128
+    results = {}
+
+    async def body(ctx):
+        await load(ctx, dut, image)
+        for attempt in range(2):  # a second run on the same program gives the same answer
+            await write_inputs(ctx, dut, x)
+            results[attempt] = await run(ctx, dut, len(layers), batch)
+            results[f"y{attempt}"] = await read_outputs(ctx, dut, batch, widths[-1])
+
+    simulate(dut, body)
+    expected = run_network(x, layers)
+    for attempt in range(2):
+        error, cycles = results[attempt]
+        assert error == 0
+        assert np.array_equal(results[f"y{attempt}"], expected)
+    ideal = sum(e.chunks * e.blocks for e in image.entries) * batch
+    assert ideal <= cycles
+
+
+def test_illegal_weight_byte_aborts_with_an_error():
+    rng = np.random.default_rng(1)
+    layers = random_network(rng, [6, 5])
+    image = compile_image(layers, 3, 2)
+    bad = bytearray(image.weights)
+    bad[2] = 250
+    dut = AcceleratorCore(3, 2, weight_words=16, bias_depth=8, max_layers=2, max_width=8)
+    out = {}
+
+    async def body(ctx):
+        await write_bytes(ctx, dut, Target.WEIGHTS, bytes(bad), beat_bytes(3, 2))
+        await write_bytes(ctx, dut, Target.BIAS, image.bias_bytes(), BIAS_STORE_BYTES)
+        await write_bytes(ctx, dut, Target.LAYER, image.table_bytes(), LAYER_ENTRY_SIZE)
+        await write_inputs(ctx, dut, np.ones((1, 6), np.int8))
+        out["bad"] = await run(ctx, dut, 1, 1)
+        await write_bytes(ctx, dut, Target.WEIGHTS, image.weights, beat_bytes(3, 2))
+        out["good"] = await run(ctx, dut, 1, 1)
+        out["y"] = await read_outputs(ctx, dut, 1, 5)
+
+    simulate(dut, body)
+    assert out["bad"][0] == ErrorCode.ILLEGAL_WEIGHT
+    assert out["good"][0] == 0  # the abort left nothing behind
+    assert np.array_equal(out["y"], run_network(np.ones((1, 6), np.int8), layers))
+
+
+@pytest.mark.parametrize("n_layers, batch", [(0, 1), (3, 1), (1, 0), (1, 3)])
+def test_bad_run_arguments_are_refused(n_layers, batch):
+    dut = AcceleratorCore(2, 2, weight_words=4, bias_depth=4, max_layers=2, max_width=4,
+                          max_batch=2)
+    out = {}
+
+    async def body(ctx):
+        out["r"] = await run(ctx, dut, n_layers, batch)
+
+    simulate(dut, body)
+    assert out["r"][0] == ErrorCode.BAD_ARGUMENT
+
+
+def test_garbage_layer_table_cannot_hang_the_core():
+    dut = AcceleratorCore(2, 2, weight_words=4, bias_depth=4, max_layers=1, max_width=4)
+    out = {}
+
+    async def body(ctx):
+        await write_bytes(ctx, dut, Target.LAYER, bytes([0xFF] * LAYER_ENTRY_SIZE),
+                          LAYER_ENTRY_SIZE)
+        out["r"] = await run(ctx, dut, 1, 1, limit=1000)
+
+    simulate(dut, body)
+    assert out["r"][0] == ErrorCode.BAD_ARGUMENT
