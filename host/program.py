@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 
 from host.fileio import write_atomic
+from hw.image import beat_bytes
 from hw.reference import Layer, run_network
 from hw.spec import (
     ACT_MAX,
@@ -159,10 +160,6 @@ def _first_position(bad: np.ndarray) -> int | tuple[int, ...]:
 
 def _nbytes(n: int) -> str:
     return "1 byte" if n == 1 else f"{n} bytes"
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 class Program:
@@ -334,17 +331,16 @@ class Program:
     def weight_bytes(self, lanes: int, rows: int) -> int:
         """Weight memory in bytes on a device with a ``rows`` x ``lanes`` MAC array.
 
-        The device keeps each layer in tile order, padded with 0-trits to whole tiles
-        (``ceil(M / rows) * rows`` by ``ceil(K / lanes) * lanes`` trits), packed 5 trits per
-        byte, every layer starting on a byte boundary.
+        The device keeps each layer in tile order (see :mod:`hw.image`): one weight word of
+        ``beat_bytes(lanes, rows)`` bytes per ``rows x lanes`` tile, ``ceil(M / rows) *
+        ceil(K / lanes)`` tiles per layer.
         """
         for name, v in (("lanes", lanes), ("rows", rows)):
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
                 raise ProgramError(f"{name} must be a positive integer, not {v!r}")
-        return sum(
-            packed_size(_round_up(x.fan_out, int(rows)) * _round_up(x.fan_in, int(lanes)))
-            for x in self._layers
-        )
+        lanes, rows = int(lanes), int(rows)
+        tiles = sum(-(-x.fan_out // rows) * -(-x.fan_in // lanes) for x in self._layers)
+        return tiles * beat_bytes(lanes, rows)
 
     def check_fits(self, limits: DeviceLimits) -> None:
         """Raise :class:`ProgramTooLargeError` unless the program fits ``limits``.

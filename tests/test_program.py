@@ -500,10 +500,11 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch, failing):
 
 def test_weight_bytes_pads_each_layer_to_whole_tiles():
     p = sample_program()  # layers (M, K) = (3, 5) and (2, 3)
-    assert p.weight_bytes(lanes=1, rows=1) == 3 + 2  # 15 and 6 trits
-    assert p.weight_bytes(lanes=4, rows=2) == 7 + 2  # 4 x 8 = 32 and 2 x 4 = 8 trits
-    assert p.weight_bytes(lanes=8, rows=8) == 13 + 13  # 64 trits each
-    assert p.weight_bytes(lanes=5, rows=3) == 3 + 3  # 3 x 5 = 15 and 3 x 5 = 15 trits
+    # one weight word of packed_size(lanes * rows) bytes per tile (hw.image)
+    assert p.weight_bytes(lanes=1, rows=1) == 15 + 6  # 1-trit tiles take a byte each
+    assert p.weight_bytes(lanes=4, rows=2) == (4 + 1) * 2  # 2 x 2 and 1 x 1 tiles of 8 trits
+    assert p.weight_bytes(lanes=8, rows=8) == 13 + 13  # one 64-trit tile each
+    assert p.weight_bytes(lanes=5, rows=3) == 3 + 3  # one 15-trit tile each
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ProgramError, match="lanes must be a positive integer"):
             p.weight_bytes(lanes=bad, rows=1)
@@ -521,13 +522,13 @@ FITS = {"lanes": 4, "rows": 2, "max_layers": 2, "max_fan_in": 5, "max_fan_out": 
         ({"max_fan_in": 4}, "layer 0 has fan-in K = 5, more than max_fan_in = 4"),
         ({"max_fan_in": 2}, "fan-in K = 5, .*layer 1 has fan-in K = 3, more than max_fan_in = 2"),
         ({"max_fan_out": 2}, "layer 0 has fan-out M = 3, more than max_fan_out = 2"),
-        ({"weight_bytes": 8}, r"weights need 9 bytes in 2 x 4 tiles, more than weight_bytes = 8"),
+        ({"weight_bytes": 9}, r"weights need 10 bytes in 2 x 4 tiles, more than weight_bytes = 9"),
     ],
 )
 def test_check_fits(tighter, message):
     p = sample_program()
-    p.check_fits(DeviceLimits(**FITS, weight_bytes=9))  # exactly at every limit: fits
-    limits = DeviceLimits(**{**FITS, "weight_bytes": 9, **tighter})
+    p.check_fits(DeviceLimits(**FITS, weight_bytes=10))  # exactly at every limit: fits
+    limits = DeviceLimits(**{**FITS, "weight_bytes": 10, **tighter})
     with pytest.raises(
         ProgramTooLargeError, match=f"^program does not fit the device: .*{message}"
     ):
