@@ -18,8 +18,6 @@ increments, the host supplies loop counts in the layer table.
 
 from __future__ import annotations
 
-import enum
-
 from amaranth.hdl import Array, Cat, Module, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -27,21 +25,12 @@ from amaranth.lib.wiring import In, Out
 
 from hw.image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, LAYER_ENTRY_SIZE, beat_bytes
 from hw.mac_array import MACArray
-from hw.protocol import ErrorCode
+from hw.protocol import ErrorCode, Target
 from hw.spec import ACT_MAX, ACT_MIN, TRITS_PER_BYTE, trits_to_codes
 
-__all__ = ["Target", "AcceleratorCore", "decoder_table"]
+__all__ = ["AcceleratorCore", "decoder_table"]
 
 CYCLE_COUNTER_WIDTH = 32
-
-
-class Target(enum.IntEnum):
-    """Which memory a host write goes to."""
-
-    WEIGHTS = 0
-    BIAS = 1
-    LAYER = 2
-    INPUT = 3
 
 
 def decoder_table() -> list[int]:
@@ -86,7 +75,7 @@ class AcceleratorCore(wiring.Component):
 
     Members
     -------
-    wr_target : In(2)  :class:`Target`
+    wr_target : In(2)  :class:`hw.protocol.Target`
     wr_addr, wr_lane, wr_data, wr_en : In
         Host write of byte ``wr_lane`` of word ``wr_addr`` (ignored while busy).
     rd_buffer, rd_addr, rd_lane : In

@@ -50,7 +50,13 @@ __all__ = [
     "ACK",
     "NAK",
     "Op",
+    "Target",
     "ErrorCode",
+    "DeviceInfo",
+    "WRITE_HEADER",
+    "write_payload",
+    "run_payload",
+    "read_payload",
     "Frame",
     "FrameError",
     "crc8",
@@ -75,16 +81,43 @@ NAK = 0xFF
 
 
 class Op(enum.IntEnum):
-    """Request opcodes."""
+    """Request opcodes; the payloads are described in the :class:`Request` helpers below.
+
+    ==========  =====================================  =========================================
+    op          request payload                        ACK payload
+    ==========  =====================================  =========================================
+    INFO        (none)                                 :class:`DeviceInfo`
+    WRITE       target u8, word u32, data bytes        (none)
+    RUN         n_layers u8, batch u16                 cycles u32
+    READ        buffer u8, word u32, count u16         ``count`` bytes
+    STATUS      (none)                                 busy u8, error u8, cycles u32, runs u32
+    ==========  =====================================  =========================================
+
+    WRITE stores ``data`` from byte 0 of word ``word`` of memory ``target`` (:class:`Target`)
+    on, wrapping to the next word after the target's word size: a write is idempotent.
+    READ returns bytes the same way from activation buffer ``buffer``.
+    RUN runs the loaded program on inputs ``0 .. batch-1`` (buffer 0, one sample every
+    ``stride`` words) and answers when it is done; its outputs are in buffer
+    ``n_layers % 2``. The device remembers the ``seq`` of the last RUN and answers a repeated
+    RUN with the same ``seq`` from that memory instead of running again (a RUN overwrites its
+    inputs when the program has an even number of layers, so a retried RUN must not rerun);
+    any WRITE forgets it.
+    """
 
     INFO = 0x01
-    WRITE_WEIGHTS = 0x02
-    WRITE_LAYER = 0x03
-    WRITE_BIAS = 0x04
-    WRITE_INPUT = 0x05
-    RUN = 0x06
-    READ_OUTPUT = 0x07
-    READ_STATUS = 0x08
+    WRITE = 0x02
+    RUN = 0x03
+    READ = 0x04
+    STATUS = 0x05
+
+
+class Target(enum.IntEnum):
+    """The memory a WRITE goes to."""
+
+    WEIGHTS = 0
+    BIAS = 1
+    LAYER = 2
+    INPUT = 3
 
 
 class ErrorCode(enum.IntEnum):
@@ -97,7 +130,56 @@ class ErrorCode(enum.IntEnum):
     BAD_ARGUMENT = 0x05
     BUSY = 0x06
     ILLEGAL_WEIGHT = 0x07
-    NO_PROGRAM = 0x08
+
+
+_INFO = struct.Struct("<HHHHHHHHIIIII")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceInfo:
+    """What INFO reports: versions, the array's shape and every capacity limit."""
+
+    spec_version: int
+    protocol_version: int
+    lanes: int
+    rows: int
+    max_layers: int
+    max_batch: int
+    stride: int  # buffer words per sample
+    max_payload: int
+    max_width: int  # largest fan-in or fan-out
+    weight_words: int
+    bias_depth: int
+    clock_hz: int
+    baud: int
+
+    SIZE = _INFO.size
+
+    def to_bytes(self) -> bytes:
+        return _INFO.pack(*dataclasses.astuple(self))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DeviceInfo:
+        if len(data) != _INFO.size:
+            raise FrameError(f"device info must be {_INFO.size} bytes, not {len(data)}")
+        return cls(*_INFO.unpack(data))
+
+
+def write_payload(target: int, word: int, data: bytes) -> bytes:
+    """Payload of a WRITE request."""
+    return struct.pack("<BI", target, word) + bytes(data)
+
+
+def run_payload(n_layers: int, batch: int) -> bytes:
+    return struct.pack("<BH", n_layers, batch)
+
+
+def read_payload(buffer: int, word: int, count: int) -> bytes:
+    return struct.pack("<BIH", buffer, word, count)
+
+
+#: Bytes of a WRITE payload before the data.
+WRITE_HEADER = 5
 
 
 class FrameError(ValueError):

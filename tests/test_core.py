@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.core import AcceleratorCore, Target
+from hw.core import AcceleratorCore
 from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
-from hw.protocol import ErrorCode
+from hw.protocol import ErrorCode, Target
 from hw.reference import Layer, run_network
 
 
