@@ -32,6 +32,7 @@ test-all: setup
 
 bench: setup
 	$(PY) -m bench
+	$(PY) -m bench.report --update README.md
 
 verilog: setup
 	@mkdir -p build

@@ -1,0 +1,125 @@
+"""Render bench/results/*.json as the README's benchmark tables.
+
+``python -m bench.report`` prints the Markdown; ``--update README.md`` replaces the text between
+``<!-- bench:start -->`` and ``<!-- bench:end -->`` in that file. ``make bench`` does the latter,
+so the README always shows the figures of the last run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from bench._common import RESULTS
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(v, spec=".1f", none="-"):
+    return none if v is None else format(v, spec)
+
+
+def _label(design: str) -> str:
+    kind, _, rest = design.partition(" ")
+    return {"int8-plain": f"int8 x int8 `*`, default synthesis, {rest}",
+            "int8": f"int8 x int8 `*`, Booth-recoded, {rest}"}.get(kind, design)
+
+
+def area_tables(d: dict) -> list[str]:
+    by = {(r["design"], r["family"]): r for r in d["results"]}
+    designs = list(dict.fromkeys(r["design"] for r in d["results"]))
+    out = [
+        "Logic cells of the bare array (nextpnr packing: iCE40 `ICESTORM_LC`, ECP5 `TRELLIS_COMB`)"
+        " per MAC lane (rows x lanes), and Fmax after routing in a register harness "
+        f"(seed 1). Measured {d['context']['date'][:10]}, `python -m bench area`.",
+        "",
+        "| array (rows x lanes) | UP5K cells/lane | UP5K Fmax MHz | ECP5 cells/lane "
+        "| ECP5 Fmax MHz |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in designs:
+        cols = []
+        for fam in ("ice40", "ecp5"):
+            r = by.get((name, fam))
+            if r is None:
+                cols += ["-", "-"]
+                continue
+            cells = f"{r['lc_per_lane']:.1f}"
+            if not r["fits"]:
+                cells += f" (does not fit: {r['logic_cells']}/{r['available']})"
+            cols += [cells, _fmt(r.get("fmax_mhz"))]
+        out.append(f"| {_label(name)} | " + " | ".join(cols) + " |")
+    t = d.get("targets", {})
+    labels = {
+        "ice40_lc_per_lane": "UP5K cells per lane at 4x32 <= 22",
+        "ice40_lc_per_lane_stretch": "stretch: <= 18",
+        "ice40_ratio_vs_int8_plain": "fewer cells than int8 `*` (default synthesis), UP5K >= 8x",
+        "ecp5_ratio_vs_int8_plain": "fewer cells than int8 `*` (default synthesis), ECP5 >= 8x",
+        "ice40_ratio_vs_int8": "same, against Booth-recoded int8 (stronger baseline), UP5K",
+        "ecp5_ratio_vs_int8": "same, against Booth-recoded int8, ECP5",
+        "ice40_fmax_mhz": "UP5K Fmax >= 60 MHz",
+        "ecp5_fmax_mhz": "ECP5 Fmax >= 150 MHz",
+    }
+    out += ["", "| target (4x32) | measured | met |", "|---|---:|---|"]
+    for key, label in labels.items():
+        if key in t:
+            v = t[key]["value"]
+            met = {True: "yes", False: "no", None: "-"}[t[key]["pass"]]
+            out.append(f"| {label} | {_fmt(v, '.2f')} | {met} |")
+    return out
+
+
+def packing_table(d: dict) -> list[str]:
+    out = [f"Packing {d['trits']:,} trits on one core (`python -m bench packing`):", "",
+           "| operation | MB/s packed | Mtrit/s |", "|---|---:|---:|"]
+    for name, r in d["results"].items():
+        out.append(f"| {name} | {r['packed_MB_per_s']:.0f} | {r['Mtrits_per_s']:.0f} |")
+    return out
+
+
+def reference_table(d: dict) -> list[str]:
+    out = ["Reference model next to a bare float32 NumPy matmul of the same shape, same run "
+           "(`python -m bench reference`):", "",
+           "| layer | N x K x M | reference ms | float32 matmul ms | int64 matmul ms "
+           "| reference / float32 |", "|---|---|---:|---:|---:|---:|"]
+    for r in d["results"]:
+        out.append(f"| {r['shape']} | {r['N']}x{r['K']}x{r['M']} | {r['reference_s'] * 1e3:.2f} "
+                   f"| {r['float32_matmul_s'] * 1e3:.2f} | {r['int64_matmul_s'] * 1e3:.2f} "
+                   f"| {r['reference_over_float32']:.2f} |")
+    return out
+
+
+def render() -> str:
+    parts = []
+    for name, fn in (("area", area_tables), ("packing", packing_table),
+                     ("reference", reference_table)):
+        d = _load(name)
+        parts.append("\n".join(fn(d)) if d else f"(no {name} results yet: run `make bench`)")
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--update", type=Path, help="rewrite the marked section of this file")
+    args = parser.parse_args(argv)
+    text = render()
+    if not args.update:
+        print(text)
+        return
+    doc = args.update.read_text()
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(doc):
+        raise SystemExit(f"{args.update}: no {START} ... {END} section")
+    args.update.write_text(pattern.sub(lambda _: f"{START}\n{text}\n{END}", doc))
+    print(f"updated {args.update}")
+
+
+if __name__ == "__main__":
+    main()
