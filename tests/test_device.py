@@ -1,0 +1,204 @@
+"""hw.device.LinkedAccelerator under Amaranth's simulator, byte level: frames in, frames out."""
+
+import struct
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.device import STATUS_SIZE, LinkedAccelerator, Top, uart_divisor
+from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
+from hw.protocol import (
+    ACK,
+    MAX_PAYLOAD,
+    NAK,
+    WRITE_HEADER,
+    DeviceInfo,
+    ErrorCode,
+    FrameDecoder,
+    Op,
+    Target,
+    encode_frame,
+    read_payload,
+    run_payload,
+    write_payload,
+)
+from hw.reference import Layer, run_network
+
+PARAMS = dict(weight_words=40, bias_depth=40, max_layers=3, max_width=20, max_batch=3)
+
+
+class Host:
+    """Drives the byte streams from an Amaranth testbench; one request at a time."""
+
+    def __init__(self, dut, ctx, rng):
+        self.dut, self.ctx, self.rng = dut, ctx, rng
+        self.decoder = FrameDecoder()
+        self.seq = 0
+
+    async def send_bytes(self, data):
+        ctx, s = self.ctx, self.dut.i_stream
+        for b in data:
+            ctx.set(s.payload, b)
+            ctx.set(s.valid, 1)
+            await ctx.tick().until(s.ready)
+        ctx.set(s.valid, 0)
+
+    async def receive(self, limit=20_000):
+        ctx, s = self.ctx, self.dut.o_stream
+        for _ in range(limit):
+            ctx.set(s.ready, int(self.rng.random() < 0.7))  # backpressure
+            _, _, valid, ready, byte = await ctx.tick().sample(s.valid, s.ready, s.payload)
+            if valid and ready:
+                frames = self.decoder.feed(bytes([byte]))
+                if frames:
+                    ctx.set(s.ready, 0)
+                    return frames[0]
+        raise AssertionError("no answer from the device")
+
+    async def request(self, op, payload=b"", seq=None):
+        self.seq = (self.seq + 1) % 256 if seq is None else seq
+        await self.send_bytes(encode_frame(op, self.seq, payload))
+        frame = await self.receive()
+        assert frame.seq == self.seq
+        return frame
+
+    async def write(self, target, data, word_size):
+        per = (MAX_PAYLOAD - WRITE_HEADER) // word_size * word_size
+        for start in range(0, len(data), per):
+            f = await self.request(Op.WRITE, write_payload(target, start // word_size,
+                                                            data[start : start + per]))
+            assert f.op == Op.WRITE | ACK, f
+
+
+def simulate(dut, body):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(body)
+    sim.run()
+
+
+def network(rng, widths):
+    return [Layer(rng.integers(-1, 2, (m, k)), rng.integers(-300, 300, m),
+                  int(rng.integers(0, 5)), bool(rng.integers(0, 2)))
+            for k, m in zip(widths, widths[1:], strict=False)]
+
+
+@pytest.mark.parametrize("lanes, rows, widths", [(4, 3, [9, 13, 5]), (5, 2, [20, 7, 11, 3])])
+def test_network_through_frames(lanes, rows, widths):
+    rng = np.random.default_rng(lanes + len(widths))
+    dut = LinkedAccelerator(lanes, rows, timeout_cycles=5000, **PARAMS)
+    layers = network(rng, widths)
+    image = compile_image(layers, lanes, rows)
+    x = rng.integers(-128, 128, (3, widths[0])).astype(np.int8)
+    out = {}
+
+    async def body(ctx):
+        host = Host(dut, ctx, rng)
+        info = DeviceInfo.from_bytes((await host.request(Op.INFO)).payload)
+        out["info"] = info
+        await host.write(Target.WEIGHTS, image.weights, beat_bytes(lanes, rows))
+        await host.write(Target.BIAS, image.bias_bytes(), BIAS_STORE_BYTES)
+        await host.write(Target.LAYER, image.table_bytes(), LAYER_ENTRY_SIZE)
+        for b, sample in enumerate(x):  # sample b starts at word b * stride of buffer 0
+            f = await host.request(Op.WRITE, write_payload(Target.INPUT, b * info.stride,
+                                                           sample.tobytes()))
+            assert f.op == Op.WRITE | ACK
+        run = await host.request(Op.RUN, run_payload(len(layers), len(x)))
+        assert run.op == Op.RUN | ACK, run
+        out["cycles"] = struct.unpack("<I", run.payload)[0]
+        again = await host.request(Op.RUN, run_payload(len(layers), len(x)), seq=host.seq)
+        out["again"] = again
+        ys = []
+        for b in range(len(x)):
+            f = await host.request(Op.READ, read_payload(len(layers) % 2, b * info.stride,
+                                                         widths[-1]))
+            assert f.op == Op.READ | ACK
+            ys.append(np.frombuffer(f.payload, np.int8))
+        out["y"] = np.array(ys)
+        status = await host.request(Op.STATUS)
+        out["status"] = status
+
+    simulate(dut, body)
+    assert out["info"].lanes == lanes and out["info"].stride == -(-PARAMS["max_width"] // lanes)
+    assert np.array_equal(out["y"], run_network(x, layers))
+    assert out["again"].payload == struct.pack("<I", out["cycles"])  # answered from memory
+    busy, error, cycles, runs = struct.unpack("<BBII", out["status"].payload)
+    assert (busy, error, cycles, runs) == (0, 0, out["cycles"], 1)  # the retry did not rerun
+    assert len(out["status"].payload) == STATUS_SIZE
+
+
+@pytest.mark.parametrize(
+    "op, payload, code",
+    [
+        (Op.INFO, b"x", ErrorCode.BAD_LENGTH),
+        (0x42, b"", ErrorCode.UNKNOWN_OPCODE),
+        (Op.WRITE, b"\x00\x00", ErrorCode.BAD_LENGTH),
+        (Op.WRITE, write_payload(7, 0, b"\x01"), ErrorCode.BAD_ARGUMENT),
+        (Op.WRITE, write_payload(Target.LAYER, 2, bytes(LAYER_ENTRY_SIZE + 1)),
+         ErrorCode.BAD_ADDRESS),  # runs past the last table entry: nothing is written
+        (Op.WRITE, write_payload(Target.WEIGHTS, 2**32 - 1, b"\x01"), ErrorCode.BAD_ADDRESS),
+        (Op.READ, read_payload(2, 0, 1), ErrorCode.BAD_ARGUMENT),
+        (Op.READ, read_payload(0, 100, 1), ErrorCode.BAD_ADDRESS),
+        (Op.RUN, run_payload(0, 1), ErrorCode.BAD_ARGUMENT),
+        (Op.RUN, b"\x01", ErrorCode.BAD_LENGTH),
+    ],
+)
+def test_bad_requests_get_a_nak(op, payload, code):
+    dut = LinkedAccelerator(2, 2, timeout_cycles=5000, **PARAMS)
+    out = {}
+
+    async def body(ctx):
+        host = Host(dut, ctx, np.random.default_rng(0))
+        out["f"] = await host.request(op, payload)
+        out["info"] = await host.request(Op.INFO)  # and the device still answers
+
+    simulate(dut, body)
+    assert out["f"].op == NAK and out["f"].payload == bytes([op, code])
+    assert out["info"].op == Op.INFO | ACK
+
+
+def test_refused_write_changes_nothing():
+    dut = LinkedAccelerator(2, 2, timeout_cycles=5000, **PARAMS)
+    out = {}
+
+    async def body(ctx):
+        host = Host(dut, ctx, np.random.default_rng(1))
+        await host.request(Op.WRITE, write_payload(Target.INPUT, 0, b"\x05\x06"))
+        bad = write_payload(Target.INPUT, PARAMS["max_width"] // 2 * 3 - 1, bytes([9] * 4))
+        out["nak"] = await host.request(Op.WRITE, bad)
+        out["ok"] = await host.request(Op.WRITE, write_payload(Target.INPUT, 0, b"\x07"))
+        out["read"] = await host.request(Op.READ, read_payload(0, 0, 2))
+
+    simulate(dut, body)
+    assert out["nak"].payload == bytes([Op.WRITE, ErrorCode.BAD_ADDRESS])
+    assert out["read"].payload == b"\x07\x06"
+
+
+def test_corrupted_frame_is_nakked_with_its_seq_and_garbage_is_ignored():
+    dut = LinkedAccelerator(2, 2, timeout_cycles=300, **PARAMS)
+    out = {}
+
+    async def body(ctx):
+        host = Host(dut, ctx, np.random.default_rng(2))
+        frame = bytearray(encode_frame(Op.INFO, 0x33, b""))
+        frame[-1] ^= 0x10
+        await host.send_bytes(bytes(frame))
+        out["nak"] = await host.receive()
+        await host.send_bytes(b"\x00\xa5\x01garbage")  # a partial frame, then silence
+        await ctx.tick().repeat(400)  # the receiver's timeout drops it
+        out["info"] = await host.request(Op.INFO)
+
+    simulate(dut, body)
+    assert out["nak"].op == NAK and out["nak"].seq == 0x33
+    assert out["nak"].payload == bytes([Op.INFO, ErrorCode.BAD_CRC])
+    assert out["info"].op == Op.INFO | ACK
+
+
+def test_uart_divisor():
+    assert uart_divisor(12_000_000, 3_000_000) == 4
+    with pytest.raises(ValueError, match="at least 4"):
+        uart_divisor(12_000_000, 6_000_000)
+    with pytest.raises(ValueError, match="away from"):
+        uart_divisor(10_000_000, 1_900_000)
+    Top(48_000_000, 3_000_000, lanes=2, rows=2, **PARAMS)
