@@ -1,0 +1,454 @@
+"""The host client: load a :class:`host.program.Program` into an accelerator and run it.
+
+The client sends the commands of :mod:`hw.protocol` through a :class:`host.transport.Link`
+(stop-and-wait requests with bounded retries; see there for the reliability rules) over a
+:class:`host.transport.Transport`: a serial port or ``socket://`` URL by default.
+
+Memory addressing (see :mod:`hw.image` and :mod:`hw.core`)
+----------------------------------------------------------
+A WRITE or READ starts at byte 0 of a word, so every transfer is cut at word boundaries: the
+word is a weight beat (``beat_bytes(lanes, rows)`` bytes), a stored bias
+(``BIAS_STORE_BYTES``), a layer-table entry (``LAYER_ENTRY_SIZE``) or an activation word
+(``lanes`` bytes). Sample ``b`` of a run sits at activation word ``b * stride``: its inputs in
+buffer 0, its outputs in buffer ``n_layers % 2``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from host.program import Program, ProgramError, ProgramTooLargeError
+from host.transport import (
+    DeviceError,
+    DeviceRefusedError,
+    Link,
+    LinkError,
+    LinkStats,
+    SerialTransport,
+    Transport,
+)
+from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
+from hw.protocol import (
+    MAX_PAYLOAD,
+    PROTOCOL_VERSION,
+    WRITE_HEADER,
+    DeviceInfo,
+    Op,
+    Target,
+    read_payload,
+    run_payload,
+    write_payload,
+)
+from hw.spec import MAX_FAN_IN, SPEC_VERSION, DeviceLimits
+
+__all__ = [
+    "DEFAULT_BAUD",
+    "LinkError",
+    "DeviceError",
+    "DeviceRefusedError",
+    "LinkStats",
+    "LoadStats",
+    "DeviceStatus",
+    "Client",
+]
+
+DEFAULT_BAUD = 3_000_000
+_RUN_ACK = struct.Struct("<I")  # cycles
+_STATUS_ACK = struct.Struct("<BBII")  # busy, error, cycles, runs
+#: RUN carries ``n_layers`` in one byte.
+_MAX_RUN_LAYERS = 0xFF
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadStats:
+    """What one :meth:`Client.load` cost.
+
+    Members
+    -------
+    payload_bytes : int
+        Image bytes written (weights, biases, layer table).
+    wire_bytes_sent, wire_bytes_received : int
+        Everything on the wire in each direction: frame overhead, retries, the answers.
+    frames : int
+        Frames sent, retries included.
+    retries : int
+    seconds : float
+    weights : int
+        Real (unpadded) weights of the program.
+    bits_per_trit : float
+        ``8 * wire_bytes_sent / weights``: what one weight costs on the wire towards the device,
+        padding, biases, table and framing included (a UART adds 2 more bits per byte).
+    """
+
+    payload_bytes: int
+    wire_bytes_sent: int
+    wire_bytes_received: int
+    frames: int
+    retries: int
+    seconds: float
+    weights: int
+    bits_per_trit: float
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceStatus:
+    """What STATUS reports."""
+
+    busy: bool
+    error: int  # hw.protocol.ErrorCode of the last run, 0 if it succeeded
+    cycles: int  # of the last run
+    runs: int
+
+
+def _check_info(info: DeviceInfo) -> None:
+    """Refuse a device whose INFO the client cannot work with (validated at the edge)."""
+    if info.protocol_version != PROTOCOL_VERSION:
+        raise DeviceError(
+            f"device speaks protocol version {info.protocol_version}, this client "
+            f"version {PROTOCOL_VERSION}"
+        )
+    if info.spec_version != SPEC_VERSION:
+        raise DeviceError(
+            f"device implements hw.spec version {info.spec_version}, this client "
+            f"version {SPEC_VERSION}"
+        )
+    for name in ("lanes", "rows", "max_layers", "max_batch", "stride", "max_payload",
+                 "max_width", "weight_words", "bias_depth"):
+        if getattr(info, name) < 1:
+            raise DeviceError(f"device info is inconsistent: {name} is 0")
+    if info.max_width > MAX_FAN_IN:
+        raise DeviceError(
+            f"device info is inconsistent: max_width {info.max_width} exceeds the spec's "
+            f"MAX_FAN_IN {MAX_FAN_IN}"
+        )
+    if info.stride * info.lanes < info.max_width:
+        raise DeviceError(
+            f"device info is inconsistent: stride {info.stride} x lanes {info.lanes} does not "
+            f"hold max_width {info.max_width} activations"
+        )
+    largest = max(beat_bytes(info.lanes, info.rows), BIAS_STORE_BYTES, LAYER_ENTRY_SIZE,
+                  info.lanes)
+    if min(info.max_payload, MAX_PAYLOAD) < WRITE_HEADER + largest:
+        raise DeviceError(
+            f"device info is inconsistent: max_payload {info.max_payload} cannot carry a "
+            f"{largest}-byte word in one WRITE"
+        )
+
+
+class Client:
+    """An accelerator on the other end of a link.
+
+    Parameters
+    ----------
+    url : str
+        A serial device (``/dev/ttyUSB1``, ``COM3``) or any pyserial URL such as
+        ``socket://127.0.0.1:7777``.
+    baud : int
+        Line rate; ignored by ``socket://``.
+    timeout : float
+        Seconds to wait for the answer to one try of a request.
+    retries : int
+        Tries after the first before giving up.
+
+    Members
+    -------
+    stats : LinkStats
+        A snapshot of the traffic so far.
+    program : Program or None
+        The program last loaded successfully.
+
+    Raises
+    ------
+    DeviceError
+        If the port cannot be opened (the message names ``url``).
+    TypeError, ValueError
+        For a bad ``baud``, ``timeout`` or ``retries``.
+
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        baud: int = DEFAULT_BAUD,
+        *,
+        timeout: float = 1.0,
+        retries: int = 3,
+    ) -> None:
+        if not isinstance(url, str):
+            raise TypeError(
+                f"url must be a str, not {type(url).__name__} (Client.over takes a transport)"
+            )
+        if isinstance(baud, bool) or not isinstance(baud, int) or baud < 1:
+            raise ValueError(f"baud must be a positive integer, not {baud!r}")
+        Link.check_arguments(timeout, retries)  # before the port is opened
+        self._setup(Link(SerialTransport(url, baud), timeout=timeout, retries=retries))
+
+    @classmethod
+    def over(cls, transport: Transport, *, timeout: float = 1.0, retries: int = 3) -> Client:
+        """A client on an already open transport (a simulator pipe, a test double)."""
+        self = cls.__new__(cls)
+        self._setup(Link(transport, timeout=timeout, retries=retries))
+        return self
+
+    def _setup(self, link: Link) -> None:
+        self._link = link
+        self._request = link.request
+        self._info: DeviceInfo | None = None
+        self._program: Program | None = None
+
+    # ----------------------------------------------------------------------------------------
+    # Life cycle
+    # ----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._link.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def stats(self) -> LinkStats:
+        return self._link.stats
+
+    @property
+    def program(self) -> Program | None:
+        return self._program
+
+    # ----------------------------------------------------------------------------------------
+    # Commands
+    # ----------------------------------------------------------------------------------------
+
+    def info(self) -> DeviceInfo:
+        """The device's shape and limits (asked once, then cached).
+
+        Raises
+        ------
+        DeviceError
+            If the device does not answer, or its protocol or spec version differs from this
+            client's, or the values contradict each other.
+        """
+        if self._info is None:
+            info = DeviceInfo.from_bytes(self._request(Op.INFO, b"", DeviceInfo.SIZE))
+            _check_info(info)
+            self._info = info
+        return self._info
+
+    def limits(self) -> DeviceLimits:
+        """The device's capacity, for :meth:`host.program.Program.check_fits`."""
+        info = self.info()
+        return DeviceLimits(
+            lanes=info.lanes,
+            rows=info.rows,
+            max_layers=info.max_layers,
+            max_fan_in=info.max_width,
+            max_fan_out=info.max_width,
+            weight_bytes=info.weight_words * beat_bytes(info.lanes, info.rows),
+        )
+
+    def status(self) -> DeviceStatus:
+        busy, error, cycles, runs = _STATUS_ACK.unpack(
+            self._request(Op.STATUS, b"", _STATUS_ACK.size)
+        )
+        return DeviceStatus(bool(busy), error, cycles, runs)
+
+    def _max_payload(self) -> int:
+        return min(MAX_PAYLOAD, self.info().max_payload)
+
+    def _word_size(self, target: Target) -> int:
+        info = self.info()
+        return {
+            Target.WEIGHTS: beat_bytes(info.lanes, info.rows),
+            Target.BIAS: BIAS_STORE_BYTES,
+            Target.LAYER: LAYER_ENTRY_SIZE,
+            Target.INPUT: info.lanes,
+        }[target]
+
+    def _write(
+        self,
+        target: Target,
+        data: bytes,
+        word: int = 0,
+        sent: Callable[[int], None] | None = None,
+    ) -> None:
+        """WRITE ``data`` from byte 0 of ``word`` on, in frames cut at word boundaries."""
+        size = self._word_size(target)
+        chunk = (self._max_payload() - WRITE_HEADER) // size * size
+        for offset in range(0, len(data), chunk):
+            piece = data[offset : offset + chunk]
+            at = word + offset // size
+            self._request(Op.WRITE, write_payload(target, at, piece), 0,
+                          f"{target.name} word {at}, {len(piece)} bytes")
+            if sent is not None:
+                sent(len(piece))
+
+    def _read(self, buffer: int, word: int, count: int) -> bytes:
+        """READ ``count`` bytes of activation buffer ``buffer`` from byte 0 of ``word`` on."""
+        size = self.info().lanes
+        chunk = self._max_payload() // size * size
+        parts = []
+        for offset in range(0, count, chunk):
+            n = min(chunk, count - offset)
+            at = word + offset // size
+            parts.append(self._request(Op.READ, read_payload(buffer, at, n), n,
+                                       f"buffer {buffer} word {at}, {n} bytes"))
+        return b"".join(parts)
+
+    def _run(self, n_layers: int, batch: int) -> int:
+        (cycles,) = _RUN_ACK.unpack(
+            self._request(Op.RUN, run_payload(n_layers, batch), _RUN_ACK.size,
+                          f"{n_layers} layers, batch {batch}")
+        )
+        return cycles
+
+    # ----------------------------------------------------------------------------------------
+    # Programs
+    # ----------------------------------------------------------------------------------------
+
+    def load(
+        self,
+        program: Program,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> LoadStats:
+        """Compile ``program`` for the device and write it: weights, biases, layer table.
+
+        A program that does not fit is refused before anything but INFO is sent, and the
+        program loaded before stays. Once the writes start, no program counts as loaded until
+        they have all been acknowledged (so :meth:`infer` refuses after a failed load).
+
+        Parameters
+        ----------
+        program : Program
+        progress : callable, optional
+            Called as ``progress(bytes_done, bytes_total)`` with image bytes, once before the
+            first WRITE and after each acknowledged one.
+
+        Raises
+        ------
+        ProgramTooLargeError
+            If the program exceeds the device's layer, width, weight or bias capacity.
+        DeviceError
+            If the device does not take the writes.
+        """
+        if not isinstance(program, Program):
+            raise TypeError(f"program must be a host.program.Program, not {type(program).__name__}")
+        info = self.info()
+        program.check_fits(self.limits())
+        image = compile_image(program.layers, info.lanes, info.rows)
+        problems = []
+        if len(image.biases) > info.bias_depth:
+            problems.append(
+                f"the biases need {len(image.biases)} entries in blocks of {info.rows}, more "
+                f"than bias_depth = {info.bias_depth}"
+            )
+        if program.n_layers > _MAX_RUN_LAYERS:
+            problems.append(
+                f"{program.n_layers} layers, more than a RUN can name ({_MAX_RUN_LAYERS})"
+            )
+        if problems:
+            raise ProgramTooLargeError("program does not fit the device: " + "; ".join(problems))
+        assert image.weight_words <= info.weight_words  # check_fits covers weight_bytes
+
+        parts = [
+            (Target.WEIGHTS, image.weights),
+            (Target.BIAS, image.bias_bytes()),
+            (Target.LAYER, image.table_bytes()),
+        ]
+        total = sum(len(data) for _, data in parts)
+        done = 0
+
+        def sent(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        self._program = None
+        before = self.stats
+        start = time.perf_counter()
+        if progress is not None:
+            progress(0, total)
+        for target, data in parts:
+            self._write(target, data, sent=sent)
+        seconds = time.perf_counter() - start
+        self._program = program
+
+        after = self.stats
+        weights = sum(layer.weights.size for layer in program.layers)
+        wire_sent = after.bytes_sent - before.bytes_sent
+        return LoadStats(
+            payload_bytes=total,
+            wire_bytes_sent=wire_sent,
+            wire_bytes_received=after.bytes_received - before.bytes_received,
+            frames=after.frames_sent - before.frames_sent,
+            retries=after.retries - before.retries,
+            seconds=seconds,
+            weights=weights,
+            bits_per_trit=8 * wire_sent / weights,
+        )
+
+    def infer(self, x: Any) -> tuple[np.ndarray, list[int]]:
+        """Run the loaded program on one input ``(K,)`` or a batch ``(N, K)``.
+
+        Float inputs are quantised with the program's ``input_scale``, integer ones must be in
+        the int8 range (:meth:`host.program.Program.quantize_input`). The batch is cut into
+        runs of at most ``max_batch`` samples.
+
+        Returns
+        -------
+        outputs : int8 array of shape ``(M,)`` or ``(N, M)``, following ``x``
+        cycles : list of int, the device's cycle count of each run
+
+        Raises
+        ------
+        LinkError
+            If no program is loaded.
+        ProgramError
+            For an input the program does not accept.
+        DeviceError
+            If the device fails to run it.
+        """
+        program = self._program
+        if program is None:
+            raise LinkError("no program is loaded: call load() before infer()")
+        q = program.quantize_input(x)
+        if q.ndim == 1:
+            outputs, cycles = self._infer(program, q[np.newaxis])
+            return outputs[0], cycles
+        return self._infer(program, q)
+
+    def infer_batch(self, x: Any) -> tuple[np.ndarray, list[int]]:
+        """:meth:`infer` for a batch ``(N, K)`` only; returns ``(N, M)`` outputs."""
+        if np.ndim(x) != 2:
+            raise ProgramError(f"a batch must have shape (N, K), not {np.shape(x)}")
+        return self.infer(x)
+
+    def _infer(self, program: Program, q: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        info = self.info()
+        n_layers, width = program.n_layers, program.output_width
+        outputs = np.empty((len(q), width), np.int8)
+        cycles = []
+        for first in range(0, len(q), info.max_batch):
+            run = q[first : first + info.max_batch]
+            for b, sample in enumerate(run):
+                self._write(Target.INPUT, sample.tobytes(), word=b * info.stride)
+            cycles.append(self._run(n_layers, len(run)))
+            for b in range(len(run)):
+                raw = self._read(n_layers % 2, b * info.stride, width)
+                outputs[first + b] = np.frombuffer(raw, np.int8)
+        return outputs, cycles

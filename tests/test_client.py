@@ -1,0 +1,859 @@
+"""host.client: the link behaviour of Client against scripted peers over a real socket:// port.
+
+The peers speak hw.protocol on a TCP socket on 127.0.0.1, so every test goes through pyserial's
+socket:// transport, the same code path as a serial port. Link tests script each answer (ACK,
+NAK, silence, garbage, corrupted, truncated, stale); load/infer tests use ``FakeDevice``, which
+stores what is written into per-target memories and answers READs with outputs the test chose.
+It does no accelerator math.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import struct
+import threading
+import types
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import serial.urlhandler.protocol_socket
+
+from host.client import Client, DeviceStatus, LinkStats
+from host.program import Program, ProgramError, ProgramTooLargeError
+from host.transport import DeviceError, DeviceRefusedError, LinkError, SerialTransport
+from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
+from hw.protocol import (
+    ACK,
+    HEADER_SIZE,
+    MAX_PAYLOAD,
+    NAK,
+    PROTOCOL_VERSION,
+    WRITE_HEADER,
+    DeviceInfo,
+    ErrorCode,
+    Frame,
+    FrameDecoder,
+    Op,
+    Target,
+    encode_frame,
+)
+from hw.reference import Layer
+from hw.spec import SPEC_VERSION
+
+#: Seconds per try where a test makes the peer keep silent: every silence costs this much.
+TIMEOUT = 0.2
+#: Seconds per try elsewhere: long enough that a busy machine never causes a retry.
+PATIENT = 2.0
+
+Answer = Callable[[Frame], bytes]
+
+# --------------------------------------------------------------------------------------------
+# The peer: a TCP server thread that decodes requests and answers through a callback
+# --------------------------------------------------------------------------------------------
+
+
+class Peer:
+    """Accepts one connection on 127.0.0.1 and answers every decoded request with
+    ``answer(frame)`` (bytes to send; empty for silence)."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[Frame] = []
+        self.raw: list[bytes] = []  # every request's bytes, re-encoded from the decoded frame
+        self.closed = threading.Event()
+        self.failure: BaseException | None = None
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(5)
+        self.url = f"socket://127.0.0.1:{self._server.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self._server.accept()
+        except OSError:
+            return
+        decoder = FrameDecoder()
+        with conn:
+            conn.settimeout(5)
+            try:
+                while data := conn.recv(65536):
+                    for frame in decoder.feed(data):
+                        self.requests.append(frame)
+                        self.raw.append(encode_frame(frame.op, frame.seq, frame.payload))
+                        reply = self.answer(frame)
+                        if reply:
+                            conn.sendall(reply)
+            except OSError:
+                pass
+            except BaseException as e:  # a failing assertion in a callback: report it
+                self.failure = e
+        assert not decoder.errors, "the client sent a frame with a bad CRC"
+        self.closed.set()
+
+    def ops(self) -> list[int]:
+        return [f.op for f in self.requests]
+
+    def stop(self) -> None:
+        self._server.close()
+        self._thread.join(5)
+        if self.failure is not None:
+            raise self.failure
+
+
+@pytest.fixture(autouse=True)
+def quick_socket_close(monkeypatch):
+    # pyserial's socket:// close() sleeps 0.3 s "in case of quick reconnects"; these tests
+    # open a fresh port each, and the peer needs no such pause.
+    monkeypatch.setattr(serial.urlhandler.protocol_socket, "time",
+                        types.SimpleNamespace(sleep=lambda seconds: None))
+
+
+@pytest.fixture
+def peers():
+    started: list[Peer] = []
+
+    def start(answer: Answer) -> Peer:
+        peer = Peer(answer)
+        started.append(peer)
+        return peer
+
+    yield start
+    for peer in started:
+        peer.stop()
+
+
+def connect(peer: Peer, retries: int = 3, timeout: float = PATIENT) -> Client:
+    return Client(peer.url, timeout=timeout, retries=retries)
+
+
+# --------------------------------------------------------------------------------------------
+# Scripted answers
+# --------------------------------------------------------------------------------------------
+
+
+def ack(payload: bytes = b"") -> Answer:
+    return lambda f: encode_frame(f.op | ACK, f.seq, payload)
+
+
+def nak(code: int, detail: bytes = b"") -> Answer:
+    return lambda f: encode_frame(NAK, f.seq, bytes([f.op, code]) + detail)
+
+
+def silence(f: Frame) -> bytes:
+    return b""
+
+
+def then(*answers: Answer) -> Answer:
+    """Several answers to one request, back to back."""
+    return lambda f: b"".join(a(f) for a in answers)
+
+
+def stale(answer: Answer, back: int = 1) -> Answer:
+    """``answer`` as if to the request ``back`` seqs earlier."""
+    return lambda f: answer(Frame(f.op, (f.seq - back) & 0xFF, f.payload))
+
+
+def flip(answer: Answer, index: int) -> Answer:
+    """``answer`` with one bit flipped at byte ``index`` (negative: from the end)."""
+
+    def flipped(f: Frame) -> bytes:
+        data = bytearray(answer(f))
+        data[index] ^= 0x10
+        return bytes(data)
+
+    return flipped
+
+
+def truncated(answer: Answer, keep: int) -> Answer:
+    return lambda f: answer(f)[:keep]
+
+
+def scripted(*steps: Answer) -> Answer:
+    """Answer the i-th request with ``steps[i]``; requests beyond the script get silence."""
+    queue = list(steps)
+    return lambda f: queue.pop(0)(f) if queue else b""
+
+
+INFO = DeviceInfo(
+    spec_version=SPEC_VERSION, protocol_version=PROTOCOL_VERSION, lanes=4, rows=3,
+    max_layers=4, max_batch=3, stride=16, max_payload=32, max_width=64, weight_words=128,
+    bias_depth=128, clock_hz=12_000_000, baud=3_000_000,
+)
+OTHER_INFO = DeviceInfo(**{**INFO.__dict__, "clock_hz": 48_000_000})
+STATUS = struct.pack("<BBII", 0, 0, 1234, 5)
+
+
+# --------------------------------------------------------------------------------------------
+# Opening, arguments, life cycle
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return s.getsockname()[1]
+
+
+def test_unreachable_socket_names_the_url():
+    url = f"socket://127.0.0.1:{free_port()}"
+    with pytest.raises(DeviceError) as info:
+        Client(url)
+    assert str(info.value) == f"cannot open {url}: connection refused"
+
+
+def test_missing_serial_device_names_the_path(tmp_path):
+    path = str(tmp_path / "ttyTRINE0")
+    with pytest.raises(DeviceError) as info:
+        Client(path)
+    assert str(info.value) == f"cannot open {path}: no such file or directory"
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_serial_device_node_takes_the_same_path():
+    # A pty stands in for /dev/ttyUSB1: pyserial's POSIX port, with its read timeouts.
+    master, slave = os.openpty()
+    answers = scripted(silence, ack(INFO.to_bytes()))
+
+    def serve():
+        decoder = FrameDecoder()
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            for frame in decoder.feed(data):
+                os.write(master, answers(frame))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with Client(os.ttyname(slave), timeout=TIMEOUT) as client:
+            assert client.info() == INFO
+            assert client.stats.retries == 1
+    finally:
+        os.close(slave)
+        os.close(master)
+        thread.join(2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"baud": 0}, "baud must be a positive integer, not 0"),
+        ({"timeout": 0}, "timeout must be a positive number of seconds, not 0"),
+        ({"timeout": float("nan")}, "timeout must be a positive number of seconds, not nan"),
+        ({"retries": -1}, "retries must be a non-negative integer, not -1"),
+        ({"retries": 1.5}, "retries must be a non-negative integer, not 1.5"),
+    ],
+)
+def test_bad_arguments_are_refused_before_opening(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Client("socket://127.0.0.1:1", **kwargs)
+
+
+def test_context_manager_closes_the_port(peers):
+    peer = peers(ack(STATUS))
+    with connect(peer) as client:
+        assert client.status() == DeviceStatus(False, 0, 1234, 5)
+    assert peer.closed.wait(2)
+    with pytest.raises(LinkError, match="^the link is closed$"):
+        client.status()
+    client.close()  # twice is harmless
+
+
+# --------------------------------------------------------------------------------------------
+# Requests, sequence numbers, statistics
+# --------------------------------------------------------------------------------------------
+
+
+def test_info_is_asked_once_and_gives_the_limits(peers):
+    peer = peers(ack(INFO.to_bytes()))
+    with connect(peer) as client:
+        assert client.info() == INFO
+        assert client.info() == INFO
+        limits = client.limits()
+    assert peer.ops() == [Op.INFO]
+    assert (limits.lanes, limits.rows, limits.max_layers) == (4, 3, 4)
+    assert limits.max_fan_in == limits.max_fan_out == 64
+    assert limits.weight_bytes == 128 * beat_bytes(4, 3)
+
+
+def test_seq_counts_up_and_wraps(peers):
+    peer = peers(ack(STATUS))
+    with connect(peer) as client:
+        for _ in range(260):
+            client.status()
+    assert [f.seq for f in peer.requests] == [i % 256 for i in range(260)]
+
+
+class CountingTransport:
+    """Wraps a transport and counts the bytes that really cross it."""
+
+    def __init__(self, inner):
+        self.inner, self.sent, self.received = inner, 0, 0
+
+    def write(self, data):
+        self.sent += len(data)
+        self.inner.write(data)
+
+    def read(self, n, deadline):
+        data = self.inner.read(n, deadline)
+        self.received += len(data)
+        return data
+
+    def close(self):
+        self.inner.close()
+
+
+def test_stats_count_what_crosses_the_transport(peers):
+    peer = peers(scripted(silence, ack(STATUS), then(ack(STATUS), ack(STATUS)), ack(STATUS)))
+    wire = CountingTransport(SerialTransport(peer.url, 3_000_000))
+    with Client.over(wire, timeout=TIMEOUT) as client:
+        client.status()
+        client.status()
+        client.status()
+        stats = client.stats
+    assert stats == LinkStats(
+        requests=3, frames_sent=4, retries=1, bytes_sent=wire.sent, frames_received=4,
+        bytes_received=wire.received, stale_frames=1, corrupt_frames=0,
+    )
+    assert wire.sent == 4 * len(encode_frame(Op.STATUS, 0))
+
+
+def test_over_refuses_a_non_transport():
+    with pytest.raises(TypeError, match="^transport must have write, read and close"):
+        Client.over(object())
+
+
+# --------------------------------------------------------------------------------------------
+# Retries and failures
+# --------------------------------------------------------------------------------------------
+
+
+def test_timeout_is_retried_with_the_same_seq_and_bytes(peers):
+    peer = peers(scripted(silence, silence, ack(INFO.to_bytes())))
+    with connect(peer, timeout=TIMEOUT) as client:
+        assert client.info() == INFO
+        assert client.stats.retries == 2
+    assert [f.seq for f in peer.requests] == [0, 0, 0]
+    assert peer.raw[0] == peer.raw[1] == peer.raw[2]
+
+
+@pytest.mark.parametrize("code", [ErrorCode.BAD_CRC, ErrorCode.BAD_LENGTH, ErrorCode.BUSY])
+def test_transient_nak_is_retried(peers, code):
+    peer = peers(scripted(nak(code), ack(STATUS)))
+    with connect(peer, timeout=TIMEOUT) as client:
+        client.status()  # seq 0
+        assert client.stats.retries == 1
+    assert [f.seq for f in peer.requests] == [0, 0]
+
+
+def test_busy_nak_still_takes_the_original_answer(peers):
+    # A BUSY NAK (e.g. to a retried RUN that is still running) is followed by the real answer.
+    peer = peers(then(nak(ErrorCode.BUSY), ack(STATUS)))
+    with connect(peer) as client:
+        client.status()
+        assert client.stats.retries == 0
+    assert len(peer.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "code",
+    [ErrorCode.UNKNOWN_OPCODE, ErrorCode.BAD_ADDRESS, ErrorCode.BAD_ARGUMENT,
+     ErrorCode.ILLEGAL_WEIGHT],
+)
+def test_permanent_nak_raises_at_once(peers, code):
+    peer = peers(nak(code, b"\x07"))
+    with connect(peer) as client, pytest.raises(DeviceRefusedError) as info:
+        client.status()
+    assert str(info.value) == f"device refused STATUS (seq 0): {code.name} (detail 07)"
+    assert (info.value.op, info.value.code, info.value.detail) == (Op.STATUS, code, b"\x07")
+    assert len(peer.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (lambda f: encode_frame(NAK, f.seq, b"\x05\x66"),
+         "device refused STATUS (seq 0) with unknown error code 0x66"),
+        (lambda f: encode_frame(NAK, f.seq, b"\x05"),
+         "device answered STATUS (seq 0) with a NAK of 1 bytes"),
+        (lambda f: encode_frame(NAK, f.seq, b"\x04\x01"),
+         "device answered STATUS (seq 0) with a NAK for op 0x04"),
+        (lambda f: encode_frame(f.op, f.seq, b""),
+         "device answered STATUS (seq 0) with op 0x05"),  # a looped-back line
+        (lambda f: encode_frame(Op.INFO | ACK, f.seq, STATUS),
+         "device answered STATUS (seq 0) with op 0x81"),
+    ],
+)
+def test_malformed_answers_raise(peers, answer, message):
+    peer = peers(answer)
+    with connect(peer) as client, pytest.raises(DeviceError, match=f"^{re.escape(message)}$"):
+        client.status()
+    assert len(peer.requests) == 1
+
+
+def test_exhausted_retries_list_every_try(peers):
+    peer = peers(scripted(
+        silence,
+        nak(ErrorCode.BAD_CRC),
+        flip(ack(INFO.to_bytes()), HEADER_SIZE + 3),  # payload damaged: CRC-16 fails
+        flip(ack(INFO.to_bytes()), 2),  # header damaged: the decoder hunts past it
+        nak(ErrorCode.BUSY),  # retried after the try's timeout
+    ))
+    with connect(peer, retries=4, timeout=TIMEOUT) as client, pytest.raises(DeviceError) as info:
+        client.info()
+    assert str(info.value) == (
+        "gave up on INFO (seq 0) after 5 tries: timeout, BAD_CRC NAK, corrupted answer, "
+        "timeout, BUSY NAK"
+    )
+    assert len(peer.requests) == 5
+
+
+def test_retries_zero_means_one_try(peers):
+    peer = peers(silence)
+    with connect(peer, retries=0, timeout=TIMEOUT) as client, pytest.raises(DeviceError) as info:
+        client.status()
+    assert str(info.value) == "gave up on STATUS (seq 0) after 1 tries: timeout"
+    assert len(peer.requests) == 1
+
+
+@pytest.mark.parametrize("index", [HEADER_SIZE, HEADER_SIZE + 37, -1, -2])
+def test_corrupted_answer_is_never_returned(peers, index):
+    bad = flip(ack(OTHER_INFO.to_bytes()), index)
+    peer = peers(scripted(bad, ack(INFO.to_bytes())))
+    with connect(peer) as client:
+        assert client.info() == INFO
+        assert client.stats.corrupt_frames == 1
+    assert [f.seq for f in peer.requests] == [0, 0]
+
+
+def test_only_corrupted_answers_raise(peers):
+    peer = peers(flip(ack(INFO.to_bytes()), -1))
+    with connect(peer, retries=2) as client, pytest.raises(DeviceError) as info:
+        client.info()
+    assert str(info.value).endswith("after 3 tries: corrupted answer, corrupted answer, "
+                                    "corrupted answer")
+
+
+def test_stale_answers_are_dropped(peers):
+    # Late answers with an older seq, one even with a valid INFO payload, come first.
+    old = then(stale(ack(OTHER_INFO.to_bytes())), stale(nak(ErrorCode.BAD_ADDRESS), back=5))
+    peer = peers(scripted(ack(STATUS), then(old, ack(INFO.to_bytes()))))
+    with connect(peer) as client:
+        client.status()
+        assert client.info() == INFO
+        assert client.stats.stale_frames == 2
+
+
+def test_duplicated_answer_is_dropped_by_the_next_request(peers):
+    peer = peers(scripted(then(ack(INFO.to_bytes()), ack(OTHER_INFO.to_bytes())), ack(STATUS)))
+    with connect(peer) as client:
+        assert client.info() == INFO
+        assert client.status() == DeviceStatus(False, 0, 1234, 5)
+        assert client.stats.stale_frames == 1
+
+
+def test_garbage_before_the_answer_is_skipped(peers):
+    garbage = b"\x00\xa5\xa5\x13\x37\xa5\x81\x00\x26" + bytes(range(256))
+    peer = peers(then(lambda f: garbage, ack(INFO.to_bytes())))
+    with connect(peer) as client:
+        assert client.info() == INFO
+        assert client.stats.retries == 0
+
+
+def test_truncated_answer_does_not_swallow_the_retry(peers):
+    # The cut-off frame has a valid header announcing 38 payload bytes; left in the decoder it
+    # would eat the first bytes of the next answer, and with one retry the request would fail.
+    peer = peers(scripted(truncated(ack(INFO.to_bytes()), HEADER_SIZE + 10), ack(INFO.to_bytes())))
+    with connect(peer, retries=1, timeout=TIMEOUT) as client:
+        assert client.info() == INFO
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (ack(INFO.to_bytes()[:-1]),
+         f"device answered INFO (seq 0) with {DeviceInfo.SIZE - 1} bytes, "
+         f"expected {DeviceInfo.SIZE}"),
+        (ack(INFO.to_bytes() + b"\x00"),
+         f"device answered INFO (seq 0) with {DeviceInfo.SIZE + 1} bytes, "
+         f"expected {DeviceInfo.SIZE}"),
+    ],
+)
+def test_wrong_info_length_is_rejected(peers, answer, message):
+    peer = peers(answer)
+    with connect(peer) as client, pytest.raises(DeviceError, match=f"^{re.escape(message)}$"):
+        client.info()
+
+
+def test_wrong_status_length_is_rejected(peers):
+    peer = peers(ack(STATUS + b"\x00"))
+    with connect(peer) as client, pytest.raises(
+        DeviceError, match=r"^device answered STATUS \(seq 0\) with 11 bytes, expected 10$"
+    ):
+        client.status()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"protocol_version": 2}, "device speaks protocol version 2, this client version 1"),
+        ({"spec_version": 9}, f"device implements hw.spec version 9, this client version "
+                              f"{SPEC_VERSION}"),
+        ({"stride": 0}, "device info is inconsistent: stride is 0"),
+        ({"stride": 15}, "device info is inconsistent: stride 15 x lanes 4 does not hold "
+                         "max_width 64 activations"),
+        ({"max_payload": 8}, "device info is inconsistent: max_payload 8 cannot carry a "
+                             "14-byte word in one WRITE"),
+    ],
+)
+def test_unusable_device_info_is_refused(peers, change, message):
+    peer = peers(ack(DeviceInfo(**{**INFO.__dict__, **change}).to_bytes()))
+    with connect(peer) as client, pytest.raises(DeviceError, match=f"^{re.escape(message)}$"):
+        client.info()
+
+
+# --------------------------------------------------------------------------------------------
+# A device model for load and infer: memories, a RUN cache, outputs chosen by the test
+# --------------------------------------------------------------------------------------------
+
+
+class FakeDevice:
+    """Stores WRITEs per target (word addressed, as hw.core does), answers READs from two
+    activation buffers. A RUN records the inputs it finds in buffer 0 and then puts the next
+    rows of ``outputs`` where sample ``b``'s outputs belong; a repeated RUN seq is answered
+    from a cache, as the device does. Memory that nobody wrote holds 0xEE."""
+
+    def __init__(self, info: DeviceInfo = INFO, outputs: np.ndarray | None = None) -> None:
+        self.info = info
+        lanes, rows = info.lanes, info.rows
+        self.word_size = {
+            Target.WEIGHTS: beat_bytes(lanes, rows), Target.BIAS: BIAS_STORE_BYTES,
+            Target.LAYER: LAYER_ENTRY_SIZE, Target.INPUT: lanes,
+        }
+        depth = {
+            Target.WEIGHTS: info.weight_words, Target.BIAS: info.bias_depth,
+            Target.LAYER: info.max_layers, Target.INPUT: info.stride * info.max_batch,
+        }
+        self.memory = {t: bytearray(b"\xee" * (depth[t] * self.word_size[t])) for t in Target}
+        self.buffers = [self.memory[Target.INPUT], bytearray(len(self.memory[Target.INPUT]))]
+        self.outputs = outputs
+        self.next_sample = 0
+        self.runs: list[tuple[int, int, bytes]] = []  # n_layers, batch, buffer 0 at the start
+        self.cached: tuple[int, bytes] | None = None  # seq, answer of the last RUN
+        self.writes: list[tuple[Target, int, bytes]] = []
+        self.reads: list[tuple[int, int, int]] = []
+
+    def answer(self, f: Frame) -> bytes:
+        op, payload = f.op, f.payload
+        if op == Op.INFO:
+            return ack(self.info.to_bytes())(f)
+        if op == Op.WRITE:
+            target, word = Target(payload[0]), struct.unpack_from("<I", payload, 1)[0]
+            data = payload[WRITE_HEADER:]
+            start = word * self.word_size[target]
+            mem = self.memory[target]
+            if start + len(data) > len(mem):
+                return nak(ErrorCode.BAD_ADDRESS)(f)
+            mem[start : start + len(data)] = data
+            self.writes.append((target, word, bytes(data)))
+            self.cached = None
+            return ack()(f)
+        if op == Op.RUN:
+            if self.cached is not None and self.cached[0] == f.seq:
+                return self.cached[1]
+            n_layers, batch = struct.unpack("<BH", payload)
+            self.runs.append((n_layers, batch, bytes(self.buffers[0])))
+            out = self.buffers[n_layers % 2]
+            out[:] = b"\x5a" * len(out)  # whatever a misaddressed READ would find
+            row = self.info.stride * self.info.lanes
+            for b in range(batch):
+                y = self.outputs[self.next_sample + b].tobytes()
+                out[b * row : b * row + len(y)] = y
+            self.next_sample += batch
+            reply = ack(struct.pack("<I", 1000 + len(self.runs)))(f)
+            self.cached = (f.seq, reply)
+            return reply
+        if op == Op.READ:
+            buffer, word, count = struct.unpack("<BIH", payload)
+            self.reads.append((buffer, word, count))
+            if count > self.info.max_payload:
+                return nak(ErrorCode.BAD_ARGUMENT)(f)
+            start = word * self.info.lanes
+            return ack(bytes(self.buffers[buffer][start : start + count]))(f)
+        return nak(ErrorCode.UNKNOWN_OPCODE)(f)
+
+
+class Lossy:
+    """Damages the link around a device: ``faults[i]`` says what happens to request ``i``:
+    ``"lost"`` (the device never sees it), ``"drop"`` (the answer is lost), ``"corrupt"`` (the
+    answer arrives with a bad CRC), ``"nak"`` (a BAD_CRC NAK), anything else: delivered."""
+
+    def __init__(self, device: FakeDevice, faults: Callable[[int, Frame], str]) -> None:
+        self.device, self.faults, self.count = device, faults, 0
+
+    def __call__(self, f: Frame) -> bytes:
+        fault = self.faults(self.count, f)
+        self.count += 1
+        if fault == "lost":
+            return b""
+        if fault == "nak":
+            return nak(ErrorCode.BAD_CRC)(f)
+        reply = self.device.answer(f)
+        if fault == "drop":
+            return b""
+        if fault == "corrupt":
+            return flip(lambda _: reply, -1)(f)
+        return reply
+
+
+def random_program(widths, seed=1, scale=None):
+    rng = np.random.default_rng(seed)
+    layers = [
+        Layer(rng.integers(-1, 2, size=(m, k)), rng.integers(-50, 51, size=m), 2, True)
+        for k, m in zip(widths, widths[1:], strict=False)
+    ]
+    return Program(layers, scale)
+
+
+def device_image(device: FakeDevice, target: Target, n: int) -> bytes:
+    return bytes(device.memory[target][:n])
+
+
+# --------------------------------------------------------------------------------------------
+# load
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_payload", [32, 47, MAX_PAYLOAD])
+def test_load_writes_the_image_in_word_aligned_chunks(peers, max_payload):
+    info = DeviceInfo(**{**INFO.__dict__, "max_payload": max_payload})
+    device = FakeDevice(info)
+    peer = peers(device.answer)
+    program = random_program([50, 20, 7])
+    image = compile_image(program.layers, info.lanes, info.rows)
+    calls = []
+    with connect(peer) as client:
+        stats = client.load(program, progress=lambda done, total: calls.append((done, total)))
+        assert client.program is program
+
+    assert device_image(device, Target.WEIGHTS, len(image.weights)) == image.weights
+    assert device_image(device, Target.BIAS, len(image.bias_bytes())) == image.bias_bytes()
+    assert device_image(device, Target.LAYER, len(image.table_bytes())) == image.table_bytes()
+    # nothing written beyond the image
+    assert set(device.memory[Target.WEIGHTS][len(image.weights):]) == {0xEE}
+    assert set(device.memory[Target.BIAS][len(image.bias_bytes()):]) == {0xEE}
+
+    for target in (Target.WEIGHTS, Target.BIAS, Target.LAYER):
+        size = device.word_size[target]
+        chunk = (max_payload - WRITE_HEADER) // size * size
+        writes = [(w, d) for t, w, d in device.writes if t == target]
+        assert [len(d) for _, d in writes[:-1]] == [chunk] * (len(writes) - 1)
+        assert [w for w, _ in writes] == [i * chunk // size for i in range(len(writes))]
+    assert [t for t, _, _ in device.writes] == sorted(t for t, _, _ in device.writes)
+
+    total = len(image.weights) + len(image.bias_bytes()) + len(image.table_bytes())
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert len(calls) == len(device.writes) + 1
+
+    wire = sum(len(raw) for raw in peer.raw if raw[1] == Op.WRITE)
+    assert (stats.payload_bytes, stats.frames, stats.retries) == (total, len(device.writes), 0)
+    assert stats.wire_bytes_sent == wire
+    assert stats.wire_bytes_received == len(device.writes) * len(encode_frame(Op.WRITE, 0))
+    assert stats.weights == 50 * 20 + 20 * 7
+    assert stats.bits_per_trit == 8 * wire / stats.weights
+
+
+def test_load_survives_a_lossy_link(peers):
+    device = FakeDevice()
+    faults = {1: "drop", 2: "corrupt", 3: "nak", 5: "lost", 7: "corrupt", 8: "corrupt"}
+    peer = peers(Lossy(device, lambda i, f: faults.get(i, "")))
+    program = random_program([50, 20, 7])
+    image = compile_image(program.layers, INFO.lanes, INFO.rows)
+    with connect(peer, timeout=TIMEOUT) as client:
+        stats = client.load(program)
+    assert stats.retries == 6
+    assert device_image(device, Target.WEIGHTS, len(image.weights)) == image.weights
+    assert device_image(device, Target.BIAS, len(image.bias_bytes())) == image.bias_bytes()
+    assert device_image(device, Target.LAYER, len(image.table_bytes())) == image.table_bytes()
+
+
+@pytest.mark.parametrize(
+    "change, widths, message",
+    [
+        ({"weight_words": 100}, [50, 20, 7], "the weights need 318 bytes in 3 x 4 tiles, "
+                                             "more than weight_bytes = 300"),
+        ({"bias_depth": 29}, [50, 20, 7], "the biases need 30 entries in blocks of 3, more "
+                                          "than bias_depth = 29"),
+        ({"max_layers": 1}, [50, 20, 7], "2 layers, more than max_layers = 1"),
+        ({}, [65, 3], "layer 0 has fan-in K = 65, more than max_fan_in = 64"),
+    ],
+)
+def test_load_refuses_a_program_that_does_not_fit_before_writing(peers, change, widths,
+                                                                  message):
+    device = FakeDevice(DeviceInfo(**{**INFO.__dict__, **change}))
+    peer = peers(device.answer)
+    with connect(peer) as client:
+        with pytest.raises(ProgramTooLargeError, match=message):
+            client.load(random_program(widths))
+        assert client.program is None
+    assert peer.ops() == [Op.INFO]
+
+
+def test_failed_load_leaves_no_program(peers):
+    # The device claims more weight memory than it has: a permanent BAD_ADDRESS mid-load.
+    device = FakeDevice()
+    device.memory[Target.WEIGHTS] = device.memory[Target.WEIGHTS][:100]
+    peer = peers(device.answer)
+    program = random_program([50, 20, 7])
+    with connect(peer) as client:
+        client.load(random_program([4, 2]))
+        with pytest.raises(DeviceRefusedError, match=r"^device refused WRITE \(seq \d+, "
+                                                     r"WEIGHTS word 27, 27 bytes\): BAD_ADDRESS$"):
+            client.load(program)
+        assert client.program is None
+        with pytest.raises(LinkError, match=r"^no program is loaded: call load\(\) before"):
+            client.infer(np.zeros(50, np.int8))
+
+
+# --------------------------------------------------------------------------------------------
+# infer
+# --------------------------------------------------------------------------------------------
+
+
+def loaded(peers, widths, n, answer=None, scale=None, info=INFO, timeout=PATIENT, retries=3):
+    """A client with a program loaded into a FakeDevice that will produce ``n`` chosen outputs."""
+    rng = np.random.default_rng(3)
+    program = random_program(widths, scale=scale)
+    outputs = rng.integers(-128, 128, size=(n, widths[-1])).astype(np.int8)
+    device = FakeDevice(info, outputs=outputs)
+    peer = peers(answer(device) if answer else device.answer)
+    client = connect(peer, timeout=timeout, retries=retries)
+    client.load(program)
+    return client, device, peer, program, outputs
+
+
+@pytest.mark.parametrize("max_payload", [32, 30])
+@pytest.mark.parametrize("widths", [[50, 20], [50, 20, 7], [10, 40], [10, 40, 3, 40]])
+def test_infer_addresses_inputs_and_outputs(peers, widths, max_payload):
+    # Reads of 40 outputs and writes of 50 inputs take several frames, cut at lane words.
+    n = 7
+    info = DeviceInfo(**{**INFO.__dict__, "max_payload": max_payload})
+    client, device, _, program, expected = loaded(peers, widths, n, info=info)
+    rng = np.random.default_rng(4)
+    x = rng.integers(-128, 128, size=(n, widths[0])).astype(np.int8)
+    with client:
+        y, cycles = client.infer(x)
+    assert y.dtype == np.int8 and y.shape == (n, widths[-1])
+    np.testing.assert_array_equal(y, expected)
+    assert cycles == [1001, 1002, 1003]  # runs of 3, 3, 1 (max_batch = 3)
+
+    row = info.stride * info.lanes  # bytes per sample in a buffer
+    assert [(n_layers, batch) for n_layers, batch, _ in device.runs] == [
+        (program.n_layers, 3), (program.n_layers, 3), (program.n_layers, 1)
+    ]
+    for r, (_, batch, buffer0) in enumerate(device.runs):
+        for b in range(batch):
+            assert buffer0[b * row : b * row + widths[0]] == x[3 * r + b].tobytes()
+
+    out_buffer = program.n_layers % 2
+    chunk = max_payload // info.lanes * info.lanes
+    for buffer, word, count in device.reads:
+        assert buffer == out_buffer
+        assert count <= max_payload
+        assert (word % info.stride) * info.lanes % chunk == 0
+    inputs = [(w, d) for t, w, d in device.writes if t == Target.INPUT]
+    assert all(len(d) <= max_payload - WRITE_HEADER for _, d in inputs)
+    assert sum(len(d) for _, d in inputs) == n * widths[0]
+
+
+def test_infer_one_sample_returns_one_dimension(peers):
+    client, device, _, _, expected = loaded(peers, [50, 20, 7], 1)
+    with client:
+        y, cycles = client.infer(np.arange(50, dtype=np.int8))
+    assert y.shape == (7,)
+    np.testing.assert_array_equal(y, expected[0])
+    assert cycles == [1001] and len(device.runs) == 1
+
+
+def test_infer_quantizes_floats_with_input_scale(peers):
+    client, device, _, program, _ = loaded(peers, [10, 4], 2, scale=0.5)
+    x = np.linspace(-70.0, 70.0, 20).reshape(2, 10)
+    with client:
+        client.infer_batch(x)
+    q = program.quantize_input(x)
+    row = INFO.stride * INFO.lanes
+    buffer0 = device.runs[0][2]
+    assert [buffer0[b * row : b * row + 10] for b in range(2)] == [q[0].tobytes(),
+                                                                    q[1].tobytes()]
+
+
+def test_infer_checks_its_input(peers):
+    client, device, _, _, _ = loaded(peers, [10, 4], 2)
+    with client:
+        with pytest.raises(ProgramError, match=r"^a batch must have shape \(N, K\), not \(10,\)"):
+            client.infer_batch(np.zeros(10, np.int8))
+        with pytest.raises(ProgramError, match="program expects 10"):
+            client.infer(np.zeros((2, 9), np.int8))
+        y, cycles = client.infer(np.zeros((0, 10), np.int8))
+    assert y.shape == (0, 4) and cycles == []
+    assert device.runs == []
+
+
+def test_infer_before_load_raises(peers):
+    peer = peers(FakeDevice().answer)
+    with connect(peer) as client, pytest.raises(LinkError, match="^no program is loaded"):
+        client.infer(np.zeros(4, np.int8))
+    assert peer.requests == []
+
+
+def test_retried_run_is_not_run_twice(peers):
+    # Every RUN answer is lost once, every first READ answer arrives corrupted: the client
+    # must resend the RUN with the same seq, so that the device answers from its cache.
+    seen: set[tuple[int, int]] = set()
+
+    def faults(i, f):
+        key = (f.op, f.seq)
+        first = key not in seen
+        seen.add(key)
+        if first and f.op == Op.RUN:
+            return "drop"
+        return "corrupt" if first and f.op == Op.READ else ""
+
+    client, device, peer, _, expected = loaded(
+        peers, [50, 20, 7], 5, answer=lambda d: Lossy(d, faults), timeout=TIMEOUT
+    )
+    with client:
+        y, cycles = client.infer(np.ones((5, 50), np.int8))
+    np.testing.assert_array_equal(y, expected)
+    assert cycles == [1001, 1002]
+    assert len(device.runs) == 2
+    runs = [raw for raw in peer.raw if raw[1] == Op.RUN]
+    assert len(runs) == 4 and runs[0] == runs[1] and runs[2] == runs[3]
+
+
+def test_unanswered_run_lists_every_try(peers):
+    faults = lambda i, f: "drop" if f.op == Op.RUN else ""  # noqa: E731
+    client, device, _, _, _ = loaded(peers, [50, 20, 7], 3, answer=lambda d: Lossy(d, faults),
+                                     timeout=TIMEOUT, retries=1)
+    with client, pytest.raises(DeviceError) as info:
+        client.infer(np.ones((3, 50), np.int8))
+    assert str(info.value).startswith("gave up on RUN (seq ")
+    assert str(info.value).endswith(", 2 layers, batch 3) after 2 tries: timeout, timeout")
+    assert len(device.runs) == 1
+
+
+def test_short_read_is_rejected(peers):
+    def short_reads(device):
+        def answer(f):
+            return ack(b"\x01\x02")(f) if f.op == Op.READ else device.answer(f)
+        return answer
+
+    client, _, _, _, _ = loaded(peers, [50, 20, 7], 1, answer=short_reads)
+    with client, pytest.raises(DeviceError, match=r"with 2 bytes, expected 7$"):
+        client.infer(np.ones(50, np.int8))
