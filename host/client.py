@@ -16,7 +16,6 @@ buffer 0, its outputs in buffer ``n_layers % 2``.
 from __future__ import annotations
 
 import dataclasses
-import struct
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -34,10 +33,12 @@ from host.transport import (
     SerialTransport,
     Transport,
 )
-from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
+from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image, word_size
 from hw.protocol import (
     MAX_PAYLOAD,
     PROTOCOL_VERSION,
+    RUN_ACK,
+    STATUS_ACK,
     WRITE_HEADER,
     DeviceInfo,
     Op,
@@ -60,8 +61,8 @@ __all__ = [
 ]
 
 DEFAULT_BAUD = 3_000_000
-_RUN_ACK = struct.Struct("<I")  # cycles
-_STATUS_ACK = struct.Struct("<BBII")  # busy, error, cycles, runs
+_RUN_ACK = RUN_ACK
+_STATUS_ACK = STATUS_ACK
 #: RUN carries ``n_layers`` in one byte.
 _MAX_RUN_LAYERS = 0xFF
 
@@ -272,12 +273,7 @@ class Client:
 
     def _word_size(self, target: Target) -> int:
         info = self.info()
-        return {
-            Target.WEIGHTS: beat_bytes(info.lanes, info.rows),
-            Target.BIAS: BIAS_STORE_BYTES,
-            Target.LAYER: LAYER_ENTRY_SIZE,
-            Target.INPUT: info.lanes,
-        }[target]
+        return word_size(target, info.lanes, info.rows)
 
     def _write(
         self,

@@ -34,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import serial
 
+from hw import protocol
 from hw.protocol import ACK, NAK, ErrorCode, FrameDecoder, Op, encode_frame
 
 __all__ = [
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 #: NAK codes that say "this frame was damaged or came at a bad time": worth resending.
-TRANSIENT_ERRORS = frozenset({ErrorCode.BAD_CRC, ErrorCode.BAD_LENGTH, ErrorCode.BUSY})
+TRANSIENT_ERRORS = protocol.TRANSIENT_ERRORS
 
 _READ_SIZE = 4096
 

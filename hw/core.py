@@ -100,6 +100,8 @@ class AcceleratorCore(wiring.Component):
         self.weight_words = _positive("Weight memory depth", weight_words)
         self.bias_depth = _positive("Bias memory depth", bias_depth)
         self.max_layers = _positive("Maximum layer count", max_layers)
+        if max_layers > 0xFF:  # RUN carries the layer count in one byte
+            raise ValueError(f"Maximum layer count must be <= 255, not {max_layers}")
         self.max_width = _positive("Maximum layer width", max_width)
         self.max_batch = _positive("Maximum batch", max_batch)
         self.beat_bytes = beat_bytes(lanes, rows)

@@ -26,6 +26,8 @@ from hw.protocol import (
     MAX_PAYLOAD,
     NAK,
     PROTOCOL_VERSION,
+    RUN_ACK,
+    STATUS_ACK,
     WRITE_HEADER,
     DeviceInfo,
     ErrorCode,
@@ -37,7 +39,7 @@ from hw.uart import UARTRx, UARTTx
 
 __all__ = ["LinkedAccelerator", "Top", "uart_divisor"]
 
-STATUS_SIZE = 10
+STATUS_SIZE = STATUS_ACK.size
 _RUN_ARGS, _READ_ARGS = 3, 7
 
 
@@ -186,6 +188,7 @@ class LinkedAccelerator(wiring.Component):
                         with m.If(length != 0):
                             nak(ErrorCode.BAD_LENGTH)
                         with m.Else():
+                            m.d.sync += cache_valid.eq(0)
                             answer(KIND_INFO, Op.INFO | ACK, len(info_bytes))
                     with m.Case(Op.STATUS):
                         with m.If(length != 0):
@@ -287,7 +290,7 @@ class LinkedAccelerator(wiring.Component):
                     m.d.sync += r_code.eq(cache_error)
                     answer(KIND_NAK, NAK, 2)
                 with m.Else():
-                    answer(KIND_CYCLES, Op.RUN | ACK, 4)
+                    answer(KIND_CYCLES, Op.RUN | ACK, RUN_ACK.size)
 
             # Hand the header to the transmitter, then the payload bytes, then release the
             # receiver for the next frame.

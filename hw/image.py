@@ -37,6 +37,7 @@ __all__ = [
     "BIAS_STORE_BYTES",
     "LAYER_ENTRY_SIZE",
     "beat_bytes",
+    "word_size",
     "tile_layer",
     "LayerEntry",
     "DeviceImage",
@@ -56,6 +57,15 @@ LAYER_ENTRY_SIZE = _ENTRY.size
 def beat_bytes(lanes: int, rows: int) -> int:
     """Bytes per weight-memory word: one beat of ``rows x lanes`` trits, 5 per byte."""
     return packed_size(lanes * rows)
+
+
+def word_size(target: int, lanes: int, rows: int) -> int:
+    """Bytes per word of a device memory (:class:`hw.protocol.Target` order: weights, biases,
+    layer table, activation buffers). WRITE and READ advance one word every this many bytes."""
+    sizes = (beat_bytes(lanes, rows), BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, lanes)
+    if not 0 <= int(target) < len(sizes):
+        raise ValueError(f"no memory target {target}")
+    return sizes[int(target)]
 
 
 def tile_layer(weights: np.ndarray, lanes: int, rows: int) -> np.ndarray:

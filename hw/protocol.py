@@ -81,7 +81,7 @@ NAK = 0xFF
 
 
 class Op(enum.IntEnum):
-    """Request opcodes; the payloads are described in the :class:`Request` helpers below.
+    """Request opcodes and their payloads (built by :func:`write_payload` and friends).
 
     ==========  =====================================  =========================================
     op          request payload                        ACK payload
@@ -101,7 +101,11 @@ class Op(enum.IntEnum):
     ``n_layers % 2``. The device remembers the ``seq`` of the last RUN and answers a repeated
     RUN with the same ``seq`` from that memory instead of running again (a RUN overwrites its
     inputs when the program has an even number of layers, so a retried RUN must not rerun);
-    any WRITE forgets it.
+    any WRITE and any INFO forgets it (a host session starts with INFO, so a new session never
+    meets the memory of an old one).
+
+    The device handles one frame at a time and answers each before it listens again, so it
+    never sends ``BUSY`` today; the code is reserved for a device that queues requests.
     """
 
     INFO = 0x01
@@ -171,15 +175,29 @@ def write_payload(target: int, word: int, data: bytes) -> bytes:
 
 
 def run_payload(n_layers: int, batch: int) -> bytes:
+    """Payload of a RUN request (``n_layers`` 1..255, ``batch`` 1..65535)."""
+    if not (1 <= n_layers <= 0xFF and 1 <= batch <= 0xFFFF):
+        raise FrameError(f"RUN needs 1..255 layers and a batch of 1..65535, not "
+                         f"{n_layers} and {batch}")
     return struct.pack("<BH", n_layers, batch)
 
 
 def read_payload(buffer: int, word: int, count: int) -> bytes:
+    """Payload of a READ request."""
+    if buffer not in (0, 1) or not 0 <= word <= 0xFFFFFFFF or not 0 <= count <= MAX_PAYLOAD:
+        raise FrameError(f"READ needs buffer 0 or 1, a u32 word and 0..{MAX_PAYLOAD} bytes, "
+                         f"not {buffer}, {word}, {count}")
     return struct.pack("<BIH", buffer, word, count)
 
 
 #: Bytes of a WRITE payload before the data.
 WRITE_HEADER = 5
+#: ACK payload of RUN: the run's clock cycles.
+RUN_ACK = struct.Struct("<I")
+#: ACK payload of STATUS: busy, error of the last run, its cycles, runs since reset.
+STATUS_ACK = struct.Struct("<BBII")
+#: NAK codes worth a retry of the same frame (the frame, not the request, was at fault).
+TRANSIENT_ERRORS = frozenset({ErrorCode.BAD_CRC, ErrorCode.BAD_LENGTH, ErrorCode.BUSY})
 
 
 class FrameError(ValueError):

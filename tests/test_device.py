@@ -138,9 +138,9 @@ def test_network_through_frames(lanes, rows, widths):
         (Op.WRITE, write_payload(Target.LAYER, 2, bytes(LAYER_ENTRY_SIZE + 1)),
          ErrorCode.BAD_ADDRESS),  # runs past the last table entry: nothing is written
         (Op.WRITE, write_payload(Target.WEIGHTS, 2**32 - 1, b"\x01"), ErrorCode.BAD_ADDRESS),
-        (Op.READ, read_payload(2, 0, 1), ErrorCode.BAD_ARGUMENT),
+        (Op.READ, struct.pack("<BIH", 2, 0, 1), ErrorCode.BAD_ARGUMENT),  # no buffer 2
         (Op.READ, read_payload(0, 100, 1), ErrorCode.BAD_ADDRESS),
-        (Op.RUN, run_payload(0, 1), ErrorCode.BAD_ARGUMENT),
+        (Op.RUN, struct.pack("<BH", 0, 1), ErrorCode.BAD_ARGUMENT),  # zero layers
         (Op.RUN, b"\x01", ErrorCode.BAD_LENGTH),
     ],
 )
