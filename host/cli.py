@@ -41,6 +41,66 @@ def _cmd_verilog_mac_array(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_input(path: str):
+    import numpy as np
+
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"cannot read input {path}: {e}") from None
+    if x.dtype.kind not in "iuf":
+        raise CLIError(f"input {path} must hold numbers, not dtype {x.dtype}")
+    return x
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from host.program import Program, ProgramError
+
+    try:
+        program = Program.load(args.program)
+        x = _load_input(args.input)
+        if x.dtype.kind == "f" and program.input_scale is None:
+            raise CLIError(f"input {args.input} is float but {args.program} has no input_scale "
+                           "to quantise it with; give int8 inputs")
+        if args.backend == "reference":
+            y = program.run_reference(x)
+            note = "reference model"
+        else:
+            if not args.port:
+                raise CLIError("--port is required with --backend device")
+            from host.client import Client
+            from host.transport import LinkError
+
+            try:
+                with Client(args.port, baud=args.baud, timeout=args.timeout) as client:
+                    client.load(program)
+                    y, cycles = client.infer_batch(x) if x.ndim == 2 else client.infer(x)
+            except LinkError as e:
+                raise CLIError(str(e)) from None
+            note = f"device {args.port}, {sum(cycles)} cycles in {len(cycles)} run(s)"
+    except ProgramError as e:
+        raise CLIError(str(e)) from None
+    except FileNotFoundError as e:
+        raise CLIError(f"no such file: {e.filename}") from None
+    write_atomic_npy(args.output, np.asarray(y, np.int8))
+    n = 1 if np.ndim(y) == 1 else len(y)
+    print(f"wrote {args.output}: {n} output(s) of width {np.shape(y)[-1]} ({note})",
+          file=sys.stderr)
+    return 0
+
+
+def write_atomic_npy(path: str, array) -> None:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    write_atomic(path, buf.getvalue())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trine",
@@ -73,6 +133,26 @@ def build_parser() -> argparse.ArgumentParser:
     mac.add_argument("--name", default="mac_array", help="top module name")
     mac.add_argument("-o", "--output", required=True, help="output file, or - for stdout")
     mac.set_defaults(func=_cmd_verilog_mac_array)
+
+    infer = sub.add_parser(
+        "infer",
+        help="run a program on inputs, on a device or the reference model",
+        description="Load PROGRAM into the device at --port (a serial port such as "
+        "/dev/ttyUSB1, or socket://127.0.0.1:PORT for the simulated device) and run it on "
+        "every input of INPUT, or compute the same outputs in software with --backend "
+        "reference. INPUT is a .npy array of shape (K,) or (N, K): int8 values are used as "
+        "they are, floats are quantised with the program's input_scale. OUTPUT gets the "
+        "int8 outputs, (M,) or (N, M).",
+    )
+    infer.add_argument("--program", required=True, help="the .trine program")
+    infer.add_argument("--input", required=True, help="inputs, .npy")
+    infer.add_argument("--output", required=True, help="where to write the outputs, .npy")
+    infer.add_argument("--backend", choices=["device", "reference"], default="device")
+    infer.add_argument("--port", help="device URL: /dev/ttyUSBx or socket://HOST:PORT")
+    infer.add_argument("--baud", type=int, default=3_000_000, help="UART baud (default 3M)")
+    infer.add_argument("--timeout", type=float, default=2.0,
+                       help="seconds to wait for each answer before retrying (default 2)")
+    infer.set_defaults(func=_cmd_infer)
     return parser
 
 
@@ -81,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except CLIError as e:
+    except (CLIError, ValueError) as e:  # every domain error of trine is a ValueError
         print(f"trine: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

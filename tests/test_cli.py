@@ -1,5 +1,6 @@
 """The trine command line: Verilog generation and one-line errors."""
 
+import re
 import subprocess
 import sys
 
@@ -43,3 +44,72 @@ def test_missing_arguments_show_usage(capsys):
         main(["verilog", "mac-array", "--lanes", "4"])
     assert e.value.code == 2
     assert "--rows" in capsys.readouterr().err
+
+
+def _program(tmp_path, input_scale=None):
+    import numpy as np
+
+    from host.program import Program
+    from hw.reference import Layer
+
+    rng = np.random.default_rng(4)
+    p = Program([Layer(rng.integers(-1, 2, (6, 5)), rng.integers(-9, 9, 6), 1, True),
+                 Layer(rng.integers(-1, 2, (3, 6)), rng.integers(-9, 9, 3), 0, False)],
+                input_scale=input_scale)
+    path = tmp_path / "p.trine"
+    p.save(path)
+    return p, path
+
+
+def _trine(*args):
+    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_infer_reference_backend(tmp_path):
+    import numpy as np
+
+    program, path = _program(tmp_path, input_scale=0.5)
+    x = np.random.default_rng(5).integers(-128, 128, (7, 5)).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    proc = _trine("infer", "--backend", "reference", "--program", path,
+                  "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(np.load(tmp_path / "y.npy"), program.run_reference(x))
+    xf = np.random.default_rng(6).normal(0, 10, 5).astype(np.float32)  # one float input
+    np.save(tmp_path / "xf.npy", xf)
+    proc = _trine("infer", "--backend", "reference", "--program", path,
+                  "--input", tmp_path / "xf.npy", "--output", tmp_path / "yf.npy")
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(np.load(tmp_path / "yf.npy"), program.run_reference(xf))
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("float-no-scale", "is float but .* has no input_scale"),
+        ("bad-program", "not a trine program"),
+        ("no-port", "--port is required"),
+        ("unreachable", "cannot open socket://127.0.0.1:9"),
+        ("wrong-width", "4 inputs per sample, the weights expect 5|input"),
+    ],
+)
+def test_infer_errors_are_one_line(tmp_path, case, message):
+    import numpy as np
+
+    _, path = _program(tmp_path)
+    x = np.zeros((2, 5), np.float32 if case == "float-no-scale" else np.int8)
+    if case == "wrong-width":
+        x = np.zeros((2, 4), np.int8)
+    np.save(tmp_path / "x.npy", x)
+    if case == "bad-program":
+        path = tmp_path / "bad.trine"
+        path.write_bytes(b"hello")
+    backend = "device" if case in ("no-port", "unreachable") else "reference"
+    extra = ["--port", "socket://127.0.0.1:9"] if case == "unreachable" else []
+    proc = _trine("infer", "--backend", backend, "--program", path, "--input",
+                  tmp_path / "x.npy", "--output", tmp_path / "y.npy", *extra)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("trine: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert re.search(message, proc.stderr), proc.stderr
+    assert not (tmp_path / "y.npy").exists()
