@@ -1,0 +1,378 @@
+"""Frame receiver and transmitter for the host link (the frame format is :mod:`hw.protocol`).
+
+Both sit between a byte stream (:class:`hw.uart.UARTRx` / :class:`hw.uart.UARTTx`) and the
+accelerator's command logic. The CRCs (:class:`hw.crc.ByteCRC`) take a byte per cycle by
+default, so both blocks can also run at a byte per cycle, e.g. behind a byte-level test path.
+
+Differences from the host's :class:`hw.protocol.FrameDecoder`
+---------------------------------------------------------------
+The gateware keeps no byte history. When a ``SYNC`` turns out to start a bad header (wrong
+CRC-8, or a length above ``max_payload``), the :class:`FrameReceiver` hunts again from the byte
+*after the header check*, whereas the decoder re-scans from the byte after the false ``SYNC``.
+Both accept only frames whose CRC-8 and CRC-16 check, and they agree on every frame that starts
+while both are hunting: any frame sent after a quiet line (a timeout) or right after another
+frame, which is how a stop-and-wait host sends. They can differ only after a false ``SYNC``
+(line noise): a real frame whose ``SYNC`` lies within the five bytes after a false ``SYNC`` is
+missed by the receiver (the host times out and retries), and the decoder's re-scan can, on a
+chance-valid header check (1 in 256), lock onto a false header that the receiver skipped.
+A receiver built with ``max_payload < MAX_PAYLOAD`` also treats longer (valid) frames as bad
+headers, and while a frame waits for the consumer, further bytes are dropped (and counted).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC, check_bits_per_cycle
+from hw.protocol import FRAME_TIMEOUT_BYTES, MAX_PAYLOAD, SYNC, ErrorCode
+from hw.uart import BITS_PER_BYTE, MIN_DIVISOR, _check_int, _count_saturating
+
+__all__ = [
+    "FRAME_HEADER_LAYOUT",
+    "FRAME_EVENT_LAYOUT",
+    "frame_timeout_cycles",
+    "FrameReceiver",
+    "FrameTransmitter",
+]
+
+#: What a frame's header says: the transmitter's request.
+FRAME_HEADER_LAYOUT = data.StructLayout(
+    {"op": unsigned(8), "seq": unsigned(8), "length": unsigned(16)}
+)
+#: A received frame: its header, and ``error`` = 0 (payload good) or ``ErrorCode.BAD_CRC``.
+FRAME_EVENT_LAYOUT = data.StructLayout(
+    {"op": unsigned(8), "seq": unsigned(8), "length": unsigned(16), "error": unsigned(8)}
+)
+
+
+def frame_timeout_cycles(divisor: int) -> int:
+    """The inter-byte timeout of :mod:`hw.protocol` (``FRAME_TIMEOUT_BYTES`` byte times), in
+    clock cycles, for a UART with ``divisor`` clock cycles per bit."""
+    _check_int("UART divisor (clock cycles per bit)", divisor, MIN_DIVISOR)
+    return FRAME_TIMEOUT_BYTES * BITS_PER_BYTE * divisor
+
+
+class _Rx(enum.IntEnum):
+    HUNT = 0
+    OP = 1
+    SEQ = 2
+    LEN_LO = 3
+    LEN_HI = 4
+    CHECK = 5
+    PAYLOAD = 6
+    CRC_LO = 7
+    CRC_HI = 8
+    PENDING = 9
+
+
+class FrameReceiver(wiring.Component):
+    """Hunts for frames in a byte stream, stores the payload, checks both CRCs.
+
+    A frame whose header and CRC-16 are good is presented on ``o_frame`` with ``error`` = 0; a
+    frame whose header is good but whose CRC-16 is not is presented with ``error`` =
+    ``ErrorCode.BAD_CRC`` and the header's ``op`` and ``seq``, so that it can be NAKed. Either
+    is held until the consumer acknowledges it with ``o_frame.ready`` (the *done* strobe); in
+    the meantime the consumer reads the payload through ``payload_addr`` / ``payload_data``
+    (one cycle of read latency; addresses ``0 .. length - 1``, meaningful for good frames
+    only), and incoming bytes are dropped and counted in ``dropped_bytes`` (the host protocol
+    is stop-and-wait: none should arrive).
+
+    A bad header (CRC-8, or ``length > max_payload``) is counted in ``header_errors`` and sends
+    the receiver back to hunting (see the module notes on false ``SYNC`` bytes). A partial
+    frame is dropped, and counted in ``timeouts``, when no byte arrives for ``timeout_cycles``
+    cycles. ``i_stream.ready`` is always high with the default ``crc_bits_per_cycle`` = 8;
+    otherwise it is low for ``8 / crc_bits_per_cycle - 1`` cycles after each byte that enters a
+    CRC (a UART byte takes far longer).
+
+    Parameters
+    ----------
+    max_payload : int
+        Largest accepted payload, 1..MAX_PAYLOAD; also the depth of the payload memory (bytes).
+    divisor : int
+        The UART's clock cycles per bit: sets ``timeout_cycles`` to
+        :func:`frame_timeout_cycles(divisor) <frame_timeout_cycles>`. Give this or
+        ``timeout_cycles``.
+    timeout_cycles : int
+        Inter-byte timeout in clock cycles, >= 1 (it must exceed the byte time).
+    counter_width : int
+        Width of the saturating counters, >= 1.
+    crc_bits_per_cycle : int
+        Passed to :class:`hw.crc.ByteCRC` (1, 2, 4 or 8).
+
+    Members
+    -------
+    i_stream : In(stream.Signature(8))
+        Received bytes.
+    o_frame : Out(stream.Signature(FRAME_EVENT_LAYOUT))
+        A received frame; ``ready`` is the consumer's done strobe.
+    payload_addr : In(range(max_payload)) (at least 1 bit)
+    payload_data : Out(8)
+        The payload byte at the ``payload_addr`` of the previous cycle.
+    header_errors, timeouts, dropped_bytes : Out(counter_width)
+        Saturating counts since reset.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For parameters of the wrong type or outside their range, or unless exactly one of
+        ``divisor`` and ``timeout_cycles`` is given.
+    """
+
+    def __init__(
+        self,
+        max_payload: int = MAX_PAYLOAD,
+        *,
+        divisor: int | None = None,
+        timeout_cycles: int | None = None,
+        counter_width: int = 8,
+        crc_bits_per_cycle: int = 8,
+    ):
+        self.max_payload = _check_int("Maximum payload", max_payload, 1, MAX_PAYLOAD)
+        if (divisor is None) == (timeout_cycles is None):
+            raise ValueError(
+                "FrameReceiver needs exactly one of divisor (the UART's clock cycles per bit) "
+                f"and timeout_cycles, not divisor={divisor!r} and timeout_cycles={timeout_cycles!r}"
+            )
+        if divisor is not None:
+            timeout_cycles = frame_timeout_cycles(divisor)
+        self.timeout_cycles = _check_int("Timeout", timeout_cycles, 1)
+        self.counter_width = _check_int("Counter width", counter_width, 1)
+        self.crc_bits_per_cycle = check_bits_per_cycle(crc_bits_per_cycle)
+        addr_width = max(1, (max_payload - 1).bit_length())
+        super().__init__(
+            {
+                "i_stream": In(stream.Signature(8)),
+                "o_frame": Out(stream.Signature(FRAME_EVENT_LAYOUT)),
+                "payload_addr": In(addr_width),
+                "payload_data": Out(8),
+                "header_errors": Out(counter_width),
+                "timeouts": Out(counter_width),
+                "dropped_bytes": Out(counter_width),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        bpc = self.crc_bits_per_cycle
+        m.submodules.header_crc = header_crc = ByteCRC(HEADER_CRC, bits_per_cycle=bpc)
+        m.submodules.frame_crc = frame_crc = ByteCRC(FRAME_CRC, bits_per_cycle=bpc)
+        m.submodules.payload = memory = Memory(shape=8, depth=self.max_payload, init=[])
+        write = memory.write_port()
+        read = memory.read_port()
+        m.d.comb += [read.addr.eq(self.payload_addr), self.payload_data.eq(read.data)]
+
+        state = Signal(_Rx)
+        # Data registers need no reset: each is written before it is read.
+        op, seq = Signal(8, reset_less=True), Signal(8, reset_less=True)
+        length = Signal(16, reset_less=True)
+        crc_low = Signal(8, reset_less=True)
+        error = Signal(8, reset_less=True)
+        index = Signal(range(self.max_payload), reset_less=True)
+        byte = self.i_stream.payload
+
+        m.d.comb += [
+            self.o_frame.valid.eq(state == _Rx.PENDING),
+            self.o_frame.payload.op.eq(op),
+            self.o_frame.payload.seq.eq(seq),
+            self.o_frame.payload.length.eq(length),
+            self.o_frame.payload.error.eq(error),
+        ]
+
+        # Both CRCs absorb the same bytes (op .. payload); the header check is compared when
+        # the check byte arrives, after which the CRC-8 register is simply not looked at.
+        m.d.comb += self.i_stream.ready.eq(~frame_crc.busy)
+        accept = self.i_stream.valid & self.i_stream.ready
+        absorb = accept & (state >= _Rx.OP) & (state <= _Rx.PAYLOAD)
+        clear = Signal()
+        for unit in (header_crc, frame_crc):
+            m.d.comb += [unit.clear.eq(clear), unit.start.eq(absorb), unit.data.eq(byte)]
+
+        header_error = Signal()
+        timeout = Signal()
+        dropped = Signal()
+
+        with m.If(accept):
+            with m.Switch(state):
+                with m.Case(_Rx.HUNT):
+                    with m.If(byte == SYNC):
+                        m.d.comb += clear.eq(1)
+                        m.d.sync += state.eq(_Rx.OP)
+                with m.Case(_Rx.OP):
+                    m.d.sync += [op.eq(byte), state.eq(_Rx.SEQ)]
+                with m.Case(_Rx.SEQ):
+                    m.d.sync += [seq.eq(byte), state.eq(_Rx.LEN_LO)]
+                with m.Case(_Rx.LEN_LO):
+                    m.d.sync += [length[:8].eq(byte), state.eq(_Rx.LEN_HI)]
+                with m.Case(_Rx.LEN_HI):
+                    m.d.sync += [length[8:].eq(byte), state.eq(_Rx.CHECK)]
+                with m.Case(_Rx.CHECK):
+                    with m.If((byte == header_crc.crc) & (length <= self.max_payload)):
+                        m.d.sync += [
+                            index.eq(0),
+                            state.eq(Mux(length == 0, _Rx.CRC_LO, _Rx.PAYLOAD)),
+                        ]
+                    with m.Else():
+                        m.d.comb += header_error.eq(1)
+                        m.d.sync += state.eq(_Rx.HUNT)
+                with m.Case(_Rx.PAYLOAD):
+                    m.d.comb += [write.en.eq(1), write.addr.eq(index), write.data.eq(byte)]
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index + 1 == length):
+                        m.d.sync += state.eq(_Rx.CRC_LO)
+                with m.Case(_Rx.CRC_LO):
+                    m.d.sync += [crc_low.eq(byte), state.eq(_Rx.CRC_HI)]
+                with m.Case(_Rx.CRC_HI):
+                    good = Cat(crc_low, byte) == frame_crc.crc
+                    m.d.sync += [error.eq(Mux(good, 0, ErrorCode.BAD_CRC)), state.eq(_Rx.PENDING)]
+                with m.Case(_Rx.PENDING):
+                    m.d.comb += dropped.eq(1)
+
+        with m.If(self.o_frame.valid & self.o_frame.ready):
+            m.d.sync += state.eq(_Rx.HUNT)
+
+        # Inter-byte timeout, only inside a frame.
+        idle = Signal(range(self.timeout_cycles), reset_less=True)
+        in_frame = (state != _Rx.HUNT) & (state != _Rx.PENDING)
+        with m.If(accept | ~in_frame):
+            m.d.sync += idle.eq(0)
+        with m.Elif(idle == self.timeout_cycles - 1):
+            m.d.comb += timeout.eq(1)
+            m.d.sync += [idle.eq(0), state.eq(_Rx.HUNT)]
+        with m.Else():
+            m.d.sync += idle.eq(idle + 1)
+
+        _count_saturating(m, header_error, self.header_errors)
+        _count_saturating(m, timeout, self.timeouts)
+        _count_saturating(m, dropped, self.dropped_bytes)
+        return m
+
+
+class _Tx(enum.IntEnum):
+    IDLE = 0
+    SYNC = 1
+    OP = 2
+    SEQ = 3
+    LEN_LO = 4
+    LEN_HI = 5
+    CHECK = 6
+    PAYLOAD = 7
+    CRC_LO = 8
+    CRC_HI = 9
+
+
+class FrameTransmitter(wiring.Component):
+    """Frames a payload: header first, then the payload bytes, then the CRC-16.
+
+    The consumer hands over ``(op, seq, length)`` on ``i_frame`` (accepted only between
+    frames), then exactly ``length`` payload bytes on ``i_stream``; ``o_stream`` carries
+    ``SYNC``, the header, its CRC-8, the payload and the CRC-16 (little-endian), honouring
+    backpressure. ``length`` must not exceed ``MAX_PAYLOAD``: only its low 11 bits are used
+    (for the header and the payload count alike, so a frame is always self-consistent).
+    After each byte that enters a CRC the transmitter pauses for ``8 / crc_bits_per_cycle - 1``
+    cycles (none by default), far less than a UART byte.
+
+    Parameters
+    ----------
+    crc_bits_per_cycle : int
+        Passed to :class:`hw.crc.ByteCRC` (1, 2, 4 or 8).
+
+    Members
+    -------
+    i_frame : In(stream.Signature(FRAME_HEADER_LAYOUT))
+    i_stream : In(stream.Signature(8))
+        Payload bytes.
+    o_stream : Out(stream.Signature(8))
+        Frame bytes, to :class:`hw.uart.UARTTx`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For an unsupported ``crc_bits_per_cycle``.
+    """
+
+    def __init__(self, *, crc_bits_per_cycle: int = 8):
+        self.crc_bits_per_cycle = check_bits_per_cycle(crc_bits_per_cycle)
+        super().__init__(
+            {
+                "i_frame": In(stream.Signature(FRAME_HEADER_LAYOUT)),
+                "i_stream": In(stream.Signature(8)),
+                "o_stream": Out(stream.Signature(8)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        bpc = self.crc_bits_per_cycle
+        m.submodules.header_crc = header_crc = ByteCRC(HEADER_CRC, bits_per_cycle=bpc)
+        m.submodules.frame_crc = frame_crc = ByteCRC(FRAME_CRC, bits_per_cycle=bpc)
+
+        state = Signal(_Tx)
+        op, seq = Signal(8, reset_less=True), Signal(8, reset_less=True)
+        # The length until the payload starts, then the payload bytes still to come.
+        remaining = Signal(range(MAX_PAYLOAD + 1), reset_less=True)
+        o_valid, o_byte = Signal(), Signal(8, reset_less=True)
+        m.d.comb += [self.o_stream.valid.eq(o_valid), self.o_stream.payload.eq(o_byte)]
+
+        m.d.comb += self.i_frame.ready.eq(state == _Tx.IDLE)
+        clear = self.i_frame.valid & self.i_frame.ready
+        with m.If(clear):
+            m.d.sync += [
+                op.eq(self.i_frame.payload.op),
+                seq.eq(self.i_frame.payload.seq),
+                remaining.eq(self.i_frame.payload.length),
+                state.eq(_Tx.SYNC),
+            ]
+
+        # A byte may be loaded when the output register frees up and both CRCs are settled
+        # (the check bytes are read from them).
+        can_emit = (~o_valid | self.o_stream.ready) & ~frame_crc.busy
+        emit = Signal()
+        absorb = Signal()
+        out = Signal(8)
+        for unit in (header_crc, frame_crc):
+            m.d.comb += [unit.clear.eq(clear), unit.start.eq(absorb), unit.data.eq(out)]
+        with m.If(self.o_stream.ready):
+            m.d.sync += o_valid.eq(0)
+        with m.If(emit):
+            m.d.sync += [o_valid.eq(1), o_byte.eq(out)]
+
+        def step(value, next_state, crc=True):
+            m.d.comb += [out.eq(value), emit.eq(can_emit), absorb.eq(can_emit & crc)]
+            with m.If(can_emit):
+                m.d.sync += state.eq(next_state)
+
+        with m.Switch(state):
+            with m.Case(_Tx.SYNC):
+                step(SYNC, _Tx.OP, crc=False)
+            with m.Case(_Tx.OP):
+                step(op, _Tx.SEQ)
+            with m.Case(_Tx.SEQ):
+                step(seq, _Tx.LEN_LO)
+            with m.Case(_Tx.LEN_LO):
+                step(remaining[:8], _Tx.LEN_HI)
+            with m.Case(_Tx.LEN_HI):
+                step(remaining[8:], _Tx.CHECK)
+            with m.Case(_Tx.CHECK):
+                step(header_crc.crc, Mux(remaining == 0, _Tx.CRC_LO, _Tx.PAYLOAD))
+            with m.Case(_Tx.PAYLOAD):
+                take = can_emit & self.i_stream.valid
+                m.d.comb += [
+                    self.i_stream.ready.eq(can_emit),
+                    out.eq(self.i_stream.payload),
+                    emit.eq(take),
+                    absorb.eq(take),
+                ]
+                with m.If(take):
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(remaining == 1):
+                        m.d.sync += state.eq(_Tx.CRC_LO)
+            with m.Case(_Tx.CRC_LO):
+                step(frame_crc.crc[:8], _Tx.CRC_HI, crc=False)
+            with m.Case(_Tx.CRC_HI):
+                step(frame_crc.crc[8:], _Tx.IDLE, crc=False)
+        return m
