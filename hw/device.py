@@ -35,27 +35,12 @@ from hw.protocol import (
     Target,
 )
 from hw.spec import SPEC_VERSION
-from hw.uart import UARTRx, UARTTx
+from hw.uart import UARTRx, UARTTx, baud_divisor
 
-__all__ = ["LinkedAccelerator", "Top", "uart_divisor"]
+__all__ = ["LinkedAccelerator", "Top"]
 
 STATUS_SIZE = STATUS_ACK.size
 _RUN_ARGS, _READ_ARGS = 3, 7
-
-
-def uart_divisor(clk_freq: int, baud: int) -> int:
-    """Clock cycles per UART bit; refuses < 4 cycles per bit or a baud error above 2%."""
-    if clk_freq <= 0 or baud <= 0:
-        raise ValueError(f"clock and baud rate must be positive, not {clk_freq} and {baud}")
-    divisor = round(clk_freq / baud)
-    if divisor < 4:
-        raise ValueError(f"a {clk_freq} Hz clock gives {clk_freq / baud:.2f} cycles per bit at "
-                         f"{baud} baud; the UART needs at least 4")
-    error = abs(clk_freq / divisor - baud) / baud
-    if error > 0.02:
-        raise ValueError(f"{clk_freq} Hz / {divisor} = {clk_freq / divisor:.0f} baud is "
-                         f"{error:.1%} away from {baud}; at most 2% is reliable")
-    return divisor
 
 
 class LinkedAccelerator(wiring.Component):
@@ -335,7 +320,7 @@ class Top(wiring.Component):
     """
 
     def __init__(self, clk_freq: int, baud: int, **kwargs):
-        self.divisor = uart_divisor(clk_freq, baud)
+        self.divisor = baud_divisor(clk_freq, baud)
         self.device = LinkedAccelerator(timeout_cycles=frame_timeout_cycles(self.divisor),
                                         clock_hz=clk_freq, baud=baud, **kwargs)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})

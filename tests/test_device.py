@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.device import STATUS_SIZE, LinkedAccelerator, Top, uart_divisor
+from hw.device import STATUS_SIZE, LinkedAccelerator, Top
 from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
 from hw.protocol import (
     ACK,
@@ -195,10 +195,7 @@ def test_corrupted_frame_is_nakked_with_its_seq_and_garbage_is_ignored():
     assert out["info"].op == Op.INFO | ACK
 
 
-def test_uart_divisor():
-    assert uart_divisor(12_000_000, 3_000_000) == 4
-    with pytest.raises(ValueError, match="at least 4"):
-        uart_divisor(12_000_000, 6_000_000)
-    with pytest.raises(ValueError, match="away from"):
-        uart_divisor(10_000_000, 1_900_000)
-    Top(48_000_000, 3_000_000, lanes=2, rows=2, **PARAMS)
+def test_top_checks_the_baud_rate():
+    assert Top(12_000_000, 3_000_000, lanes=2, rows=2, **PARAMS).divisor == 4
+    with pytest.raises(ValueError):
+        Top(12_000_000, 6_000_000, lanes=2, rows=2, **PARAMS)
