@@ -101,6 +101,18 @@ def write_atomic_npy(path: str, array) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def _cmd_sim_serve(args: argparse.Namespace, extra: list[str]) -> int:
+    # The simulated device lives in sim/, which the host never imports: run it as a program.
+    import subprocess
+
+    cmd = [sys.executable, "-m", "sim.serve", "--sim", args.sim, "--port", str(args.port),
+           "--mode", args.mode, *extra]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trine",
@@ -153,14 +165,32 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--timeout", type=float, default=2.0,
                        help="seconds to wait for each answer before retrying (default 2)")
     infer.set_defaults(func=_cmd_infer)
+
+    simp = sub.add_parser("sim", help="the simulated device")
+    ssub = simp.add_subparsers(dest="what", required=True, metavar="WHAT")
+    serve = ssub.add_parser(
+        "serve",
+        help="run the device's RTL in a simulator behind a TCP socket",
+        description="Build the accelerator's Verilog, run it under cocotb on Icarus Verilog or "
+        "Verilator, and bridge 127.0.0.1:PORT to its UART pins (--mode uart, bit level) or to "
+        "its byte streams (--mode byte: the UART skipped, 6-8x faster). Point the host at "
+        "socket://127.0.0.1:PORT. Further options (--lanes, --rows, --max-width, --once, ...) "
+        "go to `python -m sim.serve`; see its --help.",
+    )
+    serve.add_argument("--sim", choices=["icarus", "verilator"], default="verilator")
+    serve.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one")
+    serve.add_argument("--mode", choices=["uart", "byte"], default="uart")
+    serve.set_defaults(func=_cmd_sim_serve, passthrough=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
+        return args.func(args, extra) if getattr(args, "passthrough", False) else args.func(args)
     except (CLIError, ValueError) as e:  # every domain error of trine is a ValueError
         print(f"trine: error: {e}", file=sys.stderr)
         return 2
