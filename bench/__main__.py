@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHES = ["packing", "reference", "area"]
+BENCHES = ["packing", "reference", "device", "area"]
 
 
 def main() -> None:

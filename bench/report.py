@@ -96,10 +96,34 @@ def reference_table(d: dict) -> list[str]:
     return out
 
 
+def device_tables(d: dict) -> list[str]:
+    dev, link = d["device"], d["link"]
+    out = [f"The accelerator's RTL on {d['simulator']} (`python -m bench device`), "
+           f"{dev['lanes']} lanes x {dev['rows']} rows: cycles from the device's own counter "
+           "against one beat per clock (`sum ceil(K/lanes) * ceil(M/rows)`); peak "
+           f"{dev['lanes'] * dev['rows']} MACs per cycle, which is also one weight-memory word "
+           "per cycle (the batch-1 roofline).", "",
+           "| run | batch | cycles | ideal | utilisation | cycles per inference | MACs/cycle |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in d["runs"]:
+        out.append(f"| {r['what']} | {r['batch']} | {r['cycles']} | {r['ideal_cycles']} "
+                   f"| {r['utilisation']:.1%} | {r['cycles_per_inference']:.0f} "
+                   f"| {r['macs_per_cycle']:.1f} |")
+    out += ["", f"Loading it through the client: {link['weight_image_bits_per_weight']:.3f} bits "
+            f"per weight in the image (5 trits per byte, tile padding included), "
+            f"{link['weight_bits_on_wire_per_weight']:.3f} with framing; framing overhead "
+            f"{link['framing_overhead']:.2%}; {link['bits_per_weight_on_wire']:.2f} bits per "
+            f"weight counting biases and the layer table; a stop-and-wait host reaches "
+            f"{link['goodput_fraction_of_uart']:.1%} of the UART's byte rate (answers counted, "
+            f"host turnaround not): {link['load_seconds_at_baud'] * 1e3:.0f} ms at 3 Mbaud for "
+            f"{link['weights']:,} weights."]
+    return out
+
+
 def render() -> str:
     parts = []
-    for name, fn in (("area", area_tables), ("packing", packing_table),
-                     ("reference", reference_table)):
+    for name, fn in (("area", area_tables), ("device", device_tables),
+                     ("packing", packing_table), ("reference", reference_table)):
         d = _load(name)
         parts.append("\n".join(fn(d)) if d else f"(no {name} results yet: run `make bench`)")
     return "\n\n".join(parts)

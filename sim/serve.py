@@ -105,7 +105,7 @@ class DeviceConfig:
     clk_hz: int = 12_000_000
     baud: int = 3_000_000
     lanes: int = 8
-    rows: int = 4
+    rows: int = 5  # 8 x 5 = 40 trits = one 64-bit word at 5 trits per byte
     weight_words: int = 2048
     bias_depth: int = 1024
     max_layers: int = 8
