@@ -75,7 +75,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
             try:
                 with Client(args.port, baud=args.baud, timeout=args.timeout) as client:
-                    client.load(program)
+                    client.load(program, progress=_progress_bar("loading"))
                     y, cycles = client.infer_batch(x) if x.ndim == 2 else client.infer(x)
             except LinkError as e:
                 raise CLIError(str(e)) from None
@@ -89,6 +89,26 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {n} output(s) of width {np.shape(y)[-1]} ({note})",
           file=sys.stderr)
     return 0
+
+
+def _progress_bar(label: str, min_total: int = 16384):
+    """A callback(done, total) drawing a bar on stderr, for transfers of ``min_total`` bytes
+    or more and only on a terminal (logs and pipes get nothing)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        if total < min_total:
+            return
+        width = 30
+        filled = width * done // max(total, 1)
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done:,}/{total:,} bytes")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
 
 
 def write_atomic_npy(path: str, array) -> None:
