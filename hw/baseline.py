@@ -14,7 +14,8 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.mac_array import _check_int, mac_output_layout
+from hw.mac_array import mac_output_layout
+from hw.params import check_int
 from hw.spec import ACT_WIDTH, MAX_FAN_IN
 
 __all__ = ["WEIGHT_WIDTH", "Int8MACArray", "int8_input_layout"]
@@ -76,11 +77,11 @@ class Int8MACArray(wiring.Component):
         max_fan_in: int = 4096,
         register_every: int = 1,
     ):
-        self.lanes = _check_int("Lane count", lanes, 1)
-        self.rows = _check_int("Row count", rows, 1)
-        self.act_width = _check_int("Activation width", act_width, 2, 16)
-        self.max_fan_in = _check_int("Maximum fan-in", max_fan_in, 1, MAX_FAN_IN)
-        self.register_every = _check_int("register_every", register_every, 0)
+        self.lanes = check_int("Lane count", lanes, 1)
+        self.rows = check_int("Row count", rows, 1)
+        self.act_width = check_int("Activation width", act_width, 2, 16)
+        self.max_fan_in = check_int("Maximum fan-in", max_fan_in, 1, MAX_FAN_IN)
+        self.register_every = check_int("register_every", register_every, 0)
         # |x * w| <= 2**(act_width-1) * 2**(WEIGHT_WIDTH-1) fits act_width + WEIGHT_WIDTH bits
         # signed (the product of two minima is positive but below 2**(a+w-1)).
         self.product_width = act_width + WEIGHT_WIDTH

@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, LAYER_ENTRY_SIZE, beat_bytes
 from hw.mac_array import MACArray
+from hw.params import check_int
 from hw.protocol import ErrorCode, Target
 from hw.spec import ACT_MAX, ACT_MIN, TRITS_PER_BYTE, trits_to_codes
 
@@ -46,13 +47,6 @@ def decoder_table() -> list[int]:
         table.append(sum(int(c) << (2 * i) for i, c in enumerate(codes)))
     return table
 
-
-def _positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, not {value}")
-    return value
 
 
 class AcceleratorCore(wiring.Component):
@@ -95,15 +89,15 @@ class AcceleratorCore(wiring.Component):
 
     def __init__(self, lanes: int, rows: int, *, weight_words: int, bias_depth: int,
                  max_layers: int, max_width: int, max_batch: int = 1):
-        self.lanes = _positive("Lane count", lanes)
-        self.rows = _positive("Row count", rows)
-        self.weight_words = _positive("Weight memory depth", weight_words)
-        self.bias_depth = _positive("Bias memory depth", bias_depth)
-        self.max_layers = _positive("Maximum layer count", max_layers)
+        self.lanes = check_int("Lane count", lanes, 1)
+        self.rows = check_int("Row count", rows, 1)
+        self.weight_words = check_int("Weight memory depth", weight_words, 1)
+        self.bias_depth = check_int("Bias memory depth", bias_depth, 1)
+        self.max_layers = check_int("Maximum layer count", max_layers, 1)
         if max_layers > 0xFF:  # RUN carries the layer count in one byte
             raise ValueError(f"Maximum layer count must be <= 255, not {max_layers}")
-        self.max_width = _positive("Maximum layer width", max_width)
-        self.max_batch = _positive("Maximum batch", max_batch)
+        self.max_width = check_int("Maximum layer width", max_width, 1)
+        self.max_batch = check_int("Maximum batch", max_batch, 1)
         self.beat_bytes = beat_bytes(lanes, rows)
         self.stride = -(-max_width // lanes)  # buffer words per sample
         self.buffer_words = self.stride * max_batch

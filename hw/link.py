@@ -29,8 +29,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC, check_bits_per_cycle
+from hw.params import check_int, count_saturating
 from hw.protocol import FRAME_TIMEOUT_BYTES, MAX_PAYLOAD, SYNC, ErrorCode
-from hw.uart import BITS_PER_BYTE, MIN_DIVISOR, _check_int, _count_saturating
+from hw.uart import BITS_PER_BYTE, MIN_DIVISOR
 
 __all__ = [
     "FRAME_HEADER_LAYOUT",
@@ -53,7 +54,7 @@ FRAME_EVENT_LAYOUT = data.StructLayout(
 def frame_timeout_cycles(divisor: int) -> int:
     """The inter-byte timeout of :mod:`hw.protocol` (``FRAME_TIMEOUT_BYTES`` byte times), in
     clock cycles, for a UART with ``divisor`` clock cycles per bit."""
-    _check_int("UART divisor (clock cycles per bit)", divisor, MIN_DIVISOR)
+    check_int("UART divisor (clock cycles per bit)", divisor, MIN_DIVISOR)
     return FRAME_TIMEOUT_BYTES * BITS_PER_BYTE * divisor
 
 
@@ -132,7 +133,7 @@ class FrameReceiver(wiring.Component):
         counter_width: int = 8,
         crc_bits_per_cycle: int = 8,
     ):
-        self.max_payload = _check_int("Maximum payload", max_payload, 1, MAX_PAYLOAD)
+        self.max_payload = check_int("Maximum payload", max_payload, 1, MAX_PAYLOAD)
         if (divisor is None) == (timeout_cycles is None):
             raise ValueError(
                 "FrameReceiver needs exactly one of divisor (the UART's clock cycles per bit) "
@@ -140,8 +141,8 @@ class FrameReceiver(wiring.Component):
             )
         if divisor is not None:
             timeout_cycles = frame_timeout_cycles(divisor)
-        self.timeout_cycles = _check_int("Timeout", timeout_cycles, 1)
-        self.counter_width = _check_int("Counter width", counter_width, 1)
+        self.timeout_cycles = check_int("Timeout", timeout_cycles, 1)
+        self.counter_width = check_int("Counter width", counter_width, 1)
         self.crc_bits_per_cycle = check_bits_per_cycle(crc_bits_per_cycle)
         addr_width = max(1, (max_payload - 1).bit_length())
         super().__init__(
@@ -246,9 +247,9 @@ class FrameReceiver(wiring.Component):
         with m.Else():
             m.d.sync += idle.eq(idle + 1)
 
-        _count_saturating(m, header_error, self.header_errors)
-        _count_saturating(m, timeout, self.timeouts)
-        _count_saturating(m, dropped, self.dropped_bytes)
+        count_saturating(m, header_error, self.header_errors)
+        count_saturating(m, timeout, self.timeouts)
+        count_saturating(m, dropped, self.dropped_bytes)
         return m
 
 

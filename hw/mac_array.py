@@ -21,6 +21,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.params import check_int
 from hw.spec import ACT_WIDTH, MAX_FAN_IN, accumulator_width
 
 __all__ = ["MACArray", "mac_input_layout", "mac_output_layout"]
@@ -41,14 +42,6 @@ def mac_output_layout(rows: int, acc_width: int) -> data.ArrayLayout:
     """Payload of one output beat: ``rows`` signed accumulators."""
     return data.ArrayLayout(signed(acc_width), rows)
 
-
-def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be {bound}, not {value}")
-    return value
 
 
 class MACArray(wiring.Component):
@@ -103,11 +96,11 @@ class MACArray(wiring.Component):
         register_every: int = 1,
         correction: bool = True,
     ):
-        self.lanes = _check_int("Lane count", lanes, 1)
-        self.rows = _check_int("Row count", rows, 1)
-        self.act_width = _check_int("Activation width", act_width, 2, 16)
-        self.max_fan_in = _check_int("Maximum fan-in", max_fan_in, 1, MAX_FAN_IN)
-        self.register_every = _check_int("register_every", register_every, 0)
+        self.lanes = check_int("Lane count", lanes, 1)
+        self.rows = check_int("Row count", rows, 1)
+        self.act_width = check_int("Activation width", act_width, 2, 16)
+        self.max_fan_in = check_int("Maximum fan-in", max_fan_in, 1, MAX_FAN_IN)
+        self.register_every = check_int("register_every", register_every, 0)
         if not isinstance(correction, bool):
             raise TypeError(f"correction must be a bool, not {correction!r}")
         self.correction = correction

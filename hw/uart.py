@@ -18,27 +18,14 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from hw.params import check_int, count_saturating
+
 __all__ = ["BITS_PER_BYTE", "MIN_DIVISOR", "baud_divisor", "UARTRx", "UARTTx"]
 
 #: Bit times per byte on the wire (8N1: start, 8 data, stop).
 BITS_PER_BYTE = 10
 #: Fewest clock cycles per bit: the receiver needs a mid-bit sample and a cycle of edge jitter.
 MIN_DIVISOR = 4
-
-
-def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be {bound}, not {value}")
-    return value
-
-
-def _count_saturating(m: Module, strobe, counter: Signal) -> None:
-    """Add one to ``counter`` in every cycle where ``strobe`` is high; stop at all ones."""
-    with m.If(strobe & (counter != (1 << len(counter)) - 1)):
-        m.d.sync += counter.eq(counter + 1)
 
 
 def baud_divisor(clk_freq: float, baud: float, *, tolerance: float = 0.02) -> int:
@@ -108,8 +95,8 @@ class UARTRx(wiring.Component):
     """
 
     def __init__(self, divisor: int, *, counter_width: int = 8):
-        self.divisor = _check_int("UART divisor (clock cycles per bit)", divisor, MIN_DIVISOR)
-        self.counter_width = _check_int("Counter width", counter_width, 1)
+        self.divisor = check_int("UART divisor (clock cycles per bit)", divisor, MIN_DIVISOR)
+        self.counter_width = check_int("Counter width", counter_width, 1)
         super().__init__(
             {
                 "rx": In(1, init=1),
@@ -181,8 +168,8 @@ class UARTRx(wiring.Component):
                 with m.If(rx):
                     m.next = "IDLE"
 
-        _count_saturating(m, self.framing_error, self.framing_errors)
-        _count_saturating(m, self.overrun, self.overruns)
+        count_saturating(m, self.framing_error, self.framing_errors)
+        count_saturating(m, self.overrun, self.overruns)
         return m
 
 
@@ -214,7 +201,7 @@ class UARTTx(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self.divisor = _check_int("UART divisor (clock cycles per bit)", divisor, MIN_DIVISOR)
+        self.divisor = check_int("UART divisor (clock cycles per bit)", divisor, MIN_DIVISOR)
         super().__init__(
             {
                 "i_stream": In(stream.Signature(8)),
