@@ -90,6 +90,7 @@ __all__ = [
     "ProgramFormatError",
     "ProgramTooLargeError",
     "Program",
+    "Layer",  # hw.reference.Layer, re-exported: the one layer type
 ]
 
 MAGIC = b"TRINE\x00\r\n"
