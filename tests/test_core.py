@@ -102,13 +102,14 @@ def simulate(dut, body):
         (1, 1, [3, 2], 2, True),
     ],
 )
-def test_network_matches_reference(lanes, rows, widths, batch, big):
+@pytest.mark.parametrize("decoder", ["rom", "table"])
+def test_network_matches_reference(lanes, rows, widths, batch, big, decoder):
     rng = np.random.default_rng(sum(widths) + lanes * 7 + rows)
     layers = random_network(rng, widths, big)
     image = compile_image(layers, lanes, rows)
     dut = AcceleratorCore(lanes, rows, weight_words=image.weight_words + 3,
                           bias_depth=len(image.biases) + 2, max_layers=4,
-                          max_width=max(widths), max_batch=batch)
+                          max_width=max(widths), max_batch=batch, decoder=decoder)
     x = rng.integers(-128, 128, (batch, widths[0])).astype(np.int8)
     x[0, 0] = -128
     results = {}
@@ -130,13 +131,15 @@ def test_network_matches_reference(lanes, rows, widths, batch, big):
     assert ideal <= cycles
 
 
-def test_illegal_weight_byte_aborts_with_an_error():
+@pytest.mark.parametrize("decoder", ["rom", "table"])
+def test_illegal_weight_byte_aborts_with_an_error(decoder):
     rng = np.random.default_rng(1)
     layers = random_network(rng, [6, 5])
     image = compile_image(layers, 3, 2)
     bad = bytearray(image.weights)
     bad[2] = 250
-    dut = AcceleratorCore(3, 2, weight_words=16, bias_depth=8, max_layers=2, max_width=8)
+    dut = AcceleratorCore(3, 2, weight_words=16, bias_depth=8, max_layers=2, max_width=8,
+                          decoder=decoder)
     out = {}
 
     async def body(ctx):
