@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 
 import cocotb
 import numpy as np
@@ -46,6 +47,35 @@ async def reset(dut, cycles: int = 3) -> None:
     dut.rst.value = 0
 
 
+def expect_all(vectors, model, scoreboard, codec, rng) -> tuple[list[int], Event, Callable]:
+    """Queue every vector's expected rows on the scoreboard and return its input beats, an
+    event set when every expected output has arrived, and the monitor's callback for that."""
+    beats: list[int] = []
+    for i, v in enumerate(vectors):
+        scoreboard.expect(v.label, model.expected(i, v))
+        beats += codec.beats(v, rng)
+    finished = Event()
+
+    def on_output(payload: int) -> None:
+        scoreboard.receive(codec.rows_of(payload))
+        if scoreboard.pending == 0:
+            finished.set()
+
+    return beats, finished, on_output
+
+
+def stream_bfms(dut, drv_rng, mon_rng, on_output, idle: float, backpressure: float):
+    """The input driver and the output monitor of the array's two streams."""
+    driver = StreamDriver(
+        dut.clk, dut.i_stream__valid, dut.i_stream__ready, dut.i_stream__payload, drv_rng, idle
+    )
+    monitor = StreamMonitor(
+        dut.clk, dut.o_stream__valid, dut.o_stream__ready, dut.o_stream__payload, mon_rng,
+        on_output, backpressure,
+    )
+    return driver, monitor
+
+
 @cocotb.test()
 async def mac_array_matches_reference(dut):
     """Corner cases and random vectors, random idle gaps and backpressure, against the model."""
@@ -59,30 +89,8 @@ async def mac_array_matches_reference(dut):
 
     vectors = make_stimulus(cfg, stim_rng)
     model, scoreboard = make_model(cfg, len(vectors)), Scoreboard()
-    beats: list[int] = []
-    for i, v in enumerate(vectors):
-        scoreboard.expect(v.label, model.expected(i, v))
-        beats += codec.beats(v, stim_rng)
-
-    finished = Event()
-
-    def on_output(payload: int) -> None:
-        scoreboard.receive(codec.rows_of(payload))
-        if scoreboard.pending == 0:
-            finished.set()
-
-    driver = StreamDriver(
-        dut.clk, dut.i_stream__valid, dut.i_stream__ready, dut.i_stream__payload, drv_rng, cfg.idle
-    )
-    monitor = StreamMonitor(
-        dut.clk,
-        dut.o_stream__valid,
-        dut.o_stream__ready,
-        dut.o_stream__payload,
-        mon_rng,
-        on_output,
-        cfg.backpressure,
-    )
+    beats, finished, on_output = expect_all(vectors, model, scoreboard, codec, stim_rng)
+    driver, monitor = stream_bfms(dut, drv_rng, mon_rng, on_output, cfg.idle, cfg.backpressure)
     Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns", impl="gpi").start()  # C-level: no Python per cycle
     await reset(dut)
 
@@ -168,29 +176,9 @@ async def mac_array_latency(dut):
 
     # Back-to-back traffic with ready always high: the array must never refuse a beat.
     vectors = make_stimulus(dataclasses.replace(cfg, vectors=50), rng)
-    beats = []
-    for i, v in enumerate(vectors):
-        scoreboard.expect(v.label, model.expected(i, v))
-        beats += codec.beats(v, rng)
-    finished = Event()
-
-    def on_output(payload: int) -> None:
-        scoreboard.receive(codec.rows_of(payload))
-        if scoreboard.pending == 0:
-            finished.set()
-
-    driver = StreamDriver(
-        dut.clk, dut.i_stream__valid, dut.i_stream__ready, dut.i_stream__payload, rng, idle=0.0
-    )
-    StreamMonitor(
-        dut.clk,
-        dut.o_stream__valid,
-        dut.o_stream__ready,
-        dut.o_stream__payload,
-        rng,
-        on_output,
-        backpressure=0.0,
-    ).start()
+    beats, finished, on_output = expect_all(vectors, model, scoreboard, codec, rng)
+    driver, monitor = stream_bfms(dut, rng, rng, on_output, idle=0.0, backpressure=0.0)
+    monitor.start()
     driver.send(beats)
     await with_timeout(finished.wait(), (len(beats) + 1000) * CLOCK_PERIOD_NS, "ns")
 
