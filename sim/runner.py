@@ -29,6 +29,7 @@ from xml.etree import ElementTree
 import cocotb
 from cocotb_tools.runner import get_runner
 
+from hw.generate import override_environ
 from sim.mac_bench import MACBenchConfig
 
 __all__ = [
@@ -133,15 +134,9 @@ def _make_overrides(simulator: str):
     if simulator != "verilator":
         yield
         return
-    old = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = f"{old or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
-    try:
+    flags = f"{os.environ.get('MAKEFLAGS', '')} CFG_CXXFLAGS_PCH_I=-include".strip()
+    with override_environ("MAKEFLAGS", flags):
         yield
-    finally:
-        if old is None:
-            del os.environ["MAKEFLAGS"]
-        else:
-            os.environ["MAKEFLAGS"] = old
 
 
 def build(simulator: str, cfg: MACBenchConfig, build_root: Path | None = None) -> Path:
