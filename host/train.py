@@ -1,0 +1,158 @@
+"""What every trainer shares: the accuracy rule, the result record and its JSON file.
+
+A trainer (``host.qat``, ``host.evolve``) returns a :class:`TrainResult` whose ``program`` is
+the integer :class:`~host.program.Program` the device runs. Every accuracy in it is computed
+from that program's *reference* outputs with :func:`accuracy`, so it is exactly what the device
+returns: the predicted class is the index of the largest int8 output, the lowest index on a tie
+(``numpy.argmax``), which is also what a user of the device's outputs does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from host.fileio import write_atomic
+from host.program import Program
+
+__all__ = [
+    "TrainResult",
+    "accuracy",
+    "predict",
+    "program_accuracy",
+    "Stopwatch",
+    "progress_printer",
+]
+
+
+def predict(outputs: Any) -> np.ndarray:
+    """Class indices from int8 outputs ``(N, M)``: argmax, the lowest index on a tie."""
+    y = np.asarray(outputs)
+    if y.ndim != 2 or y.shape[1] < 1:
+        raise ValueError(f"outputs must have shape (N, M) with M >= 1, not {y.shape}")
+    return np.argmax(y, axis=1)
+
+
+def accuracy(outputs: Any, labels: Any) -> float:
+    """Fraction of rows of ``outputs`` whose :func:`predict` equals ``labels``."""
+    pred = predict(outputs)
+    lab = np.asarray(labels)
+    if lab.shape != pred.shape:
+        raise ValueError(f"labels have shape {lab.shape}, outputs give {pred.shape}")
+    return float(np.mean(pred == lab)) if len(lab) else 0.0
+
+
+def program_accuracy(program: Program, x: Any, labels: Any) -> float:
+    """Accuracy of ``program`` on raw inputs ``x`` through the bit-exact reference."""
+    return accuracy(program.run_reference(x), labels)
+
+
+@dataclass
+class TrainResult:
+    """A trained integer program and how it got there.
+
+    Attributes
+    ----------
+    program : Program
+        What the device runs (input_scale set, so raw float inputs can be given).
+    method : str
+        "qat", "evolve", ...
+    settings : dict
+        Every argument that determines the run (seed included): rerunning with them gives the
+        same program.
+    history : list of dict
+        One entry per evaluation point, at least ``elapsed_s`` and ``train_acc`` (reference
+        accuracy of the integer program at that point), ``test_acc`` when test data was given.
+    metrics : dict
+        Final figures, e.g. ``train_acc``, ``test_acc``, ``float_test_acc``, ``seconds``.
+    """
+
+    program: Program
+    method: str
+    settings: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the program itself (save that with ``program.save``)."""
+        return {
+            "method": self.method,
+            "settings": _plain(self.settings),
+            "metrics": _plain(self.metrics),
+            "history": _plain(self.history),
+            "program": self.program.stats(),
+            "machine": {
+                "python": sys.version.split()[0],
+                "numpy": np.__version__,
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+            },
+        }
+
+    def save_json(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_json` atomically (indent 2)."""
+        write_atomic(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _plain(v: Any) -> Any:
+    """NumPy scalars and arrays to JSON-able Python values; non-finite floats to None."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _plain(v.tolist())
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class Stopwatch:
+    """Elapsed wall-clock seconds since construction (``time.perf_counter``)."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self._t0
+
+
+def progress_printer(label: str, stream=None) -> Callable[[float, str], None]:
+    """A ``progress(fraction, message)`` callback that redraws one line on a terminal.
+
+    On a non-terminal stream (logs, pipes, pytest) it prints at most one line per 10% step,
+    so long runs leave a readable trace and short ones stay quiet.
+    """
+    out = stream if stream is not None else sys.stderr
+    tty = out.isatty()
+    state = {"last": -1}
+
+    def show(fraction: float, message: str = "") -> None:
+        f = min(max(float(fraction), 0.0), 1.0)
+        if tty:
+            width = 30
+            filled = int(width * f)
+            out.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {f:4.0%} {message}"
+                      f"\033[K")
+            if f >= 1.0:
+                out.write("\n")
+            out.flush()
+        else:
+            step = int(f * 10)
+            if step > state["last"]:
+                state["last"] = step
+                out.write(f"{label} {f:4.0%} {message}\n")
+                out.flush()
+
+    return show
