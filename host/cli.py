@@ -201,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one")
     serve.add_argument("--mode", choices=["uart", "byte"], default="uart")
     serve.set_defaults(func=_cmd_sim_serve, passthrough=True)
+
+    # Subcommands kept in their own modules (each imports its heavy dependencies lazily).
+    from host import cli_board, cli_import
+
+    for module in (cli_import, cli_board):
+        module.add_parsers(sub)
     return parser
 
 
