@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     infer = sub.add_parser(
         "infer",
+        aliases=["run"],
         help="run a program on inputs, on a device or the reference model",
         description="Load PROGRAM into the device at --port (a serial port such as "
         "/dev/ttyUSB1, or socket://127.0.0.1:PORT for the simulated device) and run it on "
@@ -203,9 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_sim_serve, passthrough=True)
 
     # Subcommands kept in their own modules (each imports its heavy dependencies lazily).
-    from host import cli_board, cli_import
+    from host import cli_board, cli_import, cli_train
 
-    for module in (cli_import, cli_board):
+    for module in (cli_train, cli_import, cli_board):
         module.add_parsers(sub)
     return parser
 
