@@ -1,0 +1,717 @@
+"""Gradient-free training natively in ternary: an evolution strategy on the integer network.
+
+:func:`train_evolve` evolves the very integer program the device runs: ternary weight rows,
+int32 biases and per-layer shifts, with no gradients and no float shadow weights. The fitness
+of a candidate is computed on the exact integer outputs of :func:`hw.reference.ternary_layer`
+(a fast incremental forward of this module's own, tested equal to
+:meth:`host.program.Program.run_reference` bit for bit).
+
+Usage::
+
+    from host.data import load_digits_split
+    from host.evolve import train_evolve
+
+    x_train, y_train, x_test, y_test = load_digits_split()
+    result = train_evolve(x_train, y_train, hidden=(128,), budget_s=120,
+                          x_test=x_test, y_test=y_test)
+    result.program.save("digits.trine")      # input_scale set: give it raw float inputs
+    print(result.metrics["test_acc"])
+
+The strategy
+------------
+* **Initialisation from the data.** Trits are random and sparse (``density``); the input scale
+  maps a high quantile of ``|x|`` to 127; each layer's shift and biases are chosen from the
+  statistics of its accumulators on the training data, so activations start spread over the
+  int8 range and about half of every ReLU unit's inputs switch it on.
+* **Structured mutation, evaluated incrementally.** A generation picks one layer (with
+  probability proportional to its weight count) and one neuron of it, and makes ``offspring``
+  mutants of that neuron's row: a geometric number of trit flips (each trit moves to one of
+  its two other values) and, for a fraction ``bias_rate`` of them, a bias step of a few output
+  units. Only that neuron's accumulators and the layers after it are recomputed, for all
+  offspring at once (one small matrix product), so a generation costs about
+  ``offspring * batch * (K + outputs)`` operations instead of a whole forward pass each.
+  Rarely (``shift_rate``) a layer's shift moves by one with its biases rescaled.
+* **Smooth fitness on minibatches.** Fitness is the negated mean cross-entropy of
+  ``softmax(outputs / temperature)`` on the int8 outputs (accuracy alone is flat almost
+  everywhere). Parent and offspring are scored on the same random minibatch, whose size grows
+  from ``batch_size[0]`` to ``batch_size[1]`` (all the training data by default) over the
+  run: noisy, cheap selection early, precise selection late.
+* **Selection** is (1 + offspring): the best offspring replaces the parent when it is at least
+  as fit on the minibatch (ties accepted, so the search drifts across plateaus).
+
+Accepted changes are applied to cached accumulators and activations of the whole training set,
+so the training-set fitness and accuracy of the current program are always at hand.
+
+Reproducibility: the run is a deterministic function of the data, the settings and ``seed``
+when it stops on ``max_generations`` (every matrix product is exact integer arithmetic, see
+:mod:`hw.reference`); a ``budget_s`` stop depends on the machine's speed. With
+``max_generations`` given, the batch schedule follows the generation count, otherwise the
+elapsed time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from host.program import Program
+from host.train import Stopwatch, TrainResult, accuracy
+from hw.reference import Layer
+from hw.spec import ACT_MAX, ACT_MIN, MAX_FAN_IN
+
+__all__ = ["EvolveError", "train_evolve", "forward", "DEFAULTS"]
+
+# The search's hyper-parameters, with their defaults (all are keyword arguments of
+# train_evolve and are recorded in TrainResult.settings).
+DEFAULTS: dict[str, Any] = {
+    "offspring": 32,  # mutants per generation, all of one neuron
+    "batch_size": (256, None),  # minibatch size at the start and the end (None = all data)
+    "temperature": 16.0,  # softmax temperature on the int8 outputs
+    "density": 0.5,  # fraction of nonzero trits at initialisation
+    "flip_p": 0.5,  # trit flips per mutant ~ geometric(flip_p)
+    "bias_rate": 0.25,  # fraction of mutants that also move their bias
+    "bias_step": 2.0,  # std of a bias step, in output units (2**shift accumulator units)
+    "shift_rate": 0.01,  # probability per generation of trying a shift change
+    "input_quantile": 0.999,  # quantile of |x| mapped to 127 by input_scale
+    "history_points": 50,
+}
+
+_HIDDEN_SPREAD = 32.0  # target std of a hidden unit's pre-activation, in int8 units
+_OUTPUT_SPREAD = 24.0  # the same for the outputs
+_SHIFT_LIMIT = 20  # shifts stay in [0, 20]: 2**20 > any accumulator, and int32 never overflows
+_F32_EXACT = 1 << 24
+
+
+def _single_threaded_blas() -> contextlib.AbstractContextManager:
+    """Limit BLAS to one thread while evolving, when ``threadpoolctl`` is installed.
+
+    A generation's matrix products are small (tens of rows by a minibatch): a multi-threaded
+    BLAS spends more time waking and synchronising threads than computing, 10 to 100 times
+    more on a loaded 2-core machine (measured). Results do not depend on it (exact sums).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn's dependency; without it the run is only slower
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+class EvolveError(ValueError):
+    """Training data or settings that :func:`train_evolve` cannot use."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The integer forward pass (what the device computes), on int32 accumulators
+# ---------------------------------------------------------------------------------------------
+
+
+def _requantize(acc: np.ndarray, bias_half: np.ndarray, shift: int, relu: bool) -> np.ndarray:
+    """``hw.reference.requantize`` on int32 accumulators, returning int32 (a new array).
+
+    ``bias_half`` is ``bias + 2**(shift-1)`` (``bias`` when ``shift`` is 0); callers keep its
+    magnitude below ``2**30 - 128 * K`` so nothing overflows int32.
+    """
+    v = acc + bias_half
+    if shift:
+        v >>= shift
+    np.maximum(v, 0 if relu else ACT_MIN, out=v)
+    np.minimum(v, ACT_MAX, out=v)
+    return v
+
+
+def _matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``a @ w.T`` for float32 int8-valued activations and float32 trits, exact, as int32.
+
+    Exact because every partial sum is an integer of magnitude <= 128 * K < 2**24.
+    """
+    return np.matmul(a, w.T).astype(np.int32)
+
+
+def forward(x_q: np.ndarray, layers: Sequence[Layer]) -> np.ndarray:
+    """The integer forward pass of this module on int8 inputs ``(N, K)``; returns int8.
+
+    Equal to :func:`hw.reference.run_network` bit for bit (tests/test_evolve.py checks it);
+    exposed so that the equality can be tested on arbitrary layers.
+    """
+    a = np.asarray(x_q).astype(np.float32)
+    for layer in layers:
+        acc = _matmul(a, layer.weights.astype(np.float32))
+        a = _requantize(acc, _bias_half(layer.bias, layer.shift), layer.shift, layer.relu)
+        a = a.astype(np.float32)
+    return a.astype(np.int8)
+
+
+def _bias_half(bias: np.ndarray, shift: int) -> np.ndarray:
+    return (np.asarray(bias, np.int64) + ((1 << (shift - 1)) if shift else 0)).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_x(x: Any, name: str, width: int | None = None) -> np.ndarray:
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise EvolveError(f"{name} must be a rectangular numeric array: {e}") from None
+    if a.dtype.kind not in "iuf" or a.dtype == np.bool_:
+        raise EvolveError(f"{name} must be a real numeric array, not dtype {a.dtype}")
+    if a.ndim != 2:
+        raise EvolveError(f"{name} must have shape (N, K), not {a.shape}")
+    if a.shape[0] < 1:
+        raise EvolveError(f"{name} is empty: it needs at least one sample")
+    if not 1 <= a.shape[1] <= MAX_FAN_IN:
+        raise EvolveError(f"{name} has {a.shape[1]} features, outside [1, {MAX_FAN_IN}]")
+    if width is not None and a.shape[1] != width:
+        raise EvolveError(f"{name} has {a.shape[1]} features, x_train has {width}")
+    a = a.astype(np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise EvolveError(f"{name} must be finite: {a[i, j]} at ({i}, {j})")
+    return a
+
+
+def _check_y(y: Any, name: str, n: int, n_classes: int | None) -> np.ndarray:
+    a = np.asarray(y)
+    if a.dtype.kind not in "iu" or a.dtype == np.bool_:
+        if a.dtype.kind == "f" and a.size and np.all(np.isfinite(a)) and np.all(a == np.rint(a)):
+            a = a.astype(np.int64)
+        else:
+            raise EvolveError(f"{name} must be integer class labels, not dtype {a.dtype}")
+    if a.shape != (n,):
+        raise EvolveError(f"{name} must have shape ({n},) to match the inputs, not {a.shape}")
+    a = a.astype(np.int64)
+    hi = n_classes if n_classes is not None else None
+    bad = (a < 0) if hi is None else (a < 0) | (a >= hi)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        limit = "must be >= 0" if hi is None else f"must be in [0, {hi - 1}]"
+        raise EvolveError(f"{name} {limit}: label {int(a[i])} at {i}")
+    return a
+
+
+def _positive_int(v: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
+        raise EvolveError(f"{name} must be an integer >= {minimum}, not {v!r}")
+    return int(v)
+
+
+def _real(v: Any, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
+    ok = not isinstance(v, bool) and isinstance(v, int | float | np.integer | np.floating)
+    if ok:
+        f = float(v)
+        ok = math.isfinite(f) and (f > lo if lo_open else f >= lo) and f <= hi
+    if not ok:
+        left = "(" if lo_open else "["
+        raise EvolveError(f"{name} must be a number in {left}{lo}, {hi}], not {v!r}")
+    return float(v)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    hidden: tuple[int, ...]
+    offspring: int
+    batch_start: int
+    batch_end: int
+    temperature: float
+    density: float
+    flip_p: float
+    bias_rate: float
+    bias_step: float
+    shift_rate: float
+    input_quantile: float
+    history_points: int
+
+
+def _check_settings(n: int, hidden: Any, hp: dict[str, Any]) -> _Settings:
+    if isinstance(hidden, int | np.integer) and not isinstance(hidden, bool):
+        hidden = (hidden,)
+    if isinstance(hidden, str | bytes) or not isinstance(hidden, Sequence):
+        raise EvolveError(f"hidden must be a sequence of layer widths, not {hidden!r}")
+    widths = tuple(_positive_int(h, f"hidden[{i}]") for i, h in enumerate(hidden))
+    for i, h in enumerate(widths):
+        if h > MAX_FAN_IN:
+            raise EvolveError(f"hidden[{i}] = {h} is wider than the fan-in limit {MAX_FAN_IN}")
+    unknown = sorted(set(hp) - set(DEFAULTS))
+    if unknown:
+        raise EvolveError(f"unknown setting {unknown[0]!r}; known: {', '.join(DEFAULTS)}")
+    p = {**DEFAULTS, **hp}
+    bs = p["batch_size"]
+    if isinstance(bs, int | np.integer) and not isinstance(bs, bool):
+        bs = (bs, bs)
+    if isinstance(bs, str | bytes) or not isinstance(bs, Sequence) or len(bs) != 2:
+        raise EvolveError(f"batch_size must be an int or a pair (start, end), not {bs!r}")
+    start = n if bs[0] is None else _positive_int(bs[0], "batch_size[0]")
+    end = n if bs[1] is None else _positive_int(bs[1], "batch_size[1]")
+    return _Settings(
+        hidden=widths,
+        offspring=_positive_int(p["offspring"], "offspring"),
+        batch_start=min(start, n),
+        batch_end=min(end, n),
+        temperature=_real(p["temperature"], "temperature", 0.0, 1e6, lo_open=True),
+        density=_real(p["density"], "density", 0.0, 1.0, lo_open=True),
+        flip_p=_real(p["flip_p"], "flip_p", 0.0, 1.0, lo_open=True),
+        bias_rate=_real(p["bias_rate"], "bias_rate", 0.0, 1.0),
+        bias_step=_real(p["bias_step"], "bias_step", 0.0, 1e6),
+        shift_rate=_real(p["shift_rate"], "shift_rate", 0.0, 1.0),
+        input_quantile=_real(p["input_quantile"], "input_quantile", 0.0, 1.0, lo_open=True),
+        history_points=_positive_int(p["history_points"], "history_points"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The evolving network and its caches over the whole training set
+# ---------------------------------------------------------------------------------------------
+
+
+class _Net:
+    """Ternary weights, biases and shifts being evolved, with exact caches on the training set.
+
+    For every layer ``l``: ``acc[l]`` (N, M) int32 accumulators without bias, ``act[l]``
+    (N, M) float32 int8-valued activations (``act[-1]`` of layer 0 is the quantised input).
+    """
+
+    def __init__(self, x_q: np.ndarray, weights, bias, shift, relu) -> None:
+        self.x = x_q.astype(np.float32)
+        self.w = [w.astype(np.int8) for w in weights]
+        self.wf = [w.astype(np.float32) for w in self.w]
+        self.bias = [np.asarray(b, np.int64).copy() for b in bias]
+        self.shift = list(shift)
+        self.relu = list(relu)
+        self.bh = [_bias_half(b, s) for b, s in zip(self.bias, self.shift, strict=True)]
+        self.acc: list[np.ndarray] = []
+        self.act: list[np.ndarray] = []
+        self.refresh(0)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.w)
+
+    def inputs(self, layer: int) -> np.ndarray:
+        return self.x if layer == 0 else self.act[layer - 1]
+
+    def refresh(self, start: int) -> None:
+        """Recompute the caches from layer ``start`` on, for every sample."""
+        del self.acc[start:], self.act[start:]
+        for i in range(start, self.n_layers):
+            acc = _matmul(self.inputs(i), self.wf[i])
+            self.acc.append(acc)
+            self.act.append(
+                _requantize(acc, self.bh[i], self.shift[i], self.relu[i]).astype(np.float32))
+
+    def set_bias(self, layer: int, row: int, value: int) -> None:
+        self.bias[layer][row] = value
+        self.bh[layer] = _bias_half(self.bias[layer], self.shift[layer])
+
+    def bias_limit(self, layer: int) -> int:
+        """Biases beyond this cannot change any output: evolution keeps them inside."""
+        return 128 * self.w[layer].shape[1] + (256 << self.shift[layer])
+
+    def layers(self) -> list[Layer]:
+        return [Layer(w, b, s, r) for w, b, s, r in
+                zip(self.w, self.bias, self.shift, self.relu, strict=True)]
+
+    def downstream(self, layer: int, a: np.ndarray) -> np.ndarray:
+        """Run activations ``a`` (..., M_layer) of ``layer`` through the layers after it."""
+        for i in range(layer + 1, self.n_layers):
+            shape = a.shape[:-1]
+            acc = _matmul(a.reshape(-1, a.shape[-1]), self.wf[i])
+            a = _requantize(acc, self.bh[i], self.shift[i], self.relu[i]).astype(np.float32)
+            a = a.reshape(*shape, -1)
+        return a
+
+    def apply_row(self, layer: int, row: int, trits: np.ndarray, bias: int) -> None:
+        """Make ``trits``/``bias`` the row's, updating the caches only where they change."""
+        self.w[layer][row] = trits
+        self.wf[layer][row] = trits
+        self.set_bias(layer, row, bias)
+        acc = _matmul(self.inputs(layer), trits[None].astype(np.float32))[:, 0]
+        self.acc[layer][:, row] = acc
+        new = _requantize(acc, self.bh[layer][row], self.shift[layer], self.relu[layer])
+        delta = new - self.act[layer][:, row].astype(np.int32)
+        self.act[layer][:, row] = new
+        if layer + 1 == self.n_layers:
+            return
+        changed = np.flatnonzero(delta)
+        if changed.size == 0:
+            return
+        nxt = layer + 1
+        self.acc[nxt][changed] += delta[changed, None] * self.w[nxt][:, row].astype(np.int32)
+        a = _requantize(self.acc[nxt][changed], self.bh[nxt], self.shift[nxt], self.relu[nxt])
+        self.act[nxt][changed] = a
+        for i in range(nxt + 1, self.n_layers):
+            acc = _matmul(self.act[i - 1][changed], self.wf[i])
+            self.acc[i][changed] = acc
+            self.act[i][changed] = _requantize(acc, self.bh[i], self.shift[i], self.relu[i])
+
+
+def _cross_entropy(out: np.ndarray, y: np.ndarray, temperature: float) -> np.ndarray:
+    """Mean cross-entropy of softmax(out / temperature) over the last-but-one axis.
+
+    ``out`` is (..., Nb, M) float32 with int8 values, so ``exp`` cannot overflow for any
+    temperature >= 1; below that the maximum is subtracted first.
+    """
+    z = out * np.float32(1.0 / temperature)
+    if temperature < 1.0:
+        z = z - z.max(axis=-1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=-1))
+    zy = z[..., np.arange(len(y)), y]
+    return (lse - zy).mean(axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation from the data
+# ---------------------------------------------------------------------------------------------
+
+
+def _shift_for(std: float, target: float) -> int:
+    if std <= target:
+        return 0
+    return min(_SHIFT_LIMIT, max(0, round(math.log2(std / target))))
+
+
+def _initial_net(x_q: np.ndarray, widths: list[int], relus: list[bool], density: float,
+                 rng: np.random.Generator) -> _Net:
+    """Random sparse trits; shifts and biases from the accumulator statistics, layer by layer."""
+    weights, biases, shifts = [], [], []
+    a = x_q.astype(np.float32)
+    for i, (k, m) in enumerate(zip(widths, widths[1:], strict=False)):
+        nz = rng.random((m, k)) < density
+        w = np.where(nz, rng.choice(np.array([-1, 1], np.int8), (m, k)), 0).astype(np.int8)
+        acc = _matmul(a, w.astype(np.float32))
+        if relus[i]:
+            centre = np.median(acc, axis=0)  # half of the samples switch each unit on
+        else:
+            centre = acc.mean(axis=0)
+        spread = float(np.std(acc - centre)) if acc.size else 0.0
+        shift = _shift_for(spread, _HIDDEN_SPREAD if relus[i] else _OUTPUT_SPREAD)
+        bias = -np.rint(centre).astype(np.int64)
+        weights.append(w)
+        biases.append(bias)
+        shifts.append(shift)
+        a = _requantize(acc, _bias_half(bias, shift), shift, relus[i]).astype(np.float32)
+    return _Net(x_q, weights, biases, shifts, relus)
+
+
+def _input_scale(x: np.ndarray, quantile: float) -> float:
+    top = float(np.quantile(np.abs(x), quantile))
+    if top <= 0:
+        top = float(np.abs(x).max())
+    return top / ACT_MAX if top > 0 else 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The search
+# ---------------------------------------------------------------------------------------------
+
+
+class _Search:
+    """One (1 + offspring) generation at a time on a :class:`_Net`."""
+
+    def __init__(self, net: _Net, y: np.ndarray, s: _Settings, rng: np.random.Generator):
+        self.net, self.y, self.s, self.rng = net, y, s, rng
+        sizes = np.array([w.size for w in net.w], np.float64)
+        self.layer_p = sizes / sizes.sum()
+        self.evaluations = 0
+        self.accepted = 0
+
+    def batch(self, fraction: float) -> np.ndarray | None:
+        s, n = self.s, len(self.y)
+        # geometric interpolation: the batch doubles at a steady rate over the run
+        size = round(s.batch_start * (s.batch_end / s.batch_start) ** min(fraction, 1.0))
+        size = min(max(size, 1), n)
+        if size >= n:
+            return None
+        return np.sort(self.rng.choice(n, size, replace=False))
+
+    def fitness(self, out: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return -_cross_entropy(out, y, self.s.temperature)
+
+    def step(self, fraction: float) -> None:
+        idx = self.batch(fraction)
+        if self.s.shift_rate and self.rng.random() < self.s.shift_rate:
+            self._shift_step(idx)
+        else:
+            self._row_step(idx)
+
+    def _take(self, a: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
+        return a if idx is None else a[idx]
+
+    def _row_step(self, idx: np.ndarray | None) -> None:
+        net, s, rng = self.net, self.s, self.rng
+        layer = int(rng.choice(net.n_layers, p=self.layer_p))
+        m, k = net.w[layer].shape
+        row = int(rng.integers(m))
+        lam = s.offspring
+        # mutants: bias steps for some, a geometric number of trit flips (>= 1 without a bias
+        # step, >= 0 with one)
+        moves_bias = rng.random(lam) < s.bias_rate
+        flips = rng.geometric(s.flip_p, lam) - moves_bias
+        cand = np.repeat(net.w[layer][row][None], lam, axis=0)
+        who = np.repeat(np.arange(lam), flips)
+        where = rng.integers(0, k, who.size)
+        cand[who, where] = (cand[who, where] + 1 + rng.integers(1, 3, who.size)) % 3 - 1
+        step = np.rint(rng.standard_normal(lam) * s.bias_step * (1 << net.shift[layer]))
+        limit = net.bias_limit(layer)
+        biases = np.clip(net.bias[layer][row] + np.where(moves_bias, step, 0).astype(np.int64),
+                         -limit, limit)
+        bh = biases + ((1 << (net.shift[layer] - 1)) if net.shift[layer] else 0)
+        inputs = self._take(net.inputs(layer), idx)
+        acc = _matmul(inputs, cand.astype(np.float32)).T  # (lam, Nb)
+        act = _requantize(acc, bh[:, None].astype(np.int32), net.shift[layer], net.relu[layer])
+        y = self._take(self.y, idx)
+        parent_out = self._take(net.act[-1], idx)
+        if layer + 1 == net.n_layers:
+            out = np.repeat(parent_out[None], lam, axis=0)
+            out[:, :, row] = act
+        else:
+            nxt = layer + 1
+            delta = act - self._take(net.act[layer][:, row], idx).astype(np.int32)
+            acc_n = (self._take(net.acc[nxt], idx)[None]
+                     + delta[:, :, None] * net.w[nxt][:, row].astype(np.int32))
+            a = _requantize(acc_n, net.bh[nxt], net.shift[nxt], net.relu[nxt])
+            out = net.downstream(nxt, a.astype(np.float32))
+        fit = self.fitness(out, y)
+        parent = self.fitness(parent_out, y)
+        self.evaluations += lam
+        best = int(np.argmax(fit))
+        if fit[best] >= parent:
+            net.apply_row(layer, row, cand[best], int(biases[best]))
+            self.accepted += 1
+
+    def _shift_step(self, idx: np.ndarray | None) -> None:
+        """Try the shift of one layer one step up or down, biases rescaled to match."""
+        net, rng = self.net, self.rng
+        layer = int(rng.integers(net.n_layers))
+        old_shift, old_bias = net.shift[layer], net.bias[layer].copy()
+        y = self._take(self.y, idx)
+        parent = self.fitness(self._take(net.act[-1], idx), y)
+        acc = self._take(net.acc[layer], idx)
+        best = None
+        for d in (-1, 1):
+            shift = old_shift + d
+            if not 0 <= shift <= _SHIFT_LIMIT:
+                continue
+            bias = old_bias * 2 if d > 0 else np.floor_divide(old_bias, 2)
+            limit = 128 * net.w[layer].shape[1] + (256 << shift)
+            bias = np.clip(bias, -limit, limit)
+            a = _requantize(acc, _bias_half(bias, shift), shift, net.relu[layer])
+            fit = float(self.fitness(net.downstream(layer, a.astype(np.float32)), y))
+            self.evaluations += 1
+            if fit >= parent and (best is None or fit > best[0]):
+                best = (fit, shift, bias)
+        if best is not None:
+            net.shift[layer] = best[1]
+            net.bias[layer] = best[2]
+            net.bh[layer] = _bias_half(best[2], best[1])
+            net.refresh(layer)
+            self.accepted += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The public entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def train_evolve(
+    x_train: Any,
+    y_train: Any,
+    *,
+    hidden: Sequence[int] | int = (64,),
+    budget_s: float | None = 60.0,
+    max_generations: int | None = None,
+    seed: int = 0,
+    x_test: Any = None,
+    y_test: Any = None,
+    progress: Callable[[float, str], None] | None = None,
+    n_classes: int | None = None,
+    labels: Sequence[str] | None = None,
+    **hyper: Any,
+) -> TrainResult:
+    """Evolve a ternary MLP ``K -> hidden... -> n_classes`` on the exact integer outputs.
+
+    Parameters
+    ----------
+    x_train : array (N, K)
+        Raw float features (integers are taken as floats too: the program's ``input_scale``
+        is chosen from them, so give the trained program float inputs).
+    y_train : int array (N,)
+        Class labels in ``[0, n_classes)``.
+    hidden : sequence of int
+        Widths of the hidden ReLU layers (may be empty: a single ternary layer).
+    budget_s : float or None
+        Wall-clock budget in seconds (None: no time limit).
+    max_generations : int or None
+        Generation limit (None: no limit). At least one of the two limits must be set; with
+        ``max_generations`` the result depends on ``seed`` only, not on the machine's speed.
+    seed : int
+        Seed of every random choice (initialisation, batches, mutations).
+    x_test, y_test : arrays, optional
+        Held-out data, used only to report ``test_acc`` in the history and metrics.
+    progress : callable, optional
+        ``progress(fraction, message)``, e.g. :func:`host.train.progress_printer`.
+    n_classes : int, optional
+        Output width; by default ``max(y_train) + 1``.
+    labels : sequence of str, optional
+        Output names stored in the program.
+    **hyper
+        Search settings, see :data:`DEFAULTS`: ``offspring``, ``batch_size`` (an int or a
+        ``(start, end)`` pair, None meaning all the training data), ``temperature``,
+        ``density``, ``flip_p``, ``bias_rate``, ``bias_step``, ``shift_rate``,
+        ``input_quantile``, ``history_points``.
+
+    Returns
+    -------
+    TrainResult
+        ``method`` "evolve"; ``program`` with ``input_scale`` set; ``history`` entries with
+        ``elapsed_s``, ``generation``, ``train_fitness`` (negated mean cross-entropy on the
+        whole training set at ``temperature``; higher is better), ``train_acc`` and
+        ``test_acc`` (None without test data); ``metrics`` with the final ``train_acc``,
+        ``test_acc`` (from :meth:`Program.run_reference`), ``train_fitness``, ``seconds``,
+        ``generations``, ``evaluations`` (candidate networks scored), ``accepted``,
+        ``sample_evaluations`` (candidates times minibatch rows) and ``sparsity`` (fraction
+        of zero trits over all layers).
+
+    Raises
+    ------
+    EvolveError
+        For data of the wrong shape or type, non-finite features, labels out of range, empty
+        data, a bad ``hidden`` or a setting outside its range, naming it.
+    """
+    x = _check_x(x_train, "x_train")
+    n, k = x.shape
+    if n_classes is not None:
+        n_classes = _positive_int(n_classes, "n_classes", 2)
+    y = _check_y(y_train, "y_train", n, n_classes)
+    if n_classes is None:
+        n_classes = int(y.max()) + 1
+        if n_classes < 2:
+            raise EvolveError("y_train has a single class (0): give n_classes or more labels")
+    if (x_test is None) != (y_test is None):
+        raise EvolveError("give both x_test and y_test, or neither")
+    xt = yt = None
+    if x_test is not None:
+        xt = _check_x(x_test, "x_test", k)
+        yt = _check_y(y_test, "y_test", len(xt), n_classes)
+    if budget_s is not None:
+        budget_s = _real(budget_s, "budget_s", 0.0, 1e9, lo_open=True)
+    if max_generations is not None:
+        max_generations = _positive_int(max_generations, "max_generations")
+    if budget_s is None and max_generations is None:
+        raise EvolveError("give budget_s or max_generations (or both): the run needs a limit")
+    seed = _positive_int(seed, "seed", 0)
+    if progress is not None and not callable(progress):
+        raise EvolveError(f"progress must be callable, not {type(progress).__name__}")
+    s = _check_settings(n, hidden, hyper)
+    widths = [k, *s.hidden, n_classes]
+    for i, (kk, m) in enumerate(zip(widths, widths[1:], strict=False)):
+        if 128 * kk >= _F32_EXACT:
+            raise EvolveError(f"layer {i} fan-in {kk} is too wide for exact float32 sums")
+        del m
+    relus = [True] * len(s.hidden) + [False]
+
+    with _single_threaded_blas():
+        return _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, seed,
+                    progress, labels)
+
+
+def _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, seed, progress,
+         labels) -> TrainResult:
+    k = x.shape[1]
+    clock = Stopwatch()
+    rng = np.random.default_rng(seed)
+    scale = _input_scale(x, s.input_quantile)
+    quantizer = Program([Layer(np.zeros((1, k), np.int8), [0])], input_scale=scale)
+    x_q = quantizer.quantize_input(x)
+    xt_q = quantizer.quantize_input(xt) if xt is not None else None
+    net = _initial_net(x_q, widths, relus, s.density, rng)
+    search = _Search(net, y, s, rng)
+
+    def fraction(gen: int) -> float:
+        if max_generations is not None:
+            return gen / max_generations
+        return clock() / budget_s
+
+    def done(gen: int) -> float:
+        f = gen / max_generations if max_generations is not None else 0.0
+        if budget_s is not None:
+            f = max(f, clock() / budget_s)
+        return f
+
+    history: list[dict[str, float]] = []
+
+    def record(gen: int) -> dict[str, float]:
+        out = net.act[-1]
+        point = {
+            "elapsed_s": clock(),
+            "generation": gen,
+            "train_fitness": float(-_cross_entropy(out, y, s.temperature)),
+            "train_acc": accuracy(out, y),
+            "test_acc": (accuracy(forward(xt_q, net.layers()), yt)
+                         if xt_q is not None else None),
+        }
+        history.append(point)
+        return point
+
+    record(0)
+    gen, next_mark = 0, 1
+    while True:
+        f = done(gen)
+        if f >= 1.0:
+            break
+        if f * s.history_points >= next_mark:
+            p = record(gen)
+            next_mark = math.floor(f * s.history_points) + 1
+            if progress is not None:
+                test = "" if p["test_acc"] is None else f" test {p['test_acc']:.3f}"
+                progress(f, f"gen {gen} train {p['train_acc']:.3f}{test}")
+        search.step(fraction(gen))
+        gen += 1
+    if history[-1]["generation"] != gen:
+        record(gen)
+
+    program = Program(net.layers(), input_scale=scale, labels=labels)
+    train_out = program.run_reference(x)
+    if not np.array_equal(train_out, net.act[-1].astype(np.int8)):
+        raise RuntimeError("internal error: evolve's cached outputs differ from the reference")
+    weights = sum(w.size for w in net.w)
+    metrics = {
+        "train_acc": accuracy(train_out, y),
+        "test_acc": accuracy(program.run_reference(xt), yt) if xt is not None else None,
+        "train_fitness": history[-1]["train_fitness"],
+        "seconds": clock(),
+        "generations": gen,
+        "evaluations": search.evaluations,
+        "accepted": search.accepted,
+        "sparsity": float(sum(int(np.sum(w == 0)) for w in net.w) / weights),
+        "weights": weights,
+        "shifts": list(net.shift),
+    }
+    if progress is not None:
+        progress(1.0, f"gen {gen} train {metrics['train_acc']:.3f}")
+    settings = {
+        "hidden": list(s.hidden),
+        "budget_s": budget_s,
+        "max_generations": max_generations,
+        "seed": seed,
+        "n_classes": n_classes,
+        "offspring": s.offspring,
+        "batch_size": [s.batch_start, s.batch_end],
+        "temperature": s.temperature,
+        "density": s.density,
+        "flip_p": s.flip_p,
+        "bias_rate": s.bias_rate,
+        "bias_step": s.bias_step,
+        "shift_rate": s.shift_rate,
+        "input_quantile": s.input_quantile,
+        "history_points": s.history_points,
+    }
+    return TrainResult(program=program, method="evolve", settings=settings,
+                       history=history, metrics=metrics)
