@@ -327,6 +327,32 @@ class _Net:
             a = a.reshape(*shape, -1)
         return a
 
+    def offspring_outputs(self, layer: int, row: int, trits: np.ndarray, biases: np.ndarray,
+                          idx: np.ndarray | None) -> np.ndarray:
+        """Network outputs ``(L, Nb, M_out)`` float32 for ``L`` variants of one row.
+
+        Variant ``c`` gives ``row`` of ``layer`` the trits ``trits[c]`` and the bias
+        ``biases[c]``; the outputs are those of samples ``idx`` (all when None). Only the row's
+        accumulators and the layers after it are computed.
+        """
+        shift, relu = self.shift[layer], self.relu[layer]
+        bh = (biases + ((1 << (shift - 1)) if shift else 0)).astype(np.int32)
+        inputs = self.inputs(layer) if idx is None else self.inputs(layer)[idx]
+        acc = _matmul(inputs, trits.astype(np.float32)).T  # (L, Nb)
+        act = _requantize(acc, bh[:, None], shift, relu)
+        if layer + 1 == self.n_layers:
+            parent = self.act[layer] if idx is None else self.act[layer][idx]
+            out = np.repeat(parent[None], len(trits), axis=0)
+            out[:, :, row] = act
+            return out
+        nxt = layer + 1
+        old = self.act[layer][:, row] if idx is None else self.act[layer][idx, row]
+        delta = act - old.astype(np.int32)
+        acc_next = self.acc[nxt] if idx is None else self.acc[nxt][idx]
+        acc_n = acc_next[None] + delta[:, :, None] * self.w[nxt][:, row].astype(np.int32)
+        a = _requantize(acc_n, self.bh[nxt], self.shift[nxt], self.relu[nxt])
+        return self.downstream(nxt, a.astype(np.float32))
+
     def apply_row(self, layer: int, row: int, trits: np.ndarray, bias: int) -> None:
         """Make ``trits``/``bias`` the row's, updating the caches only where they change."""
         self.w[layer][row] = trits
@@ -420,6 +446,7 @@ class _Search:
         sizes = np.array([w.size for w in net.w], np.float64)
         self.layer_p = sizes / sizes.sum()
         self.evaluations = 0
+        self.sample_evaluations = 0
         self.accepted = 0
 
     def batch(self, fraction: float) -> np.ndarray | None:
@@ -462,25 +489,13 @@ class _Search:
         limit = net.bias_limit(layer)
         biases = np.clip(net.bias[layer][row] + np.where(moves_bias, step, 0).astype(np.int64),
                          -limit, limit)
-        bh = biases + ((1 << (net.shift[layer] - 1)) if net.shift[layer] else 0)
-        inputs = self._take(net.inputs(layer), idx)
-        acc = _matmul(inputs, cand.astype(np.float32)).T  # (lam, Nb)
-        act = _requantize(acc, bh[:, None].astype(np.int32), net.shift[layer], net.relu[layer])
+        out = net.offspring_outputs(layer, row, cand, biases, idx)
         y = self._take(self.y, idx)
         parent_out = self._take(net.act[-1], idx)
-        if layer + 1 == net.n_layers:
-            out = np.repeat(parent_out[None], lam, axis=0)
-            out[:, :, row] = act
-        else:
-            nxt = layer + 1
-            delta = act - self._take(net.act[layer][:, row], idx).astype(np.int32)
-            acc_n = (self._take(net.acc[nxt], idx)[None]
-                     + delta[:, :, None] * net.w[nxt][:, row].astype(np.int32))
-            a = _requantize(acc_n, net.bh[nxt], net.shift[nxt], net.relu[nxt])
-            out = net.downstream(nxt, a.astype(np.float32))
         fit = self.fitness(out, y)
         parent = self.fitness(parent_out, y)
         self.evaluations += lam
+        self.sample_evaluations += lam * len(y)
         best = int(np.argmax(fit))
         if fit[best] >= parent:
             net.apply_row(layer, row, cand[best], int(biases[best]))
@@ -505,6 +520,7 @@ class _Search:
             a = _requantize(acc, _bias_half(bias, shift), shift, net.relu[layer])
             fit = float(self.fitness(net.downstream(layer, a.astype(np.float32)), y))
             self.evaluations += 1
+            self.sample_evaluations += len(y)
             if fit >= parent and (best is None or fit > best[0]):
                 best = (fit, shift, bias)
         if best is not None:
@@ -689,6 +705,7 @@ def _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, s
         "seconds": clock(),
         "generations": gen,
         "evaluations": search.evaluations,
+        "sample_evaluations": search.sample_evaluations,
         "accepted": search.accepted,
         "sparsity": float(sum(int(np.sum(w == 0)) for w in net.w) / weights),
         "weights": weights,

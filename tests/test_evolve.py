@@ -1,0 +1,259 @@
+"""host.evolve: the integer forward equals the reference, the search is reproducible and works."""
+
+import math
+
+import numpy as np
+import pytest
+
+from host.data import load_digits_split
+from host.evolve import DEFAULTS, EvolveError, _Net, _Search, _Settings, forward, train_evolve
+from host.program import Program
+from host.train import TrainResult, accuracy
+from hw.reference import Layer, run_network
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_split()
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    """400 training and 200 test digits: big enough to learn, small enough to be fast."""
+    x, y, xt, yt = digits
+    return x[:400], y[:400], xt[:200], yt[:200]
+
+
+def _random_layers(rng, widths, relu_last=False):
+    layers = []
+    for i, (k, m) in enumerate(zip(widths, widths[1:], strict=False)):
+        shift = int(rng.integers(0, 12))
+        w = rng.integers(-1, 2, (m, k)) * (rng.random((m, k)) < rng.random())
+        bias = rng.integers(-(128 * k + (256 << shift)), 128 * k + (256 << shift), m)
+        relu = i < len(widths) - 2 or relu_last
+        layers.append(Layer(w, bias, shift, relu))
+    return layers
+
+
+# ---------------------------------------------------------------------------------------------
+# The integer forward pass and the incremental caches against the reference
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("widths", [(1, 1), (64, 10), (40, 256, 10), (7, 13, 5, 3), (256, 256, 2)])
+def test_forward_equals_reference(widths):
+    rng = np.random.default_rng(len(widths) * 1000 + widths[0])
+    for _ in range(5):
+        layers = _random_layers(rng, widths, relu_last=bool(rng.integers(2)))
+        x = rng.integers(-128, 128, (300, widths[0])).astype(np.int8)
+        x[0] = 127
+        x[1] = -128  # extreme inputs saturate the accumulators' magnitude
+        assert np.array_equal(forward(x, layers), run_network(x, layers))
+
+
+def _net(rng, widths, n=200):
+    layers = _random_layers(rng, widths)
+    x = rng.integers(-128, 128, (n, widths[0])).astype(np.int8)
+    return _Net(x, [la.weights for la in layers], [la.bias for la in layers],
+                [la.shift for la in layers], [la.relu for la in layers]), x
+
+
+def _check_caches(net, x):
+    layers = net.layers()
+    a = x
+    for i, layer in enumerate(layers):
+        a = run_network(a, [layer])
+        assert np.array_equal(net.act[i].astype(np.int8), a), f"layer {i} activations"
+    assert np.array_equal(net.act[-1].astype(np.int8), run_network(x, layers))
+
+
+@pytest.mark.parametrize("widths", [(20, 10), (20, 16, 4), (12, 9, 8, 3)])
+def test_offspring_outputs_and_updates_equal_reference(widths):
+    rng = np.random.default_rng(sum(widths))
+    net, x = _net(rng, widths)
+    _check_caches(net, x)
+    for _ in range(30):
+        layer = int(rng.integers(net.n_layers))
+        m, k = net.w[layer].shape
+        row = int(rng.integers(m))
+        trits = rng.integers(-1, 2, (6, k)).astype(np.int8)
+        limit = net.bias_limit(layer)
+        biases = rng.integers(-limit, limit, 6)
+        idx = np.sort(rng.choice(len(x), 50, replace=False)) if rng.integers(2) else None
+        out = net.offspring_outputs(layer, row, trits, biases, idx)
+        xs = x if idx is None else x[idx]
+        for c in range(len(trits)):
+            layers = net.layers()
+            w = layers[layer].weights.copy()
+            w[row] = trits[c]
+            b = layers[layer].bias.copy()
+            b[row] = biases[c]
+            layers[layer] = Layer(w, b, layers[layer].shift, layers[layer].relu)
+            assert np.array_equal(out[c].astype(np.int8), run_network(xs, layers))
+        c = int(rng.integers(len(trits)))
+        net.apply_row(layer, row, trits[c], int(biases[c]))
+        _check_caches(net, x)
+
+
+def test_shift_steps_keep_caches_exact():
+    rng = np.random.default_rng(5)
+    net, x = _net(rng, (16, 12, 4))
+    settings = _Settings(hidden=(12,), offspring=4, batch_start=200, batch_end=200,
+                         temperature=16.0, density=0.5, flip_p=0.5, bias_rate=0.25,
+                         bias_step=2.0, shift_rate=1.0, input_quantile=0.999, history_points=5)
+    search = _Search(net, rng.integers(0, 4, 200), settings, rng)
+    shifts = set()
+    for _ in range(40):
+        search.step(0.0)  # shift_rate 1: every generation tries a shift move
+        shifts.add(tuple(net.shift))
+        _check_caches(net, x)
+    assert len(shifts) > 1, "no shift move was ever accepted"
+
+
+# ---------------------------------------------------------------------------------------------
+# The search
+# ---------------------------------------------------------------------------------------------
+
+
+def test_result_is_a_valid_program_and_agrees_with_reference(small):
+    x, y, xt, yt = small
+    seen = []
+    r = train_evolve(x, y, hidden=(16,), budget_s=None, max_generations=150, seed=3,
+                     x_test=xt, y_test=yt, progress=lambda f, m: seen.append(f),
+                     labels=[str(i) for i in range(10)])
+    assert isinstance(r, TrainResult) and r.method == "evolve"
+    p = r.program
+    assert isinstance(p, Program) and p.input_scale is not None
+    assert [la.fan_out for la in p.layers] == [16, 10] and p.input_width == 64
+    assert p.labels == tuple(str(i) for i in range(10))
+    assert r.metrics["train_acc"] == accuracy(p.run_reference(x), y)
+    assert r.metrics["test_acc"] == accuracy(p.run_reference(xt), yt)
+    assert r.metrics["generations"] == 150
+    assert r.metrics["evaluations"] >= 150
+    assert 0.0 <= r.metrics["sparsity"] <= 1.0
+    assert r.history[0]["generation"] == 0 and r.history[-1]["generation"] == 150
+    assert r.history[-1]["test_acc"] == r.metrics["test_acc"]
+    assert r.history[-1]["train_acc"] == r.metrics["train_acc"]
+    assert all(set(h) == {"elapsed_s", "generation", "train_fitness", "train_acc", "test_acc"}
+               for h in r.history)
+    gens = [h["generation"] for h in r.history]
+    assert gens == sorted(gens) and len(gens) >= 10
+    assert seen and seen == sorted(seen) and seen[-1] == 1.0
+    # the program round-trips through its file
+    assert Program.from_bytes(p.to_bytes()) == p
+    assert r.settings["seed"] == 3 and r.settings["hidden"] == [16]
+
+
+def test_same_seed_same_program_bytes(small):
+    x, y, _, _ = small
+    kw = dict(hidden=(12,), budget_s=None, max_generations=120, shift_rate=0.05)
+    a = train_evolve(x, y, seed=11, **kw)
+    b = train_evolve(x, y, seed=11, **kw)
+    c = train_evolve(x, y, seed=12, **kw)
+    assert a.program.to_bytes() == b.program.to_bytes()
+    assert a.metrics["evaluations"] == b.metrics["evaluations"]
+    assert c.program.to_bytes() != a.program.to_bytes()
+
+
+def test_selection_improves_fitness(small):
+    """Fails if selection or mutation is broken: 400 generations must learn the digits."""
+    x, y, xt, yt = small
+    r = train_evolve(x, y, hidden=(32,), budget_s=None, max_generations=400, seed=0,
+                     x_test=xt, y_test=yt)
+    first, last = r.history[0], r.history[-1]
+    assert last["train_fitness"] > first["train_fitness"] + 1.0
+    assert first["train_acc"] < 0.5
+    assert last["train_acc"] > 0.85 and r.metrics["test_acc"] > 0.75
+    assert r.metrics["accepted"] > 100
+
+
+def test_no_hidden_layer_and_single_sample_classes():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5))
+    y = (x[:, 0] > 0).astype(int)
+    r = train_evolve(x, y, hidden=(), budget_s=None, max_generations=50, seed=0)
+    assert r.program.n_layers == 1 and r.program.output_width == 2
+    assert r.metrics["train_acc"] > 0.8
+    r = train_evolve(x, np.zeros(60, int), n_classes=3, hidden=4, max_generations=5)
+    assert r.program.output_width == 3
+
+
+def test_budget_stops_the_run(small):
+    x, y, _, _ = small
+    r = train_evolve(x, y, hidden=(8,), budget_s=0.5, seed=0)
+    assert r.metrics["generations"] >= 1
+    assert r.metrics["seconds"] < 30  # a generous bound: the budget was honoured at all
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+X = np.zeros((4, 3))
+Y = np.array([0, 1, 0, 1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(x_train=np.zeros((4,))), r"x_train must have shape \(N, K\)"),
+        (dict(x_train=np.zeros((0, 3)), y_train=np.zeros(0, int)), "x_train is empty"),
+        (dict(x_train=np.array([[0, 1, math.nan]] * 4)), r"must be finite: nan at \(0, 2\)"),
+        (dict(x_train=np.array([[0, math.inf, 0]] * 4)), "x_train must be finite: inf"),
+        (dict(x_train=np.array([["a", "b", "c"]] * 4)), "x_train must be a real numeric array"),
+        (dict(y_train=np.array([0, 1, 2])), r"y_train must have shape \(4,\)"),
+        (dict(y_train=np.array([0, 1, -1, 0])), "y_train must be >= 0: label -1 at 2"),
+        (dict(y_train=np.array([0.5, 1, 0, 1])), "y_train must be integer class labels"),
+        (dict(y_train=np.array([0, 3, 0, 1]), n_classes=2), r"in \[0, 1\]: label 3 at 1"),
+        (dict(y_train=np.zeros(4, int)), "single class"),
+        (dict(x_test=np.zeros((2, 3))), "give both x_test and y_test"),
+        (dict(x_test=np.zeros((2, 4)), y_test=[0, 1]), "x_test has 4 features, x_train has 3"),
+        (dict(x_test=np.zeros((2, 3)), y_test=[0, 5]), r"y_test must be in \[0, 1\]: label 5"),
+        (dict(hidden=(8, 0)), r"hidden\[1\] must be an integer >= 1, not 0"),
+        (dict(hidden="64"), "hidden must be a sequence"),
+        (dict(hidden=(70000,)), "wider than the fan-in limit"),
+        (dict(budget_s=None, max_generations=None), "give budget_s or max_generations"),
+        (dict(budget_s=-1.0), "budget_s must be a number"),
+        (dict(budget_s=math.nan), "budget_s must be a number"),
+        (dict(max_generations=0), "max_generations must be an integer >= 1, not 0"),
+        (dict(max_generations=2.5), "max_generations must be an integer"),
+        (dict(seed=-1), "seed must be an integer >= 0"),
+        (dict(progress=3), "progress must be callable"),
+        (dict(n_classes=1), "n_classes must be an integer >= 2"),
+        (dict(offspring=0), "offspring must be an integer >= 1"),
+        (dict(batch_size=(0, None)), r"batch_size\[0\] must be an integer >= 1"),
+        (dict(batch_size="all"), "batch_size must be an int or a pair"),
+        (dict(temperature=0.0), r"temperature must be a number in \(0.0"),
+        (dict(density=1.5), r"density must be a number in \(0.0, 1.0\]"),
+        (dict(flip_p=0.0), "flip_p must be a number"),
+        (dict(bias_rate=-0.1), "bias_rate must be a number"),
+        (dict(shift_rate=2), "shift_rate must be a number"),
+        (dict(input_quantile=0), "input_quantile must be a number"),
+        (dict(history_points=0), "history_points must be an integer >= 1"),
+        (dict(mutation_rate=0.1), "unknown setting 'mutation_rate'"),
+    ],
+)
+def test_errors(kwargs, match):
+    args = dict(x_train=X, y_train=Y, max_generations=1)
+    args.update(kwargs)
+    with pytest.raises(EvolveError, match=match):
+        train_evolve(args.pop("x_train"), args.pop("y_train"), **args)
+
+
+def test_error_is_a_value_error_and_defaults_are_documented():
+    assert issubclass(EvolveError, ValueError)
+    assert train_evolve.__doc__ is not None
+    for name in DEFAULTS:
+        assert f"``{name}``" in train_evolve.__doc__
+
+
+# ---------------------------------------------------------------------------------------------
+# The target (slow): digits >= 97% on the test split within 5 minutes
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_digits_target(digits):
+    x, y, xt, yt = digits
+    r = train_evolve(x, y, hidden=(128,), budget_s=300, seed=0, x_test=xt, y_test=yt)
+    assert r.metrics["test_acc"] >= 0.97, r.metrics
