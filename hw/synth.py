@@ -225,6 +225,34 @@ class Flow:
         return (pre + f"{synth} -run :map_luts; techmap -map +/lattice/latches_map.v; "
                 f"abc -lut 4; clean; {synth} -run map_cells: -json {netlist}")
 
+    def platform_overrides(self, family: str, top: str, extra: tuple[str, ...] = ()) -> dict:
+        """Overrides for an Amaranth platform build (``platform.prepare(..., **overrides)``)
+        that synthesise as :meth:`script` does, and save statistics next to the netlist.
+
+        ``<top>_generic_stat.json`` counts the generic cells after ``proc; flatten; opt``
+        (as :func:`generic_cells`: a ``*`` is still a ``$mul`` there), taken on a copy of the
+        design; ``<top>_stat.json`` counts the mapped cells. ``extra`` options are appended
+        to ``synth_ice40`` / ``synth_ecp5``. Booth recoding and classic ``abc`` are not
+        offered here: a board build is of the ternary device only.
+        """
+        _check_family(family)
+        if self.booth or not self.abc9:
+            raise ValueError("platform builds support only the default LUT mapping "
+                             "(booth=False, abc9=True)")
+        generic = (f"design -save trine_pre; hierarchy -top {top}; proc; flatten; opt; "
+                   f"tee -q -o {top}_generic_stat.json stat -json; design -load trine_pre")
+        stat = f"tee -q -o {top}_stat.json stat -json"
+        if family == "ice40":
+            opts = [*(["-dsp"] if self.dsp else []), *extra]
+            return {"script_after_read": generic, "synth_opts": " ".join(opts),
+                    "script_after_synth": stat}
+        opts = " ".join([*([] if self.dsp else ["-nodsp"]), *extra])
+        # The platform's template runs `synth_ecp5 <synth_opts> -top <top>`: stop it before
+        # LUT mapping and finish after splitnets (the abc9 workaround of :meth:`script`).
+        return {"script_after_read": generic, "synth_opts": f"{opts} -run :map_luts".strip(),
+                "script_after_synth": f"splitnets; synth_ecp5 {opts} -top {top} "
+                                      f"-run map_luts:; {stat}"}
+
 
 #: Flow for the ternary array: DSP inference allowed, so that finding none proves the point.
 TERNARY_FLOW = Flow()

@@ -1,0 +1,384 @@
+"""Boards the accelerator is built for, their PLLs, and the board top around :class:`hw.device.Top`.
+
+A :class:`Board` names an ``amaranth-boards`` platform, its oscillator, the UART resource wired
+to the USB-serial bridge, what that bridge can do, and the default accelerator parameters.
+Adding a board is one entry in :data:`BOARDS`.
+
+:func:`plan_clock` picks the PLL settings for a requested clock and checks the baud rate
+against the clock actually achieved; :class:`hw.board_top.BoardTop` turns the plan into
+gateware. This module imports neither Amaranth nor amaranth-boards, so the command line can
+list the boards cheaply.
+
+The PLL parameter searches (:func:`ice40_pll`, :func:`ecp5_pll`) are pure Python and choose
+what ``icepll`` and ``ecppll`` choose: the closest achievable frequency, first found in their
+search order (``ecppll`` breaks ties by the VCO nearest 600 MHz). Arithmetic is exact
+(fractions), so the achieved frequency is known to the hertz.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from types import MappingProxyType
+
+__all__ = [
+    "BoardError",
+    "Board",
+    "BOARDS",
+    "get_board",
+    "SMALL_PARAMS",
+    "ICE40PLL",
+    "ice40_pll",
+    "ECP5PLL",
+    "ecp5_pll",
+    "ClockPlan",
+    "plan_clock",
+]
+
+
+class BoardError(ValueError):
+    """A board, clock or baud request that cannot be met."""
+
+
+#: A device small enough for any supported board, for tests and first builds: 2 lanes x 1 row,
+#: 256 weight words, layers up to 32 wide.
+SMALL_PARAMS = MappingProxyType({
+    "lanes": 2, "rows": 1, "weight_words": 256, "bias_depth": 64, "max_layers": 4,
+    "max_width": 32, "max_batch": 1,
+})
+
+# Until hw/device.py publishes per-board parameter sets (UP5K_PARAMS, ECP5_85F_PARAMS), the
+# boards default to configurations that are known to fit. Switch each to the published
+# constant in one line.
+_UP5K_PARAMS = MappingProxyType({
+    "lanes": 4, "rows": 2, "weight_words": 512, "bias_depth": 128, "max_layers": 4,
+    "max_width": 64, "max_batch": 1,
+})
+_ECP5_PARAMS = MappingProxyType({
+    "lanes": 8, "rows": 5, "weight_words": 2048, "bias_depth": 512, "max_layers": 8,
+    "max_width": 256, "max_batch": 16,
+})
+
+
+@dataclass(frozen=True)
+class Board:
+    """One supported board.
+
+    Parameters
+    ----------
+    name : str
+        Name on the command line (``trine build --board NAME``).
+    platform : str
+        ``module:Class`` of the ``amaranth-boards`` platform (imported only when building).
+    family : str
+        ``"ice40"`` or ``"ecp5"``.
+    device : str
+        FPGA part, for reports.
+    osc_hz : int
+        Frequency of the board oscillator that feeds the PLL.
+    clock : str
+        Platform resource name of that oscillator.
+    uart : str
+        Platform resource (number 0) wired to the USB-serial bridge.
+    bridge : str
+        The bridge chip, for messages.
+    max_baud : int
+        Highest baud rate the bridge (and its driver) handles reliably.
+    default_baud, default_clock_hz : int
+        What ``trine build`` uses when not told otherwise; compatible with each other.
+    params : Mapping
+        Default accelerator parameters (``hw.device.Top`` keywords other than clock and baud).
+    synth_opts : tuple of str
+        Extra ``synth_ice40`` / ``synth_ecp5`` options.
+    bitstream_suffix : str
+        ``.bin`` (iCE40) or ``.bit`` (ECP5).
+    loader_board : str
+        ``openFPGALoader -b`` name.
+    loader_flash_only : bool
+        Whether openFPGALoader can only write the configuration flash on this board (iCE40
+        boards: the FPGA then loads from flash, which survives power cycles).
+    """
+
+    name: str
+    platform: str
+    family: str
+    device: str
+    osc_hz: int
+    clock: str
+    uart: str
+    bridge: str
+    max_baud: int
+    default_baud: int
+    default_clock_hz: int
+    params: Mapping = field(repr=False)
+    synth_opts: tuple[str, ...] = ()
+    bitstream_suffix: str = ".bin"
+    loader_board: str = ""
+    loader_flash_only: bool = False
+
+    def platform_class(self):
+        """The ``amaranth-boards`` platform class (imports Amaranth and amaranth-boards)."""
+        import importlib
+
+        module, _, cls = self.platform.partition(":")
+        try:
+            return getattr(importlib.import_module(module), cls)
+        except ImportError as exc:
+            raise BoardError(f"board {self.name} needs amaranth-boards: pip install -e "
+                             f"'.[synth]' ({exc})") from exc
+
+
+def _ulx3s(size: str) -> Board:
+    return Board(
+        name=f"ulx3s-{size.lower()}", platform=f"amaranth_boards.ulx3s:ULX3S_{size}_Platform",
+        family="ecp5", device=f"LFE5U-{size}-6BG381C", osc_hz=25_000_000, clock="clk25",
+        uart="uart", bridge="FT231X", max_baud=3_000_000, default_baud=3_000_000,
+        default_clock_hz=50_000_000, params=_ECP5_PARAMS if size == "85F" else SMALL_PARAMS,
+        bitstream_suffix=".bit", loader_board="ulx3s",
+    )
+
+
+#: Every supported board by name.
+BOARDS: Mapping[str, Board] = MappingProxyType({b.name: b for b in [
+    Board(
+        name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
+        family="ice40", device="iCE40UP5K-SG48", osc_hz=12_000_000, clock="clk12",
+        uart="uart", bridge="FT2232H channel B", max_baud=6_000_000, default_baud=3_000_000,
+        default_clock_hz=24_000_000, params=_UP5K_PARAMS,
+        # -spram: memories that suit the UltraPlus's 4 x 32 KiB SPRAM may go there.
+        synth_opts=("-spram",), bitstream_suffix=".bin", loader_board="ice40_generic",
+        loader_flash_only=True,
+    ),
+    _ulx3s("12F"),
+    _ulx3s("25F"),
+    _ulx3s("45F"),
+    _ulx3s("85F"),
+]})
+
+
+def get_board(name: str) -> Board:
+    """The board called ``name``.
+
+    Raises
+    ------
+    BoardError
+        If there is no such board; the message lists the known ones.
+    """
+    try:
+        return BOARDS[name]
+    except (KeyError, TypeError):
+        raise BoardError(f"board must be one of {', '.join(BOARDS)}, not {name!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# PLL parameter searches
+# ---------------------------------------------------------------------------------------------
+
+_MHZ = 1_000_000
+
+
+def _as_hz(name: str, value) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, int | float | Fraction):
+        raise BoardError(f"{name} must be a number of Hz, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise BoardError(f"{name} must be positive, not {value!r}")
+    return Fraction(value)
+
+
+@dataclass(frozen=True)
+class ICE40PLL:
+    """iCE40 PLL settings in SIMPLE feedback mode, as ``icepll`` prints them.
+
+    ``f_out = f_in / (DIVR + 1) * (DIVF + 1) / 2**DIVQ``; PFD ``f_in / (DIVR + 1)``; VCO
+    ``PFD * (DIVF + 1)``.
+    """
+
+    divr: int
+    divf: int
+    divq: int
+    filter_range: int
+    f_in: Fraction
+    f_out: Fraction
+
+    @property
+    def f_pfd(self) -> Fraction:
+        return self.f_in / (self.divr + 1)
+
+    @property
+    def f_vco(self) -> Fraction:
+        return self.f_pfd * (self.divf + 1)
+
+
+#: iCE40 PLL limits (MHz), as checked by icepll: input, output, PFD, VCO.
+ICE40_PLL_IN = (10, 133)
+ICE40_PLL_OUT = (16, 275)
+ICE40_PFD = (10, 133)
+ICE40_VCO = (533, 1066)
+
+
+def ice40_pll(f_in_hz, f_out_hz) -> ICE40PLL:
+    """The iCE40 PLL settings closest to ``f_out_hz`` from ``f_in_hz`` (icepll's search).
+
+    Raises
+    ------
+    BoardError
+        If either frequency is outside what the PLL accepts.
+    """
+    f_in, f_req = _as_hz("PLL input frequency", f_in_hz), _as_hz("clock frequency", f_out_hz)
+    for name, f, (lo, hi) in [("input", f_in, ICE40_PLL_IN), ("output", f_req, ICE40_PLL_OUT)]:
+        if not lo * _MHZ <= f <= hi * _MHZ:
+            raise BoardError(f"iCE40 PLL {name} frequency must be in [{lo}, {hi}] MHz, "
+                             f"not {float(f) / _MHZ:g} MHz")
+    best = None
+    for divr in range(16):
+        pfd = f_in / (divr + 1)
+        if not ICE40_PFD[0] * _MHZ <= pfd <= ICE40_PFD[1] * _MHZ:
+            continue
+        for divf in range(128):
+            vco = pfd * (divf + 1)
+            if not ICE40_VCO[0] * _MHZ <= vco <= ICE40_VCO[1] * _MHZ:
+                continue
+            for divq in range(1, 7):
+                f_out = vco / 2**divq
+                # Strictly better only: the first found wins, as in icepll.
+                if best is None or abs(f_out - f_req) < abs(best[0] - f_req):
+                    best = (f_out, divr, divf, divq)
+    if best is None:
+        raise BoardError(f"no iCE40 PLL setting reaches {float(f_req) / _MHZ:g} MHz from "
+                         f"{float(f_in) / _MHZ:g} MHz")
+    f_out, divr, divf, divq = best
+    pfd_mhz = f_in / (divr + 1) / _MHZ
+    filter_range = (1 if pfd_mhz < 17 else 2 if pfd_mhz < 26 else 3 if pfd_mhz < 44 else
+                    4 if pfd_mhz < 66 else 5 if pfd_mhz < 101 else 6)
+    return ICE40PLL(divr, divf, divq, filter_range, f_in, f_out)
+
+
+@dataclass(frozen=True)
+class ECP5PLL:
+    """ECP5 ``EHXPLLL`` settings with CLKOP fed back, as ``ecppll`` prints them.
+
+    ``f_out = f_in / CLKI_DIV * CLKFB_DIV``; VCO ``f_out * CLKOP_DIV``.
+    """
+
+    clki_div: int
+    clkfb_div: int
+    clkop_div: int
+    f_in: Fraction
+    f_out: Fraction
+
+    @property
+    def f_vco(self) -> Fraction:
+        return self.f_out * self.clkop_div
+
+    @property
+    def clkop_cphase(self) -> int:
+        """Coarse phase of CLKOP: half a period (180 degrees), as Lattice's tools set it.
+
+        ``ecppll`` computes the same half period in float32 and truncates, so it prints one
+        less than this for some dividers; both are the same clock, the phase only matters
+        relative to other outputs, and there are none here.
+        """
+        return self.clkop_div // 2
+
+
+#: ECP5 PLL limits (MHz), from ecppll: input, output, PFD, VCO.
+ECP5_PLL_IN = (8, 400)
+ECP5_PLL_OUT = (10, 400)
+ECP5_PFD = (Fraction(3125, 1000), 400)
+ECP5_VCO = (400, 800)
+
+
+def ecp5_pll(f_in_hz, f_out_hz) -> ECP5PLL:
+    """The ECP5 PLL settings closest to ``f_out_hz`` from ``f_in_hz`` (ecppll's search).
+
+    Among equally close settings, the one whose VCO is nearest 600 MHz wins, then the first
+    found (CLKI_DIV, then CLKFB_DIV, then CLKOP_DIV ascending).
+
+    Raises
+    ------
+    BoardError
+        If either frequency is outside what the PLL accepts.
+    """
+    f_in, f_req = _as_hz("PLL input frequency", f_in_hz), _as_hz("clock frequency", f_out_hz)
+    for name, f, (lo, hi) in [("input", f_in, ECP5_PLL_IN), ("output", f_req, ECP5_PLL_OUT)]:
+        if not lo * _MHZ <= f <= hi * _MHZ:
+            raise BoardError(f"ECP5 PLL {name} frequency must be in [{lo}, {hi}] MHz, "
+                             f"not {float(f) / _MHZ:g} MHz")
+    best, best_key = None, None
+    for clki_div in range(1, 129):
+        pfd = f_in / clki_div
+        if not ECP5_PFD[0] * _MHZ <= pfd <= ECP5_PFD[1] * _MHZ:
+            continue
+        for clkfb_div in range(1, 81):
+            f_out = pfd * clkfb_div
+            # VCO = f_out * CLKOP_DIV must lie in the VCO range: a contiguous range of
+            # dividers, of which the one nearest 600 MHz is the only candidate that can win.
+            lo = max(1, math.ceil(ECP5_VCO[0] * _MHZ / f_out))
+            hi = min(128, math.floor(ECP5_VCO[1] * _MHZ / f_out))
+            if lo > hi:
+                continue
+            clkop_div = min(range(lo, hi + 1), key=lambda d: abs(f_out * d - 600 * _MHZ))
+            key = (abs(f_out - f_req), abs(f_out * clkop_div - 600 * _MHZ))
+            if best_key is None or key < best_key:
+                best, best_key = (clki_div, clkfb_div, clkop_div, f_out), key
+    if best is None:
+        raise BoardError(f"no ECP5 PLL setting reaches {float(f_req) / _MHZ:g} MHz from "
+                         f"{float(f_in) / _MHZ:g} MHz")
+    clki_div, clkfb_div, clkop_div, f_out = best
+    return ECP5PLL(clki_div, clkfb_div, clkop_div, f_in, f_out)
+
+
+@dataclass(frozen=True)
+class ClockPlan:
+    """How a board reaches its clock: the PLL (``None`` when the oscillator is used as is),
+    the achieved frequency in Hz (an integer: the device reports it), and the UART divisor."""
+
+    board: Board
+    requested_hz: int
+    achieved_hz: int
+    baud: int
+    divisor: int
+    pll: ICE40PLL | ECP5PLL | None
+
+    @property
+    def baud_error(self) -> float:
+        """Relative error of the achieved baud rate (``achieved_hz / divisor``)."""
+        return abs(self.achieved_hz / self.divisor - self.baud) / self.baud
+
+
+def plan_clock(board: Board, clock_hz, baud) -> ClockPlan:
+    """Choose the PLL for ``clock_hz`` on ``board`` and check ``baud`` against the result.
+
+    Raises
+    ------
+    BoardError
+        If the PLL cannot reach the frequency, the baud rate exceeds what the board's
+        USB-serial bridge handles, or the achieved clock is not compatible with the baud rate
+        (``hw.uart.baud_divisor``: at least 4 clocks per bit, within 2% of an integer).
+    """
+    requested = _as_hz("clock frequency", clock_hz)
+    if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+        raise BoardError(f"baud must be a positive integer, not {baud!r}")
+    if baud > board.max_baud:
+        raise BoardError(f"baud {baud} is above what the {board.name}'s {board.bridge} "
+                         f"handles reliably ({board.max_baud})")
+    if requested == board.osc_hz:
+        pll, achieved = None, Fraction(board.osc_hz)
+    elif board.family == "ice40":
+        pll = ice40_pll(board.osc_hz, requested)
+        achieved = pll.f_out
+    else:
+        pll = ecp5_pll(board.osc_hz, requested)
+        achieved = pll.f_out
+    achieved_hz = round(achieved)
+    from hw.uart import baud_divisor
+
+    try:
+        divisor = baud_divisor(achieved_hz, baud)
+    except ValueError as exc:
+        raise BoardError(f"clock {achieved_hz / _MHZ:g} MHz (the PLL's closest to "
+                         f"{float(requested) / _MHZ:g} MHz) does not suit {baud} baud: {exc}; "
+                         f"pick a clock that is a multiple of the baud rate") from None
+    return ClockPlan(board, round(requested), achieved_hz, baud, divisor, pll)
