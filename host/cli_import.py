@@ -5,9 +5,204 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "ImportArgumentError"]
+
+
+class ImportArgumentError(ValueError):
+    """A ``trine import`` argument or data file that cannot be used; one line, exit code 2.
+
+    A ``ValueError`` rather than ``host.cli.CLIError``: under ``python -m host.cli`` the module
+    that catches errors is ``__main__``, whose ``CLIError`` is a different class from
+    ``host.cli.CLIError``; every ``ValueError`` is caught either way.
+    """
+
+_DESCRIPTION = """\
+Read a multilayer perceptron from an ONNX file (scikit-learn's MLPClassifier through skl2onnx,
+or a PyTorch nn.Linear/ReLU stack through torch.onnx.export), ternarise its weights and fold
+the scales into the integer program the device runs (host.onnx_import, host.ternarize).
+
+The program outputs the last layer's logits: a classifier output after it (Softmax, ArgMax,
+skl2onnx's ZipMap and labels) is stripped, its argmax is the same class. The layers' shifts are
+chosen from the activations of calibration inputs, so --calib is required: a few hundred
+training inputs as a float .npy of shape (N, K), in the units the device will get (not
+rescaled). With --eval, the float model's accuracy (argmax of its float logits), the
+ternarised float model's and the integer program's (the bit-exact reference of the device) are
+printed side by side.
+
+Nothing is written when anything fails."""
+
+_EPILOG = """\
+example:
+  trine import mlp.onnx -o mlp.trine --calib x_train.npy --eval x_test.npy y_test.npy
+  trine infer --backend reference --program mlp.trine --input x_test.npy --output y.npy"""
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to the ``trine`` parser (none yet)."""
+    """Add ``trine import`` to the ``trine`` parser."""
+    p = sub.add_parser(
+        "import",
+        help="import an ONNX MLP as a ternary program (.trine)",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL.onnx", help="the ONNX model to import")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.trine",
+                   help="where to write the program")
+    p.add_argument("--calib", metavar="X.npy",
+                   help="calibration inputs, float (N, K): required, see above")
+    p.add_argument("--method", choices=["twn", "absmean"], default="twn",
+                   help="ternariser: twn (threshold 0.7 mean|W|, the default) or absmean "
+                   "(BitNet b1.58)")
+    p.add_argument("--per-channel", action="store_true",
+                   help="choose the TWN threshold per output row (twn only)")
+    p.add_argument("--input-scale", type=float, metavar="S",
+                   help="input quantisation step: x becomes round(x / S) as int8 (default: the "
+                   "largest calibration input maps to 127)")
+    p.add_argument("--percentile", type=float, default=100.0, metavar="P",
+                   help="size each layer's output range to this percentile of the calibration "
+                   "activations, in (0, 100] (default 100, the maximum)")
+    p.add_argument("--labels", metavar="A,B,...",
+                   help="comma-separated output names (default: the model's class labels, if "
+                   "it has them)")
+    p.add_argument("--eval", nargs=2, metavar=("X.npy", "Y.npy"),
+                   help="labelled data to report accuracies on: float inputs (N, K) and class "
+                   "indices 0..M-1 (N,) as for trine eval, or class names if the program has "
+                   "labels")
+    p.set_defaults(func=_cmd_import)
+
+
+def _load_npy(path: str, flag: str) -> Any:
+    import numpy as np
+
+    try:
+        a = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ImportArgumentError(f"{flag}: no such file: {path}") from None
+    except (OSError, ValueError) as e:
+        raise ImportArgumentError(f"{flag}: cannot read {path} as a .npy array: {e}") from None
+    if not isinstance(a, np.ndarray):
+        raise ImportArgumentError(
+            f"{flag}: {path} holds several arrays (.npz); give one .npy array"
+        )
+    return a
+
+
+def _eval_labels(y: Any, n: int, outputs: int, labels: tuple[str, ...] | None, flag: str):
+    """Class indices from ``y``: integers 0..outputs-1, or names looked up in ``labels``."""
+    import numpy as np
+
+    if y.ndim != 1 or len(y) != n:
+        raise ImportArgumentError(
+            f"{flag} must have shape ({n},), one label per input, not {y.shape}"
+        )
+    if y.dtype.kind in "US":
+        if labels is None:
+            raise ImportArgumentError(
+                f"{flag} holds class names but the program has no labels (give --labels)"
+            )
+        index = {name: j for j, name in enumerate(labels)}
+        names = [v.decode() if isinstance(v, bytes) else str(v) for v in y.tolist()]
+        unknown = sorted({v for v in names if v not in index})
+        if unknown:
+            raise ImportArgumentError(
+                f"{flag} holds {unknown[0]!r}, which is not one of the labels "
+                f"{', '.join(labels)}"
+            )
+        return np.array([index[v] for v in names], dtype=np.int64)
+    if y.dtype.kind not in "iu":
+        raise ImportArgumentError(f"{flag} must hold integer class indices, not dtype {y.dtype}")
+    if len(y) and (y.min() < 0 or y.max() >= outputs):
+        bad = int(y[(y < 0) | (y >= outputs)][0])
+        raise ImportArgumentError(f"{flag} must hold class indices in 0..{outputs - 1}, not {bad}")
+    return y.astype(np.int64)
+
+
+def _parse_labels(text: str) -> list[str]:
+    labels = [v.strip() for v in text.split(",")]
+    if any(not v for v in labels):
+        raise ImportArgumentError(f"--labels must be comma-separated non-empty names, not {text!r}")
+    return labels
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    try:
+        from host.onnx_import import check_inputs, read_onnx_mlp
+    except ModuleNotFoundError as e:
+        raise ImportArgumentError(
+            f"trine import needs the {e.name} package: pip install 'trine[onnx]'"
+        ) from None
+    from host.ternarize import run_ternarized_float, ternarize_layers
+    from host.train import accuracy
+
+    mlp = read_onnx_mlp(args.model)
+    k, m = mlp.input_width, mlp.output_width
+    if args.calib is None:
+        raise ImportArgumentError(
+            f"--calib X.npy is required: the layers' shifts are chosen from the activations of "
+            f"representative inputs (a few hundred training inputs, float (N, {k}))"
+        )
+    calib = check_inputs(_load_npy(args.calib, "--calib"), k, f"--calib {args.calib}")
+    labels = _parse_labels(args.labels) if args.labels is not None else None
+    if labels is not None and len(labels) != m:
+        raise ImportArgumentError(
+            f"--labels has {len(labels)} names but {args.model} has {m} outputs"
+        )
+    program = mlp.to_program(
+        calib, method=args.method, per_channel=args.per_channel, input_scale=args.input_scale,
+        percentile=args.percentile, labels=labels, calibration_name=f"--calib {args.calib}",
+    )
+    scores = None
+    if args.eval:
+        xf, yf = args.eval
+        x = check_inputs(_load_npy(xf, "--eval X"), k, f"--eval X {xf}")
+        y = _eval_labels(_load_npy(yf, "--eval Y"), len(x), m, program.labels, f"--eval Y {yf}")
+        tern = ternarize_layers(list(mlp.layers), method=args.method,
+                                per_channel=args.per_channel)
+        scores = (
+            len(x),
+            accuracy(mlp.forward(x), y),
+            accuracy(run_ternarized_float(tern, x), y),
+            accuracy(program.run_reference(x), y),
+        )
+    program.save(args.output)  # atomic; the last step, so a failure above writes nothing
+    _print_summary(args, mlp, program, len(calib), scores)
+    return 0
+
+
+def _print_summary(args, mlp, program, n_calib: int, scores) -> None:
+    out = sys.stdout
+    print(f"read {args.model}: input {mlp.input_name!r} ({mlp.input_width} features), "
+          f"{len(mlp.layers)} linear layer(s), {mlp.output_width} outputs", file=out)
+    for note in mlp.notes:
+        print(f"  {note}", file=out)
+    if program.labels is not None:
+        shown = ", ".join(program.labels[:12]) + (", ..." if len(program.labels) > 12 else "")
+        print(f"  labels: {shown}", file=out)
+    method = args.method + (" per channel" if args.per_channel else "")
+    scale = "given" if args.input_scale is not None else "largest calibration input -> 127"
+    print(f"ternarised with {method}, calibrated on {n_calib} inputs of {args.calib} "
+          f"(percentile {args.percentile:g}); input_scale {program.input_scale:.6g} ({scale})",
+          file=out)
+    stats = program.stats()
+    print("  layer  outputs x inputs  relu  shift  zero weights", file=out)
+    for i, (layer, zero) in enumerate(zip(program.layers, stats["sparsity"], strict=True)):
+        shape = f"{layer.fan_out} x {layer.fan_in}"
+        print(f"  {i:>5}  {shape:>16}  {'yes' if layer.relu else 'no':>4}  {layer.shift:>5}  "
+              f"{_pct(zero):>12}", file=out)
+    print(f"wrote {args.output}: {stats['weights']:,} weights, {stats['file_bytes']:,} bytes "
+          f"({stats['packed_bytes']:,} of packed weights; {stats['bits_per_weight']:.2f} bits "
+          "per weight with biases and header)", file=out)
+    if scores is not None:
+        n, acc_float, acc_tern, acc_int = scores
+        print(f"accuracy on {n} samples of {args.eval[0]}:", file=out)
+        print(f"  float model (argmax of its float logits)      {_pct(acc_float):>6}", file=out)
+        print(f"  ternarised float model (alpha * trits)         {_pct(acc_tern):>6}", file=out)
+        print(f"  integer program (reference, as on the device)  {_pct(acc_int):>6}", file=out)
