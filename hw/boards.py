@@ -96,9 +96,6 @@ class Board:
         ``.bin`` (iCE40) or ``.bit`` (ECP5).
     loader_board : str
         ``openFPGALoader -b`` name.
-    loader_flash_only : bool
-        Whether openFPGALoader can only write the configuration flash on this board (iCE40
-        boards: the FPGA then loads from flash, which survives power cycles).
     """
 
     name: str
@@ -116,7 +113,6 @@ class Board:
     synth_opts: tuple[str, ...] = ()
     bitstream_suffix: str = ".bin"
     loader_board: str = ""
-    loader_flash_only: bool = False
 
     def platform_class(self):
         """The ``amaranth-boards`` platform class (imports Amaranth and amaranth-boards)."""
@@ -149,7 +145,6 @@ BOARDS: Mapping[str, Board] = MappingProxyType({b.name: b for b in [
         default_clock_hz=24_000_000, params=_UP5K_PARAMS,
         # -spram: memories that suit the UltraPlus's 4 x 32 KiB SPRAM may go there.
         synth_opts=("-spram",), bitstream_suffix=".bin", loader_board="ice40_generic",
-        loader_flash_only=True,
     ),
     _ulx3s("12F"),
     _ulx3s("25F"),
