@@ -257,8 +257,16 @@ def load_model(path_or_model: Any) -> tuple[Any, str]:
             f"{source} is not an ONNX model (or is truncated): "
             + ("no ir_version" if model.ir_version < 1 else "no graph")
         )
-    if not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
-        raise OnnxImportError(f"{source} is not a complete ONNX model: no opset for the ONNX ops")
+    # A model cut short can still decode; the opsets come last, so check they cover the nodes.
+    domains = {"" if o.domain == "ai.onnx" else o.domain for o in model.opset_import}
+    for node in model.graph.node:
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        if domain not in domains:
+            raise OnnxImportError(
+                f"{source} is not a complete ONNX model (or is truncated): node "
+                f"{node.name!r} ({node.op_type}) uses domain {domain or 'ai.onnx'!r}, for which "
+                "the model declares no opset"
+            )
     if isinstance(path_or_model, str | os.PathLike):
         from onnx.external_data_helper import load_external_data_for_model
 

@@ -181,7 +181,7 @@ def _reshape(g: Graph, i: int, shape: tuple | None) -> tuple:
             i, f"its target shape {node.input[1]!r} is not a constant: "
             f"{g.why_not_constant(node.input[1])}"
         )
-    target = list(np.asarray(target).reshape(-1))
+    target = [d if isinstance(d, Dim) else int(d) for d in np.asarray(target).reshape(-1)]
     batch = shape[0] if shape is not None else Dim("N")
     feats = features(shape)
     where = f"reshaping {fmt_shape(shape)} to {target}"
