@@ -1,0 +1,522 @@
+"""Quantisation-aware training (QAT) of ternary MLPs whose forward pass *is* the device's.
+
+Public API
+----------
+``train_float_mlp(x_train, y_train, *, hidden=(64,), epochs=100, batch_size=64, lr=1e-3,
+weight_decay=1e-4, input_percentile=99.9, seed=0, x_test=None, y_test=None, progress=None)``
+    -> :class:`host.mlp.FloatMLP`: the float baseline of the same shape (see :mod:`host.mlp`).
+
+``train_qat(x_train, y_train, *, hidden=(64,), epochs=60, batch_size=64, lr=0.01,
+bias_lr=0.1, temperature=0.1, act_percentile=99.9, input_percentile=99.9,
+threshold="layer", init=None, float_options=None, seed=0, x_test=None, y_test=None,
+labels=None, time_budget_s=None, progress=None)``
+    -> :class:`host.train.TrainResult` with ``method="qat"`` and an integer
+    :class:`host.program.Program` (``input_scale`` set) that the device runs as is.
+
+:data:`DEFAULTS` holds the settings measured to reach the targets per data set:
+``train_qat(x, y, **DEFAULTS[name]["qat"])`` and ``train_float_mlp(x, y,
+**DEFAULTS[name]["float"])``.
+
+The model
+---------
+Each layer keeps *latent* float weights ``W`` (M, K) and a latent bias ``beta`` (M,) in units
+of its output's least significant bit; its one shift ``s`` is an integer. The forward pass is
+the hardware's integer path, computed exactly (:meth:`QATNet.forward`):
+
+* inputs: ``a0 = clip(rint(x / input_scale), -128, 127)``, the rule of
+  :meth:`Program.quantize_input`; ``input_scale`` is the ``input_percentile`` of ``|x_train|``
+  divided by 127 (digits: ``16 / 127``; MNIST-1D: about ``3.7 / 127``, the rarer larger
+  values saturate);
+* trits: TWN, ``T = sign(W)`` where ``|W| > 0.7 * mean|W|``, else 0; the mean is taken per
+  layer (``threshold="layer"``, the default) or per output row (``"row"``). The TWN scale
+  ``alpha`` needs no representation: it only rescales a layer's accumulator, which the
+  layer's shift absorbs;
+* ``acc = T a`` (exact integers), ``bias = rint(beta * 2**s)`` (int32, accumulator units),
+  ``y = clip(relu?((acc + bias + 2**(s-1)) >> s), -128, 127)``: :func:`hw.reference.requantize`.
+
+So the network trained and evaluated is the program: :meth:`QATNet.to_program` copies trits,
+integer biases and shifts, and ``to_program().run_reference(x)`` equals ``forward(x)`` bit for
+bit (tested on random networks and on trained ones).
+
+Gradients (straight-through estimators): the loss is softmax cross-entropy of
+``temperature * y_L`` (the last layer's int8 outputs, so the argmax the loss shapes is the
+device's). Round and shift pass the gradient through as ``2**-s``; clipping passes it only
+where it moves the value back into range (zero below 0 after ReLU); the ternariser passes it
+to ``W`` unchanged (plain STE); activations receive ``T^T g``. Adam updates ``W`` (``lr``) and
+``beta`` (``bias_lr``) on a cosine schedule.
+
+Shifts are chosen from the data: before training, and after every epoch, each layer in turn
+takes the smallest ``s`` for which the ``act_percentile`` of its (ReLU'd) accumulator
+magnitudes ``|acc + bias|`` fits 127 after the shift. When a shift moves by ``d``, the layer's
+``beta`` and the next layer's ``beta`` are rescaled by ``2**-d`` (the next layer's inputs have
+halved or doubled), so the integer biases, hence the function, stay as they were.
+
+Initialisation: random (He normal; the default) or from a float MLP (``init`` a list of
+``(W, b, relu)`` layers on raw inputs, or ``init="float"`` to train one with
+:func:`train_float_mlp` first), whose biases are folded like
+:func:`host.ternarize.fold_to_program` does: ``bias = b / (alpha * s_in)``.
+
+Training is reproducible: the same data and settings give the same ``program.to_bytes()``
+(``time_budget_s`` aside, which stops on the wall clock).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from host.mlp import (
+    Adam,
+    FloatMLP,
+    Progress,
+    TrainError,
+    check_data,
+    check_float,
+    check_hidden,
+    check_int,
+    check_progress,
+    cosine,
+    float_accuracy,
+    input_range,
+    single_threaded_blas,
+    softmax_xent,
+    train_float_mlp,
+)
+from host.program import Program
+from host.train import Stopwatch, TrainResult, program_accuracy
+from hw.reference import Layer
+from hw.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, SHIFT_MAX
+
+__all__ = [
+    "DEFAULTS",
+    "TrainError",
+    "QATNet",
+    "train_qat",
+    "train_float_mlp",
+    "FloatMLP",
+]
+
+TWN_DELTA_FACTOR = 0.7  # Li et al. (2016): delta ~ 0.7 E|W| for Gaussian-like weights
+THRESHOLDS = ("layer", "row")
+
+#: Settings per data set (host.data names), measured to reach the targets in the README.
+DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "digits": {
+        "float": dict(hidden=(64,), epochs=300, batch_size=64, lr=1e-3, weight_decay=1e-4),
+        "qat": dict(hidden=(64,), epochs=60, batch_size=64, lr=0.01),
+    },
+    "mnist1d": {
+        "float": dict(hidden=(256, 256), epochs=100, batch_size=64, lr=1e-3,
+                      weight_decay=1e-4),
+        "qat": dict(hidden=(256, 256), epochs=60, batch_size=64, lr=0.01),
+    },
+}
+
+
+def _ternarize(w: np.ndarray, threshold: str) -> np.ndarray:
+    mag = np.abs(w)
+    delta = TWN_DELTA_FACTOR * mag.mean(axis=1 if threshold == "row" else None, keepdims=True)
+    return (np.sign(w) * (mag > delta)).astype(np.int8)
+
+
+def _shift_for(z: np.ndarray, relu: bool, percentile: float) -> int:
+    """The smallest shift that brings the ``percentile`` of ``|relu?(z)|`` within 127."""
+    mag = np.maximum(z, 0) if relu else np.abs(z)
+    q = float(np.percentile(mag, percentile))
+    if q <= ACT_MAX:
+        return 0
+    return int(min(math.ceil(math.log2(q / ACT_MAX)), SHIFT_MAX))
+
+
+class QATNet:
+    """The state of a ternary MLP under QAT: latent weights, biases and integer shifts.
+
+    Parameters
+    ----------
+    weights : list of float arrays (M, K)
+        Latent weights; their ternarisation (see the module docstring) is what runs.
+    betas : list of float arrays (M,)
+        Latent biases in output LSBs: the integer bias is ``rint(beta * 2**shift)``.
+    shifts : list of int in [0, 31]
+    relus : list of bool
+    input_scale : float
+        Positive: ``a0 = clip(rint(x / input_scale), -128, 127)``.
+    threshold : {"layer", "row"}
+        Where the TWN threshold's mean is taken.
+    """
+
+    def __init__(self, weights: Sequence[np.ndarray], betas: Sequence[np.ndarray],
+                 shifts: Sequence[int], relus: Sequence[bool], input_scale: float,
+                 threshold: str = "layer") -> None:
+        if threshold not in THRESHOLDS:
+            raise TrainError(f"threshold must be one of {', '.join(THRESHOLDS)}, not "
+                             f"{threshold!r}")
+        self.weights = [np.asarray(w, np.float32) for w in weights]
+        self.betas = [np.asarray(b, np.float64) for b in betas]
+        self.shifts = [int(s) for s in shifts]
+        self.relus = [bool(r) for r in relus]
+        self.input_scale = float(input_scale)
+        self.threshold = threshold
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.weights)
+
+    def trits(self, i: int) -> np.ndarray:
+        """Layer ``i``'s ternary weights (int8, M x K)."""
+        return _ternarize(self.weights[i], self.threshold)
+
+    def int_bias(self, i: int) -> np.ndarray:
+        """Layer ``i``'s integer bias (int64 within int32), in accumulator units."""
+        b = np.rint(self.betas[i] * 2.0 ** self.shifts[i])
+        return np.clip(b, BIAS_MIN, BIAS_MAX).astype(np.int64)
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Raw float inputs to int8, exactly as :meth:`Program.quantize_input`."""
+        with np.errstate(over="ignore"):
+            q = np.rint(np.asarray(x, np.float64) / self.input_scale)
+        return np.clip(q, ACT_MIN, ACT_MAX).astype(np.int8)
+
+    def layer_forward(self, i: int, a: np.ndarray, t: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Layer ``i`` on int8-valued ``a``: (pre-clip post-shift values int64, outputs int64).
+
+        ``acc`` is exact: ``|acc| <= 128 K < 2**24`` for any supported K, so float32 holds it.
+        """
+        if t is None:
+            t = self.trits(i)
+        acc = (a.astype(np.float32) @ t.T.astype(np.float32)).astype(np.int64)
+        s = self.shifts[i]
+        v = acc + self.int_bias(i)
+        if s:
+            v = (v + (1 << (s - 1))) >> s
+        y = np.clip(np.maximum(v, 0) if self.relus[i] else v, ACT_MIN, ACT_MAX)
+        return v, y
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The hard (device) forward pass on raw inputs ``(N, K)``: int8 outputs ``(N, M)``."""
+        a = self.quantize_input(x)
+        for i in range(self.n_layers):
+            a = self.layer_forward(i, a)[1]
+        return a.astype(np.int8)
+
+    def to_program(self, labels: Sequence[str] | None = None) -> Program:
+        """The integer program this network is, for the device and the reference."""
+        layers = [Layer(self.trits(i), self.int_bias(i), self.shifts[i], self.relus[i])
+                  for i in range(self.n_layers)]
+        return Program(layers, self.input_scale, labels)
+
+    def calibrate(self, a0: np.ndarray, percentile: float, opt: Adam | None = None) -> None:
+        """Re-choose every shift from int8 inputs ``a0``, keeping integer biases (see module).
+
+        ``opt`` is the optimiser whose parameters ``L .. 2L-1`` are the betas: its moments
+        are rescaled with them.
+        """
+        a = a0
+        for i in range(self.n_layers):
+            t = self.trits(i)
+            z = (a.astype(np.float32) @ t.T.astype(np.float32)).astype(np.int64)
+            z += self.int_bias(i)
+            new = _shift_for(z, self.relus[i], percentile)
+            d = self.shifts[i] - new
+            if d:
+                self._rescale_beta(i, 2.0**d, opt)
+                if i + 1 < self.n_layers:
+                    self._rescale_beta(i + 1, 2.0**d, opt)
+                self.shifts[i] = new
+            a = self.layer_forward(i, a, t)[1]
+
+    def _rescale_beta(self, i: int, factor: float, opt: Adam | None) -> None:
+        self.betas[i] *= factor
+        if opt is not None:
+            opt.rescale(self.n_layers + i, factor)
+
+    def sparsity(self) -> list[float]:
+        return [float(np.mean(self.trits(i) == 0)) for i in range(self.n_layers)]
+
+
+def _from_float(layers, input_scale: float, a0: np.ndarray, percentile: float,
+                threshold: str) -> QATNet:
+    """Start from a float MLP on raw inputs: fold its biases into accumulator units."""
+    net = QATNet([w / max(float(np.abs(w).mean()), 1e-12) for w, _, _ in layers],
+                 [np.zeros(len(b)) for _, b, _ in layers], [0] * len(layers),
+                 [r for _, _, r in layers], input_scale, threshold)
+    s_in, a = input_scale, a0
+    for i, (w, b, _) in enumerate(layers):
+        t = net.trits(i)
+        kept = t != 0
+        alpha = float(np.abs(w)[kept].mean()) if kept.any() else 1.0
+        unit = alpha * s_in
+        acc = (a.astype(np.float32) @ t.T.astype(np.float32)).astype(np.float64)
+        b_acc = np.asarray(b, np.float64) / unit
+        s = _shift_for(acc + b_acc, net.relus[i], percentile)
+        net.shifts[i] = s
+        net.betas[i] = b_acc / 2.0**s
+        a = net.layer_forward(i, a, t)[1]
+        s_in = unit * 2.0**s
+    return net
+
+
+def _check_init(init: Any, dims: list[int]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    if isinstance(init, str | bytes) or not isinstance(init, Sequence):
+        raise TrainError(f"init must be None, 'float' or a list of (W, b, relu), not {init!r:.60}")
+    if len(init) != len(dims) - 1:
+        raise TrainError(f"init has {len(init)} layers, the shape {dims} needs {len(dims) - 1}")
+    out = []
+    for i, item in enumerate(init):
+        if not isinstance(item, Sequence) or len(item) != 3:
+            raise TrainError(f"init layer {i} must be a (W, b, relu) triple")
+        w, b, relu = np.asarray(item[0]), np.asarray(item[1]), item[2]
+        want = (dims[i + 1], dims[i])
+        if w.dtype.kind not in "fiu" or w.shape != want:
+            raise TrainError(f"init layer {i} W must be a real array of shape {want}, "
+                             f"not {w.dtype} {w.shape}")
+        if b.dtype.kind not in "fiu" or b.shape != (dims[i + 1],):
+            raise TrainError(f"init layer {i} b must be a real array of shape "
+                             f"({dims[i + 1]},), not {b.dtype} {b.shape}")
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+            raise TrainError(f"init layer {i} must be finite (no NaN or inf)")
+        if relu is not (i < len(dims) - 2):
+            raise TrainError(f"init layer {i} relu must be {i < len(dims) - 2} (hidden layers "
+                             f"have ReLU, the output layer none), not {relu!r}")
+        out.append((w.astype(np.float64), b.astype(np.float64), bool(relu)))
+    return out
+
+
+def train_qat(
+    x_train: Any,
+    y_train: Any,
+    *,
+    hidden: Sequence[int] | int = (64,),
+    epochs: int = 60,
+    batch_size: int = 64,
+    lr: float = 0.01,
+    bias_lr: float = 0.1,
+    temperature: float = 0.1,
+    act_percentile: float = 99.9,
+    input_percentile: float = 99.9,
+    threshold: str = "layer",
+    init: Any = None,
+    float_options: dict[str, Any] | None = None,
+    seed: int = 0,
+    x_test: Any = None,
+    y_test: Any = None,
+    labels: Sequence[str] | None = None,
+    time_budget_s: float | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train a ternary MLP whose forward pass is the device's integer path (see the module).
+
+    Parameters
+    ----------
+    x_train : float array (N, K)
+        Raw features; the program quantises them with its ``input_scale``.
+    y_train : int array (N,)
+        Class indices ``0 .. C-1``; ``C = max(y_train) + 1`` outputs.
+    hidden : sequence of int
+        Hidden ReLU layer widths (the device takes up to 256).
+    epochs, batch_size : int
+    lr : float
+        Peak Adam step for the latent weights (normalised to ``mean|W| = 1`` at the start).
+    bias_lr : float
+        Peak Adam step for the latent biases, in output LSBs.
+    temperature : float
+        The loss sees ``temperature * y_L``: int8 outputs as logits.
+    act_percentile : float
+        In ``(0, 100]``: the accumulator percentile each shift fits into 127.
+    input_percentile : float
+        In ``(0, 100]``: ``input_scale = percentile(|x_train|) / 127``.
+    threshold : {"layer", "row"}
+        TWN threshold per layer or per output row.
+    init : None, "float" or list of (W, b, relu)
+        Random He initialisation, a float MLP trained first with :func:`train_float_mlp`
+        (``float_options`` are its keyword arguments; ``hidden`` and ``seed`` are shared), or a
+        given float MLP on raw inputs of the same shape.
+    seed : int
+        Initialisation and batch order.
+    x_test, y_test : arrays, optional
+        Evaluated (never trained on) after every epoch.
+    labels : list of str, optional
+        Output names stored in the program.
+    time_budget_s : float, optional
+        Stop after this many seconds (the cosine schedule then runs on time, not steps);
+        the result then depends on the machine's speed.
+    progress : callable(fraction, message), optional
+
+    Returns
+    -------
+    TrainResult
+        ``method="qat"``; ``history`` per epoch (epoch 0 is the initial program) with
+        ``elapsed_s``, ``epoch``, ``train_acc``, ``test_acc``, ``loss``; ``metrics`` with
+        ``train_acc``, ``test_acc``, ``seconds``, ``sparsity`` (per layer), ``shifts``,
+        ``input_scale``, and ``float_train_acc`` / ``float_test_acc`` / ``float_seconds``
+        when a float model was given or trained. Every accuracy is the reference's.
+
+    Raises
+    ------
+    TrainError
+        For malformed or non-finite data, labels that are not integers in range, a bad
+        ``init``, and hyper-parameters out of range, naming the argument and the value.
+    """
+    x, y, xt, yt, n_classes = check_data(x_train, y_train, x_test, y_test)
+    widths = check_hidden(hidden)
+    settings: dict[str, Any] = dict(
+        hidden=list(widths), epochs=check_int(epochs, "epochs"),
+        batch_size=check_int(batch_size, "batch_size"), lr=check_float(lr, "lr"),
+        bias_lr=check_float(bias_lr, "bias_lr", strict=False),
+        temperature=check_float(temperature, "temperature"),
+        act_percentile=check_float(act_percentile, "act_percentile", maximum=100.0),
+        input_percentile=check_float(input_percentile, "input_percentile", maximum=100.0),
+        threshold=threshold, seed=check_int(seed, "seed", minimum=0),
+        time_budget_s=(None if time_budget_s is None
+                       else check_float(time_budget_s, "time_budget_s")),
+    )
+    if threshold not in THRESHOLDS:
+        raise TrainError(f"threshold must be one of {', '.join(THRESHOLDS)}, not {threshold!r}")
+    progress = check_progress(progress)
+    if labels is not None and len(labels) != n_classes:
+        raise TrainError(f"labels has {len(labels)} entries for {n_classes} classes")
+    dims = [x.shape[1], *widths, n_classes]
+    float_model: FloatMLP | None = None
+    float_layers = None
+    if isinstance(init, str) and init == "float":
+        options = dict(float_options or {})
+        for key in ("hidden", "seed"):
+            if key in options:
+                raise TrainError(f"float_options must not set {key!r}: train_qat's is used")
+        float_model = train_float_mlp(x, y, hidden=widths, seed=settings["seed"], x_test=xt,
+                                      y_test=yt, **options)
+        float_layers = float_model.layers
+        settings["init"] = "float"
+        settings["float"] = float_model.settings
+    elif init is not None:
+        float_layers = _check_init(init, dims)
+        settings["init"] = "given float MLP"
+    else:
+        if float_options is not None:
+            raise TrainError("float_options only applies with init='float'")
+        settings["init"] = "random"
+
+    with single_threaded_blas():
+        result = _train(x, y, xt, yt, dims, settings, float_layers, labels, progress)
+    if float_layers is not None:
+        result.metrics["float_train_acc"] = float_accuracy(float_layers, x, y)
+        if xt is not None:
+            result.metrics["float_test_acc"] = float_accuracy(float_layers, xt, yt)
+    if float_model is not None:
+        result.metrics["float_seconds"] = float_model.metrics["seconds"]
+    return result
+
+
+def _train(x, y, xt, yt, dims, settings, float_layers, labels, progress) -> TrainResult:
+    clock = Stopwatch()
+    rng = np.random.default_rng(settings["seed"])
+    input_scale = input_range(x, settings["input_percentile"]) / ACT_MAX
+    pct = settings["act_percentile"]
+    threshold = settings["threshold"]
+    relus = [i < len(dims) - 2 for i in range(len(dims) - 1)]
+    a0 = np.clip(np.rint(x / input_scale), ACT_MIN, ACT_MAX).astype(np.int8)
+    if float_layers is not None:
+        net = _from_float(float_layers, input_scale, a0, pct, threshold)
+    else:
+        ws = [rng.normal(0.0, 1.0, (m, k)) for k, m in zip(dims, dims[1:], strict=False)]
+        net = QATNet([w / np.abs(w).mean() for w in ws], [np.zeros(m) for m in dims[1:]],
+                     [0] * len(ws), relus, input_scale, threshold)
+        net.calibrate(a0, pct)
+    n_layers = net.n_layers
+    opt = Adam(net.weights + net.betas)
+    budget = settings["time_budget_s"]
+    epochs, batch_size = settings["epochs"], settings["batch_size"]
+    total = epochs * -(-len(x) // batch_size)
+    tau = settings["temperature"]
+    history: list[dict[str, float]] = []
+
+    def evaluate(epoch: int, loss: float) -> None:
+        program = net.to_program(labels)
+        entry = {"elapsed_s": clock(), "epoch": epoch,
+                 "train_acc": program_accuracy(program, x, y), "loss": loss}
+        if xt is not None:
+            entry["test_acc"] = program_accuracy(program, xt, yt)
+        history.append(entry)
+        if progress is not None:
+            frac = epoch / epochs if budget is None else max(epoch / epochs, clock() / budget)
+            progress(frac, _describe(entry))
+
+    evaluate(0, math.nan)
+    step = 0
+    out_of_time = False
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(len(x))
+        losses = []
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            loss, grads = _loss_and_grads(net, a0[idx], y[idx], tau)
+            losses.append(loss)
+            done = step / total
+            if budget is not None:
+                done = max(done, clock() / budget)
+            f = cosine(done)
+            opt.step(grads, [settings["lr"] * f] * n_layers + [settings["bias_lr"] * f] * n_layers,
+                     [0.0] * (2 * n_layers))
+            step += 1
+            if budget is not None and clock() >= budget:
+                out_of_time = True
+                break
+        net.calibrate(a0, pct, opt)
+        evaluate(epoch, float(np.mean(losses)))
+        if out_of_time:
+            break
+
+    program = net.to_program(labels)
+    final = history[-1]
+    metrics: dict[str, Any] = {
+        "train_acc": final["train_acc"], "seconds": clock(), "epochs_run": final["epoch"],
+        "sparsity": net.sparsity(), "shifts": list(net.shifts), "input_scale": input_scale,
+    }
+    if xt is not None:
+        metrics["test_acc"] = final["test_acc"]
+        metrics["initial_test_acc"] = history[0]["test_acc"]
+    return TrainResult(program, "qat", settings, history, metrics)
+
+
+def _loss_and_grads(net: QATNet, a0: np.ndarray, y: np.ndarray, tau: float
+                    ) -> tuple[float, list[np.ndarray]]:
+    """Hard forward on one batch, then the straight-through backward pass."""
+    n_layers = net.n_layers
+    acts = [a0.astype(np.float32)]
+    pre, trits = [], []
+    for i in range(n_layers):
+        t = net.trits(i)
+        v, out = net.layer_forward(i, acts[-1], t)
+        trits.append(t.astype(np.float32))
+        pre.append(v)
+        acts.append(out.astype(np.float32))
+    loss, g = softmax_xent(tau * acts[-1].astype(np.float64), y)
+    g = (tau * g).astype(np.float32)
+    gw: list[np.ndarray] = [None] * n_layers  # type: ignore[list-item]
+    gb: list[np.ndarray] = [None] * n_layers  # type: ignore[list-item]
+    for i in reversed(range(n_layers)):
+        v = pre[i]
+        # pass where in range, or where descent (-g) moves a saturated value back into range
+        low = 0 if net.relus[i] else ACT_MIN
+        inside = (v >= low) & (v <= ACT_MAX)
+        back = (v > ACT_MAX) & (g > 0)
+        if not net.relus[i]:
+            back |= (v < ACT_MIN) & (g < 0)
+        g = g * (inside | back)
+        gb[i] = g.sum(axis=0).astype(np.float64)  # d bias / d beta = 2**s cancels the 2**-s
+        gz = g * np.float32(2.0 ** -net.shifts[i])
+        gw[i] = gz.T @ acts[i]
+        if i:
+            g = gz @ trits[i]
+    return loss, gw + gb
+
+
+def _describe(entry: dict[str, float]) -> str:
+    text = f"epoch {entry['epoch']} train {entry['train_acc']:.3f}"
+    if "test_acc" in entry:
+        text += f" test {entry['test_acc']:.3f}"
+    return text
