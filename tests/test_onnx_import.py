@@ -471,9 +471,13 @@ def sklearn_clf(digits):
 
 
 @pytest.fixture(scope="module")
-def sklearn_model(sklearn_clf, digits):
-    skl2onnx = pytest.importorskip("skl2onnx")
-    return skl2onnx.to_onnx(sklearn_clf, digits[0][:1])
+def to_onnx():
+    return pytest.importorskip("skl2onnx").to_onnx
+
+
+@pytest.fixture(scope="module")
+def sklearn_model(sklearn_clf, digits, to_onnx):
+    return to_onnx(sklearn_clf, digits[0][:1])
 
 
 def test_sklearn_layers_equal_the_estimator(sklearn_clf, sklearn_model, digits):
@@ -516,8 +520,7 @@ def test_sklearn_import_gives_a_working_program(sklearn_clf, sklearn_model, digi
     assert abs(int_acc - tern_acc) < 0.05
 
 
-def test_sklearn_binary_string_labels(digits):
-    from skl2onnx import to_onnx
+def test_sklearn_binary_string_labels(digits, to_onnx):
     from sklearn.neural_network import MLPClassifier
 
     x_train, y_train, x_test, _ = digits
@@ -536,8 +539,7 @@ def test_sklearn_binary_string_labels(digits):
 
 
 @pytest.mark.parametrize("variant", ["no zipmap", "float64"])
-def test_sklearn_converter_options(digits, sklearn_clf, variant):
-    from skl2onnx import to_onnx
+def test_sklearn_converter_options(digits, sklearn_clf, variant, to_onnx):
 
     x_train, _, x_test, _ = digits
     if variant == "no zipmap":  # labels then come from ArrayFeatureExtractor's classes
@@ -551,8 +553,7 @@ def test_sklearn_converter_options(digits, sklearn_clf, variant):
     assert np.array_equal(np.argmax(mlp.forward(x_test), 1), sklearn_clf.predict(x_test))
 
 
-def test_sklearn_regressor(digits):
-    from skl2onnx import to_onnx
+def test_sklearn_regressor(digits, to_onnx):
     from sklearn.neural_network import MLPRegressor
 
     x_train, y_train, x_test, _ = digits
@@ -568,8 +569,7 @@ def test_sklearn_regressor(digits):
     ("logistic", "node 'Sigmoid' (Sigmoid): Sigmoid between layers is not supported"),
     ("multilabel", "(Sigmoid): Sigmoid on 2 outputs gives independent (multi-label)"),
 ])
-def test_sklearn_models_trine_cannot_run(digits, variant, message):
-    from skl2onnx import to_onnx
+def test_sklearn_models_trine_cannot_run(digits, variant, message, to_onnx):
     from sklearn.neural_network import MLPClassifier
 
     x_train, y_train, _, _ = digits
