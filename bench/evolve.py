@@ -1,0 +1,155 @@
+"""Evolutionary training (``host.evolve``) on digits and MNIST-1D: accuracy against time.
+
+``python -m bench.evolve [--quick]`` evolves a ternary MLP on each data set with the default
+search settings and a wall-clock budget, and saves ``bench/results/evolve.json`` (settings,
+metrics, history) and one PNG per data set (test accuracy by the bit-exact reference against
+seconds). When ``host.qat`` is available, quantisation-aware training and the float MLP run at
+the same shape in the same process, one after the other, and go on the same axes: the
+comparison is measured side by side on one machine state.
+
+Every accuracy is the reference's (``Program.run_reference``), except the float MLP's, which is
+its own float forward pass. Timings are wall-clock on whatever else the machine is doing: the
+JSON records the load average before and after each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import time
+from typing import Any
+
+from bench._common import RESULTS, context
+from host.data import load_dataset
+from host.evolve import train_evolve
+from host.fileio import write_atomic
+
+# Shapes and budgets. Digits: the 64-64-10 shape QAT is measured on. MNIST-1D: one hidden
+# layer of 256, within the default simulated device (widths <= 256).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "digits": {"hidden": (64,), "budget_s": 300.0, "quick_budget_s": 30.0},
+    "mnist1d": {"hidden": (256,), "budget_s": 300.0, "quick_budget_s": 30.0},
+}
+
+
+def _load() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _run_evolve(name: str, data, hidden, budget_s: float, seed: int) -> dict[str, Any]:
+    x, y, xt, yt = data
+    load_before = _load()
+    r = train_evolve(x, y, hidden=hidden, budget_s=budget_s, seed=seed, x_test=xt, y_test=yt)
+    m = r.metrics
+    print(f"{name:8s} evolve  {'-'.join(map(str, [x.shape[1], *hidden, 10])):>12s} "
+          f"test {m['test_acc']:.4f} train {m['train_acc']:.4f} in {m['seconds']:.0f} s, "
+          f"{m['generations']} generations, {m['evaluations']} evaluations, "
+          f"sparsity {m['sparsity']:.2f}", flush=True)
+    return {"method": "evolve", **r.to_json(), "load_before": load_before, "load_after": _load()}
+
+
+def _run_qat(name: str, data, hidden, seed: int) -> list[dict[str, Any]]:
+    """QAT and the float MLP at the same shape, if host.qat exists (else nothing)."""
+    try:
+        from host import qat
+    except ImportError:
+        return []
+    x, y, xt, yt = data
+    runs = []
+    for method, fn in (("qat", qat.train_qat), ("float", getattr(qat, "train_float_mlp", None))):
+        if fn is None:
+            continue
+        load_before = _load()
+        t0 = time.perf_counter()
+        r = fn(x, y, hidden=hidden, seed=seed, x_test=xt, y_test=yt)
+        seconds = time.perf_counter() - t0
+        entry = _as_json(r)
+        entry.update(method=method, seconds=seconds, load_before=load_before, load_after=_load())
+        test = _final_test_acc(entry)
+        print(f"{name:8s} {method:7s} test {test if test is None else f'{test:.4f}'} "
+              f"in {seconds:.0f} s", flush=True)
+        runs.append(entry)
+    return runs
+
+
+def _as_json(r: Any) -> dict[str, Any]:
+    if hasattr(r, "to_json"):
+        return r.to_json()
+    return {"history": list(getattr(r, "history", [])), "metrics": dict(getattr(r, "metrics", {}))}
+
+
+def _final_test_acc(entry: dict[str, Any]) -> float | None:
+    m = entry.get("metrics", {})
+    for key in ("test_acc", "float_test_acc"):
+        if m.get(key) is not None:
+            return m[key]
+    hist = entry.get("history") or [{}]
+    return hist[-1].get("test_acc")
+
+
+def _plot(name: str, runs: list[dict[str, Any]], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for run in runs:
+        pts = [(h["elapsed_s"], h["test_acc"]) for h in run.get("history", [])
+               if h.get("elapsed_s") is not None and h.get("test_acc") is not None]
+        if not pts:
+            continue
+        t, acc = zip(*pts, strict=True)
+        shape = "-".join(str(w) for w in run.get("settings", {}).get("hidden", []))
+        ax.plot(t, [100 * a for a in acc], label=f"{run['method']} (hidden {shape})")
+    ax.set_xlabel("seconds (wall clock, shared 2-core machine)")
+    ax.set_ylabel("test accuracy, % (bit-exact reference)")
+    ax.set_title(f"{name}: accuracy against training time")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="short budgets (30 s per data set) and no QAT comparison")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds of evolution per data set (overrides the defaults)")
+    parser.add_argument("--datasets", default=",".join(CONFIGS),
+                        help="comma-separated subset of " + ",".join(CONFIGS))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    names = [n for n in args.datasets.split(",") if n]
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown data set {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    figures: dict[str, Any] = {"quick": args.quick, "datasets": {}}
+    for name in names:
+        cfg = CONFIGS[name]
+        budget = args.budget or (cfg["quick_budget_s"] if args.quick else cfg["budget_s"])
+        data = load_dataset(name)
+        runs = [_run_evolve(name, data, cfg["hidden"], budget, args.seed)]
+        if not args.quick:
+            runs += _run_qat(name, data, cfg["hidden"], args.seed)
+        png = RESULTS / f"evolve_{name}.png"
+        _plot(name, runs, png)
+        figures["datasets"][name] = {"hidden": list(cfg["hidden"]), "budget_s": budget,
+                                     "figure": png.name, "runs": runs}
+    path = RESULTS / "evolve.json"
+    write_atomic(path, json.dumps({"context": context(), **figures}, indent=2) + "\n")
+    print(f"saved {path}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
