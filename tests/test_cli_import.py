@@ -1,0 +1,204 @@
+"""trine import: the summary, the accuracies side by side, and nothing written on any error."""
+
+import re
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+skl2onnx = pytest.importorskip("skl2onnx")
+
+from host.cli import main  # noqa: E402
+from host.data import load_digits_split  # noqa: E402
+from host.onnx_import import import_onnx, read_onnx_mlp  # noqa: E402
+from host.program import Program  # noqa: E402
+from host.ternarize import run_ternarized_float, ternarize_layers  # noqa: E402
+from host.train import accuracy, program_accuracy  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A digits MLPClassifier as ONNX, with calibration and evaluation .npy files."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    d = tmp_path_factory.mktemp("import")
+    x_train, y_train, x_test, y_test = load_digits_split()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=80, random_state=0)
+        clf.fit(x_train, y_train)
+    (d / "mlp.onnx").write_bytes(skl2onnx.to_onnx(clf, x_train[:1]).SerializeToString())
+    for name, a in {"xtr": x_train, "xte": x_test, "yte": y_test}.items():
+        np.save(d / f"{name}.npy", a)
+    return {"dir": d, "model": str(d / "mlp.onnx"), "calib": str(d / "xtr.npy"),
+            "x": str(d / "xte.npy"), "y": str(d / "yte.npy"), "clf": clf,
+            "data": (x_train, y_train, x_test, y_test)}
+
+
+def _pct(text, label):
+    m = re.search(re.escape(label) + r"\s+([0-9.]+)%", text)
+    assert m, f"no {label!r} line in:\n{text}"
+    return float(m.group(1))
+
+
+def test_import_writes_the_program_and_reports_accuracies(files, tmp_path, capsys):
+    out = tmp_path / "mlp.trine"
+    rc = main(["import", files["model"], "-o", str(out), "--calib", files["calib"],
+               "--eval", files["x"], files["y"]])
+    text = capsys.readouterr().out
+    assert rc == 0
+    x_train, _, x_test, y_test = files["data"]
+    program = Program.load(out)
+    assert program == import_onnx(files["model"], x_train)
+    assert program.labels == tuple("0123456789")
+    assert "input 'X' (64 features), 2 linear layer(s), 10 outputs" in text
+    assert "stripped the classifier output after the last layer: node 'Relu1' (Softmax)" in text
+    assert re.search(r"0\s+32 x 64\s+yes\s+\d+\s+[0-9.]+%", text)
+    assert re.search(r"1\s+10 x 32\s+no\s+\d+\s+[0-9.]+%", text)
+    assert f"{program.stats()['file_bytes']:,} bytes" in text
+    mlp = read_onnx_mlp(files["model"])
+    tern = run_ternarized_float(ternarize_layers(list(mlp.layers)), x_test)
+    assert _pct(text, "float model (argmax of its float logits)") == round(
+        100 * files["clf"].score(x_test, y_test), 1)
+    assert _pct(text, "ternarised float model (alpha * trits)") == round(
+        100 * accuracy(tern, y_test), 1)
+    assert _pct(text, "integer program (reference, as on the device)") == round(
+        100 * program_accuracy(program, x_test, y_test), 1)
+
+
+def test_options_reach_the_program(files, tmp_path, capsys):
+    out = tmp_path / "p.trine"
+    names = "zero,one,two,three,four,five,six,seven,eight,nine"
+    np.save(tmp_path / "names.npy", np.array(names.split(","))[files["data"][3]])
+    rc = main(["import", files["model"], "-o", str(out), "--calib", files["calib"],
+               "--method", "absmean", "--input-scale", "0.2", "--percentile", "99.5",
+               "--labels", names, "--eval", files["x"], str(tmp_path / "names.npy")])
+    text = capsys.readouterr().out
+    assert rc == 0
+    program = Program.load(out)
+    assert program == import_onnx(files["model"], files["data"][0], method="absmean",
+                                  input_scale=0.2, percentile=99.5, labels=names.split(","))
+    assert "ternarised with absmean" in text and "input_scale 0.2 (given)" in text
+    # Class names in Y are looked up in the labels: the same accuracy as indices.
+    assert _pct(text, "integer program (reference, as on the device)") == round(
+        100 * program_accuracy(program, files["data"][2], files["data"][3]), 1)
+
+
+def _conv_model(path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "K"], ["y"], name="conv1")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "K")],
+    )
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    return str(path)
+
+
+FAILURES = {
+    "no --calib": (lambda f, d: [f["model"]],
+                   "--calib X.npy is required: the layers' shifts are chosen from the activations"),
+    "random bytes": (lambda f, d: [_bytes(d / "r.onnx", bytes(range(256)) * 3), "--calib",
+                                   f["calib"]], "r.onnx is not an ONNX model"),
+    "a .trine file": (lambda f, d: [_trine(d), "--calib", f["calib"]],
+                      "is a trine program (.trine), not an ONNX model"),
+    "conv": (lambda f, d: [_conv_model(d / "c.onnx"), "--calib", f["calib"]],
+             "node 'conv1' (Conv): Conv is not part of an MLP"),
+    "missing model": (lambda f, d: [str(d / "none.onnx"), "--calib", f["calib"]],
+                      "No such file or directory"),
+    "calib of the wrong width": (
+        lambda f, d: [f["model"], "--calib", _npy(d / "w.npy", np.ones((5, 63)))],
+        "w.npy has 63 features per sample, the model expects 64"),
+    "integer calib": (
+        lambda f, d: [f["model"], "--calib", _npy(d / "i.npy", np.ones((5, 64), np.int64))],
+        "i.npy must be a float array of raw inputs (N, 64), not dtype int64"),
+    "calib is not a .npy": (lambda f, d: [f["model"], "--calib", f["model"]],
+                            "--calib: cannot read"),
+    "labels of the wrong count": (lambda f, d: [f["model"], "--calib", f["calib"], "--labels",
+                                                "a,b"], "--labels has 2 names but"),
+    "empty label": (lambda f, d: [f["model"], "--calib", f["calib"], "--labels", "a,,b"],
+                    "--labels must be comma-separated non-empty names"),
+    "eval labels out of range": (
+        lambda f, d: [f["model"], "--calib", f["calib"], "--eval", f["x"],
+                      _npy(d / "y.npy", np.full(450, 10))],
+        "must hold class indices in 0..9, not 10"),
+    "eval labels of the wrong length": (
+        lambda f, d: [f["model"], "--calib", f["calib"], "--eval", f["x"],
+                      _npy(d / "y.npy", np.zeros(3, np.int64))],
+        "must have shape (450,), one label per input, not (3,)"),
+    "eval names that are not labels": (
+        lambda f, d: [f["model"], "--calib", f["calib"], "--eval", f["x"],
+                      _npy(d / "y.npy", np.array(["cat"] * 450))],
+        "holds 'cat', which is not one of the labels 0, 1"),
+    "missing eval file": (lambda f, d: [f["model"], "--calib", f["calib"], "--eval",
+                                        str(d / "none.npy"), f["y"]], "--eval X: no such file"),
+    "per channel with absmean": (lambda f, d: [f["model"], "--calib", f["calib"], "--method",
+                                               "absmean", "--per-channel"],
+                                 "per_channel is only supported with method 'twn'"),
+    "percentile out of range": (lambda f, d: [f["model"], "--calib", f["calib"],
+                                              "--percentile", "0"],
+                                "percentile must be in (0, 100]"),
+}
+
+
+def _bytes(path, data):
+    path.write_bytes(data)
+    return str(path)
+
+
+def _npy(path, a):
+    np.save(path, a)
+    return str(path)
+
+
+def _trine(d):
+    from hw.reference import Layer
+
+    Program([Layer(np.ones((2, 3), np.int8), np.zeros(2, np.int64), 0, False)]).save(d / "p.trine")
+    return str(d / "p.trine")
+
+
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_errors_are_one_line_and_write_nothing(files, tmp_path, capsys, case):
+    args, message = FAILURES[case]
+    fresh, kept = tmp_path / "new.trine", tmp_path / "old.trine"
+    kept.write_bytes(b"previous contents")
+    argv = args(files, tmp_path)
+    for out in (fresh, kept):
+        rc = main(["import", *argv, "-o", str(out)])
+        err = capsys.readouterr().err
+        assert rc in (1, 2)
+        assert err.startswith("trine: error: ") and err.count("\n") == 1
+        assert message in err
+    assert not fresh.exists()
+    assert kept.read_bytes() == b"previous contents"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".trine", ".tmp")) == \
+        (["old.trine", "p.trine"] if case == "a .trine file" else ["old.trine"])
+
+
+def test_errors_through_python_m_are_one_line(files, tmp_path):
+    # ``python -m host.cli`` runs the CLI as __main__: errors must still be one line.
+    out = tmp_path / "x.trine"
+    proc = subprocess.run([sys.executable, "-m", "host.cli", "import", files["model"], "-o",
+                           str(out)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("trine: error: --calib X.npy is required")
+    assert proc.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_help_explains_the_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["import", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("MODEL.onnx", "-o OUT.trine", "--calib X.npy", "--eval X.npy Y.npy",
+                   "--method {twn,absmean}", "--per-channel", "--input-scale S",
+                   "--percentile P", "--labels A,B,...", "is stripped", "--calib is required",
+                   "Nothing is written when anything fails", "example:"):
+        assert needle in text
