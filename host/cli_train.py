@@ -41,6 +41,93 @@ def _load_labelled(args: argparse.Namespace):
     return x, y, f"{args.data} {args.split} split ({len(x)} samples)"
 
 
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(v) for v in text.split(",") if v.strip() != "")
+    except ValueError:
+        raise _cli_error(f"--hidden must be comma-separated widths such as 64 or 256,256, "
+                         f"not {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise _cli_error(f"--hidden widths must be >= 1, not {text!r}")
+    return widths
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from host.data import load_dataset
+    from host.train import progress_printer
+
+    x_tr, y_tr, x_te, y_te = load_dataset(args.data)
+    progress = None if args.quiet else progress_printer
+    settings: dict[str, Any] = {"seed": args.seed}
+    if args.hidden is not None:
+        settings["hidden"] = _parse_hidden(args.hidden)
+
+    if args.method == "qat":
+        from host.qat import DEFAULTS, train_float_mlp, train_qat
+
+        qat_kw = {**DEFAULTS.get(args.data, {}).get("qat", {}), **settings}
+        if args.epochs is not None:
+            qat_kw["epochs"] = args.epochs
+        if args.budget is not None:
+            qat_kw["time_budget_s"] = args.budget
+        train = train_qat
+        kw = qat_kw
+    else:
+        from host.evolve import train_evolve
+        from host.qat import DEFAULTS, train_float_mlp
+
+        # the same shape as QAT's default, so the two methods compare like for like
+        kw = {"hidden": DEFAULTS.get(args.data, {}).get("qat", {}).get("hidden", (64,)),
+              "budget_s": 60.0, **settings}
+        if args.budget is not None:
+            kw["budget_s"] = args.budget
+        if args.generations is not None:
+            kw["max_generations"] = args.generations
+            if args.budget is None:
+                kw["budget_s"] = None
+        train = train_evolve
+    hidden = kw.get("hidden", (64,))
+
+    float_mlp = None
+    if not args.no_float:
+        float_kw = {**DEFAULTS.get(args.data, {}).get("float", {}), "hidden": hidden,
+                    "seed": args.seed}
+        float_mlp = train_float_mlp(x_tr, y_tr, x_test=x_te, y_test=y_te,
+                                    progress=progress and progress("float MLP"), **float_kw)
+    result = train(x_tr, y_tr, x_test=x_te, y_test=y_te,
+                   progress=progress and progress(args.method), **kw)
+    if float_mlp is not None:
+        result.metrics["float_test_acc"] = float_mlp.metrics.get("test_acc")
+        result.metrics["float_train_acc"] = float_mlp.metrics.get("train_acc")
+        result.settings["float"] = float_mlp.settings
+
+    program = result.program
+    program.save(args.output)
+    shape = "-".join(str(w) for w in [program.input_width, *hidden, program.output_width])
+    m = result.metrics
+    print(f"{args.data}: {len(y_tr)} training / {len(y_te)} test samples; MLP {shape}")
+    if float_mlp is not None:
+        print(f"float MLP (same shape):            test accuracy {m['float_test_acc']:.2%}")
+    print(f"ternary {args.method} program (reference): test accuracy {m['test_acc']:.2%}, "
+          f"train {m['train_acc']:.2%}, {m.get('seconds', 0):.1f} s")
+    stats = program.stats()
+    sp = ", ".join(f"{s:.0%}" for s in stats.get("sparsity", []))
+    print(f"wrote {args.output}: {stats.get('weights', 0):,} weights, sparsity per layer {sp}")
+    if args.json:
+        result.save_json(args.json)
+        print(f"wrote {args.json}")
+    if args.curve:
+        from host.curves import plot_curves
+
+        baselines = {"float MLP": m["float_test_acc"]} if float_mlp is not None else None
+        curves = {args.method: result.history}
+        if float_mlp is not None:
+            curves["float MLP"] = float_mlp.history
+        plot_curves(args.curve, curves, title=f"{args.data}, MLP {shape}", baselines=baselines)
+        print(f"wrote {args.curve}")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from host.cli import _progress_bar
     from host.evaluate import evaluate
@@ -85,6 +172,36 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     """Add ``train`` and ``eval`` to the ``trine`` parser."""
     from host.data import DATASETS
+
+    tr = sub.add_parser(
+        "train",
+        help="train a ternary MLP on a bundled data set and write a .trine program",
+        description="Train a ternary MLP and write the integer program the device runs. "
+        "--method qat: quantisation-aware training with straight-through gradients, the "
+        "device's integer arithmetic in the loop; --method evolve: gradient-free evolution of "
+        "the ternary weights themselves. Unless --no-float, a float MLP of the same shape is "
+        "trained too, for comparison. Every accuracy printed for the ternary program is the "
+        "bit-exact reference's, i.e. what the device returns. Each data set has measured "
+        "default settings (host/qat.py, host/evolve.py DEFAULTS); the options override them. "
+        "Example: trine train --data digits -o digits.trine --curve digits.png",
+    )
+    tr.add_argument("--data", choices=DATASETS, default="digits",
+                    help="digits (scikit-learn, 8x8) or mnist1d (generated locally); "
+                    "default digits")
+    tr.add_argument("--method", choices=["qat", "evolve"], default="qat")
+    tr.add_argument("--hidden", help="hidden widths, e.g. 64 or 256,256 (default per data set)")
+    tr.add_argument("--epochs", type=int, help="QAT epochs (default per data set)")
+    tr.add_argument("--budget", type=float,
+                    help="wall-clock budget in seconds (evolve; also caps QAT)")
+    tr.add_argument("--generations", type=int,
+                    help="evolve: stop after this many generations (reproducible on any machine)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    tr.add_argument("--no-float", action="store_true", help="skip the float MLP baseline")
+    tr.add_argument("-o", "--output", required=True, help="the .trine program to write")
+    tr.add_argument("--json", help="write settings, metrics and history to this JSON file")
+    tr.add_argument("--curve", help="write accuracy vs time to this PNG")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    tr.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser(
         "eval",

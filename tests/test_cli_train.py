@@ -1,0 +1,87 @@
+"""``trine train`` and ``trine eval`` from the command line (in-process, real training)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from host.cli import main
+from host.data import load_digits_split
+from host.program import Program
+from host.train import program_accuracy
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    out, js, png = d / "m.trine", d / "m.json", d / "m.png"
+    rc = main(["train", "--data", "digits", "--epochs", "30", "--hidden", "32", "--no-float",
+               "-q", "-o", str(out), "--json", str(js), "--curve", str(png)])
+    assert rc == 0
+    return out, js, png
+
+
+def test_train_writes_program_json_and_curve(trained, capsys):
+    out, js, png = trained
+    program = Program.load(out)
+    x_tr, y_tr, x_te, y_te = load_digits_split()
+    assert [layer.fan_out for layer in program.layers] == [32, 10]
+    record = json.loads(js.read_text())
+    assert record["method"] == "qat" and record["settings"]["hidden"] == [32]
+    # the accuracy on file is the reference's on the test split
+    assert record["metrics"]["test_acc"] == pytest.approx(program_accuracy(program, x_te, y_te))
+    assert record["metrics"]["test_acc"] > 0.8
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_reference_prints_the_same_accuracy(trained, capsys):
+    out, js, _ = trained
+    assert main(["eval", "--program", str(out)]) == 0
+    acc = json.loads(js.read_text())["metrics"]["test_acc"]
+    assert f"accuracy (bit-exact reference): {acc:.2%}" in capsys.readouterr().out
+
+
+def test_eval_own_npy_files(trained, tmp_path, capsys):
+    out, _, _ = trained
+    _, _, x_te, y_te = load_digits_split()
+    np.save(tmp_path / "x.npy", x_te[:50])
+    np.save(tmp_path / "y.npy", y_te[:50])
+    rc = main(["eval", "--program", str(out), "--input", str(tmp_path / "x.npy"),
+               "--labels", str(tmp_path / "y.npy"), "--json", str(tmp_path / "e.json")])
+    assert rc == 0
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["samples"] == 50 and e["bit_exact"] is True
+    assert e["accuracy"] == pytest.approx(program_accuracy(Program.load(out), x_te[:50],
+                                                           y_te[:50]))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--hidden", "64,x"], "--hidden"),
+        (["--hidden", "0"], "--hidden"),
+        (["--epochs", "0"], "epochs"),
+    ],
+)
+def test_train_errors_write_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "bad.trine"
+    assert main(["train", "-q", "--no-float", "-o", str(out), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_eval_errors(trained, tmp_path, capsys):
+    out, _, _ = trained
+    assert main(["eval", "--program", str(out), "--backend", "device"]) == 2
+    assert "--port" in capsys.readouterr().err
+    np.save(tmp_path / "x.npy", np.zeros((5, 63), np.float32))
+    np.save(tmp_path / "y.npy", np.zeros(5, np.int64))
+    assert main(["eval", "--program", str(out), "--input", str(tmp_path / "x.npy"),
+                 "--labels", str(tmp_path / "y.npy")]) == 2
+    assert "63 features" in capsys.readouterr().err
+    assert main(["eval", "--program", str(out), "--input", str(tmp_path / "x.npy")]) == 2
+    assert "go together" in capsys.readouterr().err
+    (tmp_path / "junk.trine").write_bytes(b"not a program")
+    assert main(["eval", "--program", str(tmp_path / "junk.trine")]) == 2
