@@ -58,6 +58,25 @@ def features(shape: tuple | None) -> int | None:
 
 
 class Graph:
+    """An index of a model's graph for one walk along it.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+    source : str
+        How messages name the model (its file name).
+
+    Members
+    -------
+    nodes, attrs : the nodes and their attributes as Python values, in graph order
+    producer : tensor name -> index of the node that outputs it
+    consumers : tensor name -> indices of the nodes that read it (each node once)
+    shapes : tensor name -> shape, filled in by the walk for the tensors of the chain, so
+        ``Shape`` of one of them can be evaluated
+    used : indices of the nodes the walk (or a folded constant) accounted for
+    opset : the model's version of the default ONNX domain
+    """
+
     def __init__(self, model: Any, source: str) -> None:
         from onnx import helper
 
@@ -96,6 +115,7 @@ class Graph:
         return f"node {name} ({self.op(i)})"
 
     def fail(self, i: int, problem: str) -> OnnxImportError:
+        """The error for node ``i``: ``"<source>: node 'name' (Op): <problem>"``."""
         return OnnxImportError(f"{self.source}: {self.desc(i)}: {problem}")
 
     def value(self, name: str) -> np.ndarray | None:
@@ -107,7 +127,12 @@ class Graph:
         if name in self.inits:
             from onnx import numpy_helper
 
-            v = numpy_helper.to_array(self.inits[name])
+            try:
+                v = numpy_helper.to_array(self.inits[name])
+            except Exception as e:  # e.g. external data that was not loaded
+                raise OnnxImportError(
+                    f"{self.source}: initializer {name!r} cannot be read: {e}"
+                ) from None
         elif name in self.producer:
             self._folding.add(name)
             try:
@@ -183,6 +208,8 @@ def _axes(args: list, at: dict) -> list[int] | None:
 
 
 def fold_op(op: str, args: list, at: dict, helper: Any) -> np.ndarray | None:
+    """Evaluate one foldable op on constant inputs ``args`` (object arrays may hold
+    :class:`Dim`); None when this use of the op is not supported."""
     v = args[0]
     if op == "Identity":
         return v
@@ -226,10 +253,29 @@ def fold_op(op: str, args: list, at: dict, helper: Any) -> np.ndarray | None:
 
 
 def load_model(path_or_model: Any) -> tuple[Any, str]:
+    """Load and sanity-check a model; return it and the name messages use for it.
+
+    Parameters
+    ----------
+    path_or_model : str, os.PathLike, bytes or onnx.ModelProto
+        For a path, tensors stored in external files next to it are loaded too.
+
+    Raises
+    ------
+    OnnxImportError
+        For anything that is not a complete ONNX model: a ``.trine`` program, an empty file,
+        bytes protobuf cannot decode, a message without a graph, nodes of a domain the model
+        declares no opset for (what a file cut short after its graph looks like), external
+        weight files that are missing.
+    OSError
+        If the file cannot be read.
+    """
     import onnx
 
     if isinstance(path_or_model, onnx.ModelProto):
-        return path_or_model, "model"
+        model, source = path_or_model, "model"
+        _check_complete(model, source)
+        return model, source
     if isinstance(path_or_model, bytes | bytearray | memoryview):
         data, source = bytes(path_or_model), "model bytes"
     elif isinstance(path_or_model, str | os.PathLike):
@@ -251,6 +297,23 @@ def load_model(path_or_model: Any) -> tuple[Any, str]:
         raise OnnxImportError(
             f"{source} is not an ONNX model (or is truncated): {type(e).__name__}: {e}"
         ) from None
+    _check_complete(model, source)
+    if isinstance(path_or_model, str | os.PathLike) and any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
+    ):
+        from onnx.external_data_helper import load_external_data_for_model
+
+        try:
+            load_external_data_for_model(model, os.path.dirname(os.path.abspath(source)))
+        except OSError:
+            raise
+        except Exception as e:  # onnx's checker refuses missing files and paths outside
+            raise OnnxImportError(f"{source}: its external weight data cannot be loaded: {e}") \
+                from None
+    return model, source
+
+
+def _check_complete(model: Any, source: str) -> None:
     # Protobuf is lenient: a few random bytes can decode as an almost empty message.
     if model.ir_version < 1 or not model.HasField("graph") or not model.graph.node:
         raise OnnxImportError(
@@ -267,15 +330,11 @@ def load_model(path_or_model: Any) -> tuple[Any, str]:
                 f"{node.name!r} ({node.op_type}) uses domain {domain or 'ai.onnx'!r}, for which "
                 "the model declares no opset"
             )
-    if isinstance(path_or_model, str | os.PathLike):
-        from onnx.external_data_helper import load_external_data_for_model
-
-        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-            load_external_data_for_model(model, os.path.dirname(os.path.abspath(source)))
-    return model, source
 
 
 def graph_input(g: Graph) -> tuple[str, tuple | None]:
+    """The one real input (initializers listed as inputs are weights): its name and shape,
+    :class:`Dim` for open dimensions, None if the file gives no shape."""
     inputs = [v for v in g.graph.input if v.name not in g.inits]
     if len(inputs) != 1:
         names = ", ".join(repr(v.name) for v in inputs) or "none"

@@ -182,6 +182,18 @@ def test_initializers_listed_as_graph_inputs_are_constants():
     assert len(read_onnx_mlp(model).layers) == 2
 
 
+def test_weights_in_an_external_data_file(tmp_path):
+    model = _model(_mlp_nodes(), MLP_INITS)
+    onnx.save_model(model, tmp_path / "m.onnx", save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="m.weights", size_threshold=0)
+    assert (tmp_path / "m.weights").stat().st_size > 0
+    assert np.allclose(read_onnx_mlp(tmp_path / "m.onnx").forward(X4), _numpy_forward(X4))
+    (tmp_path / "m.weights").unlink()
+    with pytest.raises(OnnxImportError, match=r"m\.onnx: its external weight data cannot be "
+                       r"loaded: .*m\.weights"):
+        read_onnx_mlp(tmp_path / "m.onnx")
+
+
 @pytest.mark.parametrize("op, attrs", [("Softmax", {}), ("LogSoftmax", {"axis": 1}),
                                        ("ArgMax", {"axis": -1})])
 def test_a_classifier_output_is_stripped(op, attrs):
