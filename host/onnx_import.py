@@ -254,10 +254,17 @@ def _strip_tail(
     foreign = [j for j in down if not (g.op(j) in _TAIL_OPS or (g.op(j) == "Sigmoid"
                                                                 and j in direct))]
     for j in foreign:
-        if g.op(j) in ("MatMul", "Gemm") or j in direct:
+        if j in direct:
+            raise OnnxImportError(
+                f"{g.source}: tensor {t!r} feeds {len(direct)} nodes "
+                f"({', '.join(g.desc(k) for k in sorted(direct))}); besides a classifier output "
+                "trine imports a single chain of layers, not branches"
+            )
+        if g.op(j) in ("MatMul", "Gemm"):
             raise g.fail(
-                first, f"{g.op(first)} between layers is not supported (it feeds {g.desc(j)}): "
-                f"the device's only activation is ReLU; {g.op(first)} may only end a classifier"
+                first, f"{g.op(first)} between layers is not supported (followed by "
+                f"{g.desc(j)}): the device's only activation is ReLU; {g.op(first)} may only "
+                "end a classifier"
             )
     if not layers:
         raise g.fail(first, f"{g.op(first)} comes before any linear layer (MatMul or Gemm)")
@@ -287,13 +294,14 @@ def _strip_tail(
         sign = -1.0 if _p_first(g, g.nodes[j].output[0], down) else 1.0
         # With a Relu before the Sigmoid the class is still 1 exactly when the logit is > 0,
         # so the Relu goes: the negated output must not be clamped.
-        w, b, _ = layers[-1]
+        w, b, relu = layers[-1]
         layers[-1] = [np.vstack([-sign * w / 2, sign * w / 2]),
                       np.concatenate([-sign * b / 2, sign * b / 2]), False]
         notes.append(
             f"binary classifier: {g.desc(j)} on one logit z; the program outputs "
             f"({'-z/2, +z/2' if sign > 0 else '+z/2, -z/2'}), whose argmax is the class the "
             "model predicts (their softmax equals its probabilities)"
+            + ("; the Relu before the Sigmoid is dropped, the class is the same" if relu else "")
         )
         m = 2
     labels, where = None, None

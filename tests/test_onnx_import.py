@@ -298,8 +298,13 @@ REJECTED = {
         lambda: _chain(helper.make_node("Sigmoid", ["h"], ["s"], name="sig"),
                        helper.make_node("MatMul", ["s", "W2"], ["y"], name="mm2"),
                        inits={"W2": W2}),
-        "node 'sig' (Sigmoid): Sigmoid between layers is not supported (it feeds node 'mm2' "
+        "node 'sig' (Sigmoid): Sigmoid between layers is not supported (followed by node 'mm2' "
         "(MatMul)): the device's only activation is ReLU"),
+    "a branch beside the classifier output": (
+        lambda: _chain(helper.make_node("Softmax", ["h"], ["y"], name="sm"),
+                       helper.make_node("Tanh", ["h"], ["z"], name="th")),
+        "tensor 'h' feeds 2 nodes (node 'sm' (Softmax), node 'th' (Tanh)); besides a classifier "
+        "output trine imports a single chain of layers, not branches"),
     "tanh": (lambda: _chain(helper.make_node("Tanh", ["h"], ["y"], name="th")),
              "node 'th' (Tanh): activation Tanh is not supported"),
     "transA": (lambda: _model([helper.make_node("Gemm", ["x", "W"], ["y"], name="g",
