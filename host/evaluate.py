@@ -45,11 +45,13 @@ class Evaluation:
     seconds : float
         Wall-clock time of the inferences (the load excluded).
     device : dict or None
-        With ``backend="device"``: ``lanes``, ``rows``, ``clock_hz``, ``max_batch``, the
+        With ``backend="device"``: ``lanes``, ``rows``, ``clock_hz``, ``baud``, ``max_batch``, the
         device's ``cycles`` summed over all runs, ``runs``, ``cycles_per_inference`` (at the
         batch size used), ``latency_cycles`` (one sample alone, batch 1), and the load's
         ``payload_bytes``, ``wire_bytes_sent``, ``frames``, ``retries``, ``bits_per_weight``
-        (wire bits towards the device per real weight, biases, table and framing included).
+        (wire bits towards the device per real weight, biases, table and framing included);
+        for the inferences, ``infer_wire_bytes`` (both directions, frames and retries included)
+        and ``infer_retries``.
     """
 
     backend: str
@@ -146,15 +148,18 @@ def evaluate(
     with Client(url, baud=baud, timeout=timeout) as client:
         info = client.info()
         load = client.load(program, progress=load_progress)
+        before = client.stats
         t0 = time.perf_counter()
         out, cycles = client.infer_batch(xa)
         seconds = time.perf_counter() - t0
+        after = client.stats
         _, latency = client.infer(xa[0])
     mismatches = int(np.sum(np.any(out != ref, axis=1)))
     device = {
         "lanes": info.lanes,
         "rows": info.rows,
         "clock_hz": info.clock_hz,
+        "baud": info.baud,
         "max_batch": info.max_batch,
         "cycles": int(sum(cycles)),
         "runs": len(cycles),
@@ -166,5 +171,8 @@ def evaluate(
         "retries": load.retries,
         "weights": load.weights,
         "bits_per_weight": load.bits_per_trit,
+        "infer_wire_bytes": (after.bytes_sent - before.bytes_sent
+                             + after.bytes_received - before.bytes_received),
+        "infer_retries": after.retries - before.retries,
     }
     return Evaluation("device", len(ya), accuracy(out, ya), ref_acc, mismatches, seconds, device)

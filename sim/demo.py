@@ -1,14 +1,19 @@
-"""``make demo``: the MAC array from generation to silicon figures, on the embedded defaults.
+"""``make demo``: a ternary MLP from the digits data set to answers from the simulated RTL.
 
-1. Generate the Verilog of a 16-lane x 4-row ternary MAC array.
-2. Run it under cocotb on Icarus Verilog and on Verilator against the integer reference
-   (random vectors and corner cases, random idle gaps and backpressure), and show that a
-   deliberately wrong reference is caught.
-3. Synthesise it for the iCE40 UP5K (Yosys + nextpnr, no DSP blocks): logic cells, Fmax
-   after routing, and the same for an int8 x int8 array of the same shape built with ``*``.
-4. Start the whole accelerator's RTL as a simulated device (Verilator, byte-level link), load
-   a random 64-64-10 ternary MLP into it through the host client over ``socket://``, run 64
-   inputs and compare every output with the reference.
+1. Train on scikit-learn's digits (bundled, no download): a float MLP 64-64-10 as the yardstick,
+   and the same shape with quantisation-aware training, the device's integer arithmetic in the
+   loop (host.qat).
+2. Compile the ternary network to a ``.trine`` program (5 trits per byte) and read it back.
+3. Start the accelerator's RTL on Verilator behind ``socket://`` (byte-level link: the bit-level
+   UART is skipped to go faster; ``--mode uart`` keeps it), stream the program through the host
+   client, run the whole test split through the device and compare every output with the
+   bit-exact reference.
+4. Print float vs ternary accuracy, device == reference, cycles per inference and the projected
+   inferences per second at the target board's clock, bytes streamed and bits per weight.
+
+``--hardware`` adds the MAC-array checks: cocotb on Icarus and Verilator against the reference
+(with a deliberately wrong reference that must be caught) and an iCE40 UP5K synthesis next to
+an int8 array built with ``*``.
 """
 
 from __future__ import annotations
@@ -17,15 +22,8 @@ import argparse
 import time
 from pathlib import Path
 
-from hw import synth
-from hw.baseline import Int8MACArray
-from hw.generate import mac_array_verilog, to_verilog
-from hw.mac_array import MACArray
-from hw.spec import accumulator_width
-from sim.runner import SimulationError, run_mac_array
-
-LANES, ROWS = 16, 4
 BUILD = Path("build/demo")
+LANES, ROWS = 16, 4  # the MAC array of the --hardware steps
 
 
 def _step(text: str) -> float:
@@ -37,98 +35,128 @@ def _done(t0: float) -> str:
     return f"({time.perf_counter() - t0:.1f} s)"
 
 
-def _device_step() -> int:
-    import numpy as np
+def _hardware_steps(vectors: int, seed: int) -> int:
+    from hw import synth
+    from hw.baseline import Int8MACArray
+    from hw.generate import mac_array_verilog, to_verilog
+    from hw.mac_array import MACArray
+    from sim.runner import SimulationError, run_mac_array
 
-    from host.client import Client
-    from host.program import Program
-    from hw.reference import Layer
-    from sim.serve import serve
+    failures = 0
+    t0 = _step(f"H1. the MAC array alone, MACArray(lanes={LANES}, rows={ROWS}), under cocotb")
+    verilog = mac_array_verilog(LANES, ROWS, max_fan_in=1024)
+    for simulator in ("icarus", "verilator"):
+        try:
+            s = run_mac_array(simulator, LANES, ROWS, max_fan_in=1024, vectors=vectors,
+                              seed=seed, idle=0.25, backpressure=0.25)
+        except SimulationError as e:
+            failures += 1
+            print(f"{simulator}: FAILED: {e}")
+            continue
+        print(f"{simulator}: {s['vectors_checked']} vectors (random + corner cases, 25% idle, "
+              f"25% backpressure), all equal to hw.reference")
+    try:
+        run_mac_array("icarus", LANES, ROWS, max_fan_in=1024, vectors=50, seed=seed,
+                      reference="off-by-one")
+        failures += 1
+        print("FAILED: the scoreboard accepted a deliberately wrong reference")
+    except SimulationError:
+        print(f"a deliberately wrong reference is caught {_done(t0)}")
 
-    t0 = _step("4. the accelerator on Verilator behind socket://, driven by the host client")
-    rng = np.random.default_rng(64)
-    program = Program([Layer(rng.integers(-1, 2, (64, 64)), rng.integers(-300, 300, 64), 5, True),
-                       Layer(rng.integers(-1, 2, (10, 64)), rng.integers(-300, 300, 10), 4, False)])
-    x = rng.integers(-128, 128, (64, 64)).astype(np.int8)
-    with serve("verilator", "byte") as url, Client(url, timeout=30) as client:
-        info = client.info()
-        load = client.load(program)
-        y, cycles = client.infer_batch(x)
-    same = int(np.sum(np.all(y == program.run_reference(x), axis=1)))
-    ideal = sum(-(-k.fan_in // info.lanes) * -(-k.fan_out // info.rows) for k in program.layers)
-    print(f"device: {info.lanes} lanes x {info.rows} rows; loaded {load.weights} weights in "
-          f"{load.frames} frames ({load.bits_per_trit:.2f} bits per weight on the wire, biases "
-          f"included)")
-    print(f"{len(x)} inferences in {len(cycles)} runs: {sum(cycles) / len(x):.0f} cycles each "
-          f"(ideal {ideal}); device == reference for {same} of {len(x)} {_done(t0)}")
-    return 0 if same == len(x) else 1
+    t0 = _step("H2. iCE40 UP5K synthesis, Yosys + nextpnr (YoWASP; a first run compiles ~1 min)")
+    tern = synth.pack(verilog, "mac_array", "ice40")
+    base = synth.pack(to_verilog(Int8MACArray(LANES, ROWS, max_fan_in=1024), "int8_array"),
+                      "int8_array", "ice40", flow=synth.Flow(dsp=False))
+    harness = to_verilog(synth.TimingHarness(MACArray(LANES, ROWS, max_fan_in=1024)), "harness")
+    fmax = min(synth.place_and_route(harness, "harness", "ice40", freq_mhz=60).fmax_mhz.values())
+    macs = LANES * ROWS
+    print(f"ternary array: {tern.logic_cells} logic cells ({tern.logic_cells / macs:.1f} per MAC),"
+          f" {tern.cells.get('SB_MAC16', 0)} DSP, {fmax:.1f} MHz after routing")
+    print(f"int8 x int8 with `*`: {base.logic_cells} logic cells "
+          f"({base.logic_cells / tern.logic_cells:.1f}x the ternary array) {_done(t0)}")
+    return failures
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vectors", type=int, default=300, help="random vectors per simulator")
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--no-synth", action="store_true", help="skip step 3")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
+    parser.add_argument("--mode", choices=["byte", "uart"], default="byte",
+                        help="link to the simulated device (default byte: UART skipped)")
+    parser.add_argument("--board", default="icebreaker",
+                        help="board whose clock the throughput is projected at")
+    parser.add_argument("--hardware", action="store_true",
+                        help="also run the MAC-array cocotb checks and the UP5K synthesis")
+    parser.add_argument("--vectors", type=int, default=300, help="vectors per simulator (H1)")
     args = parser.parse_args(argv)
 
-    t0 = _step(f"1. Verilog of MACArray(lanes={LANES}, rows={ROWS})")
-    verilog = mac_array_verilog(LANES, ROWS, max_fan_in=1024)
+    from host.data import load_digits_split
+    from host.evaluate import evaluate
+    from host.program import Program
+    from host.qat import DEFAULTS, train_float_mlp, train_qat
+    from host.train import accuracy
+    from hw.boards import get_board
+    from sim.serve import serve
+
+    board = get_board(args.board)
+    t0 = _step("1. train on scikit-learn's digits (1,797 8x8 images, bundled)")
+    x_tr, y_tr, x_te, y_te = load_digits_split()
+    settings = DEFAULTS["digits"]
+    float_mlp = train_float_mlp(x_tr, y_tr, x_test=x_te, y_test=y_te, seed=args.seed,
+                                **settings["float"])
+    result = train_qat(x_tr, y_tr, x_test=x_te, y_test=y_te, seed=args.seed, **settings["qat"])
+    shape = "-".join(str(w) for w in [64, *settings["qat"]["hidden"], 10])
+    float_acc, tern_acc = float_mlp.metrics["test_acc"], result.metrics["test_acc"]
+    print(f"{len(y_tr)} training / {len(y_te)} test samples, MLP {shape}")
+    print(f"float MLP:            test accuracy {float_acc:.2%}")
+    print(f"ternary (QAT) program: test accuracy {tern_acc:.2%} (bit-exact integer reference; "
+          f"{100 * (tern_acc - float_acc):+.2f} points vs float) {_done(t0)}")
+
+    t0 = _step("2. compile to a .trine program")
     BUILD.mkdir(parents=True, exist_ok=True)
-    path = BUILD / f"mac_array_{LANES}x{ROWS}.v"
-    path.write_text(verilog)
-    print(f"wrote {path}: {len(verilog.splitlines())} lines, accumulator "
-          f"{accumulator_width(1024)} bits {_done(t0)}")
+    path = BUILD / "digits.trine"
+    result.program.save(path)
+    program = Program.load(path)
+    assert program == result.program
+    stats = program.stats()
+    sparsity = ", ".join(f"{s:.0%}" for s in stats["sparsity"])
+    print(f"wrote {path}: {stats['weights']:,} weights in {stats['packed_bytes']:,} packed bytes "
+          f"({stats['file_bytes']:,} bytes on file), zeros per layer {sparsity}, "
+          f"shifts {[layer.shift for layer in program.layers]}")
 
-    failures = 0
-    for simulator in ("icarus", "verilator"):
-        t0 = _step(f"2. cocotb on {simulator}: {args.vectors} random vectors + corner cases, "
-                   "25% idle, 25% backpressure")
-        try:
-            s = run_mac_array(simulator, LANES, ROWS, max_fan_in=1024, vectors=args.vectors,
-                              seed=args.seed, idle=0.25, backpressure=0.25)
-        except SimulationError as e:
-            failures += 1
-            print(f"FAILED: {e}")
-            continue
-        print(f"{s['vectors_checked']} vectors, {s['beats']} beats, {s['cycles']} cycles: "
-              f"all equal to hw.reference (np.array_equal), {s['cycles_per_s']:,.0f} cycles/s "
-              f"{_done(t0)}")
+    link = "byte-level link, the UART skipped" if args.mode == "byte" else "bit-level UART"
+    t0 = _step(f"3. the accelerator's RTL on {args.sim} ({link}), through the host client")
+    with serve(args.sim, args.mode) as url:
+        ev = evaluate(program, x_te, y_te, backend="device", url=url, timeout=60)
+    d = ev.device
+    ref = program.run_reference(x_te)
+    assert ev.reference_accuracy == accuracy(ref, y_te)
+    print(f"device: {d['lanes']} lanes x {d['rows']} rows; {len(y_te)} test samples in "
+          f"{d['runs']} runs of up to {d['max_batch']} {_done(t0)}")
 
-    t0 = _step("2b. the same bench with a deliberately wrong reference (must fail)")
-    try:
-        run_mac_array("icarus", LANES, ROWS, max_fan_in=1024, vectors=50, seed=args.seed,
-                      reference="off-by-one")
-        failures += 1
-        print("FAILED: the scoreboard accepted a wrong reference")
-    except SimulationError as e:
-        print(f"caught as expected {_done(t0)}:\n  {str(e).splitlines()[0]}")
-
-    if not args.no_synth:
-        t0 = _step("3. iCE40 UP5K, Yosys + nextpnr (YoWASP; the first run compiles for ~1 min)")
-        generic = synth.generic_cells(verilog, "mac_array")
-        muls = {k: v for k, v in generic.items() if "mul" in k}
-        print(f"multiplier cells in the ternary netlist: {muls or 'none'}")
-        tern = synth.pack(verilog, "mac_array", "ice40")
-        base_v = to_verilog(Int8MACArray(LANES, ROWS, max_fan_in=1024), "int8_array")
-        plain = synth.pack(base_v, "int8_array", "ice40", flow=synth.Flow(dsp=False))
-        booth = synth.pack(base_v, "int8_array", "ice40", flow=synth.BASELINE_FLOW)
-        harness = to_verilog(synth.TimingHarness(MACArray(LANES, ROWS, max_fan_in=1024)),
-                             "harness")
-        pnr = synth.place_and_route(harness, "harness", "ice40", freq_mhz=60)
-        fmax = min(pnr.fmax_mhz.values())
-        macs = LANES * ROWS
-        print(f"{'array':28s} {'logic cells':>12s} {'per MAC':>8s}")
-        print(f"{'ternary (this project)':28s} {tern.logic_cells:12d} "
-              f"{tern.logic_cells / macs:8.1f}")
-        for name, base in (("int8 x int8 with *", plain), ("  same, Booth-recoded", booth)):
-            print(f"{name:28s} {base.logic_cells:12d} {base.logic_cells / macs:8.1f}   "
-                  f"{base.logic_cells / tern.logic_cells:.1f}x the ternary array")
-        print(f"DSP blocks used by the ternary array (DSP mapping allowed): "
-              f"{tern.cells.get('SB_MAC16', 0)}; its Fmax after routing: {fmax:.1f} MHz "
-              f"{_done(t0)}")
-
-    failures += _device_step()
+    _step("4. results")
+    clk = board.default_clock_hz
+    wire_bits = 10 * d["infer_wire_bytes"] / ev.samples  # 8N1: 10 bits per byte
+    print(f"float MLP accuracy           {float_acc:8.2%}")
+    print(f"ternary accuracy, reference  {ev.reference_accuracy:8.2%}")
+    print(f"ternary accuracy, device     {ev.accuracy:8.2%}")
+    print(f"device == reference          {ev.samples - ev.mismatches} of {ev.samples} samples "
+          "(every output byte compared)")
+    print(f"cycles per inference         {d['latency_cycles']} alone, "
+          f"{d['cycles_per_inference']:.1f} in batches of {d['max_batch']}")
+    print(f"{f'at {clk / 1e6:g} MHz ({board.name})':28s} "
+          f"{clk / d['latency_cycles']:,.0f} inferences/s (batch 1), "
+          f"{clk / d['cycles_per_inference']:,.0f}/s batched")
+    print(f"link-bound                   {d['infer_wire_bytes'] / ev.samples:.0f} bytes on the "
+          f"wire per inference (input, output, frames): {d['baud'] / wire_bits:,.0f} "
+          f"inferences/s at {d['baud'] / 1e6:g} Mbaud")
+    print(f"program streamed             {d['wire_bytes_sent']:,} bytes in {d['frames']} frames "
+          f"for {d['weights']:,} weights: {d['bits_per_weight']:.2f} bits per weight (biases, "
+          "layer table and framing included)")
+    failures = 0 if ev.bit_exact else 1
+    if args.hardware:
+        failures += _hardware_steps(args.vectors, 2026)
     print("\nresult:", "PASS" if failures == 0 else f"{failures} FAILURE(S)")
     return 1 if failures else 0
 
