@@ -14,7 +14,7 @@ from host.fileio import write_atomic
 __all__ = ["main"]
 
 
-class CLIError(Exception):
+class CLIError(ValueError):
     """An error the user can fix; printed as one line, without a traceback."""
 
 
