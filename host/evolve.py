@@ -59,12 +59,20 @@ from typing import Any
 
 import numpy as np
 
+from host.evolve_net import (
+    MIN_TEMPERATURE,
+    SHIFT_LIMIT,
+    EvolvingNet,
+    bias_half,
+    forward,
+    requantize,
+)
 from host.program import Program
 from host.train import Stopwatch, TrainResult, accuracy
 from hw.reference import Layer
-from hw.spec import ACT_MAX, ACT_MIN, MAX_FAN_IN
+from hw.spec import ACT_MAX, MAX_FAN_IN
 
-__all__ = ["EvolveError", "train_evolve", "forward", "DEFAULTS"]
+__all__ = ["EvolveError", "train_evolve", "DEFAULTS"]
 
 # The search's hyper-parameters, with their defaults (all are keyword arguments of
 # train_evolve and are recorded in TrainResult.settings).
@@ -83,7 +91,6 @@ DEFAULTS: dict[str, Any] = {
 
 _HIDDEN_SPREAD = 32.0  # target std of a hidden unit's pre-activation, in int8 units
 _OUTPUT_SPREAD = 24.0  # the same for the outputs
-_SHIFT_LIMIT = 20  # shifts stay in [0, 20]: 2**20 > any accumulator, and int32 never overflows
 _F32_EXACT = 1 << 24
 
 
@@ -103,51 +110,6 @@ def _single_threaded_blas() -> contextlib.AbstractContextManager:
 
 class EvolveError(ValueError):
     """Training data or settings that :func:`train_evolve` cannot use."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The integer forward pass (what the device computes), on int32 accumulators
-# ---------------------------------------------------------------------------------------------
-
-
-def _requantize(acc: np.ndarray, bias_half: np.ndarray, shift: int, relu: bool) -> np.ndarray:
-    """``hw.reference.requantize`` on int32 accumulators, returning int32 (a new array).
-
-    ``bias_half`` is ``bias + 2**(shift-1)`` (``bias`` when ``shift`` is 0); callers keep its
-    magnitude below ``2**30 - 128 * K`` so nothing overflows int32.
-    """
-    v = acc + bias_half
-    if shift:
-        v >>= shift
-    np.maximum(v, 0 if relu else ACT_MIN, out=v)
-    np.minimum(v, ACT_MAX, out=v)
-    return v
-
-
-def _matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``a @ w.T`` for float32 int8-valued activations and float32 trits, exact, as int32.
-
-    Exact because every partial sum is an integer of magnitude <= 128 * K < 2**24.
-    """
-    return np.matmul(a, w.T).astype(np.int32)
-
-
-def forward(x_q: np.ndarray, layers: Sequence[Layer]) -> np.ndarray:
-    """The integer forward pass of this module on int8 inputs ``(N, K)``; returns int8.
-
-    Equal to :func:`hw.reference.run_network` bit for bit (tests/test_evolve.py checks it);
-    exposed so that the equality can be tested on arbitrary layers.
-    """
-    a = np.asarray(x_q).astype(np.float32)
-    for layer in layers:
-        acc = _matmul(a, layer.weights.astype(np.float32))
-        a = _requantize(acc, _bias_half(layer.bias, layer.shift), layer.shift, layer.relu)
-        a = a.astype(np.float32)
-    return a.astype(np.int8)
-
-
-def _bias_half(bias: np.ndarray, shift: int) -> np.ndarray:
-    return (np.asarray(bias, np.int64) + ((1 << (shift - 1)) if shift else 0)).astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +217,7 @@ def _check_settings(n: int, hidden: Any, hp: dict[str, Any]) -> _Settings:
         offspring=_positive_int(p["offspring"], "offspring"),
         batch_start=min(start, n),
         batch_end=min(end, n),
-        temperature=_real(p["temperature"], "temperature", 0.0, 1e6, lo_open=True),
+        temperature=_real(p["temperature"], "temperature", MIN_TEMPERATURE, 1e6),
         density=_real(p["density"], "density", 0.0, 1.0, lo_open=True),
         flip_p=_real(p["flip_p"], "flip_p", 0.0, 1.0, lo_open=True),
         bias_rate=_real(p["bias_rate"], "bias_rate", 0.0, 1.0),
@@ -267,132 +229,6 @@ def _check_settings(n: int, hidden: Any, hp: dict[str, Any]) -> _Settings:
 
 
 # ---------------------------------------------------------------------------------------------
-# The evolving network and its caches over the whole training set
-# ---------------------------------------------------------------------------------------------
-
-
-class _Net:
-    """Ternary weights, biases and shifts being evolved, with exact caches on the training set.
-
-    For every layer ``l``: ``acc[l]`` (N, M) int32 accumulators without bias, ``act[l]``
-    (N, M) float32 int8-valued activations (``act[-1]`` of layer 0 is the quantised input).
-    """
-
-    def __init__(self, x_q: np.ndarray, weights, bias, shift, relu) -> None:
-        self.x = x_q.astype(np.float32)
-        self.w = [w.astype(np.int8) for w in weights]
-        self.wf = [w.astype(np.float32) for w in self.w]
-        self.bias = [np.asarray(b, np.int64).copy() for b in bias]
-        self.shift = list(shift)
-        self.relu = list(relu)
-        self.bh = [_bias_half(b, s) for b, s in zip(self.bias, self.shift, strict=True)]
-        self.acc: list[np.ndarray] = []
-        self.act: list[np.ndarray] = []
-        self.refresh(0)
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.w)
-
-    def inputs(self, layer: int) -> np.ndarray:
-        return self.x if layer == 0 else self.act[layer - 1]
-
-    def refresh(self, start: int) -> None:
-        """Recompute the caches from layer ``start`` on, for every sample."""
-        del self.acc[start:], self.act[start:]
-        for i in range(start, self.n_layers):
-            acc = _matmul(self.inputs(i), self.wf[i])
-            self.acc.append(acc)
-            self.act.append(
-                _requantize(acc, self.bh[i], self.shift[i], self.relu[i]).astype(np.float32))
-
-    def set_bias(self, layer: int, row: int, value: int) -> None:
-        self.bias[layer][row] = value
-        self.bh[layer] = _bias_half(self.bias[layer], self.shift[layer])
-
-    def bias_limit(self, layer: int) -> int:
-        """Biases beyond this cannot change any output: evolution keeps them inside."""
-        return 128 * self.w[layer].shape[1] + (256 << self.shift[layer])
-
-    def layers(self) -> list[Layer]:
-        return [Layer(w, b, s, r) for w, b, s, r in
-                zip(self.w, self.bias, self.shift, self.relu, strict=True)]
-
-    def downstream(self, layer: int, a: np.ndarray) -> np.ndarray:
-        """Run activations ``a`` (..., M_layer) of ``layer`` through the layers after it."""
-        for i in range(layer + 1, self.n_layers):
-            shape = a.shape[:-1]
-            acc = _matmul(a.reshape(-1, a.shape[-1]), self.wf[i])
-            a = _requantize(acc, self.bh[i], self.shift[i], self.relu[i]).astype(np.float32)
-            a = a.reshape(*shape, -1)
-        return a
-
-    def offspring_outputs(self, layer: int, row: int, trits: np.ndarray, biases: np.ndarray,
-                          idx: np.ndarray | None) -> np.ndarray:
-        """Network outputs ``(L, Nb, M_out)`` float32 for ``L`` variants of one row.
-
-        Variant ``c`` gives ``row`` of ``layer`` the trits ``trits[c]`` and the bias
-        ``biases[c]``; the outputs are those of samples ``idx`` (all when None). Only the row's
-        accumulators and the layers after it are computed.
-        """
-        shift, relu = self.shift[layer], self.relu[layer]
-        bh = (biases + ((1 << (shift - 1)) if shift else 0)).astype(np.int32)
-        inputs = self.inputs(layer) if idx is None else self.inputs(layer)[idx]
-        acc = _matmul(inputs, trits.astype(np.float32)).T  # (L, Nb)
-        act = _requantize(acc, bh[:, None], shift, relu)
-        if layer + 1 == self.n_layers:
-            parent = self.act[layer] if idx is None else self.act[layer][idx]
-            out = np.repeat(parent[None], len(trits), axis=0)
-            out[:, :, row] = act
-            return out
-        nxt = layer + 1
-        old = self.act[layer][:, row] if idx is None else self.act[layer][idx, row]
-        delta = act - old.astype(np.int32)
-        acc_next = self.acc[nxt] if idx is None else self.acc[nxt][idx]
-        acc_n = acc_next[None] + delta[:, :, None] * self.w[nxt][:, row].astype(np.int32)
-        a = _requantize(acc_n, self.bh[nxt], self.shift[nxt], self.relu[nxt])
-        return self.downstream(nxt, a.astype(np.float32))
-
-    def apply_row(self, layer: int, row: int, trits: np.ndarray, bias: int) -> None:
-        """Make ``trits``/``bias`` the row's, updating the caches only where they change."""
-        self.w[layer][row] = trits
-        self.wf[layer][row] = trits
-        self.set_bias(layer, row, bias)
-        acc = _matmul(self.inputs(layer), trits[None].astype(np.float32))[:, 0]
-        self.acc[layer][:, row] = acc
-        new = _requantize(acc, self.bh[layer][row], self.shift[layer], self.relu[layer])
-        delta = new - self.act[layer][:, row].astype(np.int32)
-        self.act[layer][:, row] = new
-        if layer + 1 == self.n_layers:
-            return
-        changed = np.flatnonzero(delta)
-        if changed.size == 0:
-            return
-        nxt = layer + 1
-        self.acc[nxt][changed] += delta[changed, None] * self.w[nxt][:, row].astype(np.int32)
-        a = _requantize(self.acc[nxt][changed], self.bh[nxt], self.shift[nxt], self.relu[nxt])
-        self.act[nxt][changed] = a
-        for i in range(nxt + 1, self.n_layers):
-            acc = _matmul(self.act[i - 1][changed], self.wf[i])
-            self.acc[i][changed] = acc
-            self.act[i][changed] = _requantize(acc, self.bh[i], self.shift[i], self.relu[i])
-
-
-def _cross_entropy(out: np.ndarray, y: np.ndarray, temperature: float) -> np.ndarray:
-    """Mean cross-entropy of softmax(out / temperature) over the last-but-one axis.
-
-    ``out`` is (..., Nb, M) float32 with int8 values, so ``exp`` cannot overflow for any
-    temperature >= 1; below that the maximum is subtracted first.
-    """
-    z = out * np.float32(1.0 / temperature)
-    if temperature < 1.0:
-        z = z - z.max(axis=-1, keepdims=True)
-    lse = np.log(np.exp(z).sum(axis=-1))
-    zy = z[..., np.arange(len(y)), y]
-    return (lse - zy).mean(axis=-1)
-
-
-# ---------------------------------------------------------------------------------------------
 # Initialisation from the data
 # ---------------------------------------------------------------------------------------------
 
@@ -400,18 +236,18 @@ def _cross_entropy(out: np.ndarray, y: np.ndarray, temperature: float) -> np.nda
 def _shift_for(std: float, target: float) -> int:
     if std <= target:
         return 0
-    return min(_SHIFT_LIMIT, max(0, round(math.log2(std / target))))
+    return min(SHIFT_LIMIT, max(0, round(math.log2(std / target))))
 
 
-def _initial_net(x_q: np.ndarray, widths: list[int], relus: list[bool], density: float,
-                 rng: np.random.Generator) -> _Net:
+def _initial_net(x_q: np.ndarray, y: np.ndarray, widths: list[int], relus: list[bool],
+                 s: _Settings, rng: np.random.Generator) -> EvolvingNet:
     """Random sparse trits; shifts and biases from the accumulator statistics, layer by layer."""
     weights, biases, shifts = [], [], []
     a = x_q.astype(np.float32)
     for i, (k, m) in enumerate(zip(widths, widths[1:], strict=False)):
-        nz = rng.random((m, k)) < density
+        nz = rng.random((m, k)) < s.density
         w = np.where(nz, rng.choice(np.array([-1, 1], np.int8), (m, k)), 0).astype(np.int8)
-        acc = _matmul(a, w.astype(np.float32))
+        acc = (a @ w.T.astype(np.float32)).astype(np.int32)  # exact: see host.evolve_net
         if relus[i]:
             centre = np.median(acc, axis=0)  # half of the samples switch each unit on
         else:
@@ -422,8 +258,8 @@ def _initial_net(x_q: np.ndarray, widths: list[int], relus: list[bool], density:
         weights.append(w)
         biases.append(bias)
         shifts.append(shift)
-        a = _requantize(acc, _bias_half(bias, shift), shift, relus[i]).astype(np.float32)
-    return _Net(x_q, weights, biases, shifts, relus)
+        a = requantize(acc, bias_half(bias, shift), shift, relus[i]).astype(np.float32)
+    return EvolvingNet(x_q, y, weights, biases, shifts, relus, s.temperature)
 
 
 def _input_scale(x: np.ndarray, quantile: float) -> float:
@@ -439,10 +275,11 @@ def _input_scale(x: np.ndarray, quantile: float) -> float:
 
 
 class _Search:
-    """One (1 + offspring) generation at a time on a :class:`_Net`."""
+    """One (1 + offspring) generation at a time on an :class:`EvolvingNet`."""
 
-    def __init__(self, net: _Net, y: np.ndarray, s: _Settings, rng: np.random.Generator):
-        self.net, self.y, self.s, self.rng = net, y, s, rng
+    def __init__(self, net: EvolvingNet, s: _Settings, rng: np.random.Generator):
+        self.net, self.s, self.rng = net, s, rng
+        self.n = len(net.y)
         sizes = np.array([w.size for w in net.w], np.float64)
         self.layer_p = sizes / sizes.sum()
         self.evaluations = 0
@@ -450,16 +287,14 @@ class _Search:
         self.accepted = 0
 
     def batch(self, fraction: float) -> np.ndarray | None:
-        s, n = self.s, len(self.y)
-        # geometric interpolation: the batch doubles at a steady rate over the run
+        """Random sample indices (sorted), None for all; the size follows the schedule."""
+        s, n = self.s, self.n
+        # geometric interpolation: the batch grows by a constant factor per unit of progress
         size = round(s.batch_start * (s.batch_end / s.batch_start) ** min(fraction, 1.0))
         size = min(max(size, 1), n)
         if size >= n:
             return None
         return np.sort(self.rng.choice(n, size, replace=False))
-
-    def fitness(self, out: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return -_cross_entropy(out, y, self.s.temperature)
 
     def step(self, fraction: float) -> None:
         idx = self.batch(fraction)
@@ -468,8 +303,9 @@ class _Search:
         else:
             self._row_step(idx)
 
-    def _take(self, a: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
-        return a if idx is None else a[idx]
+    def _count(self, variants: int, idx: np.ndarray | None) -> None:
+        self.evaluations += variants
+        self.sample_evaluations += variants * (self.n if idx is None else len(idx))
 
     def _row_step(self, idx: np.ndarray | None) -> None:
         net, s, rng = self.net, self.s, self.rng
@@ -478,7 +314,7 @@ class _Search:
         row = int(rng.integers(m))
         lam = s.offspring
         # mutants: bias steps for some, a geometric number of trit flips (>= 1 without a bias
-        # step, >= 0 with one)
+        # step, >= 0 with one); a flip moves a trit to one of its two other values
         moves_bias = rng.random(lam) < s.bias_rate
         flips = rng.geometric(s.flip_p, lam) - moves_bias
         cand = np.repeat(net.w[layer][row][None], lam, axis=0)
@@ -489,45 +325,34 @@ class _Search:
         limit = net.bias_limit(layer)
         biases = np.clip(net.bias[layer][row] + np.where(moves_bias, step, 0).astype(np.int64),
                          -limit, limit)
-        out = net.offspring_outputs(layer, row, cand, biases, idx)
-        y = self._take(self.y, idx)
-        parent_out = self._take(net.act[-1], idx)
-        fit = self.fitness(out, y)
-        parent = self.fitness(parent_out, y)
-        self.evaluations += lam
-        self.sample_evaluations += lam * len(y)
-        best = int(np.argmax(fit))
-        if fit[best] >= parent:
+        rows, new = net.row_variants(layer, row, cand, biases, idx)
+        gain = net.gain(rows, new, idx)
+        self._count(lam, idx)
+        best = int(np.argmax(gain))
+        if gain[best] >= 0:  # ties too: neutral moves let the search drift across plateaus
             net.apply_row(layer, row, cand[best], int(biases[best]))
             self.accepted += 1
 
     def _shift_step(self, idx: np.ndarray | None) -> None:
-        """Try the shift of one layer one step up or down, biases rescaled to match."""
+        """Try one layer's shift one step up or down, its biases rescaled to match."""
         net, rng = self.net, self.rng
         layer = int(rng.integers(net.n_layers))
-        old_shift, old_bias = net.shift[layer], net.bias[layer].copy()
-        y = self._take(self.y, idx)
-        parent = self.fitness(self._take(net.act[-1], idx), y)
-        acc = self._take(net.acc[layer], idx)
+        old_shift, old_bias = net.shift[layer], net.bias[layer]
         best = None
         for d in (-1, 1):
             shift = old_shift + d
-            if not 0 <= shift <= _SHIFT_LIMIT:
+            if not 0 <= shift <= SHIFT_LIMIT:
                 continue
             bias = old_bias * 2 if d > 0 else np.floor_divide(old_bias, 2)
-            limit = 128 * net.w[layer].shape[1] + (256 << shift)
+            limit = net.bias_limit(layer, shift)
             bias = np.clip(bias, -limit, limit)
-            a = _requantize(acc, _bias_half(bias, shift), shift, net.relu[layer])
-            fit = float(self.fitness(net.downstream(layer, a.astype(np.float32)), y))
-            self.evaluations += 1
-            self.sample_evaluations += len(y)
-            if fit >= parent and (best is None or fit > best[0]):
-                best = (fit, shift, bias)
+            out = net.shift_variant(layer, shift, bias, idx)
+            gain = float(net.gain(np.arange(out.shape[0]), out[None], idx)[0])
+            self._count(1, idx)
+            if gain >= 0 and (best is None or gain > best[0]):
+                best = (gain, shift, bias)
         if best is not None:
-            net.shift[layer] = best[1]
-            net.bias[layer] = best[2]
-            net.bh[layer] = _bias_half(best[2], best[1])
-            net.refresh(layer)
+            net.apply_shift(layer, best[1], best[2])
             self.accepted += 1
 
 
@@ -647,8 +472,8 @@ def _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, s
     quantizer = Program([Layer(np.zeros((1, k), np.int8), [0])], input_scale=scale)
     x_q = quantizer.quantize_input(x)
     xt_q = quantizer.quantize_input(xt) if xt is not None else None
-    net = _initial_net(x_q, widths, relus, s.density, rng)
-    search = _Search(net, y, s, rng)
+    net = _initial_net(x_q, y, widths, relus, s, rng)
+    search = _Search(net, s, rng)
 
     def fraction(gen: int) -> float:
         if max_generations is not None:
@@ -664,12 +489,11 @@ def _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, s
     history: list[dict[str, float]] = []
 
     def record(gen: int) -> dict[str, float]:
-        out = net.act[-1]
         point = {
             "elapsed_s": clock(),
             "generation": gen,
-            "train_fitness": float(-_cross_entropy(out, y, s.temperature)),
-            "train_acc": accuracy(out, y),
+            "train_fitness": net.fitness(),
+            "train_acc": accuracy(net.act[-1].T, y),
             "test_acc": (accuracy(forward(xt_q, net.layers()), yt)
                          if xt_q is not None else None),
         }
@@ -695,7 +519,7 @@ def _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, s
 
     program = Program(net.layers(), input_scale=scale, labels=labels)
     train_out = program.run_reference(x)
-    if not np.array_equal(train_out, net.act[-1].astype(np.int8)):
+    if not np.array_equal(train_out, net.act[-1].T.astype(np.int8)):
         raise RuntimeError("internal error: evolve's cached outputs differ from the reference")
     weights = sum(w.size for w in net.w)
     metrics = {

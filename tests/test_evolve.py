@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from host.data import load_digits_split
-from host.evolve import DEFAULTS, EvolveError, _Net, _Search, _Settings, forward, train_evolve
+from host.evolve import DEFAULTS, EvolveError, _Search, _Settings, train_evolve
+from host.evolve_net import EvolvingNet, forward
 from host.program import Program
 from host.train import TrainResult, accuracy
-from hw.reference import Layer, run_network
+from hw.reference import Layer, run_network, ternary_matmul
 
 
 @pytest.fixture(scope="module")
@@ -51,45 +52,72 @@ def test_forward_equals_reference(widths):
         assert np.array_equal(forward(x, layers), run_network(x, layers))
 
 
-def _net(rng, widths, n=200):
+def _net(rng, widths, n=200, temperature=8.0):
     layers = _random_layers(rng, widths)
     x = rng.integers(-128, 128, (n, widths[0])).astype(np.int8)
-    return _Net(x, [la.weights for la in layers], [la.bias for la in layers],
-                [la.shift for la in layers], [la.relu for la in layers]), x
+    y = rng.integers(0, widths[-1], n)
+    net = EvolvingNet(x, y, [la.weights for la in layers], [la.bias for la in layers],
+                      [la.shift for la in layers], [la.relu for la in layers], temperature)
+    return net, x, y
+
+
+def _loss(out, y, temperature):
+    """Summed cross-entropy of softmax(out / T), out (N, M) int8, in float64 from scratch."""
+    z = out.astype(np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    return float(np.sum(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
 
 
 def _check_caches(net, x):
     layers = net.layers()
-    a = x
+    a = a_in = x
     for i, layer in enumerate(layers):
         a = run_network(a, [layer])
-        assert np.array_equal(net.act[i].astype(np.int8), a), f"layer {i} activations"
-    assert np.array_equal(net.act[-1].astype(np.int8), run_network(x, layers))
+        assert np.array_equal(net.act[i].T.astype(np.int8), a), f"layer {i} activations"
+        assert np.array_equal(net.acc[i].T, ternary_matmul(a_in, layer)), f"layer {i} sums"
+        a_in = a
+    out = run_network(x, layers)
+    assert np.array_equal(net.act[-1].T.astype(np.int8), out)
+    assert net.fitness() == pytest.approx(-_loss(out, net.y, 1 / net.inv_t) / len(x), rel=1e-5)
 
 
-@pytest.mark.parametrize("widths", [(20, 10), (20, 16, 4), (12, 9, 8, 3)])
-def test_offspring_outputs_and_updates_equal_reference(widths):
+def _with_row(layers, layer, row, trits, bias):
+    layers = list(layers)
+    w = layers[layer].weights.copy()
+    w[row] = trits
+    b = layers[layer].bias.copy()
+    b[row] = bias
+    layers[layer] = Layer(w, b, layers[layer].shift, layers[layer].relu)
+    return layers
+
+
+@pytest.mark.parametrize("widths", [(20, 10), (20, 16, 4), (12, 9, 8, 3), (10, 6, 5, 4, 3)])
+def test_row_variants_gains_and_updates_equal_reference(widths):
     rng = np.random.default_rng(sum(widths))
-    net, x = _net(rng, widths)
+    net, x, y = _net(rng, widths)
     _check_caches(net, x)
-    for _ in range(30):
+    for _ in range(25):
         layer = int(rng.integers(net.n_layers))
         m, k = net.w[layer].shape
         row = int(rng.integers(m))
         trits = rng.integers(-1, 2, (6, k)).astype(np.int8)
+        trits[0] = net.w[layer][row]  # variant 0 is the parent itself
         limit = net.bias_limit(layer)
         biases = rng.integers(-limit, limit, 6)
+        biases[0] = net.bias[layer][row]
         idx = np.sort(rng.choice(len(x), 50, replace=False)) if rng.integers(2) else None
-        out = net.offspring_outputs(layer, row, trits, biases, idx)
-        xs = x if idx is None else x[idx]
+        rows, new = net.row_variants(layer, row, trits, biases, idx)
+        gain = net.gain(rows, new, idx)
+        assert gain[0] == 0.0, "the parent's own row must gain exactly nothing"
+        cols = np.arange(len(x)) if idx is None else idx
+        parent = net.act[-1].T.astype(np.int8)[cols]
+        others = np.setdiff1d(np.arange(parent.shape[1]), rows)
         for c in range(len(trits)):
-            layers = net.layers()
-            w = layers[layer].weights.copy()
-            w[row] = trits[c]
-            b = layers[layer].bias.copy()
-            b[row] = biases[c]
-            layers[layer] = Layer(w, b, layers[layer].shift, layers[layer].relu)
-            assert np.array_equal(out[c].astype(np.int8), run_network(xs, layers))
+            ref = run_network(x[cols], _with_row(net.layers(), layer, row, trits[c], biases[c]))
+            assert np.array_equal(new[c].T.astype(np.int8), ref[:, rows])
+            assert np.array_equal(parent[:, others], ref[:, others]), "unlisted outputs moved"
+            expect = _loss(parent, y[cols], 8.0) - _loss(ref, y[cols], 8.0)
+            assert gain[c] == pytest.approx(expect, rel=1e-4, abs=1e-3)
         c = int(rng.integers(len(trits)))
         net.apply_row(layer, row, trits[c], int(biases[c]))
         _check_caches(net, x)
@@ -97,11 +125,11 @@ def test_offspring_outputs_and_updates_equal_reference(widths):
 
 def test_shift_steps_keep_caches_exact():
     rng = np.random.default_rng(5)
-    net, x = _net(rng, (16, 12, 4))
+    net, x, _ = _net(rng, (16, 12, 4))
     settings = _Settings(hidden=(12,), offspring=4, batch_start=200, batch_end=200,
-                         temperature=16.0, density=0.5, flip_p=0.5, bias_rate=0.25,
+                         temperature=8.0, density=0.5, flip_p=0.5, bias_rate=0.25,
                          bias_step=2.0, shift_rate=1.0, input_quantile=0.999, history_points=5)
-    search = _Search(net, rng.integers(0, 4, 200), settings, rng)
+    search = _Search(net, settings, rng)
     shifts = set()
     for _ in range(40):
         search.step(0.0)  # shift_rate 1: every generation tries a shift move
@@ -223,7 +251,7 @@ Y = np.array([0, 1, 0, 1])
         (dict(offspring=0), "offspring must be an integer >= 1"),
         (dict(batch_size=(0, None)), r"batch_size\[0\] must be an integer >= 1"),
         (dict(batch_size="all"), "batch_size must be an int or a pair"),
-        (dict(temperature=0.0), r"temperature must be a number in \(0.0"),
+        (dict(temperature=3.0), r"temperature must be a number in \[4.0"),
         (dict(density=1.5), r"density must be a number in \(0.0, 1.0\]"),
         (dict(flip_p=0.0), "flip_p must be a number"),
         (dict(bias_rate=-0.1), "bias_rate must be a number"),
