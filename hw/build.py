@@ -52,6 +52,7 @@ __all__ = [
     "BuildError",
     "BuildReport",
     "build",
+    "run_build",
     "multiplier_cells",
     "suggest_clock_hz",
     "tool_environment",
@@ -189,8 +190,11 @@ def suggest_clock_hz(plan: ClockPlan, fmax_hz: float) -> int | None:
     """The fastest clock at or below ``fmax_hz`` that the board's PLL makes exactly as
     :func:`hw.boards.plan_clock` would choose it and that suits ``plan.baud``; ``None`` if
     there is none."""
+    baud = plan.baud
     for f in sorted(_achievable_clocks(plan), reverse=True):
-        if f > fmax_hz:
+        divisor = round(f / baud)
+        # hw.uart.baud_divisor's rule, inline: the full plan below is the slow part.
+        if f > fmax_hz or divisor < 4 or abs(f / divisor - baud) > 0.02 * baud:
             continue
         try:
             again = plan_clock(plan.board, f, plan.baud)
@@ -363,13 +367,27 @@ def build(board, *, out_dir: str | os.PathLike | None = None, lanes: int | None 
         parameters["rows"] = rows
 
     from hw.board_top import BoardTop
-    from hw.generate import override_environ
 
     try:
         top = BoardTop(plan, **parameters)
     except TypeError as exc:
         raise BoardError(f"bad device parameters {parameters}: {exc}") from None
+    return run_build(top, plan, parameters=parameters, out_dir=out_dir, seed=seed,
+                     allow_timing_fail=allow_timing_fail, yowasp_cache=yowasp_cache,
+                     timeout=timeout)
 
+
+def run_build(design, plan: ClockPlan, *, parameters: Mapping | None = None,
+              out_dir: str | os.PathLike | None = None, seed: int = 1,
+              allow_timing_fail: bool = False, yowasp_cache: str | os.PathLike | None = None,
+              timeout: float = synth.DEFAULT_TIMEOUT) -> BuildReport:
+    """Build any board-level ``design`` (an Elaboratable that requests its own pins, such as
+    :class:`hw.board_top.BoardTop`) for ``plan.board``; the checks and the report are those
+    of :func:`build`, which calls this. ``parameters`` only go into the report."""
+    from hw.generate import override_environ
+
+    board = plan.board
+    parameters = dict(parameters or {})
     out = Path(out_dir if out_dir is not None else Path("build") / board.name)
     cache = Path(yowasp_cache) if yowasp_cache is not None else out.parent / ".yowasp-cache"
     env = {**os.environ, **tool_environment(board.family, cache)}
@@ -381,7 +399,7 @@ def build(board, *, out_dir: str | os.PathLike | None = None, lanes: int | None 
                                  f"--report {NAME}_nextpnr.json")
     platform = board.platform_class()()
     with override_environ("AMARANTH_USE_YOSYS", "builtin"):
-        plan_files = platform.prepare(top, NAME, emit_src=False, debug_verilog=True,
+        plan_files = platform.prepare(design, NAME, emit_src=False, debug_verilog=True,
                                       **overrides)
     out.mkdir(parents=True, exist_ok=True)
     for stale in (f"{NAME}_nextpnr.json", f"{NAME}_stat.json", f"{NAME}_generic_stat.json",

@@ -250,8 +250,8 @@ class Flow:
         # The platform's template runs `synth_ecp5 <synth_opts> -top <top>`: stop it before
         # LUT mapping and finish after splitnets (the abc9 workaround of :meth:`script`).
         return {"script_after_read": generic, "synth_opts": f"{opts} -run :map_luts".strip(),
-                "script_after_synth": f"splitnets; synth_ecp5 {opts} -top {top} "
-                                      f"-run map_luts:; {stat}"}
+                "script_after_synth": " ".join(["splitnets; synth_ecp5", *opts.split(),
+                                                "-top", top, f"-run map_luts:; {stat}"])}
 
 
 #: Flow for the ternary array: DSP inference allowed, so that finding none proves the point.
