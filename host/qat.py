@@ -51,10 +51,11 @@ magnitudes ``|acc + bias|`` fits 127 after the shift. When a shift moves by ``d`
 ``beta`` and the next layer's ``beta`` are rescaled by ``2**-d`` (the next layer's inputs have
 halved or doubled), so the integer biases, hence the function, stay as they were.
 
-Initialisation: random (He normal; the default) or from a float MLP (``init`` a list of
+Initialisation: random (He normal; the default); from a float MLP (``init`` a list of
 ``(W, b, relu)`` layers on raw inputs, or ``init="float"`` to train one with
 :func:`train_float_mlp` first), whose biases are folded like
-:func:`host.ternarize.fold_to_program` does: ``bias = b / (alpha * s_in)``.
+:func:`host.ternarize.fold_to_program` does: ``bias = b / (alpha * s_in)``; or from a
+``Program`` (fine-tuning it; :meth:`QATNet.from_program`).
 
 Training is reproducible: the same data and settings give the same ``program.to_bytes()``
 (``time_budget_s`` aside, which stops on the wall clock).
@@ -106,7 +107,7 @@ THRESHOLDS = ("layer", "row")
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "digits": {
         "float": dict(hidden=(64,), epochs=300, batch_size=64, lr=1e-3, weight_decay=1e-4),
-        "qat": dict(hidden=(64,), epochs=60, batch_size=64, lr=0.01),
+        "qat": dict(hidden=(64,), epochs=200, batch_size=64, lr=0.03),
     },
     "mnist1d": {
         "float": dict(hidden=(256, 256), epochs=100, batch_size=64, lr=1e-3,
@@ -120,6 +121,13 @@ def _ternarize(w: np.ndarray, threshold: str) -> np.ndarray:
     mag = np.abs(w)
     delta = TWN_DELTA_FACTOR * mag.mean(axis=1 if threshold == "row" else None, keepdims=True)
     return (np.sign(w) * (mag > delta)).astype(np.int8)
+
+
+def _quantize(x: np.ndarray, scale: float) -> np.ndarray:
+    """:meth:`Program.quantize_input`'s rule: float64 division, ties to even, saturate."""
+    with np.errstate(over="ignore"):
+        q = np.rint(np.asarray(x, np.float64) / scale)
+    return np.clip(q, ACT_MIN, ACT_MAX).astype(np.int8)
 
 
 def _shift_for(z: np.ndarray, relu: bool, percentile: float) -> int:
@@ -176,9 +184,7 @@ class QATNet:
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Raw float inputs to int8, exactly as :meth:`Program.quantize_input`."""
-        with np.errstate(over="ignore"):
-            q = np.rint(np.asarray(x, np.float64) / self.input_scale)
-        return np.clip(q, ACT_MIN, ACT_MAX).astype(np.int8)
+        return _quantize(x, self.input_scale)
 
     def layer_forward(self, i: int, a: np.ndarray, t: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -208,6 +214,27 @@ class QATNet:
         layers = [Layer(self.trits(i), self.int_bias(i), self.shifts[i], self.relus[i])
                   for i in range(self.n_layers)]
         return Program(layers, self.input_scale, labels)
+
+    @classmethod
+    def from_program(cls, program: Program, threshold: str = "layer") -> QATNet:
+        """The network that *is* ``program`` (which must have an ``input_scale``).
+
+        Latent weights are the trits scaled to ``mean|W| = 1``, which the TWN threshold
+        (``0.7 * mean|W|``, per layer or per row) maps back to the same trits; betas are
+        ``bias / 2**shift``, exact in float64, so ``to_program()`` gives ``program`` back.
+        """
+        if not isinstance(program, Program):
+            raise TrainError(f"expected a host.program.Program, not {type(program).__name__}")
+        if program.input_scale is None:
+            raise TrainError("the program has no input_scale: QAT needs one for float inputs")
+        weights = []
+        for layer in program.layers:
+            t = layer.weights.astype(np.float64)
+            density = float(np.abs(t).mean())
+            weights.append(t / density if density else t)
+        return cls(weights, [x.bias / 2.0**x.shift for x in program.layers],
+                   [x.shift for x in program.layers], [x.relu for x in program.layers],
+                   program.input_scale, threshold)
 
     def calibrate(self, a0: np.ndarray, percentile: float, opt: Adam | None = None) -> None:
         """Re-choose every shift from int8 inputs ``a0``, keeping integer biases (see module).
@@ -331,10 +358,12 @@ def train_qat(
         In ``(0, 100]``: ``input_scale = percentile(|x_train|) / 127``.
     threshold : {"layer", "row"}
         TWN threshold per layer or per output row.
-    init : None, "float" or list of (W, b, relu)
-        Random He initialisation, a float MLP trained first with :func:`train_float_mlp`
-        (``float_options`` are its keyword arguments; ``hidden`` and ``seed`` are shared), or a
-        given float MLP on raw inputs of the same shape.
+    init : None, "float", list of (W, b, relu), or Program
+        Random He initialisation; a float MLP trained first with :func:`train_float_mlp`
+        (``float_options`` are its keyword arguments; ``hidden`` and ``seed`` are shared); a
+        given float MLP on raw inputs of the same shape; or a program of the same shape to
+        fine-tune (e.g. from :func:`host.ternarize.fold_to_program`), whose ``input_scale``
+        and shifts are kept at the start (epoch 0 of the history is that program).
     seed : int
         Initialisation and batch order.
     x_test, y_test : arrays, optional
@@ -392,16 +421,25 @@ def train_qat(
         float_layers = float_model.layers
         settings["init"] = "float"
         settings["float"] = float_model.settings
+    elif isinstance(init, Program):
+        widths_p = [init.input_width, *(layer.fan_out for layer in init.layers)]
+        if widths_p != dims:
+            raise TrainError(f"init program has widths {widths_p}, the data and hidden give "
+                             f"{dims}")
+        if init.input_scale is None:
+            raise TrainError("init program has no input_scale: QAT needs one for float inputs")
+        settings["init"] = "program"
     elif init is not None:
         float_layers = _check_init(init, dims)
         settings["init"] = "given float MLP"
     else:
-        if float_options is not None:
-            raise TrainError("float_options only applies with init='float'")
         settings["init"] = "random"
 
+    if float_options is not None and settings["init"] != "float":
+        raise TrainError("float_options only applies with init='float'")
+    start = init if isinstance(init, Program) else float_layers
     with single_threaded_blas():
-        result = _train(x, y, xt, yt, dims, settings, float_layers, labels, progress)
+        result = _train(x, y, xt, yt, dims, settings, start, labels, progress)
     if float_layers is not None:
         result.metrics["float_train_acc"] = float_accuracy(float_layers, x, y)
         if xt is not None:
@@ -411,16 +449,21 @@ def train_qat(
     return result
 
 
-def _train(x, y, xt, yt, dims, settings, float_layers, labels, progress) -> TrainResult:
+def _train(x, y, xt, yt, dims, settings, start, labels, progress) -> TrainResult:
     clock = Stopwatch()
     rng = np.random.default_rng(settings["seed"])
-    input_scale = input_range(x, settings["input_percentile"]) / ACT_MAX
     pct = settings["act_percentile"]
     threshold = settings["threshold"]
     relus = [i < len(dims) - 2 for i in range(len(dims) - 1)]
-    a0 = np.clip(np.rint(x / input_scale), ACT_MIN, ACT_MAX).astype(np.int8)
-    if float_layers is not None:
-        net = _from_float(float_layers, input_scale, a0, pct, threshold)
+    if isinstance(start, Program):
+        input_scale = start.input_scale
+    else:
+        input_scale = input_range(x, settings["input_percentile"]) / ACT_MAX
+    a0 = _quantize(x, input_scale)
+    if isinstance(start, Program):
+        net = QATNet.from_program(start, threshold)
+    elif start is not None:
+        net = _from_float(start, input_scale, a0, pct, threshold)
     else:
         ws = [rng.normal(0.0, 1.0, (m, k)) for k, m in zip(dims, dims[1:], strict=False)]
         net = QATNet([w / np.abs(w).mean() for w in ws], [np.zeros(m) for m in dims[1:]],
