@@ -18,11 +18,12 @@ increments, the host supplies loop counts in the layer table.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, ResetInserter, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.ice40 import MEMORY_KINDS, SinglePortMemory
 from hw.image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, LAYER_ENTRY_SIZE, beat_bytes
 from hw.mac_array import MACArray
 from hw.params import check_int
@@ -32,6 +33,15 @@ from hw.spec import ACT_MAX, ACT_MIN, TRITS_PER_BYTE, trits_to_codes
 __all__ = ["AcceleratorCore", "decoder_table"]
 
 CYCLE_COUNTER_WIDTH = 32
+#: Ways to build the trit decoder (see :class:`AcceleratorCore`).
+DECODERS = ("rom", "table", "logic")
+#: Memory attribute: the design never reads a word in the cycle it writes it, so Yosys need
+#: not add bypass logic to give block RAM the simulator's read-before-write behaviour.
+NO_RW_CHECK = {"no_rw_check": 1}
+#: Halfwords of a layer-table entry, and the table-memory slots (a power of two) it occupies.
+TABLE_HALFWORDS = -(-LAYER_ENTRY_SIZE // 2)
+TABLE_SLOT_BITS = (TABLE_HALFWORDS - 1).bit_length()
+TABLE_SLOTS = 1 << TABLE_SLOT_BITS
 
 
 def decoder_table() -> list[int]:
@@ -94,7 +104,8 @@ class AcceleratorCore(wiring.Component):
     """
 
     def __init__(self, lanes: int, rows: int, *, weight_words: int, bias_depth: int,
-                 max_layers: int, max_width: int, max_batch: int = 1, decoder: str = "rom"):
+                 max_layers: int, max_width: int, max_batch: int = 1, decoder: str = "rom",
+                 weight_memory: str = "generic"):
         self.lanes = check_int("Lane count", lanes, 1)
         self.rows = check_int("Row count", rows, 1)
         self.weight_words = check_int("Weight memory depth", weight_words, 1)
@@ -104,14 +115,19 @@ class AcceleratorCore(wiring.Component):
             raise ValueError(f"Maximum layer count must be <= 255, not {max_layers}")
         self.max_width = check_int("Maximum layer width", max_width, 1)
         self.max_batch = check_int("Maximum batch", max_batch, 1)
-        if decoder not in ("rom", "table"):
-            raise ValueError(f"decoder must be 'rom' or 'table', not {decoder!r}")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
         self.decoder = decoder
+        if weight_memory not in MEMORY_KINDS:
+            raise ValueError(f"weight memory must be one of {', '.join(MEMORY_KINDS)}, "
+                             f"not {weight_memory!r}")
+        self.weight_memory = weight_memory
         self.beat_bytes = beat_bytes(lanes, rows)
         self.stride = -(-max_width // lanes)  # buffer words per sample
         self.buffer_words = self.stride * max_batch
         self.max_blocks = -(-max_width // rows)
         self.array = MACArray(lanes, rows, max_fan_in=self.stride * lanes, correction=False)
+        self.weights = SinglePortMemory(self.beat_bytes, weight_words, kind=weight_memory)
 
         depth = max(weight_words, bias_depth, max_layers, self.buffer_words)
         width = max(self.beat_bytes, BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, lanes)
@@ -138,53 +154,44 @@ class AcceleratorCore(wiring.Component):
         m = Module()
         lanes, rows, bb = self.lanes, self.rows, self.beat_bytes
 
-        # ---- memories -------------------------------------------------------------------
-        wmem = Memory(shape=unsigned(8 * bb), depth=self.weight_words, init=[])
-        bmem = Memory(shape=unsigned(8 * BIAS_STORE_BYTES), depth=self.bias_depth, init=[])
-        tmem = Memory(shape=unsigned(8 * LAYER_ENTRY_SIZE), depth=self.max_layers, init=[])
-        bufs = [Memory(shape=unsigned(8 * lanes), depth=self.buffer_words, init=[])
-                for _ in range(2)]
-        m.submodules.weights, m.submodules.biases, m.submodules.table = wmem, bmem, tmem
-        m.submodules.buffer0, m.submodules.buffer1 = bufs
-
         busy = Signal()
         flush = Signal()  # clears the datapath at the start of a run and on an abort
         m.d.comb += self.busy.eq(busy)
 
-        def host_write(mem, target, n_bytes):
-            port = mem.write_port(granularity=8)
-            sel = self.wr_en & ~busy & (self.wr_target == target) & (self.wr_lane < n_bytes)
-            sel &= self.wr_addr < mem.depth
-            m.d.comb += [
-                port.addr.eq(self.wr_addr),
-                port.data.eq(self.wr_data.replicate(n_bytes)),
-                port.en.eq(_byte_enable(sel, self.wr_lane, n_bytes)),
-            ]
-            return port
+        def host_select(target, n_bytes, depth):
+            return (self.wr_en & ~busy & (self.wr_target == target) & (self.wr_lane < n_bytes) &
+                    (self.wr_addr < depth))
 
-        host_write(wmem, Target.WEIGHTS, bb)
-        host_write(bmem, Target.BIAS, BIAS_STORE_BYTES)
-        host_write(tmem, Target.LAYER, LAYER_ENTRY_SIZE)
-
-        # Buffers: one write port each, shared by host input writes (buffer 0, idle) and the
-        # requantiser (busy); one read port each, shared by the host (idle) and the issuer.
-        buf_w = [b.write_port(granularity=8) for b in bufs]
-        buf_r = [b.read_port() for b in bufs]
-
-        # ---- layer table entry ----------------------------------------------------------
-        layer = Signal(range(self.max_layers + 1))
+        # ---- layer table ----------------------------------------------------------------
+        # 16-bit words, TABLE_SLOTS per entry: one block RAM for up to 32 layers, where an
+        # entry-wide memory would take seven (or hundreds of flip-flops). The sequencer reads
+        # the TABLE_HALFWORDS halfwords of an entry into a shift register, one per cycle.
+        tmem = Memory(shape=16, depth=self.max_layers * TABLE_SLOTS, init=[], attrs=NO_RW_CHECK)
+        m.submodules.table = tmem
+        t_wr = tmem.write_port(granularity=8)
+        t_sel = host_select(Target.LAYER, LAYER_ENTRY_SIZE, self.max_layers)
+        m.d.comb += [
+            t_wr.addr.eq(Cat(self.wr_lane[1:TABLE_SLOT_BITS + 1], self.wr_addr)),
+            t_wr.data.eq(self.wr_data.replicate(2)),
+            t_wr.en.eq(Cat(t_sel & ~self.wr_lane[0], t_sel & self.wr_lane[0])),
+        ]
         t_rd = tmem.read_port()
-        m.d.comb += t_rd.addr.eq(layer)
-        entry_raw = t_rd.data
-        weight_base = Signal(32)
-        bias_base = Signal(16)
-        chunks = Signal(16)
-        blocks = Signal(16)
-        fan_out = Signal(16)
-        shift = Signal(8)
-        relu = Signal()
-        fields = [weight_base, bias_base, chunks, blocks, fan_out, shift, relu]
-        widths = [32, 16, 16, 16, 16, 8, 8]
+        layer = Signal(range(self.max_layers + 1))
+        half = Signal(TABLE_SLOT_BITS)
+        m.d.comb += t_rd.addr.eq(Cat(half, layer))
+        entry = Signal(16 * TABLE_HALFWORDS)
+        # hw.image.LayerEntry, little-endian: u32 weight base, u16 bias base, chunks, blocks,
+        # fan-out, u8 shift, relu
+        weight_base, bias_base = entry[0:32], entry[32:48]
+        chunks, blocks, fan_out = entry[48:64], entry[64:80], entry[80:96]
+        shift_field, relu = entry[96:104], entry[104]
+        shift = shift_field[:5]
+        # After CHECK every field is within its limit, so its low bits hold it exactly.
+        weight_base_n = _low(weight_base, self.weight_words)
+        bias_base_n = _low(bias_base, self.bias_depth)
+        chunks_n = _low(chunks, self.stride)
+        blocks_n = _low(blocks, self.max_blocks)
+        fan_out_n = _low(fan_out, self.max_width)
 
         n_layers = Signal.like(self.n_layers)
         batch = Signal.like(self.batch)
@@ -192,44 +199,73 @@ class AcceleratorCore(wiring.Component):
         error = Signal(8)
         m.d.comb += [self.error.eq(error), self.out_buffer.eq(n_layers[0])]
 
-        # ---- issuer (stage 0) -----------------------------------------------------------
+        # ---- weights: single-ported (the link writes while idle, the issuer reads) -------
+        m.submodules.weights = wmem = self.weights
         issuing = Signal()
         adv = Signal()  # feed pipeline advances
-        c = Signal(16)
-        j = Signal(16)
+        wptr = Signal(range(self.weight_words + 1))
+        m.d.comb += [
+            wmem.addr.eq(Mux(busy, wptr, self.wr_addr)),
+            wmem.wr_data.eq(self.wr_data.replicate(bb)),
+            wmem.wr_en.eq(_byte_enable(host_select(Target.WEIGHTS, bb, self.weight_words),
+                                       self.wr_lane, bb)),
+            wmem.rd_en.eq(adv),
+        ]
+
+        # ---- biases ---------------------------------------------------------------------
+        bmem = Memory(shape=unsigned(8 * BIAS_STORE_BYTES), depth=self.bias_depth, init=[],
+                      attrs=NO_RW_CHECK)
+        m.submodules.biases = bmem
+        b_wr = bmem.write_port(granularity=8)
+        m.d.comb += [
+            b_wr.addr.eq(self.wr_addr),
+            b_wr.data.eq(self.wr_data.replicate(BIAS_STORE_BYTES)),
+            b_wr.en.eq(_byte_enable(host_select(Target.BIAS, BIAS_STORE_BYTES, self.bias_depth),
+                                    self.wr_lane, BIAS_STORE_BYTES)),
+        ]
+
+        # ---- activation buffers ---------------------------------------------------------
+        # Both halves of the ping-pong in one memory (the top address bit selects the
+        # buffer): its write port serves the requantiser (busy) and host inputs (idle), its
+        # read port the issuer (busy) and host reads (idle).
+        abits = (self.buffer_words - 1).bit_length()
+        amem = Memory(shape=unsigned(8 * lanes), depth=2 << abits, init=[], attrs=NO_RW_CHECK)
+        m.submodules.buffers = amem
+        a_wr = amem.write_port(granularity=8)
+        a_rd = amem.read_port()
+
+        # ---- issuer (stage 0) -----------------------------------------------------------
+        c = Signal(range(self.stride))
+        j = Signal(range(self.max_blocks))
         b = Signal(range(self.max_batch + 1))
-        wptr = Signal(32)
         aptr = Signal(range(self.buffer_words + self.stride + 1))
         abase = Signal.like(aptr)
         last0 = Signal()
-        m.d.comb += last0.eq(c == chunks - 1)
-
-        w_rd = wmem.read_port()
-        m.d.comb += [w_rd.addr.eq(wptr), w_rd.en.eq(adv)]
-        act_addr = Signal.like(aptr)
-        m.d.comb += act_addr.eq(aptr)
+        m.d.comb += last0.eq(c == chunks_n - 1)
 
         # ---- stage 1: memory data; stage 2: decoded codes -------------------------------
-        valid1, last1, src1 = Signal(), Signal(), Signal()
+        valid1, last1 = Signal(), Signal()
         valid2, last2 = Signal(), Signal()
         acts1 = Signal(8 * lanes)
         acts2 = Signal(8 * lanes)
         # The decoder: a 256-entry table per byte, read synchronously (one pipeline stage).
         entry_shape = unsigned(2 * TRITS_PER_BYTE + 1)
         decoded = []
-        if self.decoder == "rom":
-            rom = Memory(shape=entry_shape, depth=256, init=decoder_table())
-            m.submodules.decoder = rom
+        if self.decoder in ("rom", "logic"):
+            # One ROM per byte: a block RAM has a single read port.
+            style = {"ram_style": "logic"} if self.decoder == "logic" else {}
             for i in range(bb):
+                rom = Memory(shape=entry_shape, depth=256, init=decoder_table(), attrs=style)
+                m.submodules[f"decoder{i}"] = rom
                 port = rom.read_port()
-                m.d.comb += [port.addr.eq(w_rd.data[8 * i : 8 * i + 8]), port.en.eq(adv)]
+                m.d.comb += [port.addr.eq(wmem.rd_data[8 * i : 8 * i + 8]), port.en.eq(adv)]
                 decoded.append(port.data)
         else:
             table = Array(Const(v, entry_shape) for v in decoder_table())
             for i in range(bb):
                 reg = Signal(entry_shape, name=f"decoded{i}")
                 with m.If(adv):
-                    m.d.sync += reg.eq(table[w_rd.data[8 * i : 8 * i + 8]])
+                    m.d.sync += reg.eq(table[wmem.rd_data[8 * i : 8 * i + 8]])
                 decoded.append(reg)
         codes = Cat(*(d[: 2 * TRITS_PER_BYTE] for d in decoded))
         illegal = Cat(*(d[2 * TRITS_PER_BYTE] for d in decoded)).any()
@@ -238,10 +274,10 @@ class AcceleratorCore(wiring.Component):
             m.d.sync += [valid1.eq(0), valid2.eq(0)]
         with m.Elif(adv):
             m.d.sync += [
-                valid1.eq(issuing), last1.eq(last0), src1.eq(src),
+                valid1.eq(issuing), last1.eq(last0),
                 valid2.eq(valid1), last2.eq(last1), acts2.eq(acts1),
             ]
-        m.d.comb += acts1.eq(Array(p.data for p in buf_r)[src1])
+        m.d.comb += acts1.eq(a_rd.data)
 
         array = ResetInserter(flush)(self.array)
         m.submodules.array = array
@@ -259,11 +295,11 @@ class AcceleratorCore(wiring.Component):
         hold = Array(Signal(signed(acc_w), name=f"hold{r}") for r in range(rows))
         holding = Signal()
         r = Signal(range(rows + 1))
-        rq_j = Signal(16)
+        rq_j = Signal(range(self.max_blocks))
         rq_b = Signal(range(self.max_batch + 1))
         rq_done = Signal()  # all blocks of all samples of this layer have been issued
-        bptr = Signal(16)
-        m_idx = Signal(16)
+        bptr = Signal(range(self.bias_depth + 1))
+        m_idx = Signal(range(self.max_blocks * rows + 1))
         o_word = Signal.like(aptr)
         o_base = Signal.like(aptr)
         o_lane = Signal(range(lanes))
@@ -296,7 +332,7 @@ class AcceleratorCore(wiring.Component):
                 m.d.sync += [
                     p1_valid.eq(1),
                     p1_acc.eq(hold[r]),
-                    p1_we.eq(m_idx < fan_out),
+                    p1_we.eq(m_idx < fan_out_n),
                     p1_word.eq(o_word),
                     p1_lane.eq(o_lane),
                     bptr.eq(bptr + 1),
@@ -308,9 +344,9 @@ class AcceleratorCore(wiring.Component):
                     m.d.sync += o_lane.eq(o_lane + 1)
                 with m.If(r == rows - 1):
                     m.d.sync += holding.eq(0)
-                    with m.If(rq_j == blocks - 1):
+                    with m.If(rq_j == blocks_n - 1):
                         # end of a sample: outputs of the next sample start a buffer row later
-                        m.d.sync += [rq_j.eq(0), rq_b.eq(rq_b + 1), bptr.eq(bias_base),
+                        m.d.sync += [rq_j.eq(0), rq_b.eq(rq_b + 1), bptr.eq(bias_base_n),
                                      m_idx.eq(0), o_lane.eq(0), o_word.eq(o_base + self.stride),
                                      o_base.eq(o_base + self.stride)]
                         with m.If(rq_b == batch - 1):
@@ -323,7 +359,7 @@ class AcceleratorCore(wiring.Component):
                 p2_valid.eq(p1_valid), p2_we.eq(p1_we), p2_word.eq(p1_word),
                 p2_lane.eq(p1_lane), p2_sum.eq(p1_acc + bias),
                 p3_valid.eq(p2_valid), p3_we.eq(p2_we), p3_word.eq(p2_word),
-                p3_lane.eq(p2_lane), p3_val.eq(p2_sum >> shift[:5]),
+                p3_lane.eq(p2_lane), p3_val.eq(p2_sum >> shift),
             ]
         with m.If(relu & (p3_val < 0)):
             m.d.comb += p3_out.eq(0)
@@ -337,31 +373,26 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += rq_busy.eq(holding | p1_valid | p2_valid | p3_valid)
 
         # buffer ports: requantiser writes the destination, issuer reads the source
-        for i in range(2):
-            is_dst = busy & (src != i)
-            host_in = ~busy & (i == 0) & self.wr_en & (self.wr_target == Target.INPUT)
-            host_in &= (self.wr_lane < lanes) & (self.wr_addr < self.buffer_words)
-            with m.If(is_dst):
-                m.d.comb += [
-                    buf_w[i].addr.eq(p3_word),
-                    buf_w[i].data.eq(p3_out.replicate(lanes)),
-                    buf_w[i].en.eq(_byte_enable(p3_valid & p3_we, p3_lane, lanes)),
-                ]
-            with m.Else():
-                m.d.comb += [
-                    buf_w[i].addr.eq(self.wr_addr),
-                    buf_w[i].data.eq(self.wr_data.replicate(lanes)),
-                    buf_w[i].en.eq(_byte_enable(host_in, self.wr_lane, lanes)),
-                ]
-            with m.If(busy):
-                m.d.comb += [buf_r[i].addr.eq(act_addr), buf_r[i].en.eq(adv)]
-            with m.Else():
-                m.d.comb += [buf_r[i].addr.eq(self.rd_addr), buf_r[i].en.eq(1)]
-        rd_sel = Signal()
+        host_in = host_select(Target.INPUT, lanes, self.buffer_words)
+        with m.If(busy):
+            m.d.comb += [
+                a_wr.addr.eq(Cat(p3_word[:abits], ~src)),
+                a_wr.data.eq(p3_out.replicate(lanes)),
+                a_wr.en.eq(_byte_enable(p3_valid & p3_we, p3_lane, lanes)),
+                a_rd.addr.eq(Cat(aptr[:abits], src)),
+                a_rd.en.eq(adv),
+            ]
+        with m.Else():
+            m.d.comb += [
+                a_wr.addr.eq(Cat(self.wr_addr[:abits], 0)),
+                a_wr.data.eq(self.wr_data.replicate(lanes)),
+                a_wr.en.eq(_byte_enable(host_in, self.wr_lane, lanes)),
+                a_rd.addr.eq(Cat(self.rd_addr[:abits], self.rd_buffer)),
+                a_rd.en.eq(1),
+            ]
         rd_lane = Signal.like(self.rd_lane)
-        m.d.sync += [rd_sel.eq(self.rd_buffer), rd_lane.eq(self.rd_lane)]
-        rd_word = Array(p.data for p in buf_r)[rd_sel]
-        m.d.comb += self.rd_data.eq(rd_word.word_select(rd_lane, 8))
+        m.d.sync += rd_lane.eq(self.rd_lane)
+        m.d.comb += self.rd_data.eq(a_rd.data.word_select(rd_lane, 8))
 
         # ---- cycle counter --------------------------------------------------------------
         cycles = Signal(CYCLE_COUNTER_WIDTH)
@@ -381,7 +412,7 @@ class AcceleratorCore(wiring.Component):
                     m.d.comb += flush.eq(1)
                     m.d.sync += [n_layers.eq(self.n_layers), batch.eq(self.batch),
                                  cycles.eq(0), error.eq(0), layer.eq(0), src.eq(0),
-                                 issuing.eq(0)]
+                                 issuing.eq(0), half.eq(0)]
                     with m.If((self.n_layers == 0) | (self.n_layers > self.max_layers) |
                               (self.batch == 0) | (self.batch > self.max_batch)):
                         m.d.sync += error.eq(ErrorCode.BAD_ARGUMENT)
@@ -389,42 +420,43 @@ class AcceleratorCore(wiring.Component):
                         m.d.sync += busy.eq(1)
                         m.next = "LOAD"
             with m.State("LOAD"):
-                # the table read port is synchronous: its data is valid in the next state
-                m.next = "ENTRY"
-            with m.State("ENTRY"):
-                offset = 0
-                for f, wdt in zip(fields, widths, strict=True):
-                    m.d.sync += f.eq(entry_raw[offset : offset + wdt])
-                    offset += wdt
-                m.next = "CHECK"
+                # the table read port is synchronous: halfword `half - 1` is on its data
+                m.d.sync += half.eq(half + 1)
+                with m.If(half != 0):
+                    m.d.sync += entry.eq(Cat(entry[16:], t_rd.data))
+                with m.If(half == TABLE_HALFWORDS):
+                    m.d.sync += half.eq(0)
+                    m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If((chunks == 0) | (chunks > self.stride) | (blocks == 0) |
                           (blocks > self.max_blocks) | (fan_out == 0) |
-                          (fan_out > self.max_width) | (shift > 31) |
+                          (fan_out > self.max_width) | (shift_field > 31) |
                           (weight_base >= self.weight_words)):
                     abort(ErrorCode.BAD_ARGUMENT)
+                with m.Elif(bias_base >= self.bias_depth):
+                    abort(ErrorCode.BAD_ADDRESS)
                 with m.Else():
                     m.d.sync += [
-                        c.eq(0), j.eq(0), b.eq(0), wptr.eq(weight_base), aptr.eq(0),
+                        c.eq(0), j.eq(0), b.eq(0), wptr.eq(weight_base_n), aptr.eq(0),
                         abase.eq(0), issuing.eq(1),
-                        rq_j.eq(0), rq_b.eq(0), rq_done.eq(0), bptr.eq(bias_base),
+                        rq_j.eq(0), rq_b.eq(0), rq_done.eq(0), bptr.eq(bias_base_n),
                         m_idx.eq(0), o_word.eq(0), o_base.eq(0), o_lane.eq(0),
                     ]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(valid2 & illegal):
                     abort(ErrorCode.ILLEGAL_WEIGHT)
-                with m.Elif(issuing & (wptr >= self.weight_words)):
+                with m.Elif(issuing & (wptr == self.weight_words)):
                     abort(ErrorCode.BAD_ADDRESS)
-                with m.Elif(bptr >= self.bias_depth):
+                with m.Elif(bptr == self.bias_depth):
                     abort(ErrorCode.BAD_ADDRESS)
                 with m.Else():
                     with m.If(issuing & adv):
                         m.d.sync += wptr.eq(wptr + 1)
                         with m.If(last0):
                             m.d.sync += c.eq(0)
-                            with m.If(j == blocks - 1):
-                                m.d.sync += [j.eq(0), b.eq(b + 1), wptr.eq(weight_base),
+                            with m.If(j == blocks_n - 1):
+                                m.d.sync += [j.eq(0), b.eq(b + 1), wptr.eq(weight_base_n),
                                              abase.eq(abase + self.stride),
                                              aptr.eq(abase + self.stride)]
                                 with m.If(b == batch - 1):
@@ -441,6 +473,11 @@ class AcceleratorCore(wiring.Component):
                         with m.Else():
                             m.next = "LOAD"
         return m
+
+
+def _low(value, limit):
+    """The low bits of ``value`` that hold any number ``0 .. limit``."""
+    return value[: max(1, limit.bit_length())]
 
 
 def _byte_enable(enable, lane, n_lanes):

@@ -48,7 +48,7 @@ class LinkedAccelerator(wiring.Component):
 
     Parameters
     ----------
-    lanes, rows, weight_words, bias_depth, max_layers, max_width, max_batch
+    lanes, rows, weight_words, bias_depth, max_layers, max_width, max_batch, decoder, weight_memory
         Passed to :class:`hw.core.AcceleratorCore`.
     timeout_cycles : int
         Inter-byte timeout of the frame receiver.
@@ -63,10 +63,12 @@ class LinkedAccelerator(wiring.Component):
 
     def __init__(self, lanes: int, rows: int, *, weight_words: int, bias_depth: int,
                  max_layers: int, max_width: int, max_batch: int = 1,
-                 timeout_cycles: int, clock_hz: int = 0, baud: int = 0):
+                 timeout_cycles: int, clock_hz: int = 0, baud: int = 0, decoder: str = "rom",
+                 weight_memory: str = "generic"):
         self.core = AcceleratorCore(lanes, rows, weight_words=weight_words,
                                     bias_depth=bias_depth, max_layers=max_layers,
-                                    max_width=max_width, max_batch=max_batch)
+                                    max_width=max_width, max_batch=max_batch, decoder=decoder,
+                                    weight_memory=weight_memory)
         self.receiver = FrameReceiver(MAX_PAYLOAD, timeout_cycles=timeout_cycles)
         self.transmitter = FrameTransmitter()
         self.info = DeviceInfo(

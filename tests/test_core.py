@@ -102,7 +102,7 @@ def simulate(dut, body):
         (1, 1, [3, 2], 2, True),
     ],
 )
-@pytest.mark.parametrize("decoder", ["rom", "table"])
+@pytest.mark.parametrize("decoder", ["rom", "table", "logic"])
 def test_network_matches_reference(lanes, rows, widths, batch, big, decoder):
     rng = np.random.default_rng(sum(widths) + lanes * 7 + rows)
     layers = random_network(rng, widths, big)
@@ -131,7 +131,7 @@ def test_network_matches_reference(lanes, rows, widths, batch, big, decoder):
     assert ideal <= cycles
 
 
-@pytest.mark.parametrize("decoder", ["rom", "table"])
+@pytest.mark.parametrize("decoder", ["rom", "table", "logic"])
 def test_illegal_weight_byte_aborts_with_an_error(decoder):
     rng = np.random.default_rng(1)
     layers = random_network(rng, [6, 5])
