@@ -36,7 +36,7 @@ def _board_table() -> str:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from host.cli import CLIError
-    from hw.build import BuildError, build
+    from hw.build import BuildError, build, cache_is_empty, yowasp_cache_dir
     from hw.synth import SynthError
 
     board = get_board(args.board)
@@ -50,8 +50,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
                        else board.default_clock_hz),
                board.default_baud if args.baud is None else args.baud)
     out = Path(args.out) if args.out else Path("build") / board.name
-    print(f"building the device for the {board.name} in {out} (Yosys, nextpnr; the first "
-          f"run compiles the YoWASP tools, a minute or two more)...", file=sys.stderr)
+    cache = yowasp_cache_dir(out, args.yowasp_cache)
+    first = (f"; {cache} is empty, so the YoWASP tools compile themselves first, a minute or "
+             f"two more" if cache_is_empty(cache) else "")
+    print(f"building the device for the {board.name} in {out} (Yosys, nextpnr{first})...",
+          file=sys.stderr)
     try:
         report = build(board, out_dir=out, lanes=args.lanes, rows=args.rows,
                        clock_mhz=args.clock_mhz, baud=args.baud, seed=args.seed,

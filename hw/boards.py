@@ -364,11 +364,13 @@ def plan_clock(board: Board, clock_hz, baud) -> ClockPlan:
                          f"handles reliably ({board.max_baud})")
     if requested == board.osc_hz:
         pll, achieved = None, Fraction(board.osc_hz)
-    elif board.family == "ice40":
-        pll = ice40_pll(board.osc_hz, requested)
-        achieved = pll.f_out
     else:
-        pll = ecp5_pll(board.osc_hz, requested)
+        search = ice40_pll if board.family == "ice40" else ecp5_pll
+        try:
+            pll = search(board.osc_hz, requested)
+        except BoardError as exc:
+            raise BoardError(f"{exc} (or exactly {board.osc_hz / _MHZ:g} MHz, the "
+                             f"{board.name}'s oscillator without the PLL)") from None
         achieved = pll.f_out
     achieved_hz = round(achieved)
     from hw.uart import baud_divisor

@@ -56,6 +56,8 @@ __all__ = [
     "multiplier_cells",
     "suggest_clock_hz",
     "tool_environment",
+    "yowasp_cache_dir",
+    "cache_is_empty",
 ]
 
 #: Name of the top module and stem of every file of a build.
@@ -127,6 +129,21 @@ def tool_environment(family: str, cache_dir: str | os.PathLike) -> dict[str, str
         env["OPENFPGALOADER"] = "true"
     env["YOWASP_CACHE_DIR"] = str(Path(cache_dir).resolve())
     return env
+
+
+def yowasp_cache_dir(out_dir: str | os.PathLike,
+                     yowasp_cache: str | os.PathLike | None = None) -> Path:
+    """The YoWASP cache a build in ``out_dir`` uses: ``yowasp_cache`` if given, else
+    ``.yowasp-cache`` beside ``out_dir`` (``build/.yowasp-cache`` for ``build/<board>``)."""
+    if yowasp_cache is not None:
+        return Path(yowasp_cache)
+    return Path(out_dir).parent / ".yowasp-cache"
+
+
+def cache_is_empty(cache: str | os.PathLike) -> bool:
+    """Whether the YoWASP tools will have to compile themselves first (a minute or two)."""
+    cache = Path(cache)
+    return not cache.is_dir() or not any(cache.iterdir())
 
 
 def _versions(family: str, rpt: Path) -> dict[str, str]:
@@ -389,9 +406,9 @@ def run_build(design, plan: ClockPlan, *, parameters: Mapping | None = None,
     board = plan.board
     parameters = dict(parameters or {})
     out = Path(out_dir if out_dir is not None else Path("build") / board.name)
-    cache = Path(yowasp_cache) if yowasp_cache is not None else out.parent / ".yowasp-cache"
+    cache = yowasp_cache_dir(out, yowasp_cache)
     env = {**os.environ, **tool_environment(board.family, cache)}
-    cache_was_empty = not cache.is_dir() or not any(cache.iterdir())
+    cache_was_empty = cache_is_empty(cache)
     t0 = time.perf_counter()
 
     overrides = synth.TERNARY_FLOW.platform_overrides(board.family, NAME, board.synth_opts)
