@@ -374,6 +374,9 @@ def build(board, *, out_dir: str | os.PathLike | None = None, lanes: int | None 
     board = get_board(board) if isinstance(board, str) else board
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise BoardError(f"seed must be a non-negative integer, not {seed!r}")
+    if clock_mhz is not None and (isinstance(clock_mhz, bool)
+                                  or not isinstance(clock_mhz, int | float)):
+        raise BoardError(f"clock_mhz must be a number, not {clock_mhz!r}")
     clock_hz = board.default_clock_hz if clock_mhz is None else clock_mhz * _MHZ
     plan = plan_clock(board, clock_hz, board.default_baud if baud is None else baud)
     parameters = dict(board.params)
@@ -419,8 +422,10 @@ def run_build(design, plan: ClockPlan, *, parameters: Mapping | None = None,
         plan_files = platform.prepare(design, NAME, emit_src=False, debug_verilog=True,
                                       **overrides)
     out.mkdir(parents=True, exist_ok=True)
+    # Nothing of an earlier build in the same folder may be mistaken for this one's.
     for stale in (f"{NAME}_nextpnr.json", f"{NAME}_stat.json", f"{NAME}_generic_stat.json",
-                  "report.json", f"{NAME}{board.bitstream_suffix}"):
+                  f"{NAME}.tim", f"{NAME}.rpt", "build.log", "report.json",
+                  f"{NAME}{board.bitstream_suffix}"):
         (out / stale).unlink(missing_ok=True)
     plan_files.extract(out)
 

@@ -464,3 +464,17 @@ def test_boards_module_imports_without_amaranth():
     assert subprocess.run([sys.executable, "-c", code],
                           cwd=Path(__file__).resolve().parent.parent).returncode == 0
     assert boards.SMALL_PARAMS["lanes"] == 2
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"clock_mhz": "48"}, r"clock_mhz must be a number, not '48'"),
+    ({"seed": -2}, r"seed must be a non-negative integer, not -2"),
+    ({"baud": 7_000_000}, r"baud 7000000 is above"),
+])
+def test_build_checks_its_arguments_before_any_tool_runs(tmp_path, kwargs, message):
+    from hw.build import build
+
+    with pytest.raises(BoardError, match=message):
+        build("icebreaker", out_dir=tmp_path / "b", **kwargs)
+    assert not (tmp_path / "b").exists()
+
