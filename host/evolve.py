@@ -77,8 +77,8 @@ __all__ = ["EvolveError", "train_evolve", "DEFAULTS"]
 # The search's hyper-parameters, with their defaults (all are keyword arguments of
 # train_evolve and are recorded in TrainResult.settings).
 DEFAULTS: dict[str, Any] = {
-    "offspring": 32,  # mutants per generation, all of one neuron
-    "batch_size": (256, None),  # minibatch size at the start and the end (None = all data)
+    "offspring": 16,  # mutants per generation, all of one neuron
+    "batch_size": (1000, None),  # minibatch size at the start and the end (None = all data)
     "temperature": 16.0,  # softmax temperature on the int8 outputs
     "density": 0.5,  # fraction of nonzero trits at initialisation
     "flip_p": 0.5,  # trit flips per mutant ~ geometric(flip_p)
