@@ -80,7 +80,12 @@ ECPPLL_25MHZ = {
     175: (1, 7, 3, 175.0, 525),
     200: (1, 8, 3, 200.0, 600),
     33.3: (3, 4, 18, Fraction(100, 3), 600),
+    # An exact tie (VCO 571.4 or 628.6 MHz, both 28.6 from 600) that float32 decides.
+    57: (7, 16, 11, Fraction(400, 7), Fraction(4400, 7)),
 }
+# CLKOP_CPHASE ecppll writes for the same requests (`-f pll.v`).
+ECPPLL_CPHASE = {25: 11, 30: 9, 36: 8, 40: 7, 48: 6, 50: 5, 60: 4, 62.5: 4, 75: 4, 80: 3,
+                 100: 2, 120: 2, 125: 2, 150: 2, 175: 1, 200: 1, 33.3: 9, 57: 5}
 
 
 def _yowasp_cache() -> str:
@@ -125,7 +130,7 @@ def test_ecp5_pll_matches_ecppll(mhz):
     assert (pll.clki_div, pll.clkfb_div, pll.clkop_div) == (clki, clkfb, clkop)
     assert pll.f_out == Fraction(achieved) * MHZ
     assert pll.f_vco == Fraction(vco) * MHZ
-    assert 0 <= pll.clkop_cphase < pll.clkop_div
+    assert pll.clkop_cphase == ECPPLL_CPHASE[mhz]
 
 
 @pytest.mark.parametrize(("search", "f_in", "f_out", "message"), [
@@ -478,3 +483,29 @@ def test_build_checks_its_arguments_before_any_tool_runs(tmp_path, kwargs, messa
         build("icebreaker", out_dir=tmp_path / "b", **kwargs)
     assert not (tmp_path / "b").exists()
 
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("mhz", [16, 23, 31.5, 48, 57, 99.9])
+def test_pll_searches_agree_with_the_tools_themselves(tmp_path, mhz):
+    """The recorded tables above, re-derived live from yowasp-icepll and yowasp-ecppll."""
+    from hw.synth import ToolNotFoundError, find_tool
+
+    try:
+        icepll, ecppll = find_tool("yowasp-icepll"), find_tool("yowasp-ecppll")
+    except ToolNotFoundError as exc:
+        pytest.skip(str(exc))
+    env = {**os.environ, "YOWASP_CACHE_DIR": _yowasp_cache()}
+    out = subprocess.run([icepll, "-i", "12", "-o", str(mhz)], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=300).stdout
+    expected = [int(re.search(rf"{key}:\s+(\d+)", out).group(1))
+                for key in ("DIVR", "DIVF", "DIVQ", "FILTER_RANGE")]
+    pll = ice40_pll(12 * MHZ, mhz * MHZ)
+    assert [pll.divr, pll.divf, pll.divq, pll.filter_range] == expected
+
+    out = subprocess.run([ecppll, "-i", "25", "-o", str(mhz)], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=300).stdout
+    expected = [int(re.search(rf"{key}:\s+(\d+)", out).group(1))
+                for key in ("Refclk divisor", "Feedback divisor", "clkout0 divisor")]
+    pll = ecp5_pll(25 * MHZ, mhz * MHZ)
+    assert [pll.clki_div, pll.clkfb_div, pll.clkop_div] == expected
