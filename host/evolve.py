@@ -274,6 +274,21 @@ def _input_scale(x: np.ndarray, quantile: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+def _offspring(offspring: int, net: EvolvingNet, layer: int) -> int:
+    """Mutants per generation for ``layer``: fewer where each one costs a whole hidden layer.
+
+    A row of the last layer or of the last hidden layer is scored on the outputs alone (a few
+    numbers per sample); a row deeper down changes the whole next hidden layer, ``M_next``
+    values per sample, and then its matrix product with the layers above. Scaling the mutants
+    by ``M_out / M_next`` (at least 2) keeps every generation about equally expensive, so time
+    is not spent in proportion to depth.
+    """
+    if layer + 2 >= net.n_layers:
+        return offspring
+    m_next, m_out = net.w[layer + 1].shape[0], net.w[-1].shape[0]
+    return max(2, min(offspring, round(offspring * m_out / m_next)))
+
+
 class _Search:
     """One (1 + offspring) generation at a time on an :class:`EvolvingNet`."""
 
@@ -282,6 +297,7 @@ class _Search:
         self.n = len(net.y)
         sizes = np.array([w.size for w in net.w], np.float64)
         self.layer_p = sizes / sizes.sum()
+        self.offspring = [_offspring(s.offspring, net, i) for i in range(net.n_layers)]
         self.evaluations = 0
         self.sample_evaluations = 0
         self.accepted = 0
@@ -312,7 +328,7 @@ class _Search:
         layer = int(rng.choice(net.n_layers, p=self.layer_p))
         m, k = net.w[layer].shape
         row = int(rng.integers(m))
-        lam = s.offspring
+        lam = self.offspring[layer]
         # mutants: bias steps for some, a geometric number of trit flips (>= 1 without a bias
         # step, >= 0 with one); a flip moves a trit to one of its two other values
         moves_bias = rng.random(lam) < s.bias_rate
