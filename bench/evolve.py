@@ -26,10 +26,11 @@ from host.data import load_dataset
 from host.evolve import train_evolve
 from host.fileio import write_atomic
 
-# Shapes and budgets. Digits: the 64-64-10 shape QAT is measured on. MNIST-1D: one hidden
-# layer of 256, within the default simulated device (widths <= 256).
+# Shapes and budgets, all within the default simulated device (widths <= 256, <= 80k weights):
+# digits 64-128-10 (9,472 weights), MNIST-1D 40-256-10 (12,800 weights). QAT and the float MLP
+# run with host.qat.DEFAULTS for the data set, at the same shape.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "digits": {"hidden": (64,), "budget_s": 300.0, "quick_budget_s": 30.0},
+    "digits": {"hidden": (128,), "budget_s": 300.0, "quick_budget_s": 30.0},
     "mnist1d": {"hidden": (256,), "budget_s": 300.0, "quick_budget_s": 30.0},
 }
 
@@ -61,15 +62,19 @@ def _run_qat(name: str, data, hidden, seed: int) -> list[dict[str, Any]]:
         return []
     x, y, xt, yt = data
     runs = []
+    defaults = getattr(qat, "DEFAULTS", {}).get(name, {})
     for method, fn in (("qat", qat.train_qat), ("float", getattr(qat, "train_float_mlp", None))):
         if fn is None:
             continue
+        kwargs = {**defaults.get(method, {}), "hidden": hidden, "seed": seed}
         load_before = _load()
         t0 = time.perf_counter()
-        r = fn(x, y, hidden=hidden, seed=seed, x_test=xt, y_test=yt)
+        r = fn(x, y, x_test=xt, y_test=yt, **kwargs)
         seconds = time.perf_counter() - t0
         entry = _as_json(r)
         entry.update(method=method, seconds=seconds, load_before=load_before, load_after=_load())
+        entry.setdefault("settings", {k: list(v) if isinstance(v, tuple) else v
+                                      for k, v in kwargs.items()})
         test = _final_test_acc(entry)
         print(f"{name:8s} {method:7s} test {test if test is None else f'{test:.4f}'} "
               f"in {seconds:.0f} s", flush=True)
@@ -80,7 +85,16 @@ def _run_qat(name: str, data, hidden, seed: int) -> list[dict[str, Any]]:
 def _as_json(r: Any) -> dict[str, Any]:
     if hasattr(r, "to_json"):
         return r.to_json()
-    return {"history": list(getattr(r, "history", [])), "metrics": dict(getattr(r, "metrics", {}))}
+    return {"settings": dict(getattr(r, "settings", {})),
+            "history": list(getattr(r, "history", [])),
+            "metrics": dict(getattr(r, "metrics", {}))}
+
+
+def _json_default(v: Any) -> Any:
+    """NumPy scalars and arrays (a float MLP's figures) as plain JSON values."""
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
 def _final_test_acc(entry: dict[str, Any]) -> float | None:
@@ -122,7 +136,9 @@ def _plot(name: str, runs: list[dict[str, Any]], path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true",
-                        help="short budgets (30 s per data set) and no QAT comparison")
+                        help="short evolution budgets (30 s per data set)")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="evolution only, without QAT and the float MLP")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of evolution per data set (overrides the defaults)")
     parser.add_argument("--datasets", default=",".join(CONFIGS),
@@ -139,14 +155,15 @@ def main(argv: list[str] | None = None) -> dict:
         budget = args.budget or (cfg["quick_budget_s"] if args.quick else cfg["budget_s"])
         data = load_dataset(name)
         runs = [_run_evolve(name, data, cfg["hidden"], budget, args.seed)]
-        if not args.quick:
+        if not args.no_compare:
             runs += _run_qat(name, data, cfg["hidden"], args.seed)
         png = RESULTS / f"evolve_{name}.png"
         _plot(name, runs, png)
         figures["datasets"][name] = {"hidden": list(cfg["hidden"]), "budget_s": budget,
                                      "figure": png.name, "runs": runs}
     path = RESULTS / "evolve.json"
-    write_atomic(path, json.dumps({"context": context(), **figures}, indent=2) + "\n")
+    text = json.dumps({"context": context(), **figures}, indent=2, default=_json_default)
+    write_atomic(path, text + "\n")
     print(f"saved {path}")
     return figures
 

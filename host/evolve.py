@@ -3,7 +3,7 @@
 :func:`train_evolve` evolves the very integer program the device runs: ternary weight rows,
 int32 biases and per-layer shifts, with no gradients and no float shadow weights. The fitness
 of a candidate is computed on the exact integer outputs of :func:`hw.reference.ternary_layer`
-(a fast incremental forward of this module's own, tested equal to
+(by the incremental integer forward of :mod:`host.evolve_net`, tested equal to
 :meth:`host.program.Program.run_reference` bit for bit).
 
 Usage::
@@ -27,9 +27,12 @@ The strategy
   probability proportional to its weight count) and one neuron of it, and makes ``offspring``
   mutants of that neuron's row: a geometric number of trit flips (each trit moves to one of
   its two other values) and, for a fraction ``bias_rate`` of them, a bias step of a few output
-  units. Only that neuron's accumulators and the layers after it are recomputed, for all
-  offspring at once (one small matrix product), so a generation costs about
-  ``offspring * batch * (K + outputs)`` operations instead of a whole forward pass each.
+  units. Only that neuron's accumulators and what depends on them are recomputed, for all
+  offspring at once (one small matrix product): for a row of the last hidden layer, only the
+  outputs it feeds through a nonzero trit, and the loss from cached per-output exponentials,
+  so a generation costs about ``offspring * batch * (K + outputs)`` operations instead of a
+  whole forward pass per mutant. Rows deeper down change a whole hidden layer; they get
+  proportionally fewer mutants (at least 2), so every generation costs about the same.
   Rarely (``shift_rate``) a layer's shift moves by one with its biases rescaled.
 * **Smooth fitness on minibatches.** Fitness is the negated mean cross-entropy of
   ``softmax(outputs / temperature)`` on the int8 outputs (accuracy alone is flat almost
@@ -41,6 +44,11 @@ The strategy
 
 Accepted changes are applied to cached accumulators and activations of the whole training set,
 so the training-set fitness and accuracy of the current program are always at hand.
+
+Measured (``python -m bench.evolve``, wall clock on a shared 2-core machine, see the report
+there): digits 64-128-10 reaches about 97% test accuracy in 60 s and 98% in 300 s; MNIST-1D
+40-256-10 about 55-57% in 300 s, on a par with QAT at the same shape (a 40-256-256-10 network
+learns more slowly: the search space is six times larger).
 
 Reproducibility: the run is a deterministic function of the data, the settings and ``seed``
 when it stops on ``max_generations`` (every matrix product is exact integer arithmetic, see
@@ -91,7 +99,6 @@ DEFAULTS: dict[str, Any] = {
 
 _HIDDEN_SPREAD = 32.0  # target std of a hidden unit's pre-activation, in int8 units
 _OUTPUT_SPREAD = 24.0  # the same for the outputs
-_F32_EXACT = 1 << 24
 
 
 def _single_threaded_blas() -> contextlib.AbstractContextManager:
@@ -467,11 +474,7 @@ def train_evolve(
     if progress is not None and not callable(progress):
         raise EvolveError(f"progress must be callable, not {type(progress).__name__}")
     s = _check_settings(n, hidden, hyper)
-    widths = [k, *s.hidden, n_classes]
-    for i, (kk, m) in enumerate(zip(widths, widths[1:], strict=False)):
-        if 128 * kk >= _F32_EXACT:
-            raise EvolveError(f"layer {i} fan-in {kk} is too wide for exact float32 sums")
-        del m
+    widths = [k, *s.hidden, n_classes]  # every fan-in <= MAX_FAN_IN: float32 sums are exact
     relus = [True] * len(s.hidden) + [False]
 
     with _single_threaded_blas():
