@@ -75,7 +75,7 @@ from host.evolve_net import (
     forward,
     requantize,
 )
-from host.program import Program
+from host.program import Program, ProgramError
 from host.train import Stopwatch, TrainResult, accuracy
 from hw.reference import Layer
 from hw.spec import ACT_MAX, MAX_FAN_IN
@@ -473,6 +473,12 @@ def train_evolve(
     seed = _positive_int(seed, "seed", 0)
     if progress is not None and not callable(progress):
         raise EvolveError(f"progress must be callable, not {type(progress).__name__}")
+    if labels is not None:
+        try:  # the program's own rule, checked now rather than after the run
+            Program([Layer(np.zeros((n_classes, 1), np.int8), np.zeros(n_classes))],
+                    labels=labels)
+        except ProgramError as e:
+            raise EvolveError(str(e)) from None
     s = _check_settings(n, hidden, hyper)
     widths = [k, *s.hidden, n_classes]  # every fan-in <= MAX_FAN_IN: float32 sums are exact
     relus = [True] * len(s.hidden) + [False]

@@ -259,6 +259,7 @@ Y = np.array([0, 1, 0, 1])
         (dict(input_quantile=0), "input_quantile must be a number"),
         (dict(history_points=0), "history_points must be an integer >= 1"),
         (dict(mutation_rate=0.1), "unknown setting 'mutation_rate'"),
+        (dict(labels=["a", "b", "c"]), "labels has 3 entries but the last layer has 2 outputs"),
     ],
 )
 def test_errors(kwargs, match):
