@@ -7,7 +7,7 @@ weight_decay=1e-4, input_percentile=99.9, seed=0, x_test=None, y_test=None, prog
     -> :class:`host.mlp.FloatMLP`: the float baseline of the same shape (see :mod:`host.mlp`).
 
 ``train_qat(x_train, y_train, *, hidden=(64,), epochs=60, batch_size=64, lr=0.01,
-bias_lr=0.1, temperature=0.1, act_percentile=99.9, input_percentile=99.9,
+bias_lr=0.1, logit_scale=0.1, act_percentile=99.9, input_percentile=99.9,
 threshold="layer", init=None, float_options=None, seed=0, x_test=None, y_test=None,
 labels=None, time_budget_s=None, progress=None)``
     -> :class:`host.train.TrainResult` with ``method="qat"`` and an integer
@@ -39,7 +39,7 @@ integer biases and shifts, and ``to_program().run_reference(x)`` equals ``forwar
 bit (tested on random networks and on trained ones).
 
 Gradients (straight-through estimators): the loss is softmax cross-entropy of
-``temperature * y_L`` (the last layer's int8 outputs, so the argmax the loss shapes is the
+``logit_scale * y_L`` (the last layer's int8 outputs, so the argmax the loss shapes is the
 device's). Round and shift pass the gradient through as ``2**-s``; clipping passes it only
 where it moves the value back into range (zero below 0 after ReLU); the ternariser passes it
 to ``W`` unchanged (plain STE); activations receive ``T^T g``. Adam updates ``W`` (``lr``) and
@@ -322,7 +322,7 @@ def train_qat(
     batch_size: int = 64,
     lr: float = 0.01,
     bias_lr: float = 0.1,
-    temperature: float = 0.1,
+    logit_scale: float = 0.1,
     act_percentile: float = 99.9,
     input_percentile: float = 99.9,
     threshold: str = "layer",
@@ -350,8 +350,9 @@ def train_qat(
         Peak Adam step for the latent weights (normalised to ``mean|W| = 1`` at the start).
     bias_lr : float
         Peak Adam step for the latent biases, in output LSBs.
-    temperature : float
-        The loss sees ``temperature * y_L``: int8 outputs as logits.
+    logit_scale : float
+        The loss sees ``logit_scale * y_L``: the int8 outputs as logits (an inverse
+        temperature; larger fits the training set harder, too large stalls training).
     act_percentile : float
         In ``(0, 100]``: the accumulator percentile each shift fits into 127.
     input_percentile : float
@@ -396,7 +397,7 @@ def train_qat(
         hidden=list(widths), epochs=check_int(epochs, "epochs"),
         batch_size=check_int(batch_size, "batch_size"), lr=check_float(lr, "lr"),
         bias_lr=check_float(bias_lr, "bias_lr", strict=False),
-        temperature=check_float(temperature, "temperature"),
+        logit_scale=check_float(logit_scale, "logit_scale"),
         act_percentile=check_float(act_percentile, "act_percentile", maximum=100.0),
         input_percentile=check_float(input_percentile, "input_percentile", maximum=100.0),
         threshold=threshold, seed=check_int(seed, "seed", minimum=0),
@@ -474,7 +475,7 @@ def _train(x, y, xt, yt, dims, settings, start, labels, progress) -> TrainResult
     budget = settings["time_budget_s"]
     epochs, batch_size = settings["epochs"], settings["batch_size"]
     total = epochs * -(-len(x) // batch_size)
-    tau = settings["temperature"]
+    tau = settings["logit_scale"]
     history: list[dict[str, float]] = []
 
     def evaluate(epoch: int, loss: float) -> None:

@@ -235,7 +235,7 @@ def test_bad_input(trainer, kwargs, message):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(temperature=0), "temperature must be a finite number > 0"),
+        (dict(logit_scale=0), "logit_scale must be a finite number > 0"),
         (dict(act_percentile=101), r"act_percentile must be a finite number > 0.0 and <= 100"),
         (dict(input_percentile=0), "input_percentile"),
         (dict(threshold="column"), "threshold must be one of layer, row, not 'column'"),
