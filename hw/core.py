@@ -158,9 +158,19 @@ class AcceleratorCore(wiring.Component):
         flush = Signal()  # clears the datapath at the start of a run and on an abort
         m.d.comb += self.busy.eq(busy)
 
+        # Host writes take effect a cycle late, from registers, so that the link's address
+        # logic and the range checks below do not form one path into the memories.
+        wr_target = Signal.like(self.wr_target, reset_less=True)
+        wr_addr = Signal.like(self.wr_addr, reset_less=True)
+        wr_lane = Signal.like(self.wr_lane, reset_less=True)
+        wr_data = Signal.like(self.wr_data, reset_less=True)
+        wr_en = Signal()
+        m.d.sync += [wr_target.eq(self.wr_target), wr_addr.eq(self.wr_addr),
+                     wr_lane.eq(self.wr_lane), wr_data.eq(self.wr_data), wr_en.eq(self.wr_en)]
+
         def host_select(target, n_bytes, depth):
-            return (self.wr_en & ~busy & (self.wr_target == target) & (self.wr_lane < n_bytes) &
-                    (self.wr_addr < depth))
+            return (wr_en & ~busy & (wr_target == target) & (wr_lane < n_bytes) &
+                    (wr_addr < depth))
 
         # ---- layer table ----------------------------------------------------------------
         # 16-bit words, TABLE_SLOTS per entry: one block RAM for up to 32 layers, where an
@@ -171,15 +181,15 @@ class AcceleratorCore(wiring.Component):
         t_wr = tmem.write_port(granularity=8)
         t_sel = host_select(Target.LAYER, LAYER_ENTRY_SIZE, self.max_layers)
         m.d.comb += [
-            t_wr.addr.eq(Cat(self.wr_lane[1:TABLE_SLOT_BITS + 1], self.wr_addr)),
-            t_wr.data.eq(self.wr_data.replicate(2)),
-            t_wr.en.eq(Cat(t_sel & ~self.wr_lane[0], t_sel & self.wr_lane[0])),
+            t_wr.addr.eq(Cat(wr_lane[1:TABLE_SLOT_BITS + 1], wr_addr)),
+            t_wr.data.eq(wr_data.replicate(2)),
+            t_wr.en.eq(Cat(t_sel & ~wr_lane[0], t_sel & wr_lane[0])),
         ]
         t_rd = tmem.read_port()
         layer = Signal(range(self.max_layers + 1))
         half = Signal(TABLE_SLOT_BITS)
         m.d.comb += t_rd.addr.eq(Cat(half, layer))
-        entry = Signal(16 * TABLE_HALFWORDS)
+        entry = Signal(16 * TABLE_HALFWORDS, reset_less=True)
         # hw.image.LayerEntry, little-endian: u32 weight base, u16 bias base, chunks, blocks,
         # fan-out, u8 shift, relu
         weight_base, bias_base = entry[0:32], entry[32:48]
@@ -202,14 +212,14 @@ class AcceleratorCore(wiring.Component):
         # ---- weights: single-ported (the link writes while idle, the issuer reads) -------
         m.submodules.weights = wmem = self.weights
         issuing = Signal()
-        adv = Signal()  # feed pipeline advances
+        issue = Signal()  # a beat leaves the issuer this cycle
         wptr = Signal(range(self.weight_words + 1))
         m.d.comb += [
-            wmem.addr.eq(Mux(busy, wptr, self.wr_addr)),
-            wmem.wr_data.eq(self.wr_data.replicate(bb)),
+            wmem.addr.eq(Mux(busy, wptr, wr_addr)),
+            wmem.wr_data.eq(wr_data.replicate(bb)),
             wmem.wr_en.eq(_byte_enable(host_select(Target.WEIGHTS, bb, self.weight_words),
-                                       self.wr_lane, bb)),
-            wmem.rd_en.eq(adv),
+                                       wr_lane, bb)),
+            wmem.rd_en.eq(1),
         ]
 
         # ---- biases ---------------------------------------------------------------------
@@ -218,10 +228,10 @@ class AcceleratorCore(wiring.Component):
         m.submodules.biases = bmem
         b_wr = bmem.write_port(granularity=8)
         m.d.comb += [
-            b_wr.addr.eq(self.wr_addr),
-            b_wr.data.eq(self.wr_data.replicate(BIAS_STORE_BYTES)),
+            b_wr.addr.eq(wr_addr),
+            b_wr.data.eq(wr_data.replicate(BIAS_STORE_BYTES)),
             b_wr.en.eq(_byte_enable(host_select(Target.BIAS, BIAS_STORE_BYTES, self.bias_depth),
-                                    self.wr_lane, BIAS_STORE_BYTES)),
+                                    wr_lane, BIAS_STORE_BYTES)),
         ]
 
         # ---- activation buffers ---------------------------------------------------------
@@ -235,19 +245,35 @@ class AcceleratorCore(wiring.Component):
         a_rd = amem.read_port()
 
         # ---- issuer (stage 0) -----------------------------------------------------------
+        # The feed never stalls: every stage advances every cycle, and the issuer starts a
+        # block no sooner than `rows` cycles after the previous one, the time the requantiser
+        # takes per block, so the array's output is always taken when it is ready. (A stall
+        # signal would fan out from the array to every feed register and memory enable.)
         c = Signal(range(self.stride))
         j = Signal(range(self.max_blocks))
         b = Signal(range(self.max_batch + 1))
         aptr = Signal(range(self.buffer_words + self.stride + 1))
         abase = Signal.like(aptr)
+        chunks_last = Signal.like(c)
+        blocks_last = Signal.like(j)
+        batch_last = Signal.like(b)
+        gap = Signal(range(rows + 1))  # cycles since the last block started, saturating
         last0 = Signal()
-        m.d.comb += last0.eq(c == chunks_n - 1)
+        m.d.comb += [
+            last0.eq(c == chunks_last),
+            issue.eq(issuing & ((c != 0) | (gap == rows))),
+        ]
+        with m.If(issue & (c == 0)):
+            m.d.sync += gap.eq(1)
+        with m.Elif(gap != rows):
+            m.d.sync += gap.eq(gap + 1)
 
         # ---- stage 1: memory data; stage 2: decoded codes -------------------------------
-        valid1, last1 = Signal(), Signal()
-        valid2, last2 = Signal(), Signal()
+        # Data registers need no reset: the valid bits say what they hold.
+        valid1, last1 = Signal(), Signal(reset_less=True)
+        valid2, last2 = Signal(), Signal(reset_less=True)
         acts1 = Signal(8 * lanes)
-        acts2 = Signal(8 * lanes)
+        acts2 = Signal(8 * lanes, reset_less=True)
         # The decoder: a 256-entry table per byte, read synchronously (one pipeline stage).
         entry_shape = unsigned(2 * TRITS_PER_BYTE + 1)
         decoded = []
@@ -258,41 +284,40 @@ class AcceleratorCore(wiring.Component):
                 rom = Memory(shape=entry_shape, depth=256, init=decoder_table(), attrs=style)
                 m.submodules[f"decoder{i}"] = rom
                 port = rom.read_port()
-                m.d.comb += [port.addr.eq(wmem.rd_data[8 * i : 8 * i + 8]), port.en.eq(adv)]
+                m.d.comb += port.addr.eq(wmem.rd_data[8 * i : 8 * i + 8])
                 decoded.append(port.data)
         else:
             table = Array(Const(v, entry_shape) for v in decoder_table())
             for i in range(bb):
                 reg = Signal(entry_shape, name=f"decoded{i}")
-                with m.If(adv):
-                    m.d.sync += reg.eq(table[wmem.rd_data[8 * i : 8 * i + 8]])
+                m.d.sync += reg.eq(table[wmem.rd_data[8 * i : 8 * i + 8]])
                 decoded.append(reg)
         codes = Cat(*(d[: 2 * TRITS_PER_BYTE] for d in decoded))
         illegal = Cat(*(d[2 * TRITS_PER_BYTE] for d in decoded)).any()
+        # An illegal byte aborts the run a cycle later; the beat (decoded as zeros) may enter
+        # the array meanwhile, as the abort discards everything.
+        illegal_seen = Signal()
 
         with m.If(flush):
-            m.d.sync += [valid1.eq(0), valid2.eq(0)]
-        with m.Elif(adv):
-            m.d.sync += [
-                valid1.eq(issuing), last1.eq(last0),
-                valid2.eq(valid1), last2.eq(last1), acts2.eq(acts1),
-            ]
+            m.d.sync += [valid1.eq(0), valid2.eq(0), illegal_seen.eq(0)]
+        with m.Else():
+            m.d.sync += [valid1.eq(issue), valid2.eq(valid1), illegal_seen.eq(valid2 & illegal)]
+        m.d.sync += [last1.eq(last0), last2.eq(last1), acts2.eq(acts1)]
         m.d.comb += acts1.eq(a_rd.data)
 
         array = ResetInserter(flush)(self.array)
         m.submodules.array = array
         a_in = self.array.i_stream
         m.d.comb += [
-            a_in.valid.eq(valid2 & ~illegal),
+            a_in.valid.eq(valid2),
             a_in.payload.acts.as_value().eq(acts2),
             a_in.payload.codes.as_value().eq(codes[: 2 * lanes * rows]),
             a_in.payload.last.eq(last2),
-            adv.eq(~valid2 | a_in.ready),
         ]
 
         # ---- requantiser ----------------------------------------------------------------
         acc_w = self.array.acc_width
-        hold = Array(Signal(signed(acc_w), name=f"hold{r}") for r in range(rows))
+        hold = Array(Signal(signed(acc_w), name=f"hold{r}", reset_less=True) for r in range(rows))
         holding = Signal()
         r = Signal(range(rows + 1))
         rq_j = Signal(range(self.max_blocks))
@@ -304,29 +329,31 @@ class AcceleratorCore(wiring.Component):
         o_base = Signal.like(aptr)
         o_lane = Signal(range(lanes))
         a_out = self.array.o_stream
-        m.d.comb += a_out.ready.eq(~holding)
+        last_row = Signal()
+        m.d.comb += [last_row.eq(r == rows - 1), a_out.ready.eq(~holding | last_row)]
 
         b_rd = bmem.read_port()
         m.d.comb += b_rd.addr.eq(bptr)
-        # pipeline: p1 (acc + bias) -> p2 (shifted) -> write
-        p1_valid, p2_valid, p3_valid = Signal(), Signal(), Signal()
-        p1_acc = Signal(signed(acc_w))
-        p1_we, p2_we, p3_we = Signal(), Signal(), Signal()
-        p1_word, p2_word, p3_word = Signal.like(aptr), Signal.like(aptr), Signal.like(aptr)
-        p1_lane, p2_lane, p3_lane = (Signal(range(lanes)) for _ in range(3))
+        # pipeline: p1 (accumulator; bias read) -> p2 (sum) -> p3 (shifted) -> p4 (clipped,
+        # written)
+        p1_valid, p2_valid, p3_valid, p4_valid = Signal(), Signal(), Signal(), Signal()
+        p1_acc = Signal(signed(acc_w), reset_less=True)
+        p1_we, p2_we, p3_we, p4_we = (Signal(reset_less=True) for _ in range(4))
+        p1_word, p2_word, p3_word, p4_word = (Signal.like(aptr, reset_less=True)
+                                              for _ in range(4))
+        p1_lane, p2_lane, p3_lane, p4_lane = (Signal(range(lanes), reset_less=True)
+                                              for _ in range(4))
         sum_w = max(acc_w, BIAS_STORE_WIDTH) + 1
-        p2_sum = Signal(signed(sum_w))
-        p3_val = Signal(signed(sum_w))
-        p3_out = Signal(8)
+        p2_sum = Signal(signed(sum_w), reset_less=True)
+        p3_val = Signal(signed(sum_w), reset_less=True)
+        p4_out = Signal(8, reset_less=True)
 
         bias = Signal(signed(BIAS_STORE_WIDTH))
         m.d.comb += bias.eq(b_rd.data[:BIAS_STORE_WIDTH])
         with m.If(flush):
-            m.d.sync += [holding.eq(0), p1_valid.eq(0), p2_valid.eq(0), p3_valid.eq(0)]
+            m.d.sync += [holding.eq(0), p1_valid.eq(0), p2_valid.eq(0), p3_valid.eq(0),
+                         p4_valid.eq(0)]
         with m.Else():
-            with m.If(a_out.valid & a_out.ready):
-                m.d.sync += [holding.eq(1), r.eq(0)]
-                m.d.sync += [hold[i].eq(a_out.payload[i]) for i in range(rows)]
             m.d.sync += p1_valid.eq(0)
             with m.If(holding):
                 m.d.sync += [
@@ -342,51 +369,58 @@ class AcceleratorCore(wiring.Component):
                     m.d.sync += [o_lane.eq(0), o_word.eq(o_word + 1)]
                 with m.Else():
                     m.d.sync += o_lane.eq(o_lane + 1)
-                with m.If(r == rows - 1):
+                with m.If(last_row):
                     m.d.sync += holding.eq(0)
-                    with m.If(rq_j == blocks_n - 1):
+                    with m.If(rq_j == blocks_last):
                         # end of a sample: outputs of the next sample start a buffer row later
                         m.d.sync += [rq_j.eq(0), rq_b.eq(rq_b + 1), bptr.eq(bias_base_n),
                                      m_idx.eq(0), o_lane.eq(0), o_word.eq(o_base + self.stride),
                                      o_base.eq(o_base + self.stride)]
-                        with m.If(rq_b == batch - 1):
+                        with m.If(rq_b == batch_last):
                             m.d.sync += rq_done.eq(1)
                     with m.Else():
                         m.d.sync += rq_j.eq(rq_j + 1)
                 with m.Else():
                     m.d.sync += r.eq(r + 1)
+            # after the last row of a block, the next block is taken in the same cycle
+            with m.If(a_out.valid & a_out.ready):
+                m.d.sync += [holding.eq(1), r.eq(0)]
+                m.d.sync += [hold[i].eq(a_out.payload[i]) for i in range(rows)]
             m.d.sync += [
-                p2_valid.eq(p1_valid), p2_we.eq(p1_we), p2_word.eq(p1_word),
-                p2_lane.eq(p1_lane), p2_sum.eq(p1_acc + bias),
-                p3_valid.eq(p2_valid), p3_we.eq(p2_we), p3_word.eq(p2_word),
-                p3_lane.eq(p2_lane), p3_val.eq(p2_sum >> shift),
+                p2_valid.eq(p1_valid), p3_valid.eq(p2_valid), p4_valid.eq(p3_valid),
             ]
+        clipped = Signal(8)
         with m.If(relu & (p3_val < 0)):
-            m.d.comb += p3_out.eq(0)
+            m.d.comb += clipped.eq(0)
         with m.Elif(p3_val < ACT_MIN):
-            m.d.comb += p3_out.eq(ACT_MIN & 0xFF)
+            m.d.comb += clipped.eq(ACT_MIN & 0xFF)
         with m.Elif(p3_val > ACT_MAX):
-            m.d.comb += p3_out.eq(ACT_MAX)
+            m.d.comb += clipped.eq(ACT_MAX)
         with m.Else():
-            m.d.comb += p3_out.eq(p3_val[:8])
+            m.d.comb += clipped.eq(p3_val[:8])
+        m.d.sync += [
+            p2_we.eq(p1_we), p2_word.eq(p1_word), p2_lane.eq(p1_lane), p2_sum.eq(p1_acc + bias),
+            p3_we.eq(p2_we), p3_word.eq(p2_word), p3_lane.eq(p2_lane), p3_val.eq(p2_sum >> shift),
+            p4_we.eq(p3_we), p4_word.eq(p3_word), p4_lane.eq(p3_lane), p4_out.eq(clipped),
+        ]
         rq_busy = Signal()
-        m.d.comb += rq_busy.eq(holding | p1_valid | p2_valid | p3_valid)
+        m.d.comb += rq_busy.eq(holding | p1_valid | p2_valid | p3_valid | p4_valid)
 
         # buffer ports: requantiser writes the destination, issuer reads the source
         host_in = host_select(Target.INPUT, lanes, self.buffer_words)
         with m.If(busy):
             m.d.comb += [
-                a_wr.addr.eq(Cat(p3_word[:abits], ~src)),
-                a_wr.data.eq(p3_out.replicate(lanes)),
-                a_wr.en.eq(_byte_enable(p3_valid & p3_we, p3_lane, lanes)),
+                a_wr.addr.eq(Cat(p4_word[:abits], ~src)),
+                a_wr.data.eq(p4_out.replicate(lanes)),
+                a_wr.en.eq(_byte_enable(p4_valid & p4_we, p4_lane, lanes)),
                 a_rd.addr.eq(Cat(aptr[:abits], src)),
-                a_rd.en.eq(adv),
+                a_rd.en.eq(1),
             ]
         with m.Else():
             m.d.comb += [
-                a_wr.addr.eq(Cat(self.wr_addr[:abits], 0)),
-                a_wr.data.eq(self.wr_data.replicate(lanes)),
-                a_wr.en.eq(_byte_enable(host_in, self.wr_lane, lanes)),
+                a_wr.addr.eq(Cat(wr_addr[:abits], 0)),
+                a_wr.data.eq(wr_data.replicate(lanes)),
+                a_wr.en.eq(_byte_enable(host_in, wr_lane, lanes)),
                 a_rd.addr.eq(Cat(self.rd_addr[:abits], self.rd_buffer)),
                 a_rd.en.eq(1),
             ]
@@ -401,24 +435,35 @@ class AcceleratorCore(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
 
         # ---- sequencer ------------------------------------------------------------------
+        bad_entry, bad_bias = Signal(), Signal()
+        running, past_end, last_layer = Signal(), Signal(), Signal()
+        m.d.sync += [
+            past_end.eq(running & ((issuing & (wptr == self.weight_words)) |
+                                   (bptr == self.bias_depth))),
+            last_layer.eq(layer + 1 == n_layers),
+        ]
+        # `flush` is a register: it clears the datapath in the cycle after a start or an
+        # abort (nothing is issued in between), so that no decision fans out to it directly.
+        m.d.sync += flush.eq(0)
+
         def abort(code):
-            m.d.sync += [error.eq(code), busy.eq(0), issuing.eq(0)]
-            m.d.comb += flush.eq(1)
+            m.d.sync += [error.eq(code), busy.eq(0), issuing.eq(0), flush.eq(1)]
             m.next = "IDLE"
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.comb += flush.eq(1)
-                    m.d.sync += [n_layers.eq(self.n_layers), batch.eq(self.batch),
-                                 cycles.eq(0), error.eq(0), layer.eq(0), src.eq(0),
-                                 issuing.eq(0), half.eq(0)]
-                    with m.If((self.n_layers == 0) | (self.n_layers > self.max_layers) |
-                              (self.batch == 0) | (self.batch > self.max_batch)):
-                        m.d.sync += error.eq(ErrorCode.BAD_ARGUMENT)
-                    with m.Else():
-                        m.d.sync += busy.eq(1)
-                        m.next = "LOAD"
+                    m.d.sync += [flush.eq(1), busy.eq(1), n_layers.eq(self.n_layers),
+                                 batch.eq(self.batch), cycles.eq(0), error.eq(0), layer.eq(0),
+                                 src.eq(0), issuing.eq(0), half.eq(0)]
+                    m.next = "START"
+            with m.State("START"):
+                with m.If((n_layers == 0) | (n_layers > self.max_layers) |
+                          (batch == 0) | (batch > self.max_batch)):
+                    abort(ErrorCode.BAD_ARGUMENT)
+                with m.Else():
+                    m.d.sync += batch_last.eq(batch - 1)
+                    m.next = "LOAD"
             with m.State("LOAD"):
                 # the table read port is synchronous: halfword `half - 1` is on its data
                 m.d.sync += half.eq(half + 1)
@@ -428,50 +473,60 @@ class AcceleratorCore(wiring.Component):
                     m.d.sync += half.eq(0)
                     m.next = "CHECK"
             with m.State("CHECK"):
-                with m.If((chunks == 0) | (chunks > self.stride) | (blocks == 0) |
-                          (blocks > self.max_blocks) | (fan_out == 0) |
-                          (fan_out > self.max_width) | (shift_field > 31) |
-                          (weight_base >= self.weight_words)):
+                # the checks are registered: their comparators do not reach the counters
+                m.d.sync += [
+                    bad_entry.eq((chunks == 0) | (chunks > self.stride) | (blocks == 0) |
+                                 (blocks > self.max_blocks) | (fan_out == 0) |
+                                 (fan_out > self.max_width) | (shift_field > 31) |
+                                 (weight_base >= self.weight_words)),
+                    bad_bias.eq(bias_base >= self.bias_depth),
+                ]
+                m.next = "SETUP"
+            with m.State("SETUP"):
+                m.d.sync += [
+                    c.eq(0), j.eq(0), b.eq(0), wptr.eq(weight_base_n), aptr.eq(0),
+                    abase.eq(0), issuing.eq(1), gap.eq(rows),
+                    chunks_last.eq(chunks_n - 1), blocks_last.eq(blocks_n - 1),
+                    rq_j.eq(0), rq_b.eq(0), rq_done.eq(0), bptr.eq(bias_base_n),
+                    m_idx.eq(0), o_word.eq(0), o_base.eq(0), o_lane.eq(0),
+                ]
+                m.next = "RUN"
+                with m.If(bad_entry):
                     abort(ErrorCode.BAD_ARGUMENT)
-                with m.Elif(bias_base >= self.bias_depth):
+                with m.Elif(bad_bias):
                     abort(ErrorCode.BAD_ADDRESS)
-                with m.Else():
-                    m.d.sync += [
-                        c.eq(0), j.eq(0), b.eq(0), wptr.eq(weight_base_n), aptr.eq(0),
-                        abase.eq(0), issuing.eq(1),
-                        rq_j.eq(0), rq_b.eq(0), rq_done.eq(0), bptr.eq(bias_base_n),
-                        m_idx.eq(0), o_word.eq(0), o_base.eq(0), o_lane.eq(0),
-                    ]
-                    m.next = "RUN"
             with m.State("RUN"):
-                with m.If(valid2 & illegal):
+                m.d.comb += running.eq(1)
+                with m.If(rq_done & ~rq_busy):
+                    m.d.sync += [layer.eq(layer + 1), src.eq(~src)]
+                    with m.If(last_layer):
+                        m.d.sync += busy.eq(0)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "LOAD"
+                # An abort overrides the above; the counters' last steps do not matter then.
+                # Its conditions are registered (a cycle late): an address past the end is
+                # flagged while the beat or row that needs it is still in flight, so the
+                # layer cannot end first.
+                with m.If(illegal_seen):
                     abort(ErrorCode.ILLEGAL_WEIGHT)
-                with m.Elif(issuing & (wptr == self.weight_words)):
+                with m.Elif(past_end):
                     abort(ErrorCode.BAD_ADDRESS)
-                with m.Elif(bptr == self.bias_depth):
-                    abort(ErrorCode.BAD_ADDRESS)
+
+        # The issuer's counters (`issuing` is set only in RUN).
+        with m.If(issue):
+            m.d.sync += wptr.eq(wptr + 1)
+            with m.If(last0):
+                m.d.sync += c.eq(0)
+                with m.If(j == blocks_last):
+                    m.d.sync += [j.eq(0), b.eq(b + 1), wptr.eq(weight_base_n),
+                                 abase.eq(abase + self.stride), aptr.eq(abase + self.stride)]
+                    with m.If(b == batch_last):
+                        m.d.sync += issuing.eq(0)
                 with m.Else():
-                    with m.If(issuing & adv):
-                        m.d.sync += wptr.eq(wptr + 1)
-                        with m.If(last0):
-                            m.d.sync += c.eq(0)
-                            with m.If(j == blocks_n - 1):
-                                m.d.sync += [j.eq(0), b.eq(b + 1), wptr.eq(weight_base_n),
-                                             abase.eq(abase + self.stride),
-                                             aptr.eq(abase + self.stride)]
-                                with m.If(b == batch - 1):
-                                    m.d.sync += issuing.eq(0)
-                            with m.Else():
-                                m.d.sync += [j.eq(j + 1), aptr.eq(abase)]
-                        with m.Else():
-                            m.d.sync += [c.eq(c + 1), aptr.eq(aptr + 1)]
-                    with m.If(rq_done & ~rq_busy):
-                        m.d.sync += [layer.eq(layer + 1), src.eq(~src)]
-                        with m.If(layer + 1 == n_layers):
-                            m.d.sync += busy.eq(0)
-                            m.next = "IDLE"
-                        with m.Else():
-                            m.next = "LOAD"
+                    m.d.sync += [j.eq(j + 1), aptr.eq(abase)]
+            with m.Else():
+                m.d.sync += [c.eq(c + 1), aptr.eq(aptr + 1)]
         return m
 
 

@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from hw.core import AcceleratorCore
 from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE
 from hw.link import FrameReceiver, FrameTransmitter, frame_timeout_cycles
+from hw.onehot import OneHotFSM
 from hw.protocol import (
     ACK,
     MAX_PAYLOAD,
@@ -89,36 +90,84 @@ class LinkedAccelerator(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)
         wiring.connect(m, tx.o_stream, wiring.flipped(self.o_stream))
 
+        # Timing: every decision below is taken on flags registered a cycle or more before
+        # (comparators and opcode decoders never feed the state machine directly), and the
+        # byte being sent is registered before it reaches the transmitter's CRC.
         frame = rx.o_frame.payload
-        op, seq, length = Signal(8), Signal(8), Signal(16)
+        op = Signal(8)
+        seq = Signal(8)
+        length = Signal(16)
         args = Array(Signal(8, name=f"arg{i}") for i in range(_READ_ARGS))
-        index = Signal(16)  # payload byte being parsed or copied
-        remaining = Signal(16)
+        index = Signal(range(MAX_PAYLOAD + 1))  # payload byte being parsed, copied or sent
+        remaining = Signal(range(MAX_PAYLOAD + 1))
+        rem_zero = Signal()  # remaining == 0, kept up to date with it
+        n_args = Signal(range(_READ_ARGS + 1))
+        parse_last = Signal()
+
+        # Flags of the frame, registered when it is taken.
+        f_error = Signal(8)
+        f_bad = Signal()
+        is_info, is_status, is_write, is_run, is_read = (
+            Signal(name=n) for n in ("is_info", "is_status", "is_write", "is_run", "is_read"))
+        len_zero, len_header, len_write_ok, len_run_ok, len_read_ok = (
+            Signal(name=n) for n in ("len_zero", "len_header", "len_write_ok", "len_run_ok",
+                                     "len_read_ok"))
+        seq_hit = Signal()  # a RUN retry: answered from the cache
 
         # The memory a WRITE or READ addresses, and its geometry.
-        target = Signal(8)
+        target = Signal(2)
         buffer = Signal()  # a READ's activation buffer
-        word = Signal(32)
+        word = Signal(33)  # a u32 argument plus up to MAX_PAYLOAD words: never wraps
+        last_word = Signal.like(word)
+        touched = Signal()
+        over = Signal()
         lane = Signal(8)
+        lane_last = Signal()  # lane is the last byte of its word
         sizes = {Target.WEIGHTS: (core.beat_bytes, core.weight_words),
                  Target.BIAS: (BIAS_STORE_BYTES, core.bias_depth),
                  Target.LAYER: (LAYER_ENTRY_SIZE, core.max_layers),
                  Target.INPUT: (core.lanes, core.buffer_words)}
-        word_size = Array(Const(sizes[t][0], 8) for t in Target)[target[:2]]
-        depth = Array(Const(sizes[t][1], 32) for t in Target)[target[:2]]
+        one_byte_words = Array(Const(sizes[t][0] == 1, 1) for t in Target)[target]
+        lane_before_last = Array(Const(max(sizes[t][0] - 2, 0), 8) for t in Target)[target]
+        depth = Array(Const(sizes[t][1], 32) for t in Target)[target]
+        bad_target = Signal()
+        read_bad = Signal()
+        count_zero = Signal()
+        count = Cat(args[5], args[6])
 
         # The answer: op, length and where its bytes come from.
-        r_op, r_len, r_code = Signal(8), Signal(16), Signal(8)
+        r_code = Signal(8)
+        send_byte = Signal(8, reset_less=True)
         r_kind = Signal(3)
         KIND_NONE, KIND_INFO, KIND_STATUS, KIND_CYCLES, KIND_NAK, KIND_READ = range(6)
+        # The answer's op and length follow from its kind (a READ's length is its count).
+        answers = {KIND_NONE: (Op.WRITE | ACK, 0), KIND_INFO: (Op.INFO | ACK, DeviceInfo.SIZE),
+                   KIND_STATUS: (Op.STATUS | ACK, STATUS_SIZE),
+                   KIND_CYCLES: (Op.RUN | ACK, RUN_ACK.size), KIND_NAK: (NAK, 2)}
+        r_op = Signal(8)
+        r_len = Signal(16)
+        r_len_zero = Signal()
+        with m.Switch(r_kind):
+            for kind, (op_value, n_bytes) in answers.items():
+                with m.Case(kind):
+                    m.d.comb += [r_op.eq(op_value), r_len.eq(n_bytes), r_len_zero.eq(n_bytes == 0)]
+            with m.Case(KIND_READ):
+                m.d.comb += [r_op.eq(Op.READ | ACK), r_len.eq(count), r_len_zero.eq(count_zero)]
 
         runs = Signal(32)
-        cache_valid, cache_seq, cache_error = Signal(), Signal(8), Signal(8)
+        cache_valid = Signal()
+        cache_seq = Signal(8)
+        cache_error = Signal(8)
+        cache_failed = Signal()
         cache_cycles = Signal(32)
         status = Signal(8 * STATUS_SIZE)
 
         m.d.comb += [
-            core.wr_target.eq(target[:2]),
+            tx.i_frame.payload.op.eq(r_op),
+            tx.i_frame.payload.seq.eq(seq),
+            tx.i_frame.payload.length.eq(r_len),
+            tx.i_stream.payload.eq(send_byte),
+            core.wr_target.eq(target),
             core.wr_addr.eq(word),
             core.wr_lane.eq(lane),
             core.wr_data.eq(rx.payload_data),
@@ -130,181 +179,271 @@ class LinkedAccelerator(wiring.Component):
             rx.payload_addr.eq(index),
         ]
 
-        def answer(kind, op_value, n_bytes):
-            m.d.sync += [r_kind.eq(kind), r_op.eq(op_value), r_len.eq(n_bytes)]
-            m.next = "ANSWER"
+        # The transmitter's valid bits come from registers, not from the state decoder.
+        frame_valid = Signal()
+        byte_valid = Signal()
+        m.d.comb += [tx.i_frame.valid.eq(frame_valid), tx.i_stream.valid.eq(byte_valid)]
+
+        fsm = OneHotFSM(m, [
+            "IDLE",
+            "DISPATCH",
+            "PARSE",
+            "PARSE_TAKE",
+            "DECODE",
+            "VALIDATE",
+            "CHECK",
+            "CHECK_END",
+            "CHECK_DONE",
+            "WRITE",
+            "WRITE_TAKE",
+            "RUN_START",
+            "RUN_WAIT",
+            "RUN_END",
+            "RUN_DONE",
+            "ANSWER",
+            "ANSWERED",
+            "SEND_FETCH",
+            "SEND_LATCH",
+            "SEND",
+            "SENT",
+        ])
+
+        def answer(kind):
+            m.d.sync += [r_kind.eq(kind), frame_valid.eq(1)]
+            fsm.go("ANSWER")
 
         def nak(code):
             m.d.sync += r_code.eq(code)
-            answer(KIND_NAK, NAK, 2)
+            answer(KIND_NAK)
+
+        def load_remaining(value, zero):
+            m.d.sync += [remaining.eq(value), rem_zero.eq(zero)]
+
+        def count_down():
+            m.d.sync += [remaining.eq(remaining - 1), rem_zero.eq(remaining == 1)]
+
+        def first_lane():
+            m.d.sync += [lane.eq(0), lane_last.eq(one_byte_words)]
 
         def step_word():
-            with m.If(lane == word_size - 1):
-                m.d.sync += [lane.eq(0), word.eq(word + 1)]
+            with m.If(lane_last):
+                m.d.sync += [lane.eq(0), word.eq(word + 1), lane_last.eq(one_byte_words)]
             with m.Else():
-                m.d.sync += lane.eq(lane + 1)
+                m.d.sync += [lane.eq(lane + 1), lane_last.eq(lane == lane_before_last)]
 
+        # The byte to send, from registers only (each source registered on its own).
         info_bytes = self.info.to_bytes()
+        info_byte = Signal(8)
+        status_byte = Signal(8)
+        cycles_byte = Signal(8)
+        m.d.sync += [
+            info_byte.eq(Array(Const(b, 8) for b in info_bytes)[index]),
+            status_byte.eq(status.word_select(index[:4], 8)),
+            cycles_byte.eq(cache_cycles.word_select(index[:2], 8)),
+        ]
         out_byte = Signal(8)
         with m.Switch(r_kind):
             with m.Case(KIND_INFO):
-                m.d.comb += out_byte.eq(Array(Const(b, 8) for b in info_bytes)[index])
+                m.d.comb += out_byte.eq(info_byte)
             with m.Case(KIND_STATUS):
-                m.d.comb += out_byte.eq(status.word_select(index[:4], 8))
+                m.d.comb += out_byte.eq(status_byte)
             with m.Case(KIND_CYCLES):
-                m.d.comb += out_byte.eq(cache_cycles.word_select(index[:2], 8))
+                m.d.comb += out_byte.eq(cycles_byte)
             with m.Case(KIND_NAK):
                 m.d.comb += out_byte.eq(Mux(index[0], r_code, op))
             with m.Case(KIND_READ):
                 m.d.comb += out_byte.eq(core.rd_data)
 
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.sync += index.eq(0)
-                with m.If(rx.o_frame.valid):
-                    m.d.sync += [op.eq(frame.op), seq.eq(frame.seq), length.eq(frame.length)]
-                    with m.If(frame.error != 0):
-                        m.d.sync += [op.eq(frame.op), r_code.eq(frame.error)]
-                        answer(KIND_NAK, NAK, 2)
-                    with m.Else():
-                        m.next = "DISPATCH"
-
-            with m.State("DISPATCH"):
-                with m.Switch(op):
-                    with m.Case(Op.INFO):
-                        with m.If(length != 0):
-                            nak(ErrorCode.BAD_LENGTH)
-                        with m.Else():
-                            m.d.sync += cache_valid.eq(0)
-                            answer(KIND_INFO, Op.INFO | ACK, len(info_bytes))
-                    with m.Case(Op.STATUS):
-                        with m.If(length != 0):
-                            nak(ErrorCode.BAD_LENGTH)
-                        with m.Else():
-                            m.d.sync += status.eq(Cat(core.busy, Const(0, 7), core.error,
-                                                      core.cycles, runs))
-                            answer(KIND_STATUS, Op.STATUS | ACK, STATUS_SIZE)
-                    with m.Case(Op.WRITE):
-                        with m.If(length < WRITE_HEADER):
-                            nak(ErrorCode.BAD_LENGTH)
-                        with m.Else():
-                            m.d.sync += [remaining.eq(WRITE_HEADER), cache_valid.eq(0)]
-                            m.next = "PARSE"
-                    with m.Case(Op.RUN):
-                        with m.If(length != _RUN_ARGS):
-                            nak(ErrorCode.BAD_LENGTH)
-                        with m.Else():
-                            m.d.sync += remaining.eq(_RUN_ARGS)
-                            m.next = "PARSE"
-                    with m.Case(Op.READ):
-                        with m.If(length != _READ_ARGS):
-                            nak(ErrorCode.BAD_LENGTH)
-                        with m.Else():
-                            m.d.sync += remaining.eq(_READ_ARGS)
-                            m.next = "PARSE"
-                    with m.Default():
-                        nak(ErrorCode.UNKNOWN_OPCODE)
-
-            # Copy the fixed arguments out of the payload memory (read latency: one cycle).
-            with m.State("PARSE"):
-                m.next = "PARSE_TAKE"
-            with m.State("PARSE_TAKE"):
-                m.d.sync += [args[index].eq(rx.payload_data), index.eq(index + 1)]
-                with m.If(index + 1 == remaining):
-                    m.next = "DECODE"
-                with m.Else():
-                    m.next = "PARSE"
-
-            with m.State("DECODE"):
-                m.d.sync += [target.eq(args[0]), word.eq(Cat(args[1], args[2], args[3], args[4])),
-                             lane.eq(0)]
-                with m.Switch(op):
-                    with m.Case(Op.WRITE):
-                        m.d.sync += remaining.eq(length - WRITE_HEADER)
-                        with m.If(args[0] > max(Target)):
-                            nak(ErrorCode.BAD_ARGUMENT)
-                        with m.Else():
-                            m.next = "CHECK"
-                    with m.Case(Op.READ):
-                        m.d.sync += [remaining.eq(Cat(args[5], args[6])), target.eq(Target.INPUT)]
-                        with m.If((args[0] > 1) | (Cat(args[5], args[6]) > MAX_PAYLOAD)):
-                            nak(ErrorCode.BAD_ARGUMENT)
-                        with m.Else():
-                            m.d.sync += buffer.eq(args[0][0])
-                            m.next = "CHECK"
-                    with m.Case(Op.RUN):
-                        with m.If(cache_valid & (cache_seq == seq)):
-                            m.next = "RUN_DONE"  # a retry: answer from memory, do not rerun
-                        with m.Else():
-                            m.d.comb += core.start.eq(1)
-                            m.next = "RUN_WAIT"
-
-            # Walk the addresses a WRITE or READ will touch before touching any.
-            with m.State("CHECK"):
-                with m.If(remaining == 0):
-                    m.d.sync += [word.eq(Cat(args[1], args[2], args[3], args[4])), lane.eq(0),
-                                 index.eq(WRITE_HEADER)]
-                    with m.If(op == Op.WRITE):
-                        m.d.sync += remaining.eq(length - WRITE_HEADER)
-                        m.next = "WRITE"
-                    with m.Else():
-                        m.d.sync += remaining.eq(Cat(args[5], args[6]))
-                        answer(KIND_READ, Op.READ | ACK, Cat(args[5], args[6]))
-                with m.Elif(word >= depth):
-                    nak(ErrorCode.BAD_ADDRESS)
-                with m.Else():
-                    m.d.sync += remaining.eq(remaining - 1)
-                    step_word()
-
-            with m.State("WRITE"):
-                with m.If(remaining == 0):
-                    answer(KIND_NONE, Op.WRITE | ACK, 0)
-                with m.Else():
-                    m.next = "WRITE_TAKE"  # payload_data is valid in the next cycle
-            with m.State("WRITE_TAKE"):
-                m.d.comb += core.wr_en.eq(1)
-                m.d.sync += [index.eq(index + 1), remaining.eq(remaining - 1)]
-                step_word()
-                m.next = "WRITE"
-
-            with m.State("RUN_WAIT"):
-                with m.If(~core.busy):
-                    m.d.sync += [cache_valid.eq(1), cache_seq.eq(seq), cache_error.eq(core.error),
-                                 cache_cycles.eq(core.cycles), runs.eq(runs + 1)]
-                    m.next = "RUN_DONE"
-            with m.State("RUN_DONE"):
-                with m.If(cache_error != 0):
-                    m.d.sync += r_code.eq(cache_error)
-                    answer(KIND_NAK, NAK, 2)
-                with m.Else():
-                    answer(KIND_CYCLES, Op.RUN | ACK, RUN_ACK.size)
-
-            # Hand the header to the transmitter, then the payload bytes, then release the
-            # receiver for the next frame.
-            with m.State("ANSWER"):
-                m.d.comb += [
-                    tx.i_frame.valid.eq(1),
-                    tx.i_frame.payload.op.eq(r_op),
-                    tx.i_frame.payload.seq.eq(seq),
-                    tx.i_frame.payload.length.eq(r_len),
+        with fsm.state("IDLE"):
+            m.d.sync += index.eq(0)
+            with m.If(rx.o_frame.valid):
+                m.d.sync += [
+                    op.eq(frame.op), seq.eq(frame.seq), length.eq(frame.length),
+                    f_error.eq(frame.error), f_bad.eq(frame.error != 0),
+                    is_info.eq(frame.op == Op.INFO), is_status.eq(frame.op == Op.STATUS),
+                    is_write.eq(frame.op == Op.WRITE), is_run.eq(frame.op == Op.RUN),
+                    is_read.eq(frame.op == Op.READ),
+                    len_zero.eq(frame.length == 0),
+                    len_header.eq(frame.length == WRITE_HEADER),
+                    len_write_ok.eq(frame.length >= WRITE_HEADER),
+                    len_run_ok.eq(frame.length == _RUN_ARGS),
+                    len_read_ok.eq(frame.length == _READ_ARGS),
+                    seq_hit.eq(cache_valid & (frame.seq == cache_seq)),
                 ]
-                with m.If(tx.i_frame.ready):
-                    m.d.sync += [index.eq(0), remaining.eq(r_len)]
-                    m.next = "SEND_FETCH"
-            with m.State("SEND_FETCH"):
-                # one cycle for core.rd_data (READ) to follow word / lane
-                with m.If(remaining == 0):
-                    m.d.comb += rx.o_frame.ready.eq(1)
-                    m.next = "IDLE"
+                fsm.go("DISPATCH")
+
+        with fsm.state("DISPATCH"):
+            m.d.sync += parse_last.eq(0)
+
+            def parse(n):
+                m.d.sync += n_args.eq(n)
+                fsm.go("PARSE")
+
+            with m.If(f_bad):
+                nak(f_error)
+            with m.Elif(is_info):
+                with m.If(~len_zero):
+                    nak(ErrorCode.BAD_LENGTH)
                 with m.Else():
-                    m.next = "SEND"
-            with m.State("SEND"):
-                m.d.comb += [tx.i_stream.valid.eq(1), tx.i_stream.payload.eq(out_byte)]
-                with m.If(tx.i_stream.ready):
-                    m.d.sync += [index.eq(index + 1), remaining.eq(remaining - 1)]
-                    with m.If(r_kind == KIND_READ):
-                        step_word()
-                    m.next = "SEND_FETCH"
+                    m.d.sync += cache_valid.eq(0)
+                    answer(KIND_INFO)
+            with m.Elif(is_status):
+                with m.If(~len_zero):
+                    nak(ErrorCode.BAD_LENGTH)
+                with m.Else():
+                    m.d.sync += status.eq(Cat(core.busy, Const(0, 7), core.error,
+                                              core.cycles, runs))
+                    answer(KIND_STATUS)
+            with m.Elif(is_write):
+                with m.If(~len_write_ok):
+                    nak(ErrorCode.BAD_LENGTH)
+                with m.Else():
+                    m.d.sync += cache_valid.eq(0)
+                    parse(WRITE_HEADER)
+            with m.Elif(is_run):
+                with m.If(~len_run_ok):
+                    nak(ErrorCode.BAD_LENGTH)
+                with m.Else():
+                    parse(_RUN_ARGS)
+            with m.Elif(is_read):
+                with m.If(~len_read_ok):
+                    nak(ErrorCode.BAD_LENGTH)
+                with m.Else():
+                    parse(_READ_ARGS)
+            with m.Else():
+                nak(ErrorCode.UNKNOWN_OPCODE)
+
+        # Copy the fixed arguments out of the payload memory (read latency: one cycle).
+        with fsm.state("PARSE"):
+            m.d.sync += parse_last.eq(index + 1 == n_args)
+            fsm.go("PARSE_TAKE")
+        with fsm.state("PARSE_TAKE"):
+            m.d.sync += [args[index[:3]].eq(rx.payload_data), index.eq(index + 1)]
+            with m.If(parse_last):
+                fsm.go("DECODE")
+            with m.Else():
+                fsm.go("PARSE")
+
+        with fsm.state("DECODE"):
+            m.d.sync += [
+                target.eq(Mux(is_read, Target.INPUT, args[0][:2])),
+                buffer.eq(args[0][0]),
+                word.eq(Cat(args[1], args[2], args[3], args[4])),
+                touched.eq(0),
+                bad_target.eq(args[0] > max(Target)),
+                read_bad.eq((args[0] > 1) | (count > MAX_PAYLOAD)),
+                count_zero.eq(count == 0),
+            ]
+            with m.If(is_run):
+                with m.If(seq_hit):
+                    fsm.go("RUN_DONE")  # a retry: answer from memory, do not rerun
+                with m.Else():
+                    fsm.go("RUN_START")
+            with m.Else():
+                fsm.go("VALIDATE")
+        with fsm.state("VALIDATE"):
+            first_lane()
+            with m.If(is_write):
+                load_remaining(length - WRITE_HEADER, len_header)
+                with m.If(bad_target):
+                    nak(ErrorCode.BAD_ARGUMENT)
+                with m.Else():
+                    fsm.go("CHECK")
+            with m.Else():
+                load_remaining(count, count_zero)
+                with m.If(read_bad):
+                    nak(ErrorCode.BAD_ARGUMENT)
+                with m.Else():
+                    fsm.go("CHECK")
+
+        # Walk the addresses a WRITE or READ will touch before touching any. They only
+        # increase (and `word` is wide enough not to wrap), so the last one is the one to
+        # check, with a wide comparator in a state of its own.
+        with fsm.state("CHECK"):
+            with m.If(rem_zero):
+                fsm.go("CHECK_END")
+            with m.Else():
+                count_down()
+                m.d.sync += [last_word.eq(word), touched.eq(1)]
+                step_word()
+        with fsm.state("CHECK_END"):
+            m.d.sync += over.eq(touched & (last_word >= depth))
+            fsm.go("CHECK_DONE")
+        with fsm.state("CHECK_DONE"):
+            m.d.sync += [word.eq(Cat(args[1], args[2], args[3], args[4])),
+                         index.eq(WRITE_HEADER)]
+            first_lane()
+            with m.If(over):
+                nak(ErrorCode.BAD_ADDRESS)
+            with m.Elif(is_write):
+                load_remaining(length - WRITE_HEADER, len_header)
+                fsm.go("WRITE")
+            with m.Else():
+                load_remaining(count, count_zero)
+                answer(KIND_READ)
+
+        with fsm.state("WRITE"):
+            with m.If(rem_zero):
+                answer(KIND_NONE)
+            with m.Else():
+                fsm.go("WRITE_TAKE")  # payload_data is valid in the next cycle
+        with fsm.state("WRITE_TAKE"):
+            m.d.comb += core.wr_en.eq(1)
+            m.d.sync += index.eq(index + 1)
+            count_down()
+            step_word()
+            fsm.go("WRITE")
+
+        with fsm.state("RUN_START"):
+            # the core raises busy in the cycle after its start strobe
+            m.d.comb += core.start.eq(1)
+            fsm.go("RUN_WAIT")
+        # Handshakes (the core's busy, the transmitter's ready) only choose the next state:
+        # the registers move in a state of their own.
+        with fsm.state("RUN_WAIT"):
+            with m.If(~core.busy):
+                fsm.go("RUN_END")
+        with fsm.state("RUN_END"):
+            m.d.sync += [cache_valid.eq(1), cache_seq.eq(seq), cache_error.eq(core.error),
+                         cache_failed.eq(core.error != 0), cache_cycles.eq(core.cycles),
+                         runs.eq(runs + 1)]
+            fsm.go("RUN_DONE")
+        with fsm.state("RUN_DONE"):
+            with m.If(cache_failed):
+                nak(cache_error)
+            with m.Else():
+                answer(KIND_CYCLES)
+
+        # Hand the header to the transmitter, then the payload bytes, then release the
+        # receiver for the next frame.
+        with fsm.state("ANSWER"):
+            with m.If(tx.i_frame.ready):
+                m.d.sync += frame_valid.eq(0)
+                fsm.go("ANSWERED")
+        with fsm.state("ANSWERED"):
+            m.d.sync += index.eq(0)
+            load_remaining(r_len, r_len_zero)
+            fsm.go("SEND_FETCH")
+        with fsm.state("SEND_FETCH"):
+            # one cycle for core.rd_data and the registered bytes to follow index / word / lane
+            with m.If(rem_zero):
+                m.d.comb += rx.o_frame.ready.eq(1)
+                fsm.go("IDLE")
+            with m.Else():
+                fsm.go("SEND_LATCH")
+        with fsm.state("SEND_LATCH"):
+            m.d.sync += [send_byte.eq(out_byte), byte_valid.eq(1)]
+            fsm.go("SEND")
+        with fsm.state("SEND"):
+            with m.If(tx.i_stream.ready):
+                m.d.sync += byte_valid.eq(0)
+                fsm.go("SENT")
+        with fsm.state("SENT"):
+            m.d.sync += index.eq(index + 1)
+            count_down()
+            with m.If(r_kind == KIND_READ):
+                step_word()
+            fsm.go("SEND_FETCH")
         return m
 
 

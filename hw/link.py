@@ -2,7 +2,8 @@
 
 Both sit between a byte stream (:class:`hw.uart.UARTRx` / :class:`hw.uart.UARTTx`) and the
 accelerator's command logic. The CRCs (:class:`hw.crc.ByteCRC`) take a byte per cycle by
-default, so both blocks can also run at a byte per cycle, e.g. behind a byte-level test path.
+default, so the receiver can also take a byte per cycle and the transmitter send one every
+other cycle, e.g. behind a byte-level test path.
 
 Differences from the host's :class:`hw.protocol.FrameDecoder`
 ---------------------------------------------------------------
@@ -174,6 +175,11 @@ class FrameReceiver(wiring.Component):
         crc_low = Signal(8, reset_less=True)
         error = Signal(8, reset_less=True)
         index = Signal(range(self.max_payload), reset_less=True)
+        # Bytes of the payload still to come, and flags registered ahead of their use.
+        left = Signal(range(self.max_payload + 1), reset_less=True)
+        length_ok = Signal(reset_less=True)
+        length_zero = Signal(reset_less=True)
+        last = Signal(reset_less=True)  # the next payload byte is the last
         byte = self.i_stream.payload
 
         m.d.comb += [
@@ -210,20 +216,25 @@ class FrameReceiver(wiring.Component):
                 with m.Case(_Rx.LEN_LO):
                     m.d.sync += [length[:8].eq(byte), state.eq(_Rx.LEN_HI)]
                 with m.Case(_Rx.LEN_HI):
-                    m.d.sync += [length[8:].eq(byte), state.eq(_Rx.CHECK)]
+                    # the length's properties are registered here, for the states after
+                    value = Cat(length[:8], byte)
+                    m.d.sync += [length[8:].eq(byte), state.eq(_Rx.CHECK),
+                                 length_ok.eq(value <= self.max_payload),
+                                 length_zero.eq(value == 0), last.eq(value == 1)]
                 with m.Case(_Rx.CHECK):
-                    with m.If((byte == header_crc.crc) & (length <= self.max_payload)):
+                    with m.If((byte == header_crc.crc) & length_ok):
                         m.d.sync += [
                             index.eq(0),
-                            state.eq(Mux(length == 0, _Rx.CRC_LO, _Rx.PAYLOAD)),
+                            left.eq(length),
+                            state.eq(Mux(length_zero, _Rx.CRC_LO, _Rx.PAYLOAD)),
                         ]
                     with m.Else():
                         m.d.comb += header_error.eq(1)
                         m.d.sync += state.eq(_Rx.HUNT)
                 with m.Case(_Rx.PAYLOAD):
                     m.d.comb += [write.en.eq(1), write.addr.eq(index), write.data.eq(byte)]
-                    m.d.sync += index.eq(index + 1)
-                    with m.If(index + 1 == length):
+                    m.d.sync += [index.eq(index + 1), left.eq(left - 1), last.eq(left == 2)]
+                    with m.If(last):
                         m.d.sync += state.eq(_Rx.CRC_LO)
                 with m.Case(_Rx.CRC_LO):
                     m.d.sync += [crc_low.eq(byte), state.eq(_Rx.CRC_HI)]
@@ -274,8 +285,8 @@ class FrameTransmitter(wiring.Component):
     ``SYNC``, the header, its CRC-8, the payload and the CRC-16 (little-endian), honouring
     backpressure. ``length`` must not exceed ``MAX_PAYLOAD``: only its low 11 bits are used
     (for the header and the payload count alike, so a frame is always self-consistent).
-    After each byte that enters a CRC the transmitter pauses for ``8 / crc_bits_per_cycle - 1``
-    cycles (none by default), far less than a UART byte.
+    After each byte that enters a CRC the transmitter pauses for ``8 / crc_bits_per_cycle``
+    cycles (one by default), far less than a UART byte.
 
     Parameters
     ----------
@@ -329,14 +340,18 @@ class FrameTransmitter(wiring.Component):
                 state.eq(_Tx.SYNC),
             ]
 
-        # A byte may be loaded when the output register frees up and both CRCs are settled
-        # (the check bytes are read from them).
-        can_emit = (~o_valid | self.o_stream.ready) & ~frame_crc.busy
+        # A byte enters the CRCs from the output register, in the cycle after it is loaded
+        # (so that the multiplexer choosing it does not feed the CRC logic). A byte may be
+        # loaded when the output register frees up and both CRCs are settled (the check bytes
+        # are read from them, and a CRC takes one byte at a time).
+        absorbing = Signal()
+        can_emit = (~o_valid | self.o_stream.ready) & ~absorbing & ~frame_crc.busy
         emit = Signal()
         absorb = Signal()
         out = Signal(8)
+        m.d.sync += absorbing.eq(absorb)
         for unit in (header_crc, frame_crc):
-            m.d.comb += [unit.clear.eq(clear), unit.start.eq(absorb), unit.data.eq(out)]
+            m.d.comb += [unit.clear.eq(clear), unit.start.eq(absorbing), unit.data.eq(o_byte)]
         with m.If(self.o_stream.ready):
             m.d.sync += o_valid.eq(0)
         with m.If(emit):

@@ -218,24 +218,34 @@ class UARTTx(wiring.Component):
         frame = Signal(BITS_PER_BYTE, init=(1 << BITS_PER_BYTE) - 1)
         bits_left = Signal(range(BITS_PER_BYTE + 1))
         timer = Signal(range(divisor), reset_less=True)
-        tick = timer == 0
+        # Registered conditions, so that `ready` is one gate from flip-flops:
+        # tick = (timer == 0), idle = (bits_left == 0), last = (bits_left == 1).
+        tick = Signal(init=1)
+        idle = Signal(init=1)
+        last = Signal()
         m.d.comb += [
             self.tx.eq(frame[0]),
-            self.busy.eq(bits_left != 0),
-            self.i_stream.ready.eq((bits_left == 0) | ((bits_left == 1) & tick)),
+            self.busy.eq(~idle),
+            self.i_stream.ready.eq(idle | (last & tick)),
         ]
         with m.If(~tick):
-            m.d.sync += timer.eq(timer - 1)
-        with m.Elif(bits_left != 0):
+            m.d.sync += [timer.eq(timer - 1), tick.eq(timer == 1)]
+        with m.Elif(~idle):
             m.d.sync += [
                 timer.eq(divisor - 1),
+                tick.eq(0),
                 frame.eq(Cat(frame[1:], Const(1, 1))),
                 bits_left.eq(bits_left - 1),
+                idle.eq(last),
+                last.eq(bits_left == 2),
             ]
         with m.If(self.i_stream.valid & self.i_stream.ready):
             m.d.sync += [
                 frame.eq(Cat(Const(0, 1), self.i_stream.payload, Const(1, 1))),
                 bits_left.eq(BITS_PER_BYTE),
                 timer.eq(divisor - 1),
+                tick.eq(0),
+                idle.eq(0),
+                last.eq(0),
             ]
         return m

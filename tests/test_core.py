@@ -69,6 +69,9 @@ async def run(ctx, dut, n_layers, batch, limit=200_000):
     for _ in range(limit):
         if not ctx.get(dut.busy):
             return ctx.get(dut.error), ctx.get(dut.cycles)
+        # The feed has no backpressure: the array must take every beat it is offered.
+        beat = dut.array.i_stream
+        assert ctx.get(beat.ready) or not ctx.get(beat.valid), "the array refused a beat"
         await ctx.tick()
     raise AssertionError("the core did not finish")
 
