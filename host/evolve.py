@@ -89,7 +89,8 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": (1000, None),  # minibatch size at the start and the end (None = all data)
     "temperature": 16.0,  # softmax temperature on the int8 outputs
     "density": 0.5,  # fraction of nonzero trits at initialisation
-    "flip_p": 0.5,  # trit flips per mutant ~ geometric(flip_p)
+    "flip_p": 0.5,  # trit flips per mutant ~ geometric(flip_p) (mean 1 / flip_p) ...
+    "flip_width": 64,  # ... times fan-in / flip_width for rows wider than flip_width
     "bias_rate": 0.25,  # fraction of mutants that also move their bias
     "bias_step": 2.0,  # std of a bias step, in output units (2**shift accumulator units)
     "shift_rate": 0.01,  # probability per generation of trying a shift change
@@ -192,6 +193,7 @@ class _Settings:
     temperature: float
     density: float
     flip_p: float
+    flip_width: int
     bias_rate: float
     bias_step: float
     shift_rate: float
@@ -227,6 +229,7 @@ def _check_settings(n: int, hidden: Any, hp: dict[str, Any]) -> _Settings:
         temperature=_real(p["temperature"], "temperature", MIN_TEMPERATURE, 1e6),
         density=_real(p["density"], "density", 0.0, 1.0, lo_open=True),
         flip_p=_real(p["flip_p"], "flip_p", 0.0, 1.0, lo_open=True),
+        flip_width=_positive_int(p["flip_width"], "flip_width"),
         bias_rate=_real(p["bias_rate"], "bias_rate", 0.0, 1.0),
         bias_step=_real(p["bias_step"], "bias_step", 0.0, 1e6),
         shift_rate=_real(p["shift_rate"], "shift_rate", 0.0, 1.0),
@@ -305,6 +308,8 @@ class _Search:
         sizes = np.array([w.size for w in net.w], np.float64)
         self.layer_p = sizes / sizes.sum()
         self.offspring = [_offspring(s.offspring, net, i) for i in range(net.n_layers)]
+        # wide rows get proportionally more flips: one trit moves a sum of K terms less
+        self.flip_p = [s.flip_p * min(1.0, s.flip_width / w.shape[1]) for w in net.w]
         self.evaluations = 0
         self.sample_evaluations = 0
         self.accepted = 0
@@ -339,7 +344,7 @@ class _Search:
         # mutants: bias steps for some, a geometric number of trit flips (>= 1 without a bias
         # step, >= 0 with one); a flip moves a trit to one of its two other values
         moves_bias = rng.random(lam) < s.bias_rate
-        flips = rng.geometric(s.flip_p, lam) - moves_bias
+        flips = rng.geometric(self.flip_p[layer], lam) - moves_bias
         cand = np.repeat(net.w[layer][row][None], lam, axis=0)
         who = np.repeat(np.arange(lam), flips)
         where = rng.integers(0, k, who.size)
@@ -428,7 +433,7 @@ def train_evolve(
     **hyper
         Search settings, see :data:`DEFAULTS`: ``offspring``, ``batch_size`` (an int or a
         ``(start, end)`` pair, None meaning all the training data), ``temperature``,
-        ``density``, ``flip_p``, ``bias_rate``, ``bias_step``, ``shift_rate``,
+        ``density``, ``flip_p``, ``flip_width``, ``bias_rate``, ``bias_step``, ``shift_rate``,
         ``input_quantile``, ``history_points``.
 
     Returns
@@ -573,6 +578,7 @@ def _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, s
         "temperature": s.temperature,
         "density": s.density,
         "flip_p": s.flip_p,
+        "flip_width": s.flip_width,
         "bias_rate": s.bias_rate,
         "bias_step": s.bias_step,
         "shift_rate": s.shift_rate,

@@ -127,7 +127,7 @@ def test_shift_steps_keep_caches_exact():
     rng = np.random.default_rng(5)
     net, x, _ = _net(rng, (16, 12, 4))
     settings = _Settings(hidden=(12,), offspring=4, batch_start=200, batch_end=200,
-                         temperature=8.0, density=0.5, flip_p=0.5, bias_rate=0.25,
+                         temperature=8.0, density=0.5, flip_p=0.5, flip_width=64, bias_rate=0.25,
                          bias_step=2.0, shift_rate=1.0, input_quantile=0.999, history_points=5)
     search = _Search(net, settings, rng)
     shifts = set()
@@ -254,6 +254,7 @@ Y = np.array([0, 1, 0, 1])
         (dict(temperature=3.0), r"temperature must be a number in \[4.0"),
         (dict(density=1.5), r"density must be a number in \(0.0, 1.0\]"),
         (dict(flip_p=0.0), "flip_p must be a number"),
+        (dict(flip_width=0), "flip_width must be an integer >= 1"),
         (dict(bias_rate=-0.1), "bias_rate must be a number"),
         (dict(shift_rate=2), "shift_rate must be a number"),
         (dict(input_quantile=0), "input_quantile must be a number"),
