@@ -1,11 +1,12 @@
 """Evolutionary training (``host.evolve``) on digits and MNIST-1D: accuracy against time.
 
-``python -m bench.evolve [--quick]`` evolves a ternary MLP on each data set with the default
-search settings and a wall-clock budget, and saves ``bench/results/evolve.json`` (settings,
-metrics, history) and one PNG per data set (test accuracy by the bit-exact reference against
-seconds). When ``host.qat`` is available, quantisation-aware training and the float MLP run at
-the same shape in the same process, one after the other, and go on the same axes: the
-comparison is measured side by side on one machine state.
+``python -m bench.evolve [--quick] [--runs digits,mnist1d,mnist1d_deep]`` evolves a ternary
+MLP for each run of :data:`CONFIGS` with the default search settings and a wall-clock budget,
+and saves ``bench/results/evolve.json`` (settings, metrics, history) and one PNG per run
+(``evolve_<run>.png``: test accuracy by the bit-exact reference against seconds). When
+``host.qat`` is available, quantisation-aware training and the float MLP run at the same shape
+in the same process, one after the other, and go on the same axes: the comparison is measured
+side by side on one machine state. ``--no-compare`` leaves them out.
 
 Every accuracy is the reference's (``Program.run_reference``), except the float MLP's, which is
 its own float forward pass. Timings are wall-clock on whatever else the machine is doing: the
@@ -26,12 +27,16 @@ from host.data import load_dataset
 from host.evolve import train_evolve
 from host.fileio import write_atomic
 
-# Shapes and budgets, all within the default simulated device (widths <= 256, <= 80k weights):
-# digits 64-128-10 (9,472 weights), MNIST-1D 40-256-10 (12,800 weights). QAT and the float MLP
-# run with host.qat.DEFAULTS for the data set, at the same shape.
+# Runs: data set, shape and budget, all within the default simulated device (widths <= 256,
+# <= 80k weights): digits 64-128-10 (9,472 weights); MNIST-1D 40-256-10 (12,800 weights) and
+# 40-256-256-10 (78,336 weights, the shape of host.qat.DEFAULTS["mnist1d"]). QAT and the float
+# MLP run with host.qat.DEFAULTS for the data set, at the same shape.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "digits": {"hidden": (128,), "budget_s": 300.0, "quick_budget_s": 30.0},
-    "mnist1d": {"hidden": (256,), "budget_s": 300.0, "quick_budget_s": 30.0},
+    "digits": {"data": "digits", "hidden": (128,), "budget_s": 300.0, "quick_budget_s": 30.0},
+    "mnist1d": {"data": "mnist1d", "hidden": (256,), "budget_s": 300.0,
+                "quick_budget_s": 30.0},
+    "mnist1d_deep": {"data": "mnist1d", "hidden": (256, 256), "budget_s": 300.0,
+                     "quick_budget_s": 30.0},
 }
 
 
@@ -120,9 +125,12 @@ def _plot(name: str, runs: list[dict[str, Any]], path) -> None:
             continue
         t, acc = zip(*pts, strict=True)
         shape = "-".join(str(w) for w in run.get("settings", {}).get("hidden", []))
-        ax.plot(t, [100 * a for a in acc], label=f"{run['method']} (hidden {shape})")
-    ax.set_xlabel("seconds (wall clock, shared 2-core machine)")
-    ax.set_ylabel("test accuracy, % (bit-exact reference)")
+        what = {"evolve": "evolution", "qat": "QAT", "float": "float MLP (not ternary)"}
+        ax.plot(t, [100 * a for a in acc],
+                label=f"{what.get(run['method'], run['method'])}, hidden {shape}")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds (wall clock, log scale; shared 2-core machine)")
+    ax.set_ylabel("test accuracy, % (ternary: bit-exact reference)")
     ax.set_title(f"{name}: accuracy against training time")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -141,26 +149,26 @@ def main(argv: list[str] | None = None) -> dict:
                         help="evolution only, without QAT and the float MLP")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of evolution per data set (overrides the defaults)")
-    parser.add_argument("--datasets", default=",".join(CONFIGS),
+    parser.add_argument("--runs", default=",".join(CONFIGS),
                         help="comma-separated subset of " + ",".join(CONFIGS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    names = [n for n in args.datasets.split(",") if n]
+    names = [n for n in args.runs.split(",") if n]
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown:
-        parser.error(f"unknown data set {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
-    figures: dict[str, Any] = {"quick": args.quick, "datasets": {}}
+        parser.error(f"unknown run {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    figures: dict[str, Any] = {"quick": args.quick, "runs": {}}
     for name in names:
         cfg = CONFIGS[name]
         budget = args.budget or (cfg["quick_budget_s"] if args.quick else cfg["budget_s"])
-        data = load_dataset(name)
+        data = load_dataset(cfg["data"])
         runs = [_run_evolve(name, data, cfg["hidden"], budget, args.seed)]
         if not args.no_compare:
-            runs += _run_qat(name, data, cfg["hidden"], args.seed)
+            runs += _run_qat(cfg["data"], data, cfg["hidden"], args.seed)
         png = RESULTS / f"evolve_{name}.png"
         _plot(name, runs, png)
-        figures["datasets"][name] = {"hidden": list(cfg["hidden"]), "budget_s": budget,
-                                     "figure": png.name, "runs": runs}
+        figures["runs"][name] = {"data": cfg["data"], "hidden": list(cfg["hidden"]),
+                                 "budget_s": budget, "figure": png.name, "results": runs}
     path = RESULTS / "evolve.json"
     text = json.dumps({"context": context(), **figures}, indent=2, default=_json_default)
     write_atomic(path, text + "\n")
