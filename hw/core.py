@@ -389,12 +389,18 @@ class AcceleratorCore(wiring.Component):
             m.d.sync += [
                 p2_valid.eq(p1_valid), p3_valid.eq(p2_valid), p4_valid.eq(p3_valid),
             ]
+        # Clipping to int8 by bit tests (an AND / OR tree), not by comparators (carry chains):
+        # v < -128 when negative and not all of bits 7.. set, v > 127 when non-negative and
+        # any of them set.
+        assert ACT_MIN == -(1 << 7) and ACT_MAX == (1 << 7) - 1
         clipped = Signal(8)
-        with m.If(relu & (p3_val < 0)):
+        negative = p3_val[-1]
+        high = p3_val[7:]
+        with m.If(relu & negative):
             m.d.comb += clipped.eq(0)
-        with m.Elif(p3_val < ACT_MIN):
+        with m.Elif(negative & ~high.all()):
             m.d.comb += clipped.eq(ACT_MIN & 0xFF)
-        with m.Elif(p3_val > ACT_MAX):
+        with m.Elif(~negative & high.any()):
             m.d.comb += clipped.eq(ACT_MAX)
         with m.Else():
             m.d.comb += clipped.eq(p3_val[:8])

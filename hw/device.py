@@ -38,7 +38,19 @@ from hw.protocol import (
 from hw.spec import SPEC_VERSION
 from hw.uart import UARTRx, UARTTx, baud_divisor
 
-__all__ = ["LinkedAccelerator", "Top"]
+__all__ = ["LinkedAccelerator", "Top", "UP5K_PARAMS", "ECP5_85F_PARAMS"]
+
+#: Accelerator parameters for an iCE40UP5K (iCEBreaker): weights in the four SPRAM blocks
+#: (16K words of 40 trits; ``weight_memory="spram"`` instantiates them, no Yosys flag needed),
+#: biases, layer table, activation buffers, decoder ROMs and the link's payload in 24 of the
+#: 30 block RAMs. Fits a 40-256-256-10 MLP (1988 weight words, 530 biases) at batch 4.
+#: Figures (Yosys 0.70 synth_ice40, nextpnr-ice40 0.11 --up5k --package sg48) in the module
+#: notes; work in progress: Fmax is being raised to 48 MHz.
+UP5K_PARAMS = dict(lanes=8, rows=5, weight_words=16384, bias_depth=1024, max_layers=32,
+                   max_width=256, max_batch=4, decoder="rom", weight_memory="spram")
+#: Accelerator parameters for an LFE5U-85F: the same array with weights in block RAM.
+ECP5_85F_PARAMS = dict(lanes=8, rows=5, weight_words=16384, bias_depth=1024, max_layers=32,
+                       max_width=256, max_batch=16, decoder="rom", weight_memory="generic")
 
 STATUS_SIZE = STATUS_ACK.size
 _RUN_ARGS, _READ_ARGS = 3, 7
@@ -96,7 +108,7 @@ class LinkedAccelerator(wiring.Component):
         frame = rx.o_frame.payload
         op = Signal(8)
         seq = Signal(8)
-        length = Signal(16)
+        data_len = Signal(16)
         args = Array(Signal(8, name=f"arg{i}") for i in range(_READ_ARGS))
         index = Signal(range(MAX_PAYLOAD + 1))  # payload byte being parsed, copied or sent
         remaining = Signal(range(MAX_PAYLOAD + 1))
@@ -144,15 +156,20 @@ class LinkedAccelerator(wiring.Component):
         answers = {KIND_NONE: (Op.WRITE | ACK, 0), KIND_INFO: (Op.INFO | ACK, DeviceInfo.SIZE),
                    KIND_STATUS: (Op.STATUS | ACK, STATUS_SIZE),
                    KIND_CYCLES: (Op.RUN | ACK, RUN_ACK.size), KIND_NAK: (NAK, 2)}
-        r_op = Signal(8)
-        r_len = Signal(16)
-        r_len_zero = Signal()
+        kind_op = Signal(8)
+        kind_len = Signal(16)
+        kind_len_zero = Signal()
         with m.Switch(r_kind):
             for kind, (op_value, n_bytes) in answers.items():
                 with m.Case(kind):
-                    m.d.comb += [r_op.eq(op_value), r_len.eq(n_bytes), r_len_zero.eq(n_bytes == 0)]
+                    m.d.comb += [kind_op.eq(op_value), kind_len.eq(n_bytes),
+                                 kind_len_zero.eq(n_bytes == 0)]
             with m.Case(KIND_READ):
-                m.d.comb += [r_op.eq(Op.READ | ACK), r_len.eq(count), r_len_zero.eq(count_zero)]
+                m.d.comb += [kind_op.eq(Op.READ | ACK), kind_len.eq(count),
+                             kind_len_zero.eq(count_zero)]
+        r_op = Signal(8)
+        r_len = Signal(16)
+        r_len_zero = Signal()
 
         runs = Signal(32)
         cache_valid = Signal()
@@ -187,6 +204,7 @@ class LinkedAccelerator(wiring.Component):
         fsm = OneHotFSM(m, [
             "IDLE",
             "DISPATCH",
+            "ROUTE",
             "PARSE",
             "PARSE_TAKE",
             "DECODE",
@@ -200,6 +218,7 @@ class LinkedAccelerator(wiring.Component):
             "RUN_WAIT",
             "RUN_END",
             "RUN_DONE",
+            "ANSWER_PREP",
             "ANSWER",
             "ANSWERED",
             "SEND_FETCH",
@@ -209,8 +228,8 @@ class LinkedAccelerator(wiring.Component):
         ])
 
         def answer(kind):
-            m.d.sync += [r_kind.eq(kind), frame_valid.eq(1)]
-            fsm.go("ANSWER")
+            m.d.sync += r_kind.eq(kind)
+            fsm.go("ANSWER_PREP")
 
         def nak(code):
             m.d.sync += r_code.eq(code)
@@ -258,7 +277,8 @@ class LinkedAccelerator(wiring.Component):
             m.d.sync += index.eq(0)
             with m.If(rx.o_frame.valid):
                 m.d.sync += [
-                    op.eq(frame.op), seq.eq(frame.seq), length.eq(frame.length),
+                    op.eq(frame.op), seq.eq(frame.seq),
+                    data_len.eq(frame.length - WRITE_HEADER),  # a WRITE's data bytes
                     f_error.eq(frame.error), f_bad.eq(frame.error != 0),
                     is_info.eq(frame.op == Op.INFO), is_status.eq(frame.op == Op.STATUS),
                     is_write.eq(frame.op == Op.WRITE), is_run.eq(frame.op == Op.RUN),
@@ -272,46 +292,38 @@ class LinkedAccelerator(wiring.Component):
                 ]
                 fsm.go("DISPATCH")
 
+        # The frame's fate is decided from its flags, registered, then acted upon.
+        bad_length = Signal()
+        known = Signal()
+        m.d.comb += [
+            bad_length.eq(((is_info | is_status) & ~len_zero) | (is_write & ~len_write_ok) |
+                          (is_run & ~len_run_ok) | (is_read & ~len_read_ok)),
+            known.eq(is_info | is_status | is_write | is_run | is_read),
+        ]
+        refuse = Signal()
+        refusal = Signal(8)
         with fsm.state("DISPATCH"):
-            m.d.sync += parse_last.eq(0)
-
-            def parse(n):
-                m.d.sync += n_args.eq(n)
-                fsm.go("PARSE")
-
-            with m.If(f_bad):
-                nak(f_error)
+            m.d.sync += [
+                refuse.eq(f_bad | bad_length | ~known),
+                refusal.eq(Mux(f_bad, f_error, Mux(bad_length, ErrorCode.BAD_LENGTH,
+                                                   ErrorCode.UNKNOWN_OPCODE))),
+                n_args.eq(Mux(is_write, WRITE_HEADER, Mux(is_run, _RUN_ARGS, _READ_ARGS))),
+                parse_last.eq(0),
+            ]
+            fsm.go("ROUTE")
+        with fsm.state("ROUTE"):
+            with m.If(refuse):
+                nak(refusal)
             with m.Elif(is_info):
-                with m.If(~len_zero):
-                    nak(ErrorCode.BAD_LENGTH)
-                with m.Else():
-                    m.d.sync += cache_valid.eq(0)
-                    answer(KIND_INFO)
+                m.d.sync += cache_valid.eq(0)
+                answer(KIND_INFO)
             with m.Elif(is_status):
-                with m.If(~len_zero):
-                    nak(ErrorCode.BAD_LENGTH)
-                with m.Else():
-                    m.d.sync += status.eq(Cat(core.busy, Const(0, 7), core.error,
-                                              core.cycles, runs))
-                    answer(KIND_STATUS)
-            with m.Elif(is_write):
-                with m.If(~len_write_ok):
-                    nak(ErrorCode.BAD_LENGTH)
-                with m.Else():
-                    m.d.sync += cache_valid.eq(0)
-                    parse(WRITE_HEADER)
-            with m.Elif(is_run):
-                with m.If(~len_run_ok):
-                    nak(ErrorCode.BAD_LENGTH)
-                with m.Else():
-                    parse(_RUN_ARGS)
-            with m.Elif(is_read):
-                with m.If(~len_read_ok):
-                    nak(ErrorCode.BAD_LENGTH)
-                with m.Else():
-                    parse(_READ_ARGS)
+                m.d.sync += status.eq(Cat(core.busy, Const(0, 7), core.error, core.cycles, runs))
+                answer(KIND_STATUS)
             with m.Else():
-                nak(ErrorCode.UNKNOWN_OPCODE)
+                with m.If(is_write):
+                    m.d.sync += cache_valid.eq(0)
+                fsm.go("PARSE")
 
         # Copy the fixed arguments out of the payload memory (read latency: one cycle).
         with fsm.state("PARSE"):
@@ -344,7 +356,7 @@ class LinkedAccelerator(wiring.Component):
         with fsm.state("VALIDATE"):
             first_lane()
             with m.If(is_write):
-                load_remaining(length - WRITE_HEADER, len_header)
+                load_remaining(data_len, len_header)
                 with m.If(bad_target):
                     nak(ErrorCode.BAD_ARGUMENT)
                 with m.Else():
@@ -370,16 +382,16 @@ class LinkedAccelerator(wiring.Component):
             m.d.sync += over.eq(touched & (last_word >= depth))
             fsm.go("CHECK_DONE")
         with fsm.state("CHECK_DONE"):
+            # the loads do not depend on `over`: on a NAK they are simply not used
             m.d.sync += [word.eq(Cat(args[1], args[2], args[3], args[4])),
                          index.eq(WRITE_HEADER)]
             first_lane()
+            load_remaining(Mux(is_write, data_len, count), Mux(is_write, len_header, count_zero))
             with m.If(over):
                 nak(ErrorCode.BAD_ADDRESS)
             with m.Elif(is_write):
-                load_remaining(length - WRITE_HEADER, len_header)
                 fsm.go("WRITE")
             with m.Else():
-                load_remaining(count, count_zero)
                 answer(KIND_READ)
 
         with fsm.state("WRITE"):
@@ -416,6 +428,10 @@ class LinkedAccelerator(wiring.Component):
 
         # Hand the header to the transmitter, then the payload bytes, then release the
         # receiver for the next frame.
+        with fsm.state("ANSWER_PREP"):
+            m.d.sync += [r_op.eq(kind_op), r_len.eq(kind_len), r_len_zero.eq(kind_len_zero),
+                         frame_valid.eq(1)]
+            fsm.go("ANSWER")
         with fsm.state("ANSWER"):
             with m.If(tx.i_frame.ready):
                 m.d.sync += frame_valid.eq(0)

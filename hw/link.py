@@ -327,6 +327,9 @@ class FrameTransmitter(wiring.Component):
         op, seq = Signal(8, reset_less=True), Signal(8, reset_less=True)
         # The length until the payload starts, then the payload bytes still to come.
         remaining = Signal(range(MAX_PAYLOAD + 1), reset_less=True)
+        # Registered: no payload (at the header), one payload byte left (in the payload).
+        empty = Signal(reset_less=True)
+        last = Signal(reset_less=True)
         o_valid, o_byte = Signal(), Signal(8, reset_less=True)
         m.d.comb += [self.o_stream.valid.eq(o_valid), self.o_stream.payload.eq(o_byte)]
 
@@ -337,6 +340,8 @@ class FrameTransmitter(wiring.Component):
                 op.eq(self.i_frame.payload.op),
                 seq.eq(self.i_frame.payload.seq),
                 remaining.eq(self.i_frame.payload.length),
+                empty.eq(self.i_frame.payload.length[:11] == 0),
+                last.eq(self.i_frame.payload.length[:11] == 1),
                 state.eq(_Tx.SYNC),
             ]
 
@@ -374,7 +379,7 @@ class FrameTransmitter(wiring.Component):
             with m.Case(_Tx.LEN_HI):
                 step(remaining[8:], _Tx.CHECK)
             with m.Case(_Tx.CHECK):
-                step(header_crc.crc, Mux(remaining == 0, _Tx.CRC_LO, _Tx.PAYLOAD))
+                step(header_crc.crc, Mux(empty, _Tx.CRC_LO, _Tx.PAYLOAD))
             with m.Case(_Tx.PAYLOAD):
                 take = can_emit & self.i_stream.valid
                 m.d.comb += [
@@ -384,8 +389,8 @@ class FrameTransmitter(wiring.Component):
                     absorb.eq(take),
                 ]
                 with m.If(take):
-                    m.d.sync += remaining.eq(remaining - 1)
-                    with m.If(remaining == 1):
+                    m.d.sync += [remaining.eq(remaining - 1), last.eq(remaining == 2)]
+                    with m.If(last):
                         m.d.sync += state.eq(_Tx.CRC_LO)
             with m.Case(_Tx.CRC_LO):
                 step(frame_crc.crc[:8], _Tx.CRC_HI, crc=False)
