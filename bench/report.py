@@ -120,9 +120,76 @@ def device_tables(d: dict) -> list[str]:
     return out
 
 
+def _load_avg(d: dict) -> str:
+    la = d.get("context", {}).get("load_average")
+    return f"{la[0]:.1f}" if isinstance(la, list) and la else "unknown"
+
+
+def boards_table(d: dict) -> list[str]:
+    out = ["Whole-device builds per board (`python -m bench boards`: Amaranth, Yosys, nextpnr "
+           "through YoWASP, seed 1, each at the board's default clock): logic cells, block RAM, "
+           "SPRAM, Fmax after routing; peak = lanes x rows x Fmax, which is also the batch-1 "
+           "roofline while the array takes one weight word (lanes x rows trits) per clock. "
+           "DSP blocks and multiplier cells: 0 in every build. Build times were measured on a "
+           f"loaded 2-core machine (load average {_load_avg(d)}).", "",
+           "| board | lanes x rows | logic cells | FF | block RAM | SPRAM | Fmax MHz | peak GMAC/s "
+           "| fits, timing |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name, b in d["boards"].items():
+        for r in b["results"]:
+            lc = r.get("logic_cells") or [None, None]
+            ram = r.get("block_ram") or [None, None]
+            sp = r.get("spram")
+            state = ("no fit" if not r.get("fits") else
+                     f"met at {r['clock_mhz']:g} MHz" if r.get("timing_met") else
+                     f"missed {r['clock_mhz']:g} MHz")
+            out.append(f"| {name} | {r['lanes']} x {r['rows']} | {lc[0]}/{lc[1]} | {r.get('ff')} "
+                       f"| {ram[0]}/{ram[1]} | {f'{sp[0]}/{sp[1]}' if sp else '-'} "
+                       f"| {_fmt(r.get('fmax_mhz'))} | {_fmt(r.get('peak_gmacs'), '.2f')} "
+                       f"| {state} |")
+    out += ["", "| board | first build (empty YoWASP cache) s | warm build s |", "|---|---:|---:|"]
+    for name, b in d["boards"].items():
+        out.append(f"| {name} | {_fmt(b.get('first_run_s'), '.0f')} "
+                   f"| {_fmt(b.get('warm_s'), '.0f')} |")
+    return out
+
+
+def qat_table(d: dict) -> list[str]:
+    out = ["Training on the bundled data sets (`python -m bench qat`): a float MLP, the same "
+           "float MLP ternarised after training (TWN, scales folded into integer biases and "
+           "shifts), and quantisation-aware training of the same shape. Ternary accuracies are "
+           "the bit-exact reference's, i.e. the device's.", "",
+           "| data | MLP | float | ternarised after training | QAT | QAT - float | QAT s |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    for r in d["results"]:
+        fm, qm = r["float"]["metrics"], r["qat"]["metrics"]
+        out.append(f"| {r['data']} | {r['shape']} | {fm['test_acc']:.2%} "
+                   f"| {r['folded_test_acc']:.2%} | {qm['test_acc']:.2%} "
+                   f"| {100 * (qm['test_acc'] - fm['test_acc']):+.2f} pt | {qm['seconds']:.0f} |")
+    return out
+
+
+def evolve_table(d: dict) -> list[str]:
+    out = ["Gradient-free evolution of the ternary weights against QAT and the float MLP, same "
+           "shape, same run (`python -m bench evolve`; curves in `bench/results/evolve_*.png`)."
+           + (" Quick run (short budgets)." if d.get("quick") else ""), "",
+           "| run | method | hidden | test accuracy | seconds | generations |",
+           "|---|---|---|---:|---:|---:|"]
+    names = {"evolve": "evolution", "qat": "QAT", "float": "float MLP"}
+    for run_name, run in d["runs"].items():
+        for r in run["results"]:
+            m = r.get("metrics", {})
+            acc = m.get("test_acc")
+            hidden = "-".join(str(w) for w in r.get("settings", {}).get("hidden", run["hidden"]))
+            out.append(f"| {run_name} | {names.get(r['method'], r['method'])} | {hidden} "
+                       f"| {_fmt(acc and 100 * acc, '.2f')}% | {_fmt(m.get('seconds'), '.0f')} "
+                       f"| {m.get('generations', '-')} |")
+    return out
+
+
 def render() -> str:
     parts = []
-    for name, fn in (("area", area_tables), ("device", device_tables),
+    for name, fn in (("qat", qat_table), ("evolve", evolve_table), ("area", area_tables),
+                     ("boards", boards_table), ("device", device_tables),
                      ("packing", packing_table), ("reference", reference_table)):
         d = _load(name)
         parts.append("\n".join(fn(d)) if d else f"(no {name} results yet: run `make bench`)")
