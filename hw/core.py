@@ -158,19 +158,22 @@ class AcceleratorCore(wiring.Component):
         flush = Signal()  # clears the datapath at the start of a run and on an abort
         m.d.comb += self.busy.eq(busy)
 
-        # Host writes take effect a cycle late, from registers, so that the link's address
-        # logic and the range checks below do not form one path into the memories.
-        wr_target = Signal.like(self.wr_target, reset_less=True)
+        # Host writes take effect a cycle late, from registers (address, data and each
+        # memory's byte enables), so that the link's logic and the range checks do not form
+        # one path into the memories.
         wr_addr = Signal.like(self.wr_addr, reset_less=True)
         wr_lane = Signal.like(self.wr_lane, reset_less=True)
         wr_data = Signal.like(self.wr_data, reset_less=True)
-        wr_en = Signal()
-        m.d.sync += [wr_target.eq(self.wr_target), wr_addr.eq(self.wr_addr),
-                     wr_lane.eq(self.wr_lane), wr_data.eq(self.wr_data), wr_en.eq(self.wr_en)]
+        m.d.sync += [wr_addr.eq(self.wr_addr), wr_lane.eq(self.wr_lane),
+                     wr_data.eq(self.wr_data)]
 
-        def host_select(target, n_bytes, depth):
-            return (wr_en & ~busy & (wr_target == target) & (wr_lane < n_bytes) &
-                    (wr_addr < depth))
+        def host_enables(target, n_bytes, depth, lane=None, name=""):
+            lane = self.wr_lane if lane is None else lane
+            sel = (self.wr_en & ~busy & (self.wr_target == target) &
+                   (self.wr_lane < n_bytes) & (self.wr_addr < depth))
+            enables = Signal(n_bytes if lane is self.wr_lane else 2, name=f"{name}_we")
+            m.d.sync += enables.eq(_byte_enable(sel, lane, len(enables)))
+            return enables
 
         # ---- layer table ----------------------------------------------------------------
         # 16-bit words, TABLE_SLOTS per entry: one block RAM for up to 32 layers, where an
@@ -179,11 +182,11 @@ class AcceleratorCore(wiring.Component):
         tmem = Memory(shape=16, depth=self.max_layers * TABLE_SLOTS, init=[], attrs=NO_RW_CHECK)
         m.submodules.table = tmem
         t_wr = tmem.write_port(granularity=8)
-        t_sel = host_select(Target.LAYER, LAYER_ENTRY_SIZE, self.max_layers)
         m.d.comb += [
             t_wr.addr.eq(Cat(wr_lane[1:TABLE_SLOT_BITS + 1], wr_addr)),
             t_wr.data.eq(wr_data.replicate(2)),
-            t_wr.en.eq(Cat(t_sel & ~wr_lane[0], t_sel & wr_lane[0])),
+            t_wr.en.eq(host_enables(Target.LAYER, LAYER_ENTRY_SIZE, self.max_layers,
+                                    lane=self.wr_lane[0], name="table")),
         ]
         t_rd = tmem.read_port()
         layer = Signal(range(self.max_layers + 1))
@@ -217,8 +220,7 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += [
             wmem.addr.eq(Mux(busy, wptr, wr_addr)),
             wmem.wr_data.eq(wr_data.replicate(bb)),
-            wmem.wr_en.eq(_byte_enable(host_select(Target.WEIGHTS, bb, self.weight_words),
-                                       wr_lane, bb)),
+            wmem.wr_en.eq(host_enables(Target.WEIGHTS, bb, self.weight_words, name="weights")),
             wmem.rd_en.eq(1),
         ]
 
@@ -230,8 +232,8 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += [
             b_wr.addr.eq(wr_addr),
             b_wr.data.eq(wr_data.replicate(BIAS_STORE_BYTES)),
-            b_wr.en.eq(_byte_enable(host_select(Target.BIAS, BIAS_STORE_BYTES, self.bias_depth),
-                                    wr_lane, BIAS_STORE_BYTES)),
+            b_wr.en.eq(host_enables(Target.BIAS, BIAS_STORE_BYTES, self.bias_depth,
+                                    name="biases")),
         ]
 
         # ---- activation buffers ---------------------------------------------------------
@@ -249,29 +251,41 @@ class AcceleratorCore(wiring.Component):
         # block no sooner than `rows` cycles after the previous one, the time the requantiser
         # takes per block, so the array's output is always taken when it is ready. (A stall
         # signal would fan out from the array to every feed register and memory enable.)
-        c = Signal(range(self.stride))
-        j = Signal(range(self.max_blocks))
-        b = Signal(range(self.max_batch + 1))
+        # Loop counters count down, with their end flags registered beside them (a
+        # comparator in the issue path would reach every counter's enable).
+        c = Signal(range(self.stride))  # chunks left in this block after this one
+        j = Signal(range(self.max_blocks))  # blocks left in this sample
+        b = Signal(range(self.max_batch))  # samples left in this layer
+        c_end = Signal()
+        j_end = Signal()
+        b_end = Signal()
+        c_first = Signal()  # the beat at the issuer starts a block
         aptr = Signal(range(self.buffer_words + self.stride + 1))
         abase = Signal.like(aptr)
         chunks_last = Signal.like(c)
+        chunks_one = Signal()
         blocks_last = Signal.like(j)
+        blocks_one = Signal()
         batch_last = Signal.like(b)
+        batch_one = Signal()
         gap = Signal(range(rows + 1))  # cycles since the last block started, saturating
+        gap_ok = Signal()  # gap == rows
         last0 = Signal()
         m.d.comb += [
-            last0.eq(c == chunks_last),
-            issue.eq(issuing & ((c != 0) | (gap == rows))),
+            last0.eq(c_end),
+            issue.eq(issuing & (~c_first | gap_ok)),
         ]
-        with m.If(issue & (c == 0)):
-            m.d.sync += gap.eq(1)
-        with m.Elif(gap != rows):
-            m.d.sync += gap.eq(gap + 1)
+        with m.If(issue & c_first):
+            m.d.sync += [gap.eq(1), gap_ok.eq(rows == 1)]
+        with m.Elif(~gap_ok):
+            m.d.sync += [gap.eq(gap + 1), gap_ok.eq(gap == rows - 1)]
 
         # ---- stage 1: memory data; stage 2: decoded codes -------------------------------
         # Data registers need no reset: the valid bits say what they hold.
-        valid1, last1 = Signal(), Signal(reset_less=True)
-        valid2, last2 = Signal(), Signal(reset_less=True)
+        valid1 = Signal()
+        last1 = Signal(reset_less=True)
+        valid2 = Signal()
+        last2 = Signal(reset_less=True)
         acts1 = Signal(8 * lanes)
         acts2 = Signal(8 * lanes, reset_less=True)
         # The decoder: a 256-entry table per byte, read synchronously (one pipeline stage).
@@ -320,8 +334,10 @@ class AcceleratorCore(wiring.Component):
         hold = Array(Signal(signed(acc_w), name=f"hold{r}", reset_less=True) for r in range(rows))
         holding = Signal()
         r = Signal(range(rows + 1))
-        rq_j = Signal(range(self.max_blocks))
-        rq_b = Signal(range(self.max_batch + 1))
+        rq_j = Signal(range(self.max_blocks))  # blocks left, counting down like the issuer's
+        rq_b = Signal(range(self.max_batch))
+        rq_j_end = Signal()
+        rq_b_end = Signal()
         rq_done = Signal()  # all blocks of all samples of this layer have been issued
         bptr = Signal(range(self.bias_depth + 1))
         m_idx = Signal(range(self.max_blocks * rows + 1))
@@ -336,13 +352,16 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += b_rd.addr.eq(bptr)
         # pipeline: p1 (accumulator; bias read) -> p2 (sum) -> p3 (shifted) -> p4 (clipped,
         # written)
-        p1_valid, p2_valid, p3_valid, p4_valid = Signal(), Signal(), Signal(), Signal()
+        p1_valid = Signal()
+        p2_valid = Signal()
+        p3_valid = Signal()
+        p4_valid = Signal()
         p1_acc = Signal(signed(acc_w), reset_less=True)
-        p1_we, p2_we, p3_we, p4_we = (Signal(reset_less=True) for _ in range(4))
+        p1_we, p2_we, p3_we = (Signal(reset_less=True) for _ in range(3))
+        p4_en = Signal(lanes)  # the destination byte's write enable
         p1_word, p2_word, p3_word, p4_word = (Signal.like(aptr, reset_less=True)
                                               for _ in range(4))
-        p1_lane, p2_lane, p3_lane, p4_lane = (Signal(range(lanes), reset_less=True)
-                                              for _ in range(4))
+        p1_lane, p2_lane, p3_lane = (Signal(range(lanes), reset_less=True) for _ in range(3))
         sum_w = max(acc_w, BIAS_STORE_WIDTH) + 1
         p2_sum = Signal(signed(sum_w), reset_less=True)
         p3_val = Signal(signed(sum_w), reset_less=True)
@@ -352,7 +371,7 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += bias.eq(b_rd.data[:BIAS_STORE_WIDTH])
         with m.If(flush):
             m.d.sync += [holding.eq(0), p1_valid.eq(0), p2_valid.eq(0), p3_valid.eq(0),
-                         p4_valid.eq(0)]
+                         p4_valid.eq(0), p4_en.eq(0)]
         with m.Else():
             m.d.sync += p1_valid.eq(0)
             with m.If(holding):
@@ -371,15 +390,17 @@ class AcceleratorCore(wiring.Component):
                     m.d.sync += o_lane.eq(o_lane + 1)
                 with m.If(last_row):
                     m.d.sync += holding.eq(0)
-                    with m.If(rq_j == blocks_last):
+                    with m.If(rq_j_end):
                         # end of a sample: outputs of the next sample start a buffer row later
-                        m.d.sync += [rq_j.eq(0), rq_b.eq(rq_b + 1), bptr.eq(bias_base_n),
+                        m.d.sync += [rq_j.eq(blocks_last), rq_j_end.eq(blocks_one),
+                                     rq_b.eq(rq_b - 1), rq_b_end.eq(rq_b == 1),
+                                     bptr.eq(bias_base_n),
                                      m_idx.eq(0), o_lane.eq(0), o_word.eq(o_base + self.stride),
                                      o_base.eq(o_base + self.stride)]
-                        with m.If(rq_b == batch_last):
+                        with m.If(rq_b_end):
                             m.d.sync += rq_done.eq(1)
                     with m.Else():
-                        m.d.sync += rq_j.eq(rq_j + 1)
+                        m.d.sync += [rq_j.eq(rq_j - 1), rq_j_end.eq(rq_j == 1)]
                 with m.Else():
                     m.d.sync += r.eq(r + 1)
             # after the last row of a block, the next block is taken in the same cycle
@@ -388,6 +409,7 @@ class AcceleratorCore(wiring.Component):
                 m.d.sync += [hold[i].eq(a_out.payload[i]) for i in range(rows)]
             m.d.sync += [
                 p2_valid.eq(p1_valid), p3_valid.eq(p2_valid), p4_valid.eq(p3_valid),
+                p4_en.eq(_byte_enable(p3_valid & p3_we, p3_lane, lanes)),
             ]
         # Clipping to int8 by bit tests (an AND / OR tree), not by comparators (carry chains):
         # v < -128 when negative and not all of bits 7.. set, v > 127 when non-negative and
@@ -407,18 +429,18 @@ class AcceleratorCore(wiring.Component):
         m.d.sync += [
             p2_we.eq(p1_we), p2_word.eq(p1_word), p2_lane.eq(p1_lane), p2_sum.eq(p1_acc + bias),
             p3_we.eq(p2_we), p3_word.eq(p2_word), p3_lane.eq(p2_lane), p3_val.eq(p2_sum >> shift),
-            p4_we.eq(p3_we), p4_word.eq(p3_word), p4_lane.eq(p3_lane), p4_out.eq(clipped),
+            p4_word.eq(p3_word), p4_out.eq(clipped),
         ]
         rq_busy = Signal()
         m.d.comb += rq_busy.eq(holding | p1_valid | p2_valid | p3_valid | p4_valid)
 
         # buffer ports: requantiser writes the destination, issuer reads the source
-        host_in = host_select(Target.INPUT, lanes, self.buffer_words)
+        host_in = host_enables(Target.INPUT, lanes, self.buffer_words, name="inputs")
         with m.If(busy):
             m.d.comb += [
                 a_wr.addr.eq(Cat(p4_word[:abits], ~src)),
                 a_wr.data.eq(p4_out.replicate(lanes)),
-                a_wr.en.eq(_byte_enable(p4_valid & p4_we, p4_lane, lanes)),
+                a_wr.en.eq(p4_en),
                 a_rd.addr.eq(Cat(aptr[:abits], src)),
                 a_rd.en.eq(1),
             ]
@@ -426,7 +448,7 @@ class AcceleratorCore(wiring.Component):
             m.d.comb += [
                 a_wr.addr.eq(Cat(wr_addr[:abits], 0)),
                 a_wr.data.eq(wr_data.replicate(lanes)),
-                a_wr.en.eq(_byte_enable(host_in, wr_lane, lanes)),
+                a_wr.en.eq(host_in),
                 a_rd.addr.eq(Cat(self.rd_addr[:abits], self.rd_buffer)),
                 a_rd.en.eq(1),
             ]
@@ -441,8 +463,13 @@ class AcceleratorCore(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
 
         # ---- sequencer ------------------------------------------------------------------
-        bad_entry, bad_bias = Signal(), Signal()
-        running, past_end, last_layer = Signal(), Signal(), Signal()
+        bad_fields = [Signal(name=f"bad_field{i}") for i in range(4)]
+        bad_entry = Cat(*bad_fields).any()
+        bad_bias = Signal()
+        bad_args = Signal()
+        running = Signal()
+        past_end = Signal()
+        last_layer = Signal()
         m.d.sync += [
             past_end.eq(running & ((issuing & (wptr == self.weight_words)) |
                                    (bptr == self.bias_depth))),
@@ -460,16 +487,17 @@ class AcceleratorCore(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [flush.eq(1), busy.eq(1), n_layers.eq(self.n_layers),
+                                 bad_args.eq((self.n_layers == 0) |
+                                             (self.n_layers > self.max_layers) |
+                                             (self.batch == 0) | (self.batch > self.max_batch)),
                                  batch.eq(self.batch), cycles.eq(0), error.eq(0), layer.eq(0),
                                  src.eq(0), issuing.eq(0), half.eq(0)]
                     m.next = "START"
             with m.State("START"):
-                with m.If((n_layers == 0) | (n_layers > self.max_layers) |
-                          (batch == 0) | (batch > self.max_batch)):
+                m.d.sync += [batch_last.eq(batch - 1), batch_one.eq(batch == 1)]
+                m.next = "LOAD"
+                with m.If(bad_args):
                     abort(ErrorCode.BAD_ARGUMENT)
-                with m.Else():
-                    m.d.sync += batch_last.eq(batch - 1)
-                    m.next = "LOAD"
             with m.State("LOAD"):
                 # the table read port is synchronous: halfword `half - 1` is on its data
                 m.d.sync += half.eq(half + 1)
@@ -481,19 +509,25 @@ class AcceleratorCore(wiring.Component):
             with m.State("CHECK"):
                 # the checks are registered: their comparators do not reach the counters
                 m.d.sync += [
-                    bad_entry.eq((chunks == 0) | (chunks > self.stride) | (blocks == 0) |
-                                 (blocks > self.max_blocks) | (fan_out == 0) |
-                                 (fan_out > self.max_width) | (shift_field > 31) |
-                                 (weight_base >= self.weight_words)),
+                    bad_fields[0].eq((chunks == 0) | (chunks > self.stride)),
+                    bad_fields[1].eq((blocks == 0) | (blocks > self.max_blocks)),
+                    bad_fields[2].eq((fan_out == 0) | (fan_out > self.max_width)),
+                    bad_fields[3].eq((shift_field > 31) | (weight_base >= self.weight_words)),
                     bad_bias.eq(bias_base >= self.bias_depth),
+                    chunks_last.eq(chunks_n - 1), chunks_one.eq(chunks_n == 1),
+                    blocks_last.eq(blocks_n - 1), blocks_one.eq(blocks_n == 1),
                 ]
                 m.next = "SETUP"
             with m.State("SETUP"):
                 m.d.sync += [
-                    c.eq(0), j.eq(0), b.eq(0), wptr.eq(weight_base_n), aptr.eq(0),
-                    abase.eq(0), issuing.eq(1), gap.eq(rows),
-                    chunks_last.eq(chunks_n - 1), blocks_last.eq(blocks_n - 1),
-                    rq_j.eq(0), rq_b.eq(0), rq_done.eq(0), bptr.eq(bias_base_n),
+                    c.eq(chunks_last), c_end.eq(chunks_one), c_first.eq(1),
+                    j.eq(blocks_last), j_end.eq(blocks_one),
+                    b.eq(batch_last), b_end.eq(batch_one),
+                    wptr.eq(weight_base_n), aptr.eq(0),
+                    abase.eq(0), issuing.eq(1), gap.eq(rows), gap_ok.eq(1),
+                    rq_j.eq(blocks_last), rq_j_end.eq(blocks_one),
+                    rq_b.eq(batch_last), rq_b_end.eq(batch_one),
+                    rq_done.eq(0), bptr.eq(bias_base_n),
                     m_idx.eq(0), o_word.eq(0), o_base.eq(0), o_lane.eq(0),
                 ]
                 m.next = "RUN"
@@ -522,17 +556,18 @@ class AcceleratorCore(wiring.Component):
         # The issuer's counters (`issuing` is set only in RUN).
         with m.If(issue):
             m.d.sync += wptr.eq(wptr + 1)
-            with m.If(last0):
-                m.d.sync += c.eq(0)
-                with m.If(j == blocks_last):
-                    m.d.sync += [j.eq(0), b.eq(b + 1), wptr.eq(weight_base_n),
+            with m.If(c_end):
+                m.d.sync += [c.eq(chunks_last), c_end.eq(chunks_one), c_first.eq(1)]
+                with m.If(j_end):
+                    m.d.sync += [j.eq(blocks_last), j_end.eq(blocks_one), b.eq(b - 1),
+                                 b_end.eq(b == 1), wptr.eq(weight_base_n),
                                  abase.eq(abase + self.stride), aptr.eq(abase + self.stride)]
-                    with m.If(b == batch_last):
+                    with m.If(b_end):
                         m.d.sync += issuing.eq(0)
                 with m.Else():
-                    m.d.sync += [j.eq(j + 1), aptr.eq(abase)]
+                    m.d.sync += [j.eq(j - 1), j_end.eq(j == 1), aptr.eq(abase)]
             with m.Else():
-                m.d.sync += [c.eq(c + 1), aptr.eq(aptr + 1)]
+                m.d.sync += [c.eq(c - 1), c_end.eq(c == 1), c_first.eq(0), aptr.eq(aptr + 1)]
         return m
 
 

@@ -210,6 +210,7 @@ class LinkedAccelerator(wiring.Component):
             "DECODE",
             "VALIDATE",
             "CHECK",
+            "CHECK_STEP",
             "CHECK_END",
             "CHECK_DONE",
             "WRITE",
@@ -238,17 +239,27 @@ class LinkedAccelerator(wiring.Component):
         def load_remaining(value, zero):
             m.d.sync += [remaining.eq(value), rem_zero.eq(zero)]
 
+        # Counters step from registered sums (x + 1 computed in the cycle before, from x alone),
+        # so that no carry chain follows the state logic that decides to step. Every state
+        # that steps one is entered at least a cycle after the counter last changed.
+        remaining_dec = Signal.like(remaining)
+        word_inc = Signal.like(word)
+        lane_inc = Signal.like(lane)
+        index_inc = Signal.like(index)
+        m.d.sync += [remaining_dec.eq(remaining - 1), word_inc.eq(word + 1),
+                     lane_inc.eq(lane + 1), index_inc.eq(index + 1)]
+
         def count_down():
-            m.d.sync += [remaining.eq(remaining - 1), rem_zero.eq(remaining == 1)]
+            m.d.sync += [remaining.eq(remaining_dec), rem_zero.eq(remaining == 1)]
 
         def first_lane():
             m.d.sync += [lane.eq(0), lane_last.eq(one_byte_words)]
 
         def step_word():
             with m.If(lane_last):
-                m.d.sync += [lane.eq(0), word.eq(word + 1), lane_last.eq(one_byte_words)]
+                m.d.sync += [lane.eq(0), word.eq(word_inc), lane_last.eq(one_byte_words)]
             with m.Else():
-                m.d.sync += [lane.eq(lane + 1), lane_last.eq(lane == lane_before_last)]
+                m.d.sync += [lane.eq(lane_inc), lane_last.eq(lane == lane_before_last)]
 
         # The byte to send, from registers only (each source registered on its own).
         info_bytes = self.info.to_bytes()
@@ -327,10 +338,10 @@ class LinkedAccelerator(wiring.Component):
 
         # Copy the fixed arguments out of the payload memory (read latency: one cycle).
         with fsm.state("PARSE"):
-            m.d.sync += parse_last.eq(index + 1 == n_args)
+            m.d.sync += parse_last.eq(index_inc == n_args)
             fsm.go("PARSE_TAKE")
         with fsm.state("PARSE_TAKE"):
-            m.d.sync += [args[index[:3]].eq(rx.payload_data), index.eq(index + 1)]
+            m.d.sync += [args[index[:3]].eq(rx.payload_data), index.eq(index_inc)]
             with m.If(parse_last):
                 fsm.go("DECODE")
             with m.Else():
@@ -375,9 +386,12 @@ class LinkedAccelerator(wiring.Component):
             with m.If(rem_zero):
                 fsm.go("CHECK_END")
             with m.Else():
-                count_down()
-                m.d.sync += [last_word.eq(word), touched.eq(1)]
-                step_word()
+                fsm.go("CHECK_STEP")
+        with fsm.state("CHECK_STEP"):
+            count_down()
+            m.d.sync += [last_word.eq(word), touched.eq(1)]
+            step_word()
+            fsm.go("CHECK")
         with fsm.state("CHECK_END"):
             m.d.sync += over.eq(touched & (last_word >= depth))
             fsm.go("CHECK_DONE")
@@ -401,7 +415,7 @@ class LinkedAccelerator(wiring.Component):
                 fsm.go("WRITE_TAKE")  # payload_data is valid in the next cycle
         with fsm.state("WRITE_TAKE"):
             m.d.comb += core.wr_en.eq(1)
-            m.d.sync += index.eq(index + 1)
+            m.d.sync += index.eq(index_inc)
             count_down()
             step_word()
             fsm.go("WRITE")
@@ -455,10 +469,9 @@ class LinkedAccelerator(wiring.Component):
                 m.d.sync += byte_valid.eq(0)
                 fsm.go("SENT")
         with fsm.state("SENT"):
-            m.d.sync += index.eq(index + 1)
+            m.d.sync += index.eq(index_inc)
             count_down()
-            with m.If(r_kind == KIND_READ):
-                step_word()
+            step_word()  # a READ's next byte; for other answers word and lane do not matter
             fsm.go("SEND_FETCH")
         return m
 

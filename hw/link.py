@@ -2,8 +2,8 @@
 
 Both sit between a byte stream (:class:`hw.uart.UARTRx` / :class:`hw.uart.UARTTx`) and the
 accelerator's command logic. The CRCs (:class:`hw.crc.ByteCRC`) take a byte per cycle by
-default, so the receiver can also take a byte per cycle and the transmitter send one every
-other cycle, e.g. behind a byte-level test path.
+default, so both blocks can also run at nearly a byte per cycle (the transmitter at one every
+other cycle), e.g. behind a byte-level test path.
 
 Differences from the host's :class:`hw.protocol.FrameDecoder`
 ---------------------------------------------------------------
@@ -30,6 +30,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC, check_bits_per_cycle
+from hw.onehot import OneHotFSM
 from hw.params import check_int, count_saturating
 from hw.protocol import FRAME_TIMEOUT_BYTES, MAX_PAYLOAD, SYNC, ErrorCode
 from hw.uart import BITS_PER_BYTE, MIN_DIVISOR
@@ -59,17 +60,10 @@ def frame_timeout_cycles(divisor: int) -> int:
     return FRAME_TIMEOUT_BYTES * BITS_PER_BYTE * divisor
 
 
-class _Rx(enum.IntEnum):
-    HUNT = 0
-    OP = 1
-    SEQ = 2
-    LEN_LO = 3
-    LEN_HI = 4
-    CHECK = 5
-    PAYLOAD = 6
-    CRC_LO = 7
-    CRC_HI = 8
-    PENDING = 9
+#: The receiver's states, the first one initial. VERIFY follows CHECK: the header check
+#: byte is in, and its registered verdict is acted upon.
+_RX_STATES = ("HUNT", "OP", "SEQ", "LEN_LO", "LEN_HI", "CHECK", "PAYLOAD", "CRC_LO", "CRC_HI",
+              "PENDING", "VERIFY")
 
 
 class FrameReceiver(wiring.Component):
@@ -87,9 +81,10 @@ class FrameReceiver(wiring.Component):
     A bad header (CRC-8, or ``length > max_payload``) is counted in ``header_errors`` and sends
     the receiver back to hunting (see the module notes on false ``SYNC`` bytes). A partial
     frame is dropped, and counted in ``timeouts``, when no byte arrives for ``timeout_cycles``
-    cycles. ``i_stream.ready`` is always high with the default ``crc_bits_per_cycle`` = 8;
-    otherwise it is low for ``8 / crc_bits_per_cycle - 1`` cycles after each byte that enters a
-    CRC (a UART byte takes far longer).
+    cycles. ``i_stream.ready`` is low for one cycle after the header check byte (its verdict
+    is registered) and, unless ``crc_bits_per_cycle`` = 8 (the default), for
+    ``8 / crc_bits_per_cycle - 1`` cycles after each byte that enters a CRC (a UART byte takes
+    far longer).
 
     Parameters
     ----------
@@ -168,7 +163,9 @@ class FrameReceiver(wiring.Component):
         read = memory.read_port()
         m.d.comb += [read.addr.eq(self.payload_addr), self.payload_data.eq(read.data)]
 
-        state = Signal(_Rx)
+        # One flip-flop per state: the next-state logic stays shallow.
+        fsm = OneHotFSM(m, _RX_STATES)
+        at = fsm.ongoing
         # Data registers need no reset: each is written before it is read.
         op, seq = Signal(8, reset_less=True), Signal(8, reset_less=True)
         length = Signal(16, reset_less=True)
@@ -180,10 +177,11 @@ class FrameReceiver(wiring.Component):
         length_ok = Signal(reset_less=True)
         length_zero = Signal(reset_less=True)
         last = Signal(reset_less=True)  # the next payload byte is the last
+        header_good = Signal(reset_less=True)
         byte = self.i_stream.payload
 
         m.d.comb += [
-            self.o_frame.valid.eq(state == _Rx.PENDING),
+            self.o_frame.valid.eq(at("PENDING")),
             self.o_frame.payload.op.eq(op),
             self.o_frame.payload.seq.eq(seq),
             self.o_frame.payload.length.eq(length),
@@ -192,9 +190,9 @@ class FrameReceiver(wiring.Component):
 
         # Both CRCs absorb the same bytes (op .. payload); the header check is compared when
         # the check byte arrives, after which the CRC-8 register is simply not looked at.
-        m.d.comb += self.i_stream.ready.eq(~frame_crc.busy)
+        m.d.comb += self.i_stream.ready.eq(~frame_crc.busy & ~at("VERIFY"))
         accept = self.i_stream.valid & self.i_stream.ready
-        absorb = accept & (state >= _Rx.OP) & (state <= _Rx.PAYLOAD)
+        absorb = accept & Cat(*(at(n) for n in _RX_STATES[1:7])).any()  # OP .. PAYLOAD
         clear = Signal()
         for unit in (header_crc, frame_crc):
             m.d.comb += [unit.clear.eq(clear), unit.start.eq(absorb), unit.data.eq(byte)]
@@ -204,57 +202,74 @@ class FrameReceiver(wiring.Component):
         dropped = Signal()
 
         with m.If(accept):
-            with m.Switch(state):
-                with m.Case(_Rx.HUNT):
-                    with m.If(byte == SYNC):
-                        m.d.comb += clear.eq(1)
-                        m.d.sync += state.eq(_Rx.OP)
-                with m.Case(_Rx.OP):
-                    m.d.sync += [op.eq(byte), state.eq(_Rx.SEQ)]
-                with m.Case(_Rx.SEQ):
-                    m.d.sync += [seq.eq(byte), state.eq(_Rx.LEN_LO)]
-                with m.Case(_Rx.LEN_LO):
-                    m.d.sync += [length[:8].eq(byte), state.eq(_Rx.LEN_HI)]
-                with m.Case(_Rx.LEN_HI):
-                    # the length's properties are registered here, for the states after
-                    value = Cat(length[:8], byte)
-                    m.d.sync += [length[8:].eq(byte), state.eq(_Rx.CHECK),
-                                 length_ok.eq(value <= self.max_payload),
-                                 length_zero.eq(value == 0), last.eq(value == 1)]
-                with m.Case(_Rx.CHECK):
-                    with m.If((byte == header_crc.crc) & length_ok):
-                        m.d.sync += [
-                            index.eq(0),
-                            left.eq(length),
-                            state.eq(Mux(length_zero, _Rx.CRC_LO, _Rx.PAYLOAD)),
-                        ]
-                    with m.Else():
-                        m.d.comb += header_error.eq(1)
-                        m.d.sync += state.eq(_Rx.HUNT)
-                with m.Case(_Rx.PAYLOAD):
-                    m.d.comb += [write.en.eq(1), write.addr.eq(index), write.data.eq(byte)]
-                    m.d.sync += [index.eq(index + 1), left.eq(left - 1), last.eq(left == 2)]
-                    with m.If(last):
-                        m.d.sync += state.eq(_Rx.CRC_LO)
-                with m.Case(_Rx.CRC_LO):
-                    m.d.sync += [crc_low.eq(byte), state.eq(_Rx.CRC_HI)]
-                with m.Case(_Rx.CRC_HI):
-                    good = Cat(crc_low, byte) == frame_crc.crc
-                    m.d.sync += [error.eq(Mux(good, 0, ErrorCode.BAD_CRC)), state.eq(_Rx.PENDING)]
-                with m.Case(_Rx.PENDING):
-                    m.d.comb += dropped.eq(1)
+            with fsm.state("HUNT"):
+                with m.If(byte == SYNC):
+                    m.d.comb += clear.eq(1)
+                    fsm.go("OP")
+            with fsm.state("OP"):
+                m.d.sync += op.eq(byte)
+                fsm.go("SEQ")
+            with fsm.state("SEQ"):
+                m.d.sync += seq.eq(byte)
+                fsm.go("LEN_LO")
+            with fsm.state("LEN_LO"):
+                m.d.sync += length[:8].eq(byte)
+                fsm.go("LEN_HI")
+            with fsm.state("LEN_HI"):
+                # the length's properties are registered here, for the states after
+                value = Cat(length[:8], byte)
+                m.d.sync += [length[8:].eq(byte), length_ok.eq(value <= self.max_payload),
+                             length_zero.eq(value == 0), last.eq(value == 1)]
+                fsm.go("CHECK")
+            with fsm.state("CHECK"):
+                m.d.sync += header_good.eq((byte == header_crc.crc) & length_ok)
+                fsm.go("VERIFY")
+            with fsm.state("PAYLOAD"):
+                m.d.comb += [write.en.eq(1), write.addr.eq(index), write.data.eq(byte)]
+                m.d.sync += [index.eq(index + 1), left.eq(left - 1), last.eq(left == 2)]
+                with m.If(last):
+                    fsm.go("CRC_LO")
+            with fsm.state("CRC_LO"):
+                m.d.sync += crc_low.eq(byte)
+                fsm.go("CRC_HI")
+            with fsm.state("CRC_HI"):
+                good = Cat(crc_low, byte) == frame_crc.crc
+                m.d.sync += error.eq(Mux(good, 0, ErrorCode.BAD_CRC))
+                fsm.go("PENDING")
+            with fsm.state("PENDING"):
+                m.d.comb += dropped.eq(1)
 
-        with m.If(self.o_frame.valid & self.o_frame.ready):
-            m.d.sync += state.eq(_Rx.HUNT)
+        with fsm.state("VERIFY"):
+            with m.If(header_good):
+                m.d.sync += [index.eq(0), left.eq(length)]
+                with m.If(length_zero):
+                    fsm.go("CRC_LO")
+                with m.Else():
+                    fsm.go("PAYLOAD")
+            with m.Else():
+                m.d.comb += header_error.eq(1)
+                fsm.go("HUNT")
 
-        # Inter-byte timeout, only inside a frame.
+        with fsm.state("PENDING"):
+            with m.If(self.o_frame.ready):
+                fsm.go("HUNT")
+
+        # Inter-byte timeout, only inside a frame. Its comparator is registered: `expired`
+        # says that `idle` reaches the limit in this cycle.
         idle = Signal(range(self.timeout_cycles), reset_less=True)
-        in_frame = (state != _Rx.HUNT) & (state != _Rx.PENDING)
-        with m.If(accept | ~in_frame):
+        in_frame = ~at("HUNT") & ~at("PENDING")
+        counting = in_frame & ~accept
+        expired = Signal()
+        if self.timeout_cycles == 1:
+            m.d.comb += expired.eq(1)
+        else:
+            m.d.sync += expired.eq(counting & (idle == self.timeout_cycles - 2))
+        with m.If(~counting):
             m.d.sync += idle.eq(0)
-        with m.Elif(idle == self.timeout_cycles - 1):
+        with m.Elif(expired):
             m.d.comb += timeout.eq(1)
-            m.d.sync += [idle.eq(0), state.eq(_Rx.HUNT)]
+            m.d.sync += idle.eq(0)
+            fsm.force("HUNT")
         with m.Else():
             m.d.sync += idle.eq(idle + 1)
 
@@ -285,8 +300,9 @@ class FrameTransmitter(wiring.Component):
     ``SYNC``, the header, its CRC-8, the payload and the CRC-16 (little-endian), honouring
     backpressure. ``length`` must not exceed ``MAX_PAYLOAD``: only its low 11 bits are used
     (for the header and the payload count alike, so a frame is always self-consistent).
-    After each byte that enters a CRC the transmitter pauses for ``8 / crc_bits_per_cycle``
-    cycles (one by default), far less than a UART byte.
+    A byte is loaded only into an empty output register, so at most one leaves every other
+    cycle, and after a byte that enters a CRC the next waits ``8 / crc_bits_per_cycle`` cycles
+    (one by default): far less than a UART byte, which the UART takes at once.
 
     Parameters
     ----------
@@ -347,10 +363,11 @@ class FrameTransmitter(wiring.Component):
 
         # A byte enters the CRCs from the output register, in the cycle after it is loaded
         # (so that the multiplexer choosing it does not feed the CRC logic). A byte may be
-        # loaded when the output register frees up and both CRCs are settled (the check bytes
-        # are read from them, and a CRC takes one byte at a time).
+        # loaded when the output register is empty (not as it empties: the consumer's ready
+        # stays out of this logic; a UART takes a byte for many cycles anyway) and both CRCs
+        # are settled (the check bytes are read from them, and a CRC takes one byte at a time).
         absorbing = Signal()
-        can_emit = (~o_valid | self.o_stream.ready) & ~absorbing & ~frame_crc.busy
+        can_emit = ~o_valid & ~absorbing & ~frame_crc.busy
         emit = Signal()
         absorb = Signal()
         out = Signal(8)

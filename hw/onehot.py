@@ -20,8 +20,9 @@ __all__ = ["OneHotFSM"]
 class OneHotFSM:
     """States of ``m`` as one flip-flop each, the first one set at reset.
 
-    Use :meth:`state` as a context manager for what happens in a state, and :meth:`go` inside
-    it to move on (the machine stays otherwise). Call :meth:`go` at most once on each path
+    Use :meth:`state` as a context manager for what happens in a state (a state may have
+    several such blocks), and :meth:`go` inside it to move on (the machine stays otherwise);
+    :meth:`force` moves from any state. Call :meth:`go` at most once on each path
     through a state's statements: unlike ``m.next``, a second call does not cancel the first.
 
     Parameters
@@ -60,6 +61,11 @@ class OneHotFSM:
                 yield
         finally:
             self._current = None
+
+    def force(self, name: str):
+        """Move to state ``name`` at the next clock edge from whatever state, overriding every
+        transition assigned before this call (use it last, e.g. for a timeout)."""
+        self._m.d.sync += [bit.eq(n == name) for n, bit in self._bits.items()]
 
     def go(self, name: str):
         """Move from the current state to state ``name`` at the next clock edge."""

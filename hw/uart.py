@@ -127,30 +127,39 @@ class UARTRx(wiring.Component):
         with m.If(self.o_stream.ready):
             m.d.sync += o_valid.eq(0)
 
-        tick = timer == 0
+        # Registered conditions (tick = (timer == 0), last_bit = (bits == 7)), so that the
+        # state logic starts at flip-flops.
+        tick = Signal(init=1)
+        last_bit = Signal(reset_less=True)
+
+        def wait(cycles):
+            m.d.sync += [timer.eq(cycles), tick.eq(cycles == 0)]
+
         with m.If(~tick):
-            m.d.sync += timer.eq(timer - 1)
+            m.d.sync += [timer.eq(timer - 1), tick.eq(timer == 1)]
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~rx):
-                    m.d.sync += timer.eq(first_wait)
+                    wait(first_wait)
                     m.next = "START"
             with m.State("START"):
                 with m.If(tick):
                     with m.If(rx):
                         m.next = "IDLE"  # high again at mid-bit: a glitch, not a start bit
                     with m.Else():
-                        m.d.sync += [timer.eq(divisor - 1), bits.eq(0)]
+                        wait(divisor - 1)
+                        m.d.sync += [bits.eq(0), last_bit.eq(0)]
                         m.next = "DATA"
             with m.State("DATA"):
                 with m.If(tick):
+                    wait(divisor - 1)
                     m.d.sync += [
-                        timer.eq(divisor - 1),
                         shift.eq(Cat(shift[1:], rx)),  # LSB first
                         bits.eq(bits + 1),
+                        last_bit.eq(bits == 6),
                     ]
-                    with m.If(bits == 7):
+                    with m.If(last_bit):
                         m.next = "STOP"
             with m.State("STOP"):
                 with m.If(tick):
