@@ -5,13 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from host.data import load_digits_split
+from host.data import load_dataset, load_digits_split
 from host.mlp import TrainError, float_accuracy, train_float_mlp
 from host.program import Program
 from host.qat import DEFAULTS, QATNet, train_qat
 from host.ternarize import fold_to_program
 from host.train import program_accuracy
 from hw.reference import Layer
+from hw.spec import DeviceLimits
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +159,9 @@ def test_time_budget_stops_early(digits_small):
 
 def test_qat_beats_post_training_folding(digits_small):
     # Measured with seed 0 (600 samples, 64-32-10, float trained 60 epochs): float 0.916,
-    # folded TWN 0.851, QAT from the float model 0.940, QAT fine-tuning the folded program
-    # 0.942. Over seeds 0-4 QAT gained +0.06 to +0.22 over folding.
+    # folded TWN 0.833, QAT from the float model 0.953, QAT fine-tuning the folded program
+    # 0.933. Over seeds 0-4: QAT +0.12 to +0.22 over folding, fine-tuning +0.08 to +0.21,
+    # QAT +0.02 to +0.04 over this (short-trained) float model.
     x_train, y_train, x_test, y_test = digits_small
     fl = train_float_mlp(x_train, y_train, hidden=(32,), epochs=60, x_test=x_test,
                          y_test=y_test)
@@ -173,19 +175,23 @@ def test_qat_beats_post_training_folding(digits_small):
     print(f"\nfloat {fl.metrics['test_acc']:.3f}, folded {fold_acc:.3f}, "
           f"QAT {qat.metrics['test_acc']:.3f}, QAT from folded {tuned.metrics['test_acc']:.3f}")
     assert qat.metrics["float_test_acc"] == fl.metrics["test_acc"]
-    assert qat.metrics["test_acc"] >= fold_acc + 0.05
+    assert qat.metrics["test_acc"] >= fold_acc + 0.08
     assert tuned.metrics["test_acc"] >= fold_acc + 0.05
     assert qat.metrics["test_acc"] >= fl.metrics["test_acc"] - 0.01
 
 
+# Measured with seed 0: digits float 0.982, QAT 0.980; MNIST-1D float 0.755, QAT 0.741.
 @pytest.mark.slow
-def test_digits_target_within_one_point_of_float(digits):
-    x_train, y_train, x_test, y_test = digits
-    opts = DEFAULTS["digits"]
+@pytest.mark.parametrize(("name", "points"), [("digits", 0.01), ("mnist1d", 0.03)])
+def test_target_against_float_of_the_same_shape(name, points):
+    x_train, y_train, x_test, y_test = load_dataset(name)
+    opts = DEFAULTS[name]
     fl = train_float_mlp(x_train, y_train, x_test=x_test, y_test=y_test, **opts["float"])
     r = train_qat(x_train, y_train, x_test=x_test, y_test=y_test, **opts["qat"])
-    print(f"\nfloat {fl.metrics['test_acc']:.4f}, QAT {r.metrics['test_acc']:.4f}")
-    assert r.metrics["test_acc"] >= fl.metrics["test_acc"] - 0.01
+    print(f"\n{name}: float {fl.metrics['test_acc']:.4f}, QAT {r.metrics['test_acc']:.4f}")
+    assert r.metrics["test_acc"] >= fl.metrics["test_acc"] - points
+    r.program.check_fits(DeviceLimits(lanes=8, rows=5, max_layers=8, max_fan_in=256,
+                                      max_fan_out=256, weight_bytes=2048 * 8))
 
 
 # ---------------------------------------------------------------------------------------------
