@@ -111,12 +111,12 @@ def main(argv: list[str] | None = None) -> dict:
         plot(record, RESULTS / f"{stem}_{name}.png")
         records.append(record)
 
-    print(f"{'data':8s} {'shape':14s} {'float':>7s} {'folded':>7s} {'QAT':>7s} {'QAT-float':>9s} "
+    print(f"{'data':8s} {'shape':17s} {'float':>7s} {'folded':>7s} {'QAT':>7s} {'QAT-float':>9s} "
           f"{'float s':>8s} {'QAT s':>7s} {'sparsity':>18s}")
     for r in records:
         fm, qm = r["float"]["metrics"], r["qat"]["metrics"]
         sparsity = "/".join(f"{s:.2f}" for s in qm["sparsity"])
-        print(f"{r['data']:8s} {r['shape']:14s} {fm['test_acc']:7.3f} {r['folded_test_acc']:7.3f} "
+        print(f"{r['data']:8s} {r['shape']:17s} {fm['test_acc']:7.3f} {r['folded_test_acc']:7.3f} "
               f"{qm['test_acc']:7.3f} {qm['test_acc'] - fm['test_acc']:+9.3f} "
               f"{fm['seconds']:8.1f} {qm['seconds']:7.1f} {sparsity:>18s}")
     figures = {"context": context(), "quick": args.quick, "defaults": DEFAULTS,
