@@ -377,8 +377,9 @@ def train_qat(
     labels : list of str, optional
         Output names stored in the program.
     time_budget_s : float, optional
-        Stop after this many seconds (the cosine schedule then runs on time, not steps);
-        the result then depends on the machine's speed.
+        Stop QAT after this many seconds (the cosine schedule then runs on time, not
+        steps; a float model trained first is not counted); the result then depends on the
+        machine's speed.
     progress : callable(fraction, message), optional
 
     Returns
@@ -412,8 +413,12 @@ def train_qat(
     if threshold not in THRESHOLDS:
         raise TrainError(f"threshold must be one of {', '.join(THRESHOLDS)}, not {threshold!r}")
     progress = check_progress(progress)
-    if labels is not None and len(labels) != n_classes:
-        raise TrainError(f"labels has {len(labels)} entries for {n_classes} classes")
+    if labels is not None:
+        if isinstance(labels, str | bytes) or not isinstance(labels, Sequence) or not all(
+                isinstance(label, str) for label in labels):
+            raise TrainError(f"labels must be a list of str or None, not {labels!r:.60}")
+        if len(labels) != n_classes:
+            raise TrainError(f"labels has {len(labels)} entries for {n_classes} classes")
     dims = [x.shape[1], *widths, n_classes]
     float_model: FloatMLP | None = None
     float_layers = None

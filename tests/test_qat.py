@@ -80,6 +80,8 @@ def test_hard_forward_equals_reference_on_trained_program(qat_small, digits):
         assert np.array_equal(net.trits(i), layer.weights)
         assert np.array_equal(net.int_bias(i), layer.bias)
     assert net.to_program(program.labels).to_bytes() == program.to_bytes()
+    row = QATNet.from_program(program, threshold="row")
+    assert row.to_program(program.labels).to_bytes() == program.to_bytes()
     x = np.concatenate([x_train, x_test])
     assert np.array_equal(net.forward(x), program.run_reference(x))
 
@@ -144,6 +146,26 @@ def test_float_mlp_reproducible_and_on_raw_inputs(digits_small):
     assert [r for _, _, r in a.layers] == [True, False]
     assert a.metrics["test_acc"] == float_accuracy(a.layers, x_test, y_test) > 0.9
     assert len(a.history) == 20 and a.history[-1]["test_acc"] == a.metrics["test_acc"]
+
+
+def test_init_float_trains_the_baseline_first(digits_small):
+    x_train, y_train, x_test, y_test = digits_small
+    r = train_qat(x_train, y_train, hidden=(16,), epochs=2, init="float",
+                  float_options=dict(epochs=5, lr=0.01), x_test=x_test, y_test=y_test)
+    fl = train_float_mlp(x_train, y_train, hidden=(16,), epochs=5, lr=0.01)
+    assert r.settings["init"] == "float" and r.settings["float"] == fl.settings
+    assert r.metrics["float_test_acc"] == float_accuracy(fl.layers, x_test, y_test)
+    assert r.metrics["float_train_acc"] == float_accuracy(fl.layers, x_train, y_train)
+    assert r.metrics["float_seconds"] > 0
+
+
+def test_progress_is_reported_per_epoch(digits_small):
+    x_train, y_train, x_test, y_test = digits_small
+    calls = []
+    train_qat(x_train[:200], y_train[:200], hidden=(8,), epochs=3, x_test=x_test,
+              y_test=y_test, progress=lambda f, m: calls.append((f, m)))
+    assert [f for f, _ in calls] == [0.0, 1 / 3, 2 / 3, 1.0]
+    assert calls[-1][1].startswith("epoch 3 train ") and " test " in calls[-1][1]
 
 
 def test_time_budget_stops_early(digits_small):
@@ -247,6 +269,8 @@ def test_bad_input(trainer, kwargs, message):
         (dict(threshold="column"), "threshold must be one of layer, row, not 'column'"),
         (dict(time_budget_s=0), "time_budget_s must be a finite number > 0"),
         (dict(labels=["a"]), "labels has 1 entries for 2 classes"),
+        (dict(labels="ab"), "labels must be a list of str"),
+        (dict(labels=[0, 1]), "labels must be a list of str"),
         (dict(init="floats"), "init must be None, 'float' or a list"),
         (dict(init=[(np.zeros((4, 3)), np.zeros(4), True)]), "init has 1 layers"),
         (dict(init=[(np.zeros((4, 2)), np.zeros(4), True), (np.zeros((2, 4)), np.zeros(2),
