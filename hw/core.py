@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 from hw.ice40 import MEMORY_KINDS, SinglePortMemory
 from hw.image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, LAYER_ENTRY_SIZE, beat_bytes
 from hw.mac_array import MACArray
+from hw.onehot import OneHotFSM
 from hw.params import check_int
 from hw.protocol import ErrorCode, Target
 from hw.spec import ACT_MAX, ACT_MIN, TRITS_PER_BYTE, trits_to_codes
@@ -155,7 +156,7 @@ class AcceleratorCore(wiring.Component):
         lanes, rows, bb = self.lanes, self.rows, self.beat_bytes
 
         busy = Signal()
-        flush = Signal()  # clears the datapath at the start of a run and on an abort
+        flush = Signal()  # clears the datapath at the start of a run
         m.d.comb += self.busy.eq(busy)
 
         # Host writes take effect a cycle late, from registers (address, data and each
@@ -464,94 +465,103 @@ class AcceleratorCore(wiring.Component):
 
         # ---- sequencer ------------------------------------------------------------------
         bad_fields = [Signal(name=f"bad_field{i}") for i in range(4)]
-        bad_entry = Cat(*bad_fields).any()
+        bad_entry = Signal()
         bad_bias = Signal()
         bad_args = Signal()
-        running = Signal()
         past_end = Signal()
         last_layer = Signal()
+        fsm_running = Signal()
         m.d.sync += [
-            past_end.eq(running & ((issuing & (wptr == self.weight_words)) |
+            past_end.eq(fsm_running & ((issuing & (wptr == self.weight_words)) |
                                    (bptr == self.bias_depth))),
             last_layer.eq(layer + 1 == n_layers),
         ]
-        # `flush` is a register: it clears the datapath in the cycle after a start or an
-        # abort (nothing is issued in between), so that no decision fans out to it directly.
+        # `flush` is a register: it clears the datapath in the cycle after a start (nothing
+        # is issued before the layer table is read), so that no decision fans out to it.
         m.d.sync += flush.eq(0)
 
-        def abort(code):
-            m.d.sync += [error.eq(code), busy.eq(0), issuing.eq(0), flush.eq(1)]
-            m.next = "IDLE"
+        # One flip-flop per state (hw.onehot): the state tests feeding the wide enables of
+        # the run's registers are single wires.
+        fsm = OneHotFSM(m, ("IDLE", "START", "LOAD", "CHECK", "VERDICT", "SETUP", "RUN"))
+        m.d.comb += fsm_running.eq(fsm.ongoing("RUN"))
 
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [flush.eq(1), busy.eq(1), n_layers.eq(self.n_layers),
-                                 bad_args.eq((self.n_layers == 0) |
-                                             (self.n_layers > self.max_layers) |
-                                             (self.batch == 0) | (self.batch > self.max_batch)),
-                                 batch.eq(self.batch), cycles.eq(0), error.eq(0), layer.eq(0),
-                                 src.eq(0), issuing.eq(0), half.eq(0)]
-                    m.next = "START"
-            with m.State("START"):
-                m.d.sync += [batch_last.eq(batch - 1), batch_one.eq(batch == 1)]
-                m.next = "LOAD"
-                with m.If(bad_args):
-                    abort(ErrorCode.BAD_ARGUMENT)
-            with m.State("LOAD"):
-                # the table read port is synchronous: halfword `half - 1` is on its data
-                m.d.sync += half.eq(half + 1)
-                with m.If(half != 0):
-                    m.d.sync += entry.eq(Cat(entry[16:], t_rd.data))
-                with m.If(half == TABLE_HALFWORDS):
-                    m.d.sync += half.eq(0)
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                # the checks are registered: their comparators do not reach the counters
-                m.d.sync += [
-                    bad_fields[0].eq((chunks == 0) | (chunks > self.stride)),
-                    bad_fields[1].eq((blocks == 0) | (blocks > self.max_blocks)),
-                    bad_fields[2].eq((fan_out == 0) | (fan_out > self.max_width)),
-                    bad_fields[3].eq((shift_field > 31) | (weight_base >= self.weight_words)),
-                    bad_bias.eq(bias_base >= self.bias_depth),
-                    chunks_last.eq(chunks_n - 1), chunks_one.eq(chunks_n == 1),
-                    blocks_last.eq(blocks_n - 1), blocks_one.eq(blocks_n == 1),
-                ]
-                m.next = "SETUP"
-            with m.State("SETUP"):
-                m.d.sync += [
-                    c.eq(chunks_last), c_end.eq(chunks_one), c_first.eq(1),
-                    j.eq(blocks_last), j_end.eq(blocks_one),
-                    b.eq(batch_last), b_end.eq(batch_one),
-                    wptr.eq(weight_base_n), aptr.eq(0),
-                    abase.eq(0), issuing.eq(1), gap.eq(rows), gap_ok.eq(1),
-                    rq_j.eq(blocks_last), rq_j_end.eq(blocks_one),
-                    rq_b.eq(batch_last), rq_b_end.eq(batch_one),
-                    rq_done.eq(0), bptr.eq(bias_base_n),
-                    m_idx.eq(0), o_word.eq(0), o_base.eq(0), o_lane.eq(0),
-                ]
-                m.next = "RUN"
-                with m.If(bad_entry):
-                    abort(ErrorCode.BAD_ARGUMENT)
-                with m.Elif(bad_bias):
-                    abort(ErrorCode.BAD_ADDRESS)
-            with m.State("RUN"):
-                m.d.comb += running.eq(1)
-                with m.If(rq_done & ~rq_busy):
-                    m.d.sync += [layer.eq(layer + 1), src.eq(~src)]
-                    with m.If(last_layer):
-                        m.d.sync += busy.eq(0)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "LOAD"
-                # An abort overrides the above; the counters' last steps do not matter then.
-                # Its conditions are registered (a cycle late): an address past the end is
-                # flagged while the beat or row that needs it is still in flight, so the
-                # layer cannot end first.
-                with m.If(illegal_seen):
-                    abort(ErrorCode.ILLEGAL_WEIGHT)
-                with m.Elif(past_end):
-                    abort(ErrorCode.BAD_ADDRESS)
+        def abort(code):
+            # The datapath is not flushed here: with busy low it writes nowhere, and the next
+            # start flushes it.
+            m.d.sync += [error.eq(code), busy.eq(0), issuing.eq(0)]
+            fsm.go("IDLE")
+
+        with fsm.state("IDLE"):
+            with m.If(self.start):
+                m.d.sync += [flush.eq(1), busy.eq(1), n_layers.eq(self.n_layers),
+                             bad_args.eq((self.n_layers == 0) |
+                                         (self.n_layers > self.max_layers) |
+                                         (self.batch == 0) | (self.batch > self.max_batch)),
+                             batch.eq(self.batch), cycles.eq(0), error.eq(0), layer.eq(0),
+                             src.eq(0), issuing.eq(0), half.eq(0)]
+                fsm.go("START")
+        with fsm.state("START"):
+            m.d.sync += [batch_last.eq(batch - 1), batch_one.eq(batch == 1)]
+            with m.If(bad_args):
+                abort(ErrorCode.BAD_ARGUMENT)
+            with m.Else():
+                fsm.go("LOAD")
+        with fsm.state("LOAD"):
+            # the table read port is synchronous: halfword `half - 1` is on its data
+            m.d.sync += half.eq(half + 1)
+            with m.If(half != 0):
+                m.d.sync += entry.eq(Cat(entry[16:], t_rd.data))
+            with m.If(half == TABLE_HALFWORDS):
+                m.d.sync += half.eq(0)
+                fsm.go("CHECK")
+        with fsm.state("CHECK"):
+            # the checks are registered: their comparators do not reach the counters
+            m.d.sync += [
+                bad_fields[0].eq((chunks == 0) | (chunks > self.stride)),
+                bad_fields[1].eq((blocks == 0) | (blocks > self.max_blocks)),
+                bad_fields[2].eq((fan_out == 0) | (fan_out > self.max_width)),
+                bad_fields[3].eq((shift_field > 31) | (weight_base >= self.weight_words)),
+                bad_bias.eq(bias_base >= self.bias_depth),
+                chunks_last.eq(chunks_n - 1), chunks_one.eq(chunks_n == 1),
+                blocks_last.eq(blocks_n - 1), blocks_one.eq(blocks_n == 1),
+            ]
+            fsm.go("VERDICT")
+        with fsm.state("VERDICT"):
+            m.d.sync += bad_entry.eq(Cat(*bad_fields).any())
+            fsm.go("SETUP")
+        with fsm.state("SETUP"):
+            m.d.sync += [
+                c.eq(chunks_last), c_end.eq(chunks_one), c_first.eq(1),
+                j.eq(blocks_last), j_end.eq(blocks_one),
+                b.eq(batch_last), b_end.eq(batch_one),
+                wptr.eq(weight_base_n), aptr.eq(0),
+                abase.eq(0), issuing.eq(1), gap.eq(rows), gap_ok.eq(1),
+                rq_j.eq(blocks_last), rq_j_end.eq(blocks_one),
+                rq_b.eq(batch_last), rq_b_end.eq(batch_one),
+                rq_done.eq(0), bptr.eq(bias_base_n),
+                m_idx.eq(0), o_word.eq(0), o_base.eq(0), o_lane.eq(0),
+            ]
+            with m.If(bad_entry):
+                abort(ErrorCode.BAD_ARGUMENT)
+            with m.Elif(bad_bias):
+                abort(ErrorCode.BAD_ADDRESS)
+            with m.Else():
+                fsm.go("RUN")
+        with fsm.state("RUN"):
+            # An abort's conditions are registered (a cycle late): an address past the
+            # end is flagged while the beat or row that needs it is still in flight, so
+            # the layer cannot end first. The counters' last steps do not matter then.
+            with m.If(illegal_seen):
+                abort(ErrorCode.ILLEGAL_WEIGHT)
+            with m.Elif(past_end):
+                abort(ErrorCode.BAD_ADDRESS)
+            with m.Elif(rq_done & ~rq_busy):
+                m.d.sync += [layer.eq(layer + 1), src.eq(~src)]
+                with m.If(last_layer):
+                    m.d.sync += busy.eq(0)
+                    fsm.go("IDLE")
+                with m.Else():
+                    fsm.go("LOAD")
 
         # The issuer's counters (`issuing` is set only in RUN).
         with m.If(issue):
