@@ -148,7 +148,7 @@ BOARDS: Mapping[str, Board] = MappingProxyType({b.name: b for b in [
         name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
         family="ice40", device="iCE40UP5K-SG48", osc_hz=12_000_000, clock="clk12",
         uart="uart", bridge="FT2232H channel B", max_baud=6_000_000, default_baud=3_000_000,
-        default_clock_hz=24_000_000, params=_UP5K_PARAMS,
+        default_clock_hz=36_000_000, params=_UP5K_PARAMS,
         # -spram: memories that suit the UltraPlus's 4 x 32 KiB SPRAM may go there.
         synth_opts=("-spram",), bitstream_suffix=".bin", loader_board="ice40_generic",
     ),
