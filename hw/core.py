@@ -458,10 +458,18 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += self.rd_data.eq(a_rd.data.word_select(rd_lane, 8))
 
         # ---- cycle counter --------------------------------------------------------------
+        # Saturating, in two halves: the high half steps when the low one is full, and
+        # whether it is full itself is registered (it changes only 2**16 cycles apart).
         cycles = Signal(CYCLE_COUNTER_WIDTH)
         m.d.comb += self.cycles.eq(cycles)
-        with m.If(busy & ~cycles.all()):
-            m.d.sync += cycles.eq(cycles + 1)
+        half_w = CYCLE_COUNTER_WIDTH // 2
+        low, high = cycles[:half_w], cycles[half_w:]
+        high_full = Signal()
+        m.d.sync += high_full.eq(high.all())
+        with m.If(busy & ~(high_full & low.all())):
+            m.d.sync += low.eq(low + 1)
+            with m.If(low.all()):
+                m.d.sync += high.eq(high + 1)
 
         # ---- sequencer ------------------------------------------------------------------
         bad_fields = [Signal(name=f"bad_field{i}") for i in range(4)]

@@ -22,9 +22,7 @@ headers, and while a frame waits for the consumer, further bytes are dropped (an
 
 from __future__ import annotations
 
-import enum
-
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -279,17 +277,9 @@ class FrameReceiver(wiring.Component):
         return m
 
 
-class _Tx(enum.IntEnum):
-    IDLE = 0
-    SYNC = 1
-    OP = 2
-    SEQ = 3
-    LEN_LO = 4
-    LEN_HI = 5
-    CHECK = 6
-    PAYLOAD = 7
-    CRC_LO = 8
-    CRC_HI = 9
+#: The transmitter's states, the first one initial.
+_TX_STATES = ("IDLE", "SYNC", "OP", "SEQ", "LEN_LO", "LEN_HI", "CHECK", "PAYLOAD", "CRC_LO",
+              "CRC_HI")
 
 
 class FrameTransmitter(wiring.Component):
@@ -339,7 +329,8 @@ class FrameTransmitter(wiring.Component):
         m.submodules.header_crc = header_crc = ByteCRC(HEADER_CRC, bits_per_cycle=bpc)
         m.submodules.frame_crc = frame_crc = ByteCRC(FRAME_CRC, bits_per_cycle=bpc)
 
-        state = Signal(_Tx)
+        # One flip-flop per state: the next-state logic stays shallow.
+        fsm = OneHotFSM(m, _TX_STATES)
         op, seq = Signal(8, reset_less=True), Signal(8, reset_less=True)
         # The length until the payload starts, then the payload bytes still to come.
         remaining = Signal(range(MAX_PAYLOAD + 1), reset_less=True)
@@ -349,7 +340,7 @@ class FrameTransmitter(wiring.Component):
         o_valid, o_byte = Signal(), Signal(8, reset_less=True)
         m.d.comb += [self.o_stream.valid.eq(o_valid), self.o_stream.payload.eq(o_byte)]
 
-        m.d.comb += self.i_frame.ready.eq(state == _Tx.IDLE)
+        m.d.comb += self.i_frame.ready.eq(fsm.ongoing("IDLE"))
         clear = self.i_frame.valid & self.i_frame.ready
         with m.If(clear):
             m.d.sync += [
@@ -358,7 +349,6 @@ class FrameTransmitter(wiring.Component):
                 remaining.eq(self.i_frame.payload.length),
                 empty.eq(self.i_frame.payload.length[:11] == 0),
                 last.eq(self.i_frame.payload.length[:11] == 1),
-                state.eq(_Tx.SYNC),
             ]
 
         # A byte enters the CRCs from the output register, in the cycle after it is loaded
@@ -379,38 +369,57 @@ class FrameTransmitter(wiring.Component):
         with m.If(emit):
             m.d.sync += [o_valid.eq(1), o_byte.eq(out)]
 
-        def step(value, next_state, crc=True):
-            m.d.comb += [out.eq(value), emit.eq(can_emit), absorb.eq(can_emit & crc)]
-            with m.If(can_emit):
-                m.d.sync += state.eq(next_state)
+        with fsm.state("IDLE"):
+            with m.If(self.i_frame.valid):
+                fsm.go("SYNC")
 
-        with m.Switch(state):
-            with m.Case(_Tx.SYNC):
-                step(SYNC, _Tx.OP, crc=False)
-            with m.Case(_Tx.OP):
-                step(op, _Tx.SEQ)
-            with m.Case(_Tx.SEQ):
-                step(seq, _Tx.LEN_LO)
-            with m.Case(_Tx.LEN_LO):
-                step(remaining[:8], _Tx.LEN_HI)
-            with m.Case(_Tx.LEN_HI):
-                step(remaining[8:], _Tx.CHECK)
-            with m.Case(_Tx.CHECK):
-                step(header_crc.crc, Mux(empty, _Tx.CRC_LO, _Tx.PAYLOAD))
-            with m.Case(_Tx.PAYLOAD):
-                take = can_emit & self.i_stream.valid
-                m.d.comb += [
-                    self.i_stream.ready.eq(can_emit),
-                    out.eq(self.i_stream.payload),
-                    emit.eq(take),
-                    absorb.eq(take),
-                ]
-                with m.If(take):
-                    m.d.sync += [remaining.eq(remaining - 1), last.eq(remaining == 2)]
-                    with m.If(last):
-                        m.d.sync += state.eq(_Tx.CRC_LO)
-            with m.Case(_Tx.CRC_LO):
-                step(frame_crc.crc[:8], _Tx.CRC_HI, crc=False)
-            with m.Case(_Tx.CRC_HI):
-                step(frame_crc.crc[8:], _Tx.IDLE, crc=False)
+        # The byte to load: an AND-OR multiplexer on the state bits (a chain of Ifs would put
+        # a priority chain in front of the output register).
+        at = fsm.ongoing
+        sources = {"SYNC": Const(SYNC, 8), "OP": op, "SEQ": seq, "LEN_LO": remaining[:8],
+                   "LEN_HI": remaining[8:], "CHECK": header_crc.crc,
+                   "PAYLOAD": self.i_stream.payload, "CRC_LO": frame_crc.crc[:8],
+                   "CRC_HI": frame_crc.crc[8:]}
+        m.d.comb += out.eq(_or_all([at(n).replicate(8) & v for n, v in sources.items()]))
+        framing = Cat(*(at(n) for n in ("SYNC", "OP", "SEQ", "LEN_LO", "LEN_HI", "CHECK",
+                                        "CRC_LO", "CRC_HI"))).any()
+        checked = Cat(*(at(n) for n in ("OP", "SEQ", "LEN_LO", "LEN_HI", "CHECK"))).any()
+        take = at("PAYLOAD") & can_emit & self.i_stream.valid
+        m.d.comb += [
+            self.i_stream.ready.eq(at("PAYLOAD") & can_emit),
+            emit.eq((framing & can_emit) | take),
+            absorb.eq((checked & can_emit) | take),
+        ]
+
+        def step(name, next_state):
+            with fsm.state(name):
+                with m.If(can_emit):
+                    fsm.go(next_state)
+
+        step("SYNC", "OP")
+        step("OP", "SEQ")
+        step("SEQ", "LEN_LO")
+        step("LEN_LO", "LEN_HI")
+        step("LEN_HI", "CHECK")
+        with fsm.state("CHECK"):
+            with m.If(can_emit):
+                with m.If(empty):
+                    fsm.go("CRC_LO")
+                with m.Else():
+                    fsm.go("PAYLOAD")
+        with fsm.state("PAYLOAD"):
+            with m.If(take):
+                m.d.sync += [remaining.eq(remaining - 1), last.eq(remaining == 2)]
+                with m.If(last):
+                    fsm.go("CRC_LO")
+        step("CRC_LO", "CRC_HI")
+        step("CRC_HI", "IDLE")
         return m
+
+
+def _or_all(values):
+    """Bitwise OR of equal-width values."""
+    result = values[0]
+    for v in values[1:]:
+        result = result | v
+    return result
