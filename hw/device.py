@@ -141,7 +141,8 @@ class LinkedAccelerator(wiring.Component):
                  Target.INPUT: (core.lanes, core.buffer_words)}
         one_byte_words = Array(Const(sizes[t][0] == 1, 1) for t in Target)[target]
         lane_before_last = Array(Const(max(sizes[t][0] - 2, 0), 8) for t in Target)[target]
-        depth = Array(Const(sizes[t][1], 32) for t in Target)[target]
+        depth_bits = max(sizes[t][1] for t in Target).bit_length()
+        depth = Signal(depth_bits)  # of the target memory, registered (set in VALIDATE)
         bad_target = Signal()
         read_bad = Signal()
         count_zero = Signal()
@@ -365,6 +366,7 @@ class LinkedAccelerator(wiring.Component):
             with m.Else():
                 fsm.go("VALIDATE")
         with fsm.state("VALIDATE"):
+            m.d.sync += depth.eq(Array(Const(sizes[t][1], depth_bits) for t in Target)[target])
             first_lane()
             with m.If(is_write):
                 load_remaining(data_len, len_header)
@@ -393,7 +395,9 @@ class LinkedAccelerator(wiring.Component):
             step_word()
             fsm.go("CHECK")
         with fsm.state("CHECK_END"):
-            m.d.sync += over.eq(touched & (last_word >= depth))
+            # a short comparator on the low bits, an OR on the high ones
+            m.d.sync += over.eq(touched & (last_word[depth_bits:].any() |
+                                           (last_word[:depth_bits] >= depth)))
             fsm.go("CHECK_DONE")
         with fsm.state("CHECK_DONE"):
             # the loads do not depend on `over`: on a NAK they are simply not used

@@ -190,7 +190,8 @@ class FrameReceiver(wiring.Component):
         # the check byte arrives, after which the CRC-8 register is simply not looked at.
         m.d.comb += self.i_stream.ready.eq(~frame_crc.busy & ~at("VERIFY"))
         accept = self.i_stream.valid & self.i_stream.ready
-        absorb = accept & Cat(*(at(n) for n in _RX_STATES[1:7])).any()  # OP .. PAYLOAD
+        # OP .. PAYLOAD, as the complement of four states (one LUT; VERIFY takes no byte)
+        absorb = accept & ~(at("HUNT") | at("CRC_LO") | at("CRC_HI") | at("PENDING"))
         clear = Signal()
         for unit in (header_crc, frame_crc):
             m.d.comb += [unit.clear.eq(clear), unit.start.eq(absorb), unit.data.eq(byte)]
@@ -364,10 +365,10 @@ class FrameTransmitter(wiring.Component):
         m.d.sync += absorbing.eq(absorb)
         for unit in (header_crc, frame_crc):
             m.d.comb += [unit.clear.eq(clear), unit.start.eq(absorbing), unit.data.eq(o_byte)]
-        with m.If(self.o_stream.ready):
-            m.d.sync += o_valid.eq(0)
+        # (`emit` needs an empty output register, so this is all o_valid can do.)
+        m.d.sync += o_valid.eq(Mux(o_valid, ~self.o_stream.ready, emit))
         with m.If(emit):
-            m.d.sync += [o_valid.eq(1), o_byte.eq(out)]
+            m.d.sync += o_byte.eq(out)
 
         with fsm.state("IDLE"):
             with m.If(self.i_frame.valid):
@@ -381,8 +382,7 @@ class FrameTransmitter(wiring.Component):
                    "PAYLOAD": self.i_stream.payload, "CRC_LO": frame_crc.crc[:8],
                    "CRC_HI": frame_crc.crc[8:]}
         m.d.comb += out.eq(_or_all([at(n).replicate(8) & v for n, v in sources.items()]))
-        framing = Cat(*(at(n) for n in ("SYNC", "OP", "SEQ", "LEN_LO", "LEN_HI", "CHECK",
-                                        "CRC_LO", "CRC_HI"))).any()
+        framing = ~at("IDLE") & ~at("PAYLOAD")
         checked = Cat(*(at(n) for n in ("OP", "SEQ", "LEN_LO", "LEN_HI", "CHECK"))).any()
         take = at("PAYLOAD") & can_emit & self.i_stream.valid
         m.d.comb += [
