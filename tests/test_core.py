@@ -185,3 +185,54 @@ def test_garbage_layer_table_cannot_hang_the_core():
 
     simulate(dut, body)
     assert out["r"][0] == ErrorCode.BAD_ARGUMENT
+
+
+@pytest.mark.parametrize("short", ["weights", "biases"])
+def test_a_layer_running_past_a_memory_aborts_with_bad_address(short):
+    rng = np.random.default_rng(5)
+    layers = random_network(rng, [7, 9])
+    image = compile_image(layers, 2, 2)
+    words = image.weight_words - (short == "weights")
+    biases = len(image.biases) - (short == "biases")
+    dut = AcceleratorCore(2, 2, weight_words=words, bias_depth=biases, max_layers=1,
+                          max_width=9)
+    ok = [Layer(np.ones((2, 2), np.int8), np.zeros(2, np.int64), 0, False)]
+    ok_image = compile_image(ok, 2, 2)
+    out = {}
+
+    async def body(ctx):
+        bb = beat_bytes(2, 2)
+        await write_bytes(ctx, dut, Target.WEIGHTS, image.weights[: words * bb], bb)
+        await write_bytes(ctx, dut, Target.BIAS, image.bias_bytes()[: biases * BIAS_STORE_BYTES],
+                          BIAS_STORE_BYTES)
+        await write_bytes(ctx, dut, Target.LAYER, image.table_bytes(), LAYER_ENTRY_SIZE)
+        await write_inputs(ctx, dut, np.ones((1, 7), np.int8))
+        out["bad"] = await run(ctx, dut, 1, 1)
+        await load(ctx, dut, ok_image)  # a program that fits runs right after the abort
+        await write_inputs(ctx, dut, np.array([[3, -5]], np.int8))
+        out["good"] = await run(ctx, dut, 1, 1)
+        out["y"] = await read_outputs(ctx, dut, 1, 2)
+
+    simulate(dut, body)
+    assert out["bad"][0] == ErrorCode.BAD_ADDRESS
+    assert out["good"][0] == 0
+    assert np.array_equal(out["y"], run_network(np.array([[3, -5]], np.int8), ok))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(decoder="lut"), "decoder must be one of rom, table, logic, not 'lut'"),
+        (dict(weight_memory="ebr"), "weight memory must be one of generic, spram, not 'ebr'"),
+        (dict(lanes=8, rows=8, weight_memory="spram"),
+         "SPRAM words are at most 8 bytes wide, not 13"),
+        (dict(weight_words=16385, weight_memory="spram"),
+         "SPRAM holds at most 16384 words, not 16385"),
+        (dict(max_layers=256), "Maximum layer count must be <= 255, not 256"),
+    ],
+)
+def test_bad_parameters_are_refused(kwargs, message):
+    params = dict(lanes=2, rows=2, weight_words=4, bias_depth=4, max_layers=2, max_width=4)
+    params.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        AcceleratorCore(params.pop("lanes"), params.pop("rows"), **params)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.device import STATUS_SIZE, LinkedAccelerator, Top
+from hw.device import ECP5_85F_PARAMS, STATUS_SIZE, UP5K_PARAMS, LinkedAccelerator, Top
 from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
 from hw.protocol import (
     ACK,
@@ -84,10 +84,20 @@ def network(rng, widths):
             for k, m in zip(widths, widths[1:], strict=False)]
 
 
-@pytest.mark.parametrize("lanes, rows, widths", [(4, 3, [9, 13, 5]), (5, 2, [20, 7, 11, 3])])
-def test_network_through_frames(lanes, rows, widths):
+BOARD_GENERIC = {**UP5K_PARAMS, "weight_memory": "generic"}  # SPRAM cannot be simulated here
+
+
+@pytest.mark.parametrize(
+    "lanes, rows, widths, params",
+    [
+        (4, 3, [9, 13, 5], PARAMS),
+        (5, 2, [20, 7, 11, 3], PARAMS),
+        (8, 5, [41, 12, 6], {k: v for k, v in BOARD_GENERIC.items() if k not in ("lanes", "rows")}),
+    ],
+)
+def test_network_through_frames(lanes, rows, widths, params):
     rng = np.random.default_rng(lanes + len(widths))
-    dut = LinkedAccelerator(lanes, rows, timeout_cycles=5000, **PARAMS)
+    dut = LinkedAccelerator(lanes, rows, timeout_cycles=5000, **params)
     layers = network(rng, widths)
     image = compile_image(layers, lanes, rows)
     x = rng.integers(-128, 128, (3, widths[0])).astype(np.int8)
@@ -120,7 +130,7 @@ def test_network_through_frames(lanes, rows, widths):
         out["status"] = status
 
     simulate(dut, body)
-    assert out["info"].lanes == lanes and out["info"].stride == -(-PARAMS["max_width"] // lanes)
+    assert out["info"].lanes == lanes and out["info"].stride == -(-params["max_width"] // lanes)
     assert np.array_equal(out["y"], run_network(x, layers))
     assert out["again"].payload == struct.pack("<I", out["cycles"])  # answered from memory
     busy, error, cycles, runs = struct.unpack("<BBII", out["status"].payload)
@@ -199,3 +209,33 @@ def test_top_checks_the_baud_rate():
     assert Top(12_000_000, 3_000_000, lanes=2, rows=2, **PARAMS).divisor == 4
     with pytest.raises(ValueError):
         Top(12_000_000, 6_000_000, lanes=2, rows=2, **PARAMS)
+
+
+@pytest.mark.parametrize("params", [UP5K_PARAMS, ECP5_85F_PARAMS])
+def test_board_parameters_hold_an_mnist1d_mlp(params):
+    """40-256-256-10 (78,336 weights) fits each board's memories and limits."""
+    widths = [40, 256, 256, 10]
+    layers = network(np.random.default_rng(0), widths)
+    image = compile_image(layers, params["lanes"], params["rows"])
+    assert image.weight_words <= params["weight_words"]
+    assert len(image.biases) <= params["bias_depth"]
+    assert len(layers) <= params["max_layers"] and max(widths) <= params["max_width"]
+    info = Top(48_000_000, 3_000_000, **params).device.info
+    assert (info.weight_words, info.bias_depth) == (params["weight_words"], params["bias_depth"])
+
+
+@pytest.mark.synth
+def test_up5k_parameters_fit_the_up5k():
+    """Weights in the four SPRAM blocks, everything else in at most 30 block RAMs, no DSP."""
+    from hw.generate import to_verilog
+    from hw.synth import ToolNotFoundError, cell_stats
+
+    top = Top(48_000_000, 3_000_000, **UP5K_PARAMS)
+    try:
+        cells = cell_stats(to_verilog(top, "top"), "top", "ice40")
+    except ToolNotFoundError as exc:  # the tools are an optional extra
+        pytest.skip(str(exc))
+    assert cells.get("SB_SPRAM256KA") == 4
+    assert cells.get("SB_RAM40_4K", 0) <= 30
+    assert cells.get("SB_LUT4", 0) < 5280
+    assert "SB_MAC16" not in cells
