@@ -73,12 +73,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train = train_qat
         kw = qat_kw
     else:
-        from host.evolve import train_evolve
+        from host.evolve import HIDDEN, train_evolve
         from host.qat import DEFAULTS, train_float_mlp
 
-        # the same shape as QAT's default, so the two methods compare like for like
-        kw = {"hidden": DEFAULTS.get(args.data, {}).get("qat", {}).get("hidden", (64,)),
-              "budget_s": 60.0, **settings}
+        # evolution's measured shape per data set (the float MLP is trained at the same one)
+        kw = {"hidden": HIDDEN.get(args.data, (64,)), "budget_s": 60.0, **settings}
         if args.budget is not None:
             kw["budget_s"] = args.budget
         if args.generations is not None:
