@@ -7,15 +7,42 @@ and talks to it through a byte-wide write port, a byte-wide read port and start/
 Dataflow per layer, sample, block of ``rows`` outputs, chunk of ``lanes`` inputs::
 
     issue (weight word, activation word) -> memories (1 cycle) -> trit decoder ROM (1 cycle)
-      -> MACArray(correction=False) -> requantiser (bias read, add, shift, clip; 1 row per cycle)
-      -> destination buffer
+      -> MACArray(correction=False) -> requantiser (bias read, add, shift, clip, write;
+         1 row per cycle)  -> destination buffer
 
 One weight word is one beat, so the array takes one beat per clock while the requantiser keeps
-up (``rows <= ceil(K / lanes)``). The only bubbles are at layer boundaries (the next layer needs
-this layer's outputs) and the array's latency. Everything is multiply-free: addresses advance by
-increments, the host supplies loop counts in the layer table.
-"""
+up (``rows <= ceil(K / lanes)``); otherwise the issuer starts a block only every ``rows``
+cycles. The feed has no backpressure (every stage advances every cycle, so no stall signal fans
+out from the array to the memories), and every decision of the sequencer is taken on flags
+registered a cycle earlier. The only bubbles are at layer boundaries (the next layer needs
+this layer's outputs, and the table entry takes 10 cycles to read and check) and the array's
+latency. Everything is multiply-free: addresses advance by increments, the host supplies loop
+counts in the layer table.
 
+Memories
+--------
+The weights sit in a single-port memory (:class:`hw.ice40.SinglePortMemory`): the link writes
+them while the core is idle, the issuer reads them while it runs. With
+``weight_memory="spram"`` that is the iCE40UP5K's four SPRAM blocks (64 bits x 16K words: 8
+bytes = 40 trits per word, so ``beat_bytes(lanes, rows) <= 8``). The layer table is kept in
+16-bit words (one block RAM for up to 32 layers), both activation buffers share one memory
+(its read port feeds the issuer, its write port the requantiser), and each weight byte has its
+own decoder ROM (a block RAM has one read port).
+
+Measured, the whole device (:class:`hw.device.Top`, UART included) with ``lanes=8, rows=5,
+weight_words=16384, bias_depth=1024, max_layers=32, max_width=256`` (Yosys 0.70
+``synth_ice40`` / ``synth_ecp5``, nextpnr 0.11, no DSP inferred anywhere):
+
+======================  =====  =====  =====  ========  =====  ==========================
+target                  LUT4   FF     carry  EBR       SPRAM  Fmax after routing (MHz)
+======================  =====  =====  =====  ========  =====  ==========================
+iCE40UP5K, batch 4      2619   1854   733    24 / 30   4 / 4  48.7, 50.7, 50.9 (seed 1-3)
+ECP5-85F, batch 16      2152   1887   438    81 DP16KD  -     87.3 (seed 1)
+======================  =====  =====  =====  ========  =====  ==========================
+
+(3473 of the UP5K's 5280 logic cells. The starting point, all generic memories, was 4292 LUT4
+and 66 EBR at 2048 weight words, 26 MHz.)
+"""
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
@@ -79,16 +106,23 @@ class AcceleratorCore(wiring.Component):
         Inputs per run.
     decoder : str
         How the trit decoder's 256-entry table is built, one per weight byte; same timing and
-        results either way. ``"rom"``: an Amaranth ROM with a synchronous read port.
-        ``"table"``: an array of constants followed by a register. Yosys (``proc_rom``) still
-        turns the latter into block-RAM ROMs, but differently: on iCE40, for an 8 x 5 core,
-        ``"rom"`` measured 3335 LUT4 and 36 EBR, ``"table"`` 2355 LUT4 and 44 EBR.
+        results either way. ``"rom"``: an Amaranth ROM with a synchronous read port (a block
+        RAM each). ``"table"``: an array of constants followed by a register, which Yosys
+        (``proc_rom``) turns into the same ROMs. ``"logic"``: ROMs that Yosys builds from LUTs
+        (``ram_style = "logic"``), no block RAM. For the 8 x 5 iCE40UP5K device:
+        ``"rom"`` 2619 LUT4 and 24 EBR, ``"table"`` 2621 and 24, ``"logic"`` 3505 and 16
+        (111 LUT4 per byte).
+    weight_memory : str
+        ``"generic"`` (an Amaranth memory: simulation, block RAM elsewhere) or ``"spram"``
+        (iCE40UP5K ``SB_SPRAM256KA`` instances, synthesis only; no Yosys option needed); see
+        :class:`hw.ice40.SinglePortMemory`. Both behave the same, cycle for cycle.
 
     Members
     -------
     wr_target : In(2)  :class:`hw.protocol.Target`
     wr_addr, wr_lane, wr_data, wr_en : In
-        Host write of byte ``wr_lane`` of word ``wr_addr`` (ignored while busy).
+        Host write of byte ``wr_lane`` of word ``wr_addr`` (ignored while busy; it takes
+        effect one cycle later, from registers).
     rd_buffer, rd_addr, rd_lane : In
         Host read of an activation buffer byte (valid while idle); ``rd_data`` one cycle later.
     rd_data : Out(8)
@@ -96,6 +130,7 @@ class AcceleratorCore(wiring.Component):
         Strobe: run ``n_layers`` layers on inputs ``0 .. batch - 1`` of buffer 0.
     n_layers, batch : In
     busy : Out(1)
+        High from the cycle after ``start`` until the run ends.
     error : Out(8)
         :class:`hw.protocol.ErrorCode` of the last run, 0 if it succeeded.
     cycles : Out(32)
