@@ -33,15 +33,23 @@ Measured, the whole device (:class:`hw.device.Top`, UART included) with ``lanes=
 weight_words=16384, bias_depth=1024, max_layers=32, max_width=256`` (Yosys 0.70
 ``synth_ice40`` / ``synth_ecp5``, nextpnr 0.11, no DSP inferred anywhere):
 
-======================  =====  =====  =====  ========  =====  ==========================
-target                  LUT4   FF     carry  EBR       SPRAM  Fmax after routing (MHz)
-======================  =====  =====  =====  ========  =====  ==========================
-iCE40UP5K, batch 4      2619   1854   733    24 / 30   4 / 4  48.7, 50.7, 50.9 (seed 1-3)
-ECP5-85F, batch 16      2152   1887   438    81 DP16KD  -     87.3 (seed 1)
-======================  =====  =====  =====  ========  =====  ==========================
+==========================  =====  =====  =====  =========  =====  =======================
+target                      LUT4   FF     carry  EBR        SPRAM  Fmax after routing (MHz)
+==========================  =====  =====  =====  =========  =====  =======================
+iCE40UP5K, batch 4          2619   1854   733    24 / 30    4 / 4  48.7, 50.7, 50.9 (seeds)
+ECP5-85F, batch 16          2152   1887   438    81 / 208   -      87.3
+ECP5-85F 32 x 8, 1K words   4415   4366   1578   91 / 208   -      72.8
+ECP5-85F 64 x 8, 1K words   6754   7284   2939   176 / 208  -      61.9
+==========================  =====  =====  =====  =========  =====  =======================
 
 (3473 of the UP5K's 5280 logic cells. The starting point, all generic memories, was 4292 LUT4
-and 66 EBR at 2048 weight words, 26 MHz.)
+and 66 EBR at 2048 weight words, 26 MHz.) On the UP5K no wider array fits with the rest: an
+SPRAM word holds 40 trits (the array's weight bandwidth at one beat per clock), and a wider
+word in block RAM needs a decoder ROM per byte besides (or 111 LUT4 per byte). The requantiser
+writes one output per cycle, so a layer takes at least ``M x batch`` cycles whatever the array:
+for a 40-256-256-10 MLP at batch 1 (78,336 MACs, Amaranth simulation) 8 x 5 takes 2070 cycles
+(1988 beats; 37.8 MACs per cycle), 32 x 8 619 cycles (336 beats; 126.6) and 64 x 8 613 (168
+beats; 127.8): beyond 32 x 8 a wider array buys nothing there.
 """
 from __future__ import annotations
 

@@ -103,6 +103,7 @@ def simulate(dut, body):
         (3, 4, [17, 16, 6], 1, True),
         (8, 5, [40, 13, 10], 2, False),
         (1, 1, [3, 2], 2, True),
+        (32, 8, [70, 20, 9], 2, False),  # the ECP5 board's array: 52-byte weight words
     ],
 )
 @pytest.mark.parametrize("decoder", ["rom", "table", "logic"])
