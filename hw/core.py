@@ -396,13 +396,21 @@ class AcceleratorCore(wiring.Component):
 
         b_rd = bmem.read_port()
         m.d.comb += b_rd.addr.eq(bptr)
-        # pipeline: p1 (accumulator; bias read) -> p2 (sum) -> p3 (shifted) -> p4 (clipped,
-        # written)
+        # pipeline: p1 (accumulator; bias read) -> p1b (bias registered) -> p2 (sum) ->
+        # p3 (shifted) -> p4 (clipped, written). p1b keeps the bias memory's output (and, when
+        # the memory is several block RAMs deep, their output multiplexer) off the sum's carry
+        # chain: measured on the iCEBreaker, that path alone limited the device to 48-49 MHz.
         p1_valid = Signal()
+        p1b_valid = Signal()
         p2_valid = Signal()
         p3_valid = Signal()
         p4_valid = Signal()
         p1_acc = Signal(signed(acc_w), reset_less=True)
+        p1b_acc = Signal(signed(acc_w), reset_less=True)
+        p1b_bias = Signal(signed(BIAS_STORE_WIDTH), reset_less=True)
+        p1b_we = Signal(reset_less=True)
+        p1b_word = Signal.like(aptr, reset_less=True)
+        p1b_lane = Signal(range(lanes), reset_less=True)
         p1_we, p2_we, p3_we = (Signal(reset_less=True) for _ in range(3))
         p4_en = Signal(lanes)  # the destination byte's write enable
         p1_word, p2_word, p3_word, p4_word = (Signal.like(aptr, reset_less=True)
@@ -416,8 +424,8 @@ class AcceleratorCore(wiring.Component):
         bias = Signal(signed(BIAS_STORE_WIDTH))
         m.d.comb += bias.eq(b_rd.data[:BIAS_STORE_WIDTH])
         with m.If(flush):
-            m.d.sync += [holding.eq(0), p1_valid.eq(0), p2_valid.eq(0), p3_valid.eq(0),
-                         p4_valid.eq(0), p4_en.eq(0)]
+            m.d.sync += [holding.eq(0), p1_valid.eq(0), p1b_valid.eq(0), p2_valid.eq(0),
+                         p3_valid.eq(0), p4_valid.eq(0), p4_en.eq(0)]
         with m.Else():
             m.d.sync += p1_valid.eq(0)
             with m.If(holding):
@@ -454,7 +462,8 @@ class AcceleratorCore(wiring.Component):
                 m.d.sync += [holding.eq(1), r.eq(0)]
                 m.d.sync += [hold[i].eq(a_out.payload[i]) for i in range(rows)]
             m.d.sync += [
-                p2_valid.eq(p1_valid), p3_valid.eq(p2_valid), p4_valid.eq(p3_valid),
+                p1b_valid.eq(p1_valid), p2_valid.eq(p1b_valid), p3_valid.eq(p2_valid),
+                p4_valid.eq(p3_valid),
                 p4_en.eq(_byte_enable(p3_valid & p3_we, p3_lane, lanes)),
             ]
         # Clipping to int8 by bit tests (an AND / OR tree), not by comparators (carry chains):
@@ -473,12 +482,16 @@ class AcceleratorCore(wiring.Component):
         with m.Else():
             m.d.comb += clipped.eq(p3_val[:8])
         m.d.sync += [
-            p2_we.eq(p1_we), p2_word.eq(p1_word), p2_lane.eq(p1_lane), p2_sum.eq(p1_acc + bias),
+            p1b_we.eq(p1_we), p1b_word.eq(p1_word), p1b_lane.eq(p1_lane), p1b_acc.eq(p1_acc),
+            p1b_bias.eq(bias),
+            p2_we.eq(p1b_we), p2_word.eq(p1b_word), p2_lane.eq(p1b_lane),
+            p2_sum.eq(p1b_acc + p1b_bias),
             p3_we.eq(p2_we), p3_word.eq(p2_word), p3_lane.eq(p2_lane), p3_val.eq(p2_sum >> shift),
             p4_word.eq(p3_word), p4_out.eq(clipped),
         ]
         rq_busy = Signal()
-        m.d.comb += rq_busy.eq(holding | p1_valid | p2_valid | p3_valid | p4_valid)
+        m.d.comb += rq_busy.eq(holding | p1_valid | p1b_valid | p2_valid | p3_valid |
+                               p4_valid)
 
         # buffer ports: requantiser writes the destination, issuer reads the source
         host_in = host_enables(Target.INPUT, lanes, self.buffer_words, name="inputs")

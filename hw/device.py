@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.core import AcceleratorCore
@@ -274,12 +275,18 @@ class LinkedAccelerator(wiring.Component):
                 m.d.sync += [lane.eq(lane_inc), lane_last.eq(lane == lane_before_last)]
 
         # The byte to send, from registers only (each source registered on its own).
+        # INFO's bytes: a ROM (a block RAM where there is one) read at the low bits of
+        # ``index``; as logic, the constant table was 4 to 6 LUTs deep on the iCE40.
         info_bytes = self.info.to_bytes()
-        info_byte = Signal(8)
+        info_bits = max(1, (len(info_bytes) - 1).bit_length())
+        m.submodules.info_rom = info_rom = Memory(shape=8, depth=1 << info_bits,
+                                                  init=info_bytes)
+        info_read = info_rom.read_port()
+        m.d.comb += info_read.addr.eq(index[:info_bits])
+        info_byte = info_read.data
         status_byte = Signal(8)
         cycles_byte = Signal(8)
         m.d.sync += [
-            info_byte.eq(Array(Const(b, 8) for b in info_bytes)[index]),
             status_byte.eq(status.word_select(index[:4], 8)),
             cycles_byte.eq(cache_cycles.word_select(index[:2], 8)),
         ]

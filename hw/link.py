@@ -192,7 +192,10 @@ class FrameReceiver(wiring.Component):
         accept = self.i_stream.valid & self.i_stream.ready
         # OP .. PAYLOAD, as the complement of four states (one LUT; VERIFY takes no byte)
         absorb = accept & ~(at("HUNT") | at("CRC_LO") | at("CRC_HI") | at("PENDING"))
-        clear = Signal()
+        # The CRCs are held at their initial value while hunting, so that the first byte after
+        # SYNC enters clean ones: `clear` is one flip-flop rather than `accept` and a compare
+        # with SYNC in front of every CRC flip-flop's enable.
+        clear = at("HUNT")
         for unit in (header_crc, frame_crc):
             m.d.comb += [unit.clear.eq(clear), unit.start.eq(absorb), unit.data.eq(byte)]
 
@@ -203,7 +206,6 @@ class FrameReceiver(wiring.Component):
         with m.If(accept):
             with fsm.state("HUNT"):
                 with m.If(byte == SYNC):
-                    m.d.comb += clear.eq(1)
                     fsm.go("OP")
             with fsm.state("OP"):
                 m.d.sync += op.eq(byte)
