@@ -32,6 +32,8 @@ __all__ = [
     "BOARDS",
     "get_board",
     "SMALL_PARAMS",
+    "UP5K_PARAMS",
+    "ECP5_85F_PARAMS",
     "ICE40PLL",
     "ice40_pll",
     "ECP5PLL",
@@ -52,19 +54,26 @@ SMALL_PARAMS = MappingProxyType({
     "max_width": 32, "max_batch": 1,
 })
 
-# Until hw/device.py publishes per-board parameter sets (UP5K_PARAMS, ECP5_85F_PARAMS), the
-# boards default to configurations measured to fit and meet timing at the default clock.
-# Switch each to the published constant in one line.
-# iCE40UP5K: the weights in the four SPRAM blocks (16K words of 64 bits = 40 trits); measured
-# 3656 of 5280 logic cells, 20 of 30 EBR, 4 of 4 SPRAM, Fmax 29.4 MHz.
-_UP5K_PARAMS = MappingProxyType({
-    "lanes": 8, "rows": 5, "weight_words": 16384, "bias_depth": 512, "max_layers": 8,
-    "max_width": 256, "max_batch": 4, "weight_memory": "spram",
+#: Accelerator parameters for an iCE40UP5K (iCEBreaker), the iCEBreaker's default: 8 lanes x
+#: 5 rows, weights in the four SPRAM blocks (16K words of 40 trits; ``weight_memory="spram"``
+#: instantiates them, no Yosys flag needed), biases, layer table, activation buffers, decoder
+#: ROMs and the link's payload in 24 of the 30 block RAMs. Holds a 40-256-256-10 MLP (1988
+#: weight words, 530 biases) at batch 4. Measured as a whole board build (``trine build --board
+#: icebreaker``: PLL, UART, Yosys 0.70, nextpnr-ice40 0.11, 48 MHz requested): 3641 of 5280
+#: logic cells, 24 of 30 EBR, 4 of 4 SPRAM, 0 DSP, Fmax after routing 52.4 / 50.8 / 50.9 MHz
+#: (seeds 1-3). 8 x 5 is the largest array that fits (16 x 5 does not: see hw.core).
+UP5K_PARAMS: Mapping = MappingProxyType({
+    "lanes": 8, "rows": 5, "weight_words": 16384, "bias_depth": 1024, "max_layers": 32,
+    "max_width": 256, "max_batch": 4, "decoder": "rom", "weight_memory": "spram",
 })
-# ECP5-85F: measured 5458 of 83640 logic cells, 15 of 208 EBR, Fmax 70 MHz.
-_ECP5_PARAMS = MappingProxyType({
-    "lanes": 8, "rows": 5, "weight_words": 2048, "bias_depth": 512, "max_layers": 8,
-    "max_width": 256, "max_batch": 16,
+#: Accelerator parameters for an LFE5U-85F (ULX3S-85F), its default: weights in block RAM,
+#: 52 bytes (256 trits) per word, so a 32 x 8 array runs at one beat per clock (peak 256 MACs
+#: per cycle at batch 1). Measured as a whole board build (``trine build --board ulx3s-85f``,
+#: 50 MHz requested, seed 1): 9035 of 83640 logic cells, 91 of 208 DP16KD, 0 DSP, Fmax after
+#: routing 72.2 MHz.
+ECP5_85F_PARAMS: Mapping = MappingProxyType({
+    "lanes": 32, "rows": 8, "weight_words": 1024, "bias_depth": 1024, "max_layers": 32,
+    "max_width": 256, "max_batch": 16, "decoder": "rom", "weight_memory": "generic",
 })
 
 
@@ -137,7 +146,7 @@ def _ulx3s(size: str) -> Board:
         name=f"ulx3s-{size.lower()}", platform=f"amaranth_boards.ulx3s:ULX3S_{size}_Platform",
         family="ecp5", device=f"LFE5U-{size}-6BG381C", osc_hz=25_000_000, clock="clk25",
         uart="uart", bridge="FT231X", max_baud=3_000_000, default_baud=3_000_000,
-        default_clock_hz=50_000_000, params=_ECP5_PARAMS if size == "85F" else SMALL_PARAMS,
+        default_clock_hz=50_000_000, params=ECP5_85F_PARAMS if size == "85F" else SMALL_PARAMS,
         bitstream_suffix=".bit", loader_board="ulx3s",
     )
 
@@ -148,7 +157,7 @@ BOARDS: Mapping[str, Board] = MappingProxyType({b.name: b for b in [
         name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
         family="ice40", device="iCE40UP5K-SG48", osc_hz=12_000_000, clock="clk12",
         uart="uart", bridge="FT2232H channel B", max_baud=6_000_000, default_baud=3_000_000,
-        default_clock_hz=36_000_000, params=_UP5K_PARAMS,
+        default_clock_hz=48_000_000, params=UP5K_PARAMS,
         # -spram: memories that suit the UltraPlus's 4 x 32 KiB SPRAM may go there.
         synth_opts=("-spram",), bitstream_suffix=".bin", loader_board="ice40_generic",
     ),

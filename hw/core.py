@@ -55,7 +55,8 @@ beats; 127.8): beyond 32 x 8 a wider array buys nothing there.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.hdl import (Array, Cat, Const, Elaboratable, Module, Mux, ResetInserter, Signal,
+                          signed, unsigned)
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -68,7 +69,7 @@ from hw.params import check_int
 from hw.protocol import ErrorCode, Target
 from hw.spec import ACT_MAX, ACT_MIN, TRITS_PER_BYTE, trits_to_codes
 
-__all__ = ["AcceleratorCore", "decoder_table"]
+__all__ = ["AcceleratorCore", "CycleCounter", "decoder_table"]
 
 CYCLE_COUNTER_WIDTH = 32
 #: Ways to build the trit decoder (see :class:`AcceleratorCore`).
@@ -516,18 +517,8 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += self.rd_data.eq(a_rd.data.word_select(rd_lane, 8))
 
         # ---- cycle counter --------------------------------------------------------------
-        # Saturating, in two halves: the high half steps when the low one is full, and
-        # whether it is full itself is registered (it changes only 2**16 cycles apart).
-        cycles = Signal(CYCLE_COUNTER_WIDTH)
-        m.d.comb += self.cycles.eq(cycles)
-        half_w = CYCLE_COUNTER_WIDTH // 2
-        low, high = cycles[:half_w], cycles[half_w:]
-        high_full = Signal()
-        m.d.sync += high_full.eq(high.all())
-        with m.If(busy & ~(high_full & low.all())):
-            m.d.sync += low.eq(low + 1)
-            with m.If(low.all()):
-                m.d.sync += high.eq(high + 1)
+        m.submodules.cycle_counter = cycle_counter = CycleCounter(CYCLE_COUNTER_WIDTH)
+        m.d.comb += [cycle_counter.count.eq(busy), self.cycles.eq(cycle_counter.value)]
 
         # ---- sequencer ------------------------------------------------------------------
         bad_fields = [Signal(name=f"bad_field{i}") for i in range(4)]
@@ -559,11 +550,12 @@ class AcceleratorCore(wiring.Component):
 
         with fsm.state("IDLE"):
             with m.If(self.start):
+                m.d.comb += cycle_counter.clear.eq(1)
                 m.d.sync += [flush.eq(1), busy.eq(1), n_layers.eq(self.n_layers),
                              bad_args.eq((self.n_layers == 0) |
                                          (self.n_layers > self.max_layers) |
                                          (self.batch == 0) | (self.batch > self.max_batch)),
-                             batch.eq(self.batch), cycles.eq(0), error.eq(0), layer.eq(0),
+                             batch.eq(self.batch), error.eq(0), layer.eq(0),
                              src.eq(0), issuing.eq(0), half.eq(0)]
                 fsm.go("START")
         with fsm.state("START"):
@@ -655,3 +647,39 @@ def _low(value, limit):
 def _byte_enable(enable, lane, n_lanes):
     """Byte-enable vector: bit ``lane`` set when ``enable``."""
     return Cat(*(enable & (lane == i) for i in range(n_lanes)))
+
+
+class CycleCounter(Elaboratable):
+    """A saturating counter of ``width`` bits (even): ``value`` steps in each cycle that
+    ``count`` is high, stops at ``2**width - 1``, and is zero in the cycle after ``clear``
+    (which wins over ``count``).
+
+    It counts in two halves: the high half steps when the low one is full. Whether each half
+    is full is a register, so the enable is a single LUT and no comparator sits in front of
+    the carry chains: ``high_full`` follows the high half a cycle late (it changes only
+    ``2**(width/2)`` cycles apart), ``low_full`` is set for the low half's next value.
+    """
+
+    def __init__(self, width: int):
+        if isinstance(width, bool) or not isinstance(width, int) or width < 2 or width % 2:
+            raise ValueError(f"width must be an even number of bits >= 2, not {width!r}")
+        self.width = width
+        self.count = Signal()
+        self.clear = Signal()
+        self.value = Signal(width)
+
+    def elaborate(self, platform):
+        m = Module()
+        half = self.width // 2
+        low, high = self.value[:half], self.value[half:]
+        high_full = Signal()
+        low_full = Signal()
+        m.d.sync += high_full.eq(high.all())
+        with m.If(self.clear):
+            m.d.sync += [self.value.eq(0), low_full.eq(0)]
+        with m.Elif(self.count & ~(high_full & low_full)):
+            m.d.sync += [low.eq(low + 1), low_full.eq(low == (1 << half) - 2)]
+            with m.If(low_full):
+                m.d.sync += high.eq(high + 1)
+        return m
+

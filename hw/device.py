@@ -43,26 +43,14 @@ from hw.protocol import (
     Op,
     Target,
 )
+from hw.boards import ECP5_85F_PARAMS, UP5K_PARAMS
 from hw.spec import SPEC_VERSION
 from hw.uart import UARTRx, UARTTx, baud_divisor
 
 __all__ = ["LinkedAccelerator", "Top", "UP5K_PARAMS", "ECP5_85F_PARAMS"]
 
-#: Accelerator parameters for an iCE40UP5K (iCEBreaker): weights in the four SPRAM blocks
-#: (16K words of 40 trits; ``weight_memory="spram"`` instantiates them, no Yosys flag needed),
-#: biases, layer table, activation buffers, decoder ROMs and the link's payload in 24 of the
-#: 30 block RAMs. Fits a 40-256-256-10 MLP (1988 weight words, 530 biases) at batch 4.
-#: Measured (Yosys 0.70 synth_ice40, nextpnr-ice40 0.11 --up5k --package sg48, seeds 1-3):
-#: 2619 LUT4, 1854 FF, 733 carry, 3473 of 5280 logic cells, Fmax 48.7-50.9 MHz.
-UP5K_PARAMS = dict(lanes=8, rows=5, weight_words=16384, bias_depth=1024, max_layers=32,
-                   max_width=256, max_batch=4, decoder="rom", weight_memory="spram")
-#: Accelerator parameters for an LFE5U-85F: weights in block RAM, 52 bytes (256 trits) per
-#: word, so a 32 x 8 array runs at one beat per clock (peak 256 MACs per cycle at batch 1).
-#: Measured (Yosys 0.70 synth_ecp5, nextpnr-ecp5 0.11, seed 1): 4415 LUT4, 4366 FF,
-#: 1578 CCU2C, 91 of 208 DP16KD, 8737 of 83640 logic cells, Fmax 72.8 MHz. (64 x 8: 6754 LUT4,
-#: 176 DP16KD, 61.9 MHz; the 8 x 5 array: 2152 LUT4, 81 DP16KD at 16K words, 87.3 MHz.)
-ECP5_85F_PARAMS = dict(lanes=32, rows=8, weight_words=1024, bias_depth=1024, max_layers=32,
-                       max_width=256, max_batch=16, decoder="rom", weight_memory="generic")
+# The per-board parameter sets live in hw.boards (importable without Amaranth); exported
+# here too, next to the device they configure.
 
 STATUS_SIZE = STATUS_ACK.size
 _RUN_ARGS, _READ_ARGS = 3, 7
@@ -287,7 +275,7 @@ class LinkedAccelerator(wiring.Component):
         status_byte = Signal(8)
         cycles_byte = Signal(8)
         m.d.sync += [
-            status_byte.eq(status.word_select(index[:4], 8)),
+            status_byte.eq(status[:8]),
             cycles_byte.eq(cache_cycles.word_select(index[:2], 8)),
         ]
         out_byte = Signal(8)
@@ -491,7 +479,9 @@ class LinkedAccelerator(wiring.Component):
                 m.d.sync += byte_valid.eq(0)
                 fsm.go("SENT")
         with fsm.state("SENT"):
-            m.d.sync += index.eq(index_inc)
+            # STATUS leaves from a shift register: a 16-way byte multiplexer was 4 to 5 LUTs
+            # deep. Other answers shift it too; it is loaded again by the next STATUS.
+            m.d.sync += [index.eq(index_inc), status.eq(status >> 8)]
             count_down()
             step_word()  # a READ's next byte; for other answers word and lane do not matter
             fsm.go("SEND_FETCH")
