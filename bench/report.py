@@ -146,6 +146,22 @@ def boards_table(d: dict) -> list[str]:
                        f"| {ram[0]}/{ram[1]} | {f'{sp[0]}/{sp[1]}' if sp else '-'} "
                        f"| {_fmt(r.get('fmax_mhz'))} | {_fmt(r.get('peak_gmacs'), '.2f')} "
                        f"| {state} |")
+    seeds = []
+    for name, b in d["boards"].items():
+        dd = b.get("default_device")
+        if not dd or not dd.get("seeds"):
+            continue
+        runs = [s for s in dd["seeds"] if s.get("fmax_mhz") is not None]
+        if not runs:
+            continue
+        met = sum(bool(s.get("timing_met")) for s in runs)
+        fmaxes = ", ".join(f"{s['fmax_mhz']:.1f}" for s in runs)
+        seeds.append(f"{name} {dd['lanes']} x {dd['rows']}: {fmaxes} MHz (seeds "
+                     f"{', '.join(str(s['seed']) for s in runs)}; timing met at "
+                     f"{b['clock_mhz']:g} MHz with {met} of {len(runs)})")
+    if seeds:
+        out += ["", "Each board's default device over nextpnr placement seeds: "
+                + "; ".join(seeds) + "."]
     out += ["", "| board | first build (empty YoWASP cache) s | warm build s |", "|---|---:|---:|"]
     for name, b in d["boards"].items():
         out.append(f"| {name} | {_fmt(b.get('first_run_s'), '.0f')} "
