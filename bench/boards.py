@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
             "default_device": "the board's default lanes x rows (its other parameters as "
                               "everywhere here) built with each nextpnr seed of --seeds",
         },
-        "settings": {"seed": 1, "default_seeds": args.seeds, "quick": args.quick, "grid": {b: grid[b] for b in args.boards},
+        "settings": {"seed": 1, "default_seeds": args.seeds, "quick": args.quick,
+                     "grid": {b: grid[b] for b in args.boards},
                      "weight_words_per_cycle": WEIGHT_WORDS_PER_CYCLE},
         "boards": boards,
         "elapsed_s": round(elapsed, 1),

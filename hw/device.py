@@ -26,6 +26,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.boards import ECP5_85F_PARAMS, UP5K_PARAMS
 from hw.core import AcceleratorCore
 from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE
 from hw.link import FrameReceiver, FrameTransmitter, frame_timeout_cycles
@@ -43,7 +44,6 @@ from hw.protocol import (
     Op,
     Target,
 )
-from hw.boards import ECP5_85F_PARAMS, UP5K_PARAMS
 from hw.spec import SPEC_VERSION
 from hw.uart import UARTRx, UARTTx, baud_divisor
 

@@ -11,6 +11,10 @@
 4. Print float vs ternary accuracy, device == reference, cycles per inference and the projected
    inferences per second at the target board's clock, bytes streamed and bits per weight.
 
+``--port /dev/ttyUSB1`` runs step 3 on a real board instead (after ``trine build --board
+icebreaker`` and ``trine program --board icebreaker``; ``--baud`` if the build used another),
+and projects at the clock the device reports.
+
 ``--hardware`` adds the MAC-array checks: cocotb on Icarus and Verilator against the reference
 (with a deliberately wrong reference that must be caught) and an iCE40 UP5K synthesis next to
 an int8 array built with ``*``.
@@ -86,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="link to the simulated device (default byte: UART skipped)")
     parser.add_argument("--board", default="icebreaker",
                         help="board whose clock the throughput is projected at")
+    parser.add_argument("--port", metavar="URL",
+                        help="run step 3 on a real device instead of the simulated RTL: the "
+                             "board's serial port after `trine build` and `trine program` "
+                             "(e.g. /dev/ttyUSB1 on the iCEBreaker), or any socket:// device")
+    parser.add_argument("--baud", type=int, default=None,
+                        help="with --port: the device's baud rate (default: the board's)")
     parser.add_argument("--hardware", action="store_true",
                         help="also run the MAC-array cocotb checks and the UP5K synthesis")
     parser.add_argument("--vectors", type=int, default=300, help="vectors per simulator (H1)")
@@ -125,10 +135,15 @@ def main(argv: list[str] | None = None) -> int:
           f"({stats['file_bytes']:,} bytes on file), zeros per layer {sparsity}, "
           f"shifts {[layer.shift for layer in program.layers]}")
 
-    link = "byte-level link, the UART skipped" if args.mode == "byte" else "bit-level UART"
-    t0 = _step(f"3. the accelerator's RTL on {args.sim} ({link}), through the host client")
-    with serve(args.sim, args.mode) as url:
-        ev = evaluate(program, x_te, y_te, backend="device", url=url, timeout=60)
+    if args.port:
+        t0 = _step(f"3. the device at {args.port}, through the host client")
+        ev = evaluate(program, x_te, y_te, backend="device", url=args.port,
+                      baud=args.baud or board.default_baud, timeout=5)
+    else:
+        link = "byte-level link, the UART skipped" if args.mode == "byte" else "bit-level UART"
+        t0 = _step(f"3. the accelerator's RTL on {args.sim} ({link}), through the host client")
+        with serve(args.sim, args.mode) as url:
+            ev = evaluate(program, x_te, y_te, backend="device", url=url, timeout=60)
     d = ev.device
     ref = program.run_reference(x_te)
     assert ev.reference_accuracy == accuracy(ref, y_te)
@@ -136,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{d['runs']} runs of up to {d['max_batch']} {_done(t0)}")
 
     _step("4. results")
-    clk = board.default_clock_hz
+    # A real device reports its own clock; the simulated one is projected at the board's.
+    clk = d["clock_hz"] if args.port and d.get("clock_hz") else board.default_clock_hz
     wire_bits = 10 * d["infer_wire_bytes"] / ev.samples  # 8N1: 10 bits per byte
     print(f"float MLP accuracy           {float_acc:8.2%}")
     print(f"ternary accuracy, reference  {ev.reference_accuracy:8.2%}")
@@ -145,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
           "(every output byte compared)")
     print(f"cycles per inference         {d['latency_cycles']} alone, "
           f"{d['cycles_per_inference']:.1f} in batches of {d['max_batch']}")
-    print(f"{f'at {clk / 1e6:g} MHz ({board.name})':28s} "
+    clock_of = "the device's clock" if args.port else board.name
+    print(f"{f'at {clk / 1e6:g} MHz ({clock_of})':28s} "
           f"{clk / d['latency_cycles']:,.0f} inferences/s (batch 1), "
           f"{clk / d['cycles_per_inference']:,.0f}/s batched")
     print(f"link-bound                   {d['infer_wire_bytes'] / ev.samples:.0f} bytes on the "

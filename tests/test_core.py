@@ -269,7 +269,8 @@ def test_cycle_counter_counts_saturates_and_clears(width):
     for _ in range(6):  # long counting stretches reach the top; clears come in between
         script += [(int(c), 0) for c in rng.random(3 * top) < 0.9]
         script += [(int(rng.integers(2)), 1)] + [(int(c), int(k)) for c, k in
-                                                 zip(rng.integers(2, size=5), rng.random(5) < 0.2)]
+                                                 zip(rng.integers(2, size=5), rng.random(5) < 0.2,
+                                                     strict=True)]
     expected, value = [], 0
     for count, clear in script:
         value = 0 if clear else min(value + count, top)

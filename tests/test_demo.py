@@ -14,3 +14,18 @@ def test_demo_passes(capsys, monkeypatch, tmp_path):
     out = capsys.readouterr().out
     assert "device == reference          450 of 450 samples" in out
     assert (tmp_path / "digits.trine").exists()
+
+
+@pytest.mark.slow
+def test_demo_runs_on_a_device_given_by_port(capsys, monkeypatch, tmp_path):
+    """--port: step 3 against a device the demo did not start (here the RTL behind
+    socket://, as a board behind /dev/ttyUSBx), projected at the clock the device reports."""
+    from sim import demo
+    from sim.serve import serve
+
+    monkeypatch.setattr(demo, "BUILD", tmp_path)
+    with serve("verilator", "byte") as url:
+        assert demo.main(["--port", url]) == 0
+    out = capsys.readouterr().out
+    assert f"3. the device at {url}" in out
+    assert "device == reference          450 of 450 samples" in out
