@@ -43,18 +43,17 @@ ECP5-85F 64 x 8, 1K words   6754   7284   2939   176 / 208  -      61.9
 ==========================  =====  =====  =====  =========  =====  =======================
 
 (3473 of the UP5K's 5280 logic cells, in this harness without PLL and I/O. As a board build,
-``trine build --board icebreaker`` at 48 MHz after the later control-path registers: 3641
-logic cells, 52.4, 50.8, 50.9 MHz for seeds 1-3. The starting point, all generic memories,
-was 4292 LUT4 and 66 EBR at 2048 weight words, 26 MHz.) On the UP5K no wider array fits with
-the rest: an SPRAM word holds 40 trits (the array's weight bandwidth at one beat per clock),
-and a wider word in block RAM needs a decoder ROM per byte besides (or 111 LUT4 per byte): 16 x 5 with 512
-weight words in block RAM synthesises to 3435 LUT4 and 52 EBR, or with ``decoder="logic"`` to
-5249 LUT4 (and 1077 carries) and 36 EBR, both past the UP5K. The requantiser
-writes one output per cycle, so a layer takes at least ``M x batch`` cycles whatever the array:
-for a 40-256-256-10 MLP at batch 1 (78,336 MACs, Amaranth simulation) 8 x 5 takes 2073 cycles
-(1988 beats; 37.8 MACs per cycle), 32 x 8 622 cycles (336 beats; 125.9) and 64 x 8 616 (168
-beats; 127.2; each one cycle per layer more since the bias stage): beyond 32 x 8 a wider
-array buys nothing there.
+``trine build --board icebreaker`` at 48 MHz after the later control-path registers: 3641 logic
+cells, 52.4, 50.8, 50.9 MHz for seeds 1-3. The starting point, all generic memories, was 4292
+LUT4 and 66 EBR at 2048 weight words, 26 MHz.) On the UP5K no wider array fits with the rest: an
+SPRAM word holds 40 trits (the array's weight bandwidth at one beat per clock), and a wider word
+in block RAM needs a decoder ROM per byte besides (or 111 LUT4 per byte): 16 x 5 with 512 weight
+words in block RAM synthesises to 3435 LUT4 and 52 EBR, or with ``decoder="logic"`` to 5249 LUT4
+(and 1077 carries) and 36 EBR, both past the UP5K. The requantiser writes one output per cycle,
+so a layer takes at least ``M x batch`` cycles whatever the array: for a 40-256-256-10 MLP at
+batch 1 (78,336 MACs, Amaranth simulation) 8 x 5 takes 2073 cycles (1988 beats; 37.8 MACs per
+cycle), 32 x 8 622 cycles (336 beats; 125.9) and 64 x 8 616 (168 beats; 127.2; each one cycle
+per layer more since the bias stage): beyond 32 x 8 a wider array buys nothing there.
 """
 from __future__ import annotations
 
