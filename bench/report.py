@@ -131,7 +131,7 @@ def boards_table(d: dict) -> list[str]:
            "SPRAM, Fmax after routing; peak = lanes x rows x Fmax, which is also the batch-1 "
            "roofline while the array takes one weight word (lanes x rows trits) per clock. "
            "DSP blocks and multiplier cells: 0 in every build. Build times were measured on a "
-           f"loaded 2-core machine (load average {_load_avg(d)}).", "",
+           f"2-core machine (load average {_load_avg(d)}).", "",
            "| board | lanes x rows | logic cells | FF | block RAM | SPRAM | Fmax MHz | peak GMAC/s "
            "| fits, timing |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for name, b in d["boards"].items():
