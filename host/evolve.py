@@ -45,15 +45,15 @@ The strategy
 Accepted changes are applied to cached accumulators and activations of the whole training set,
 so the training-set fitness and accuracy of the current program are always at hand.
 
-Measured (``python -m bench.evolve``, 300 s per run, wall clock on a 2-core machine shared
-with other jobs; QAT and the float MLP with ``host.qat.DEFAULTS`` at the same shape, same run):
+Measured (``python -m bench.evolve``, 300 s per run, wall clock on an otherwise idle 2-core
+machine; QAT and the float MLP with ``host.qat.DEFAULTS`` at the same shape, same run):
 
 =======================  ===========  =========  =====  =========
 run                      generations  evolution  QAT    float MLP
 =======================  ===========  =========  =====  =========
-digits 64-128-10         242,323      97.6%      97.6%  98.2%
-MNIST-1D 40-256-10       130,225      58.9%      55.6%  59.3%
-MNIST-1D 40-256-256-10   75,025       55.0%      61.3%  66.6%
+digits 64-128-10         295,476      97.3%      97.6%  98.2%
+MNIST-1D 40-256-10       167,131      60.9%      60.3%  67.7%
+MNIST-1D 40-256-256-10   81,719       54.9%      69.4%  75.5%
 =======================  ===========  =========  =====  =========
 
 Digits passes 97% within seconds on a quiet machine; the deeper MNIST-1D network learns more
