@@ -23,6 +23,7 @@ an int8 array built with ``*``.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -110,6 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     from sim.serve import serve
 
     board = get_board(args.board)
+    if args.port:
+        # Reach the device before training, so that a wrong port fails in a second.
+        from host.client import Client
+        from host.transport import LinkError
+
+        try:
+            with Client(args.port, args.baud or board.default_baud, timeout=2) as client:
+                info = client.info()
+        except (LinkError, ValueError) as exc:
+            print(f"demo: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"device at {args.port}: {info.lanes} lanes x {info.rows} rows, "
+              f"{info.clock_hz / 1e6:g} MHz")
     t0 = _step("1. train on scikit-learn's digits (1,797 8x8 images, bundled)")
     x_tr, y_tr, x_te, y_te = load_digits_split()
     settings = DEFAULTS["digits"]
@@ -137,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.port:
         t0 = _step(f"3. the device at {args.port}, through the host client")
-        ev = evaluate(program, x_te, y_te, backend="device", url=args.port,
-                      baud=args.baud or board.default_baud, timeout=5)
+        try:
+            ev = evaluate(program, x_te, y_te, backend="device", url=args.port,
+                          baud=args.baud or board.default_baud, timeout=5)
+        except (LinkError, ValueError) as exc:  # the device went away, or refused the program
+            print(f"demo: error: {exc}", file=sys.stderr)
+            return 2
     else:
         link = "byte-level link, the UART skipped" if args.mode == "byte" else "bit-level UART"
         t0 = _step(f"3. the accelerator's RTL on {args.sim} ({link}), through the host client")

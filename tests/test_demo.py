@@ -24,8 +24,25 @@ def test_demo_runs_on_a_device_given_by_port(capsys, monkeypatch, tmp_path):
     from sim.serve import serve
 
     monkeypatch.setattr(demo, "BUILD", tmp_path)
-    with serve("verilator", "byte") as url:
+    with serve("verilator", "byte", once=False) as url:  # a board, too, outlives a client
         assert demo.main(["--port", url]) == 0
     out = capsys.readouterr().out
     assert f"3. the device at {url}" in out
     assert "device == reference          450 of 450 samples" in out
+
+
+def test_demo_fails_fast_and_clearly_on_an_unreachable_port(capsys, monkeypatch, tmp_path):
+    """A wrong --port is an error line and exit status 2, before any training."""
+    import socket
+
+    from sim import demo
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(demo, "BUILD", tmp_path)
+    assert demo.main(["--port", f"socket://127.0.0.1:{port}"]) == 2
+    captured = capsys.readouterr()
+    assert "demo: error: cannot open socket://127.0.0.1:" in captured.err
+    assert "train" not in captured.out
+    assert not (tmp_path / "digits.trine").exists()
