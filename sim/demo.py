@@ -102,26 +102,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vectors", type=int, default=300, help="vectors per simulator (H1)")
     args = parser.parse_args(argv)
 
+    from host.client import Client
     from host.data import load_digits_split
     from host.evaluate import evaluate
     from host.program import Program
     from host.qat import DEFAULTS, train_float_mlp, train_qat
     from host.train import accuracy
+    from host.transport import LinkError
     from hw.boards import get_board
     from sim.serve import serve
 
+    def device_error(exc: Exception) -> int:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
+
     board = get_board(args.board)
+    baud = args.baud or board.default_baud
     if args.port:
         # Reach the device before training, so that a wrong port fails in a second.
-        from host.client import Client
-        from host.transport import LinkError
-
         try:
-            with Client(args.port, args.baud or board.default_baud, timeout=2) as client:
+            with Client(args.port, baud, timeout=2) as client:
                 info = client.info()
         except (LinkError, ValueError) as exc:
-            print(f"demo: error: {exc}", file=sys.stderr)
-            return 2
+            return device_error(exc)
         print(f"device at {args.port}: {info.lanes} lanes x {info.rows} rows, "
               f"{info.clock_hz / 1e6:g} MHz")
     t0 = _step("1. train on scikit-learn's digits (1,797 8x8 images, bundled)")
@@ -152,11 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.port:
         t0 = _step(f"3. the device at {args.port}, through the host client")
         try:
-            ev = evaluate(program, x_te, y_te, backend="device", url=args.port,
-                          baud=args.baud or board.default_baud, timeout=5)
+            ev = evaluate(program, x_te, y_te, backend="device", url=args.port, baud=baud,
+                          timeout=5)
         except (LinkError, ValueError) as exc:  # the device went away, or refused the program
-            print(f"demo: error: {exc}", file=sys.stderr)
-            return 2
+            return device_error(exc)
     else:
         link = "byte-level link, the UART skipped" if args.mode == "byte" else "bit-level UART"
         t0 = _step(f"3. the accelerator's RTL on {args.sim} ({link}), through the host client")

@@ -253,10 +253,7 @@ def _count_trace(width, script):
             await ctx.tick()
             values.append(ctx.get(dut.value))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return values
 
 
