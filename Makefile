@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: setup
-	$(PY) -m sim.demo
+	$(PY) -m trine.demo
 
 test: setup
 	$(PY) -m pytest -m "not slow and not synth" $(PYTEST_ARGS)
@@ -53,7 +53,7 @@ program: setup
 	$(VENV)/bin/trine program --board $(BOARD)
 
 lint: setup
-	$(VENV)/bin/ruff check hw sim host tests bench
+	$(VENV)/bin/ruff check trine hw sim host tests bench
 
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis

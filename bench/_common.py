@@ -41,7 +41,7 @@ def context() -> dict:
 
 
 def save(name: str, figures: dict) -> Path:
-    from host.fileio import write_atomic
+    from trine.contract.fileio import write_atomic
 
     path = RESULTS / f"{name}.json"
     write_atomic(path, json.dumps({"context": context(), **figures}, indent=2) + "\n")

@@ -2,9 +2,9 @@
 
 Area is the nextpnr pack-only count of the bare array (logic cells: iCE40 ``ICESTORM_LC``,
 ECP5 ``TRELLIS_COMB``), divided by the ``rows x lanes`` MACs ("lanes" below). Fmax is the
-post-route figure of the array inside :class:`hw.synth.TimingHarness` (seed 1). The int8
-baseline (:class:`hw.baseline.Int8MACArray`) is synthesised into LUTs only, Booth-recoded
-(:data:`hw.synth.BASELINE_FLOW`); ``int8-plain`` is the same without Booth recoding.
+post-route figure of the array inside :class:`trine.flow.synth.TimingHarness` (seed 1). The int8
+baseline (:class:`trine.hw.baseline.Int8MACArray`) is synthesised into LUTs only, Booth-recoded
+(:data:`trine.flow.synth.BASELINE_FLOW`); ``int8-plain`` is the same without Booth recoding.
 Designs of more than ``--pnr-limit`` logic cells, or that do not fit, are only packed.
 
 The default run takes about seven minutes on two cores; ``--quick`` about three, ``--all``
@@ -19,11 +19,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
+from trine.hw.baseline import Int8MACArray
+from trine.hw.mac_array import MACArray
+from trine.hw.verilog import to_verilog
+
 from bench._common import save
-from hw import synth
-from hw.baseline import Int8MACArray
-from hw.generate import to_verilog
-from hw.mac_array import MACArray
+from trine.flow import synth
 
 #: Post-route Fmax targets (MHz) and nextpnr --freq, per family.
 FMAX_TARGET = {"ice40": 60.0, "ecp5": 150.0}
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
             "logic_cells": "nextpnr --pack-only count of the bare array: ICESTORM_LC on iCE40, "
                            "TRELLIS_COMB (LUT4 or half a CCU2C) on ECP5",
             "lc_per_lane": "logic_cells / (rows * lanes), one lane = one MAC",
-            "fmax_mhz": "post-route Fmax of the array in hw.synth.TimingHarness, --seed 1",
+            "fmax_mhz": "post-route Fmax of the array in trine.flow.synth.TimingHarness, --seed 1",
             "harness_logic_cells": "logic cells of the whole placed harness (array + drivers)",
             "ratios": "baseline logic cells / ternary logic cells, same size, same device",
         },

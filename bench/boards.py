@@ -1,7 +1,7 @@
 """Whole-device board builds: how the accelerator scales on the iCEBreaker and the ULX3S-85F.
 
-For each board, the device (:class:`hw.board_top.BoardTop`: PLL, UART, command executor,
-core) is built with :func:`hw.build.build` for a grid of ``lanes x rows``, the other device
+For each board, the device (:class:`trine.flow.board_top.BoardTop`: PLL, UART, command executor,
+core) is built with :func:`trine.flow.build.build` for a grid of ``lanes x rows``, the other device
 parameters kept at the board's defaults, at the board's default clock with
 ``--allow-timing-fail`` (the post-route Fmax is the measurement). Per build: logic cells,
 flip-flops, block RAM (EBR) and SPRAM, DSP (always 0), post-route Fmax, whether it fits, the
@@ -37,9 +37,9 @@ import time
 from pathlib import Path
 
 from bench._common import RESULTS, context
-from host.fileio import write_atomic
-from hw.boards import get_board
-from hw.build import BuildError, build
+from trine.contract.fileio import write_atomic
+from trine.flow.boards import get_board
+from trine.flow.build import BuildError, build
 
 #: (lanes, rows) per board, full and quick.
 GRID = {
@@ -47,7 +47,7 @@ GRID = {
     "ulx3s-85f": [(2, 1), (4, 2), (8, 5), (16, 5), (16, 8), (32, 8)],
 }
 QUICK_GRID = {"icebreaker": [(2, 1), (4, 2)], "ulx3s-85f": [(2, 1), (8, 5)]}
-#: Weight-memory words the core reads per clock (hw.core: one rows x lanes tile).
+#: Weight-memory words the core reads per clock (trine.hw.core: one rows x lanes tile).
 WEIGHT_WORDS_PER_CYCLE = 1
 
 

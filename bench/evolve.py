@@ -1,10 +1,10 @@
-"""Evolutionary training (``host.evolve``) on digits and MNIST-1D: accuracy against time.
+"""Evolutionary training (``trine.host.evolve``) on digits and MNIST-1D: accuracy against time.
 
 ``python -m bench.evolve [--quick] [--runs digits,mnist1d,mnist1d_deep]`` evolves a ternary
 MLP for each run of :data:`CONFIGS` with the default search settings and a wall-clock budget,
 and saves ``bench/results/evolve.json`` (settings, metrics, history) and one PNG per run
 (``evolve_<run>.png``: test accuracy by the bit-exact reference against seconds). When
-``host.qat`` is available, quantisation-aware training and the float MLP run at the same shape
+``trine.host.qat`` is available, quantisation-aware training and the float MLP run at the same shape
 in the same process, one after the other, and go on the same axes: the comparison is measured
 side by side on one machine state. ``--no-compare`` leaves them out.
 
@@ -22,15 +22,16 @@ import os
 import time
 from typing import Any
 
+from trine.host.data import load_dataset
+from trine.host.evolve import train_evolve
+
 from bench._common import RESULTS, context
-from host.data import load_dataset
-from host.evolve import train_evolve
-from host.fileio import write_atomic
+from trine.contract.fileio import write_atomic
 
 # Runs: data set, shape and budget, all within the default simulated device (widths <= 256,
 # <= 80k weights): digits 64-128-10 (9,472 weights); MNIST-1D 40-256-10 (12,800 weights) and
-# 40-256-256-10 (78,336 weights, the shape of host.qat.DEFAULTS["mnist1d"]). QAT and the float
-# MLP run with host.qat.DEFAULTS for the data set, at the same shape.
+# 40-256-256-10 (78,336 weights, the shape of trine.host.qat.DEFAULTS["mnist1d"]). QAT and the float
+# MLP run with trine.host.qat.DEFAULTS for the data set, at the same shape.
 CONFIGS: dict[str, dict[str, Any]] = {
     "digits": {"data": "digits", "hidden": (128,), "budget_s": 300.0, "quick_budget_s": 30.0},
     "mnist1d": {"data": "mnist1d", "hidden": (256,), "budget_s": 300.0,
@@ -60,9 +61,9 @@ def _run_evolve(name: str, data, hidden, budget_s: float, seed: int) -> dict[str
 
 
 def _run_qat(name: str, data, hidden, seed: int) -> list[dict[str, Any]]:
-    """QAT and the float MLP at the same shape, if host.qat exists (else nothing)."""
+    """QAT and the float MLP at the same shape, if trine.host.qat exists (else nothing)."""
     try:
-        from host import qat
+        from trine.host import qat
     except ImportError:
         return []
     x, y, xt, yt = data

@@ -1,4 +1,4 @@
-"""Trit packing throughput (hw.spec packers), one core, MB/s of packed bytes."""
+"""Trit packing throughput (trine.contract.spec packers), one core, MB/s of packed bytes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 
 from bench._common import best_time, save
-from hw.spec import pack_trits, pack_trits_2bit, unpack_trits, unpack_trits_2bit
+from trine.contract.spec import pack_trits, pack_trits_2bit, unpack_trits, unpack_trits_2bit
 
 TARGET_MB_S = 50.0
 

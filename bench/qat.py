@@ -1,9 +1,9 @@
 """Quantisation-aware training against the float MLP of the same shape, per data set.
 
-For digits and MNIST-1D, with :data:`host.qat.DEFAULTS`: a float MLP
-(:func:`host.qat.train_float_mlp`), the same float MLP ternarised after training
-(:func:`host.ternarize.fold_to_program`, for reference), and QAT from a random start
-(:func:`host.qat.train_qat`). Every ternary accuracy is the integer reference's, i.e. what the
+For digits and MNIST-1D, with :data:`trine.host.qat.DEFAULTS`: a float MLP
+(:func:`trine.host.qat.train_float_mlp`), the same float MLP ternarised after training
+(:func:`trine.host.ternarize.fold_to_program`, for reference), and QAT from a random start
+(:func:`trine.host.qat.train_qat`). Every ternary accuracy is the integer reference's, i.e. what the
 device returns. Prints a table, saves ``bench/results/qat.json`` (settings, metrics, history)
 and one curve per data set, ``bench/results/qat_<name>.png`` (test accuracy against seconds,
 the float baseline as a horizontal line).
@@ -20,16 +20,17 @@ import io
 import json
 from typing import Any
 
-from bench._common import RESULTS, context
-from host.data import DATASETS, load_dataset
-from host.fileio import write_atomic
-from host.qat import DEFAULTS, train_float_mlp, train_qat
-from host.ternarize import fold_to_program
-from host.train import program_accuracy
-from hw.image import beat_bytes
-from hw.spec import DeviceLimits
+from trine.host.data import DATASETS, load_dataset
+from trine.host.qat import DEFAULTS, train_float_mlp, train_qat
+from trine.host.results import program_accuracy
+from trine.host.ternarize import fold_to_program
 
-# The default simulated device (sim.serve.DeviceConfig): 8 lanes x 5 rows, 2048 weight words.
+from bench._common import RESULTS, context
+from trine.contract.device_image import beat_bytes
+from trine.contract.fileio import write_atomic
+from trine.contract.spec import DeviceLimits
+
+# The default simulated device (trine.sim.serve.DeviceConfig): 8 lanes x 5 rows, 2048 weight words.
 LANES, ROWS, WEIGHT_WORDS, MAX_LAYERS, MAX_WIDTH = 8, 5, 2048, 8, 256
 
 

@@ -1,6 +1,7 @@
 """Reference-model throughput next to a float32 NumPy matmul of the same shape (same run).
 
-The reference (``hw.reference.ternary_layer``) is exact integer arithmetic; it uses a float
+The reference (``trine.contract.reference.ternary_layer``) is exact integer arithmetic; it uses a
+float
 BLAS only where that is provably exact (see its module docstring). The comparison shows what
 that exactness costs over a plain float32 matmul, and what a naive int64 matmul would cost.
 """
@@ -12,7 +13,7 @@ import argparse
 import numpy as np
 
 from bench._common import best_time, save
-from hw.reference import Layer, ternary_layer
+from trine.contract.reference import Layer, ternary_layer
 
 # (name, batch N, fan-in K, outputs M)
 SHAPES = [

@@ -1,0 +1,1 @@
+"""The host: programs, training, import and the client; never imports Amaranth or cocotb."""

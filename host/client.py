@@ -1,10 +1,11 @@
-"""The host client: load a :class:`host.program.Program` into an accelerator and run it.
+"""The host client: load a :class:`trine.host.program.Program` into an accelerator and run it.
 
-The client sends the commands of :mod:`hw.protocol` through a :class:`host.transport.Link`
+The client sends the commands of :mod:`trine.contract.protocol` through a
+:class:`trine.host.transport.Link`
 (stop-and-wait requests with bounded retries; see there for the reliability rules) over a
-:class:`host.transport.Transport`: a serial port or ``socket://`` URL by default.
+:class:`trine.host.transport.Transport`: a serial port or ``socket://`` URL by default.
 
-Memory addressing (see :mod:`hw.image` and :mod:`hw.core`)
+Memory addressing (see :mod:`trine.contract.device_image` and :mod:`trine.hw.core`)
 ----------------------------------------------------------
 A WRITE or READ starts at byte 0 of a word, so every transfer is cut at word boundaries: the
 word is a weight beat (``beat_bytes(lanes, rows)`` bytes), a stored bias
@@ -22,9 +23,8 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-
-from host.program import Program, ProgramError, ProgramTooLargeError
-from host.transport import (
+from trine.host.program import Program, ProgramError, ProgramTooLargeError
+from trine.host.transport import (
     DeviceError,
     DeviceRefusedError,
     Link,
@@ -33,8 +33,15 @@ from host.transport import (
     SerialTransport,
     Transport,
 )
-from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image, word_size
-from hw.protocol import (
+
+from trine.contract.device_image import (
+    BIAS_STORE_BYTES,
+    LAYER_ENTRY_SIZE,
+    beat_bytes,
+    compile_image,
+    word_size,
+)
+from trine.contract.protocol import (
     MAX_PAYLOAD,
     PROTOCOL_VERSION,
     RUN_ACK,
@@ -47,7 +54,7 @@ from hw.protocol import (
     run_payload,
     write_payload,
 )
-from hw.spec import MAX_FAN_IN, SPEC_VERSION, DeviceLimits
+from trine.contract.spec import MAX_FAN_IN, SPEC_VERSION, DeviceLimits
 
 __all__ = [
     "DEFAULT_BAUD",
@@ -103,7 +110,7 @@ class DeviceStatus:
     """What STATUS reports."""
 
     busy: bool
-    error: int  # hw.protocol.ErrorCode of the last run, 0 if it succeeded
+    error: int  # trine.contract.protocol.ErrorCode of the last run, 0 if it succeeded
     cycles: int  # of the last run
     runs: int
 
@@ -117,7 +124,7 @@ def _check_info(info: DeviceInfo) -> None:
         )
     if info.spec_version != SPEC_VERSION:
         raise DeviceError(
-            f"device implements hw.spec version {info.spec_version}, this client "
+            f"device implements trine.contract.spec version {info.spec_version}, this client "
             f"version {SPEC_VERSION}"
         )
     for name in ("lanes", "rows", "max_layers", "max_batch", "stride", "max_payload",
@@ -251,7 +258,7 @@ class Client:
         return self._info
 
     def limits(self) -> DeviceLimits:
-        """The device's capacity, for :meth:`host.program.Program.check_fits`."""
+        """The device's capacity, for :meth:`trine.host.program.Program.check_fits`."""
         info = self.info()
         return DeviceLimits(
             lanes=info.lanes,
@@ -342,7 +349,8 @@ class Client:
             If the device does not take the writes.
         """
         if not isinstance(program, Program):
-            raise TypeError(f"program must be a host.program.Program, not {type(program).__name__}")
+            raise TypeError(
+                f"program must be a trine.host.program.Program, not {type(program).__name__}")
         info = self.info()
         program.check_fits(self.limits())
         image = compile_image(program.layers, info.lanes, info.rows)
@@ -402,7 +410,7 @@ class Client:
         """Run the loaded program on one input ``(K,)`` or a batch ``(N, K)``.
 
         Float inputs are quantised with the program's ``input_scale``, integer ones must be in
-        the int8 range (:meth:`host.program.Program.quantize_input`). The batch is cut into
+        the int8 range (:meth:`trine.host.program.Program.quantize_input`). The batch is cut into
         runs of at most ``max_batch`` samples.
 
         Returns

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from host.fileio import write_atomic
+from trine.contract.fileio import write_atomic
 
 __all__ = ["plot_curves"]
 
@@ -26,7 +26,8 @@ def plot_curves(
     ----------
     path : path of the PNG
     curves : {label: history}
-        ``history`` as in :class:`host.train.TrainResult`: dicts with ``elapsed_s`` and ``key``
+        ``history`` as in :class:`trine.host.results.TrainResult`: dicts with ``elapsed_s`` and
+        ``key``
         (entries where ``key`` is missing or None are skipped).
     title : str
     key : str

@@ -1,10 +1,10 @@
 """Accuracy of a program on labelled data, in software or on a device, checked bit for bit.
 
-:func:`evaluate` runs a :class:`~host.program.Program` on inputs ``x`` with labels ``y``:
+:func:`evaluate` runs a :class:`~trine.host.program.Program` on inputs ``x`` with labels ``y``:
 
 * ``backend="reference"``: the bit-exact integer reference (``Program.run_reference``);
 * ``backend="device"``: a device at ``url`` (a serial port or ``socket://`` for the simulated
-  RTL) through :class:`host.client.Client`. The device's outputs are compared with the
+  RTL) through :class:`trine.host.client.Client`. The device's outputs are compared with the
   reference *for every sample*; the accuracy reported is the device's own, and the number of
   samples on which device and reference differ is part of the result (it must be 0: a non-zero
   count is a hardware or link bug, and :attr:`Evaluation.bit_exact` says so).
@@ -18,9 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-
-from host.program import Program, ProgramError
-from host.train import accuracy
+from trine.host.program import Program, ProgramError
+from trine.host.results import accuracy
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -114,12 +113,12 @@ def evaluate(
         Float inputs are quantised with ``program.input_scale``; integers used as int8.
     y : int array (N,)
         Class indices; the prediction is the argmax of the int8 outputs
-        (:func:`host.train.predict`).
+        (:func:`trine.host.results.predict`).
     backend : {"reference", "device"}
     url : str
         The device (``/dev/ttyUSB1``, ``socket://127.0.0.1:PORT``); required for "device".
     baud, timeout
-        Passed to :class:`host.client.Client`.
+        Passed to :class:`trine.host.client.Client`.
     load_progress : callable, optional
         ``progress(bytes_done, bytes_total)`` while the program is streamed.
 
@@ -129,7 +128,7 @@ def evaluate(
         For inputs or labels that do not fit the program.
     ValueError
         For an unknown backend or a missing ``url``.
-    host.transport.LinkError
+    trine.host.transport.LinkError
         If the device cannot be reached or fails (never a wrong answer: see Client).
     """
     if backend not in BACKENDS:
@@ -143,7 +142,7 @@ def evaluate(
     if not url:
         raise ValueError("the device backend needs a device URL (--port)")
 
-    from host.client import Client
+    from trine.host.client import Client
 
     with Client(url, baud=baud, timeout=timeout) as client:
         info = client.info()

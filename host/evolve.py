@@ -2,14 +2,15 @@
 
 :func:`train_evolve` evolves the very integer program the device runs: ternary weight rows,
 int32 biases and per-layer shifts, with no gradients and no float shadow weights. The fitness
-of a candidate is computed on the exact integer outputs of :func:`hw.reference.ternary_layer`
-(by the incremental integer forward of :mod:`host.evolve_net`, tested equal to
-:meth:`host.program.Program.run_reference` bit for bit).
+of a candidate is computed on the exact integer outputs of
+:func:`trine.contract.reference.ternary_layer`
+(by the incremental integer forward of :mod:`trine.host.evolve_net`, tested equal to
+:meth:`trine.host.program.Program.run_reference` bit for bit).
 
 Usage::
 
-    from host.data import load_digits_split
-    from host.evolve import train_evolve
+    from trine.host.data import load_digits_split
+    from trine.host.evolve import train_evolve
 
     x_train, y_train, x_test, y_test = load_digits_split()
     result = train_evolve(x_train, y_train, hidden=(128,), budget_s=120,
@@ -46,7 +47,7 @@ Accepted changes are applied to cached accumulators and activations of the whole
 so the training-set fitness and accuracy of the current program are always at hand.
 
 Measured (``python -m bench.evolve``, 300 s per run, wall clock on an otherwise idle 2-core
-machine; QAT and the float MLP with ``host.qat.DEFAULTS`` at the same shape, same run):
+machine; QAT and the float MLP with ``trine.host.qat.DEFAULTS`` at the same shape, same run):
 
 =======================  ===========  =========  =====  =========
 run                      generations  evolution  QAT    float MLP
@@ -61,7 +62,7 @@ slowly (six times the weights, and a first-layer mutation changes a whole hidden
 
 Reproducibility: the run is a deterministic function of the data, the settings and ``seed``
 when it stops on ``max_generations`` (every matrix product is exact integer arithmetic, see
-:mod:`hw.reference`); a ``budget_s`` stop depends on the machine's speed. With
+:mod:`trine.contract.reference`); a ``budget_s`` stop depends on the machine's speed. With
 ``max_generations`` given, the batch schedule follows the generation count, otherwise the
 elapsed time.
 """
@@ -75,8 +76,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from host.evolve_net import (
+from trine.host.evolve_net import (
     MIN_TEMPERATURE,
     SHIFT_LIMIT,
     EvolvingNet,
@@ -84,10 +84,11 @@ from host.evolve_net import (
     forward,
     requantize,
 )
-from host.program import Program, ProgramError
-from host.train import Stopwatch, TrainResult, accuracy
-from hw.reference import Layer
-from hw.spec import ACT_MAX, MAX_FAN_IN
+from trine.host.program import Program, ProgramError
+from trine.host.results import Stopwatch, TrainResult, accuracy
+
+from trine.contract.reference import Layer
+from trine.contract.spec import ACT_MAX, MAX_FAN_IN
 
 __all__ = ["EvolveError", "train_evolve", "DEFAULTS", "HIDDEN"]
 
@@ -270,7 +271,7 @@ def _initial_net(x_q: np.ndarray, y: np.ndarray, widths: list[int], relus: list[
     for i, (k, m) in enumerate(zip(widths, widths[1:], strict=False)):
         nz = rng.random((m, k)) < s.density
         w = np.where(nz, rng.choice(np.array([-1, 1], np.int8), (m, k)), 0).astype(np.int8)
-        acc = (a @ w.T.astype(np.float32)).astype(np.int32)  # exact: see host.evolve_net
+        acc = (a @ w.T.astype(np.float32)).astype(np.int32)  # exact: see trine.host.evolve_net
         if relus[i]:
             centre = np.median(acc, axis=0)  # half of the samples switch each unit on
         else:
@@ -438,7 +439,7 @@ def train_evolve(
     x_test, y_test : arrays, optional
         Held-out data, used only to report ``test_acc`` in the history and metrics.
     progress : callable, optional
-        ``progress(fraction, message)``, e.g. :func:`host.train.progress_printer`.
+        ``progress(fraction, message)``, e.g. :func:`trine.host.results.progress_printer`.
     n_classes : int, optional
         Output width; by default ``max(y_train) + 1``.
     labels : sequence of str, optional

@@ -1,8 +1,9 @@
-"""The integer network that :mod:`host.evolve` mutates, with exact caches for cheap offspring.
+"""The integer network that :mod:`trine.host.evolve` mutates, with exact caches for cheap offspring.
 
 :class:`EvolvingNet` holds ternary weights, int32 biases and shifts, and for every training
 sample the accumulators and int8 activations of every layer, exactly as
-:func:`hw.reference.run_network` computes them. A mutation of one neuron's row is scored by
+:func:`trine.contract.reference.run_network` computes them. A mutation of one neuron's row is scored
+by
 recomputing that row's accumulators and what depends on it, for a whole batch of mutants at
 once, and its fitness gain is computed from cached per-output exponentials, so a generation
 never runs the whole network.
@@ -13,7 +14,8 @@ reductions over a short last axis).
 
 Exactness: every matrix product multiplies int8-valued float32 activations by trits; every
 partial sum is an integer of magnitude at most ``128 * K < 2**24`` and so exact in float32 (the
-argument of :mod:`hw.reference`); everything after it is int32 arithmetic, bounded because
+argument of :mod:`trine.contract.reference`); everything after it is int32 arithmetic, bounded
+because
 biases stay within :meth:`EvolvingNet.bias_limit` and shifts within ``SHIFT_LIMIT``.
 """
 
@@ -23,8 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hw.reference import Layer
-from hw.spec import ACT_MAX, ACT_MIN
+from trine.contract.reference import Layer
+from trine.contract.spec import ACT_MAX, ACT_MIN
 
 __all__ = ["EvolvingNet", "forward", "requantize", "MIN_TEMPERATURE", "SHIFT_LIMIT"]
 
@@ -34,7 +36,7 @@ MIN_TEMPERATURE = 4.0
 
 
 def requantize(acc: np.ndarray, bias_half: np.ndarray, shift: int, relu: bool) -> np.ndarray:
-    """:func:`hw.reference.requantize` on int32 accumulators; returns a new int32 array.
+    """:func:`trine.contract.reference.requantize` on int32 accumulators; returns a new int32 array.
 
     ``bias_half`` is ``bias + 2**(shift-1)`` (``bias`` when ``shift`` is 0), broadcast
     against ``acc``.
@@ -60,7 +62,8 @@ def _mm(w: np.ndarray, a: np.ndarray) -> np.ndarray:
 def forward(x_q: np.ndarray, layers: Sequence[Layer]) -> np.ndarray:
     """This module's integer forward pass on int8 inputs ``(N, K)``; returns int8 ``(N, M)``.
 
-    Equal to :func:`hw.reference.run_network` bit for bit (tests/test_evolve.py checks it).
+    Equal to :func:`trine.contract.reference.run_network` bit for bit (tests/test_evolve.py checks
+    it).
     """
     a = np.ascontiguousarray(np.asarray(x_q).T, dtype=np.float32)
     for layer in layers:

@@ -3,13 +3,13 @@
 :func:`train_float_mlp` trains ``y = W_L relu(... relu(W_1 x + b_1) ...) + b_L`` with softmax
 cross-entropy, He initialisation, mini-batch AdamW (decoupled weight decay) and a cosine
 learning-rate schedule, reproducibly from ``seed``. It is also the starting point that
-:func:`host.qat.train_qat` can fine-tune into a ternary program.
+:func:`trine.host.qat.train_qat` can fine-tune into a ternary program.
 
 Input preprocessing: the float model sees ``x / input_range``, one global scale for every
 feature (``input_range`` is the ``input_percentile`` of ``|x_train|``, the same rule the
 ternary model's int8 input quantisation uses, see :func:`input_range`). The scale is folded
 into the first layer before returning, so the returned layers take *raw* inputs, in the format
-:func:`host.ternarize.fold_to_program` takes: a list of ``(W (M, K) float64, b (M,), relu)``.
+:func:`trine.host.ternarize.fold_to_program` takes: a list of ``(W (M, K) float64, b (M,), relu)``.
 
 This module also holds what both trainers share: :class:`TrainError`, the checks of data and
 hyper-parameters, and the Adam optimiser.
@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from host.train import Stopwatch
+from trine.host.results import Stopwatch
 
 __all__ = [
     "TrainError",
@@ -306,7 +305,7 @@ def train_float_mlp(
     x_test, y_test : arrays, optional
         Evaluated after every epoch (never used for training).
     progress : callable(fraction, message), optional
-        Called after every epoch, e.g. :func:`host.train.progress_printer`.
+        Called after every epoch, e.g. :func:`trine.host.results.progress_printer`.
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""The ONNX side of :mod:`host.onnx_import`: loading a model, and a graph view of it.
+"""The ONNX side of :mod:`trine.host.onnx_import`: loading a model, and a graph view of it.
 
 :class:`Graph` indexes a model's nodes by the tensors they produce and consume, names nodes in
 messages, and evaluates *constant* tensors: initializers, ``Constant`` nodes and the few
@@ -15,8 +15,7 @@ import os
 from typing import Any
 
 import numpy as np
-
-from host.program import MAGIC
+from trine.host.program import MAGIC
 
 __all__ = ["OnnxImportError", "Dim", "Graph", "fmt_shape", "features", "load_model",
            "graph_input"]

@@ -2,8 +2,9 @@
 
 :func:`read_onnx_mlp` walks an ONNX graph from its one input to its output and returns the
 float MLP it computes, ``y = relu?(W x + b)`` layer by layer (:class:`OnnxMLP`);
-:func:`import_onnx` then ternarises it and folds it into an integer :class:`~host.program.Program`
-with :func:`host.ternarize.fold_to_program`.
+:func:`import_onnx` then ternarises it and folds it into an integer
+:class:`~trine.host.program.Program`
+with :func:`trine.host.ternarize.fold_to_program`.
 
 What is accepted, as real exporters write it (``skl2onnx``, ``torch.onnx`` in both modes):
 
@@ -47,8 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from host.onnx_graph import (
+from trine.host.onnx_graph import (
     Dim,
     Graph,
     OnnxImportError,
@@ -57,8 +57,8 @@ from host.onnx_graph import (
     graph_input,
     load_model,
 )
-from host.program import Program
-from host.ternarize import fold_to_program
+from trine.host.program import Program
+from trine.host.ternarize import fold_to_program
 
 __all__ = ["OnnxImportError", "OnnxMLP", "read_onnx_mlp", "import_onnx", "check_inputs"]
 
@@ -615,7 +615,7 @@ def import_onnx(
         Representative raw inputs (training data, not the test set). Required: without it
         :class:`OnnxImportError` says so, as there is no safe data-free choice of the shifts.
     method, per_channel, input_scale, percentile
-        As in :func:`host.ternarize.fold_to_program`.
+        As in :func:`trine.host.ternarize.fold_to_program`.
     labels : list of str, optional
         Output names; by default the class labels found in the model, if any.
 
@@ -629,7 +629,7 @@ def import_onnx(
     OnnxImportError
         For a model that cannot be read (see :func:`read_onnx_mlp`), missing or malformed
         calibration data (the message names it) or labels of the wrong count.
-    host.ternarize.TernarizeError
+    trine.host.ternarize.TernarizeError
         For a bad ``method``, ``input_scale`` or ``percentile``.
     """
     mlp = read_onnx_mlp(path)

@@ -1,9 +1,10 @@
 """A compiled trine program and its ``.trine`` file format.
 
 A :class:`Program` is what the host sends to an accelerator: a chain of ternary layers
-(:class:`hw.reference.Layer`), the rule that turns a float input into int8 (``input_scale``)
+(:class:`trine.contract.reference.Layer`), the rule that turns a float input into int8
+(``input_scale``)
 and optional names for the outputs. :meth:`Program.run_reference` is its bit-exact software
-inference through :func:`hw.reference.run_network`.
+inference through :func:`trine.contract.reference.run_network`.
 
 The ``.trine`` file, format version 1
 -------------------------------------
@@ -18,7 +19,8 @@ magic                 8 bytes (offset 0)    ``b"TRINE\\x00\\r\\n"``: NUL marks i
                                             catches newline translation
 format_version        u16 (offset 8)        1; the readable versions are
                                             :data:`SUPPORTED_VERSIONS`
-spec_version          u16 (offset 10)       the :data:`hw.spec.SPEC_VERSION` whose packing and
+spec_version          u16 (offset 10)       the :data:`trine.contract.spec.SPEC_VERSION` whose
+packing and
                                             requantisation rule the program follows
 file_size             u64 (offset 12)       length of the whole file, checksum included
 n_layers              u32 (offset 20)       >= 1
@@ -28,7 +30,8 @@ K                     u32                   fan-in, in ``[1, MAX_FAN_IN]``; equa
 shift                 u8                    in ``[0, SHIFT_MAX]``
 relu                  u8                    0 or 1
 bias                  M x i32
-weights               packed_size(M*K) B    :func:`hw.spec.pack_trits` of the (M, K) trits,
+weights               packed_size(M*K) B    :func:`trine.contract.spec.pack_trits` of the (M, K)
+trits,
                                             C order (row j holds output j's K weights)
 has_input_scale       u8                    0 or 1
 input_scale           f64                   only if has_input_scale; finite and > 0
@@ -67,10 +70,10 @@ from typing import Any
 
 import numpy as np
 
-from host.fileio import write_atomic
-from hw.image import beat_bytes
-from hw.reference import Layer, run_network
-from hw.spec import (
+from trine.contract.device_image import beat_bytes
+from trine.contract.fileio import write_atomic
+from trine.contract.reference import Layer, run_network
+from trine.contract.spec import (
     ACT_MAX,
     ACT_MIN,
     MAX_FAN_IN,
@@ -90,7 +93,7 @@ __all__ = [
     "ProgramFormatError",
     "ProgramTooLargeError",
     "Program",
-    "Layer",  # hw.reference.Layer, re-exported: the one layer type
+    "Layer",  # trine.contract.reference.Layer, re-exported: the one layer type
 ]
 
 MAGIC = b"TRINE\x00\r\n"
@@ -118,7 +121,7 @@ class ProgramFormatError(ProgramError):
 
 
 class ProgramTooLargeError(ProgramError):
-    """A program that exceeds the :class:`hw.spec.DeviceLimits` of the target device."""
+    """A program that exceeds the :class:`trine.contract.spec.DeviceLimits` of the target device."""
 
 
 def _check_input_scale(scale: Any) -> float | None:
@@ -168,7 +171,7 @@ class Program:
 
     Parameters
     ----------
-    layers : sequence of hw.reference.Layer
+    layers : sequence of trine.contract.reference.Layer
         At least one; layer ``i + 1`` takes as many inputs as layer ``i`` has outputs.
     input_scale : float, optional
         Positive and finite. A float input ``x`` becomes
@@ -179,7 +182,7 @@ class Program:
 
     Members
     -------
-    layers : tuple of hw.reference.Layer
+    layers : tuple of trine.contract.reference.Layer
     input_scale : float or None
     labels : tuple of str or None
     input_width, output_width, n_layers : int
@@ -202,7 +205,8 @@ class Program:
     ) -> None:
         if isinstance(layers, Layer) or not isinstance(layers, Sequence):
             raise ProgramError(
-                f"layers must be a sequence of hw.reference.Layer, not {type(layers).__name__}"
+                "layers must be a sequence of trine.contract.reference.Layer, not "
+                f"{type(layers).__name__}"
             )
         layers = tuple(layers)
         if not layers:
@@ -210,7 +214,8 @@ class Program:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise ProgramError(
-                    f"layer {i} must be a hw.reference.Layer, not {type(layer).__name__}"
+                    f"layer {i} must be a trine.contract.reference.Layer, not "
+                    f"{type(layer).__name__}"
                 )
             if i and layer.fan_in != layers[i - 1].fan_out:
                 raise ProgramError(
@@ -332,7 +337,8 @@ class Program:
     def weight_bytes(self, lanes: int, rows: int) -> int:
         """Weight memory in bytes on a device with a ``rows`` x ``lanes`` MAC array.
 
-        The device keeps each layer in tile order (see :mod:`hw.image`): one weight word of
+        The device keeps each layer in tile order (see :mod:`trine.contract.device_image`): one
+        weight word of
         ``beat_bytes(lanes, rows)`` bytes per ``rows x lanes`` tile, ``ceil(M / rows) *
         ceil(K / lanes)`` tiles per layer.
         """
@@ -351,7 +357,8 @@ class Program:
         the message lists every limit that is exceeded, with its value.
         """
         if not isinstance(limits, DeviceLimits):
-            raise TypeError(f"limits must be a hw.spec.DeviceLimits, not {type(limits).__name__}")
+            raise TypeError(
+                f"limits must be a trine.contract.spec.DeviceLimits, not {type(limits).__name__}")
         problems = []
         if self.n_layers > limits.max_layers:
             problems.append(f"{self.n_layers} layers, more than max_layers = {limits.max_layers}")
@@ -553,7 +560,7 @@ def _parse(r: _Reader) -> Program:
     if spec_version != SPEC_VERSION:
         raise ProgramFormatError(
             f"spec_version {spec_version} is not supported: this toolkit implements "
-            f"hw.spec version {SPEC_VERSION}"
+            f"trine.contract.spec version {SPEC_VERSION}"
         )
     r.take(_U64.size, "file_size")
     n_layers = r.read(_U32, "n_layers")

@@ -4,14 +4,15 @@ Public API
 ----------
 ``train_float_mlp(x_train, y_train, *, hidden=(64,), epochs=300, batch_size=64, lr=1e-3,
 weight_decay=0.1, input_percentile=99.9, seed=0, x_test=None, y_test=None, progress=None)``
-    -> :class:`host.mlp.FloatMLP`: the float baseline of the same shape (see :mod:`host.mlp`).
+    -> :class:`trine.host.mlp.FloatMLP`: the float baseline of the same shape (see
+    :mod:`trine.host.mlp`).
 
 ``train_qat(x_train, y_train, *, hidden=(64,), epochs=200, batch_size=64, lr=0.03,
 bias_lr=0.1, logit_scale=0.1, act_percentile=99.9, input_percentile=99.9,
 threshold="layer", init=None, float_options=None, seed=0, x_test=None, y_test=None,
 labels=None, time_budget_s=None, progress=None)``
-    -> :class:`host.train.TrainResult` with ``method="qat"`` and an integer
-    :class:`host.program.Program` (``input_scale`` set) that the device runs as is.
+    -> :class:`trine.host.results.TrainResult` with ``method="qat"`` and an integer
+    :class:`trine.host.program.Program` (``input_scale`` set) that the device runs as is.
 
 :data:`DEFAULTS` holds the settings measured to reach the targets per data set:
 ``train_qat(x, y, **DEFAULTS[name]["qat"])`` and ``train_float_mlp(x, y,
@@ -32,7 +33,8 @@ the hardware's integer path, computed exactly (:meth:`QATNet.forward`):
   ``alpha`` needs no representation: it only rescales a layer's accumulator, which the
   layer's shift absorbs;
 * ``acc = T a`` (exact integers), ``bias = rint(beta * 2**s)`` (int32, accumulator units),
-  ``y = clip(relu?((acc + bias + 2**(s-1)) >> s), -128, 127)``: :func:`hw.reference.requantize`.
+  ``y = clip(relu?((acc + bias + 2**(s-1)) >> s), -128, 127)``:
+  :func:`trine.contract.reference.requantize`.
 
 So the network trained and evaluated is the program: :meth:`QATNet.to_program` copies trits,
 integer biases and shifts, and ``to_program().run_reference(x)`` equals ``forward(x)`` bit for
@@ -54,7 +56,7 @@ halved or doubled), so the integer biases, hence the function, stay as they were
 Initialisation: random (He normal; the default); from a float MLP (``init`` a list of
 ``(W, b, relu)`` layers on raw inputs, or ``init="float"`` to train one with
 :func:`train_float_mlp` first), whose biases are folded like
-:func:`host.ternarize.fold_to_program` does: ``bias = b / (alpha * s_in)``; or from a
+:func:`trine.host.ternarize.fold_to_program` does: ``bias = b / (alpha * s_in)``; or from a
 ``Program`` (fine-tuning it; :meth:`QATNet.from_program`).
 
 Training is reproducible: the same data and settings give the same ``program.to_bytes()``
@@ -68,8 +70,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from host.mlp import (
+from trine.host.mlp import (
     Adam,
     FloatMLP,
     Progress,
@@ -86,10 +87,11 @@ from host.mlp import (
     softmax_xent,
     train_float_mlp,
 )
-from host.program import Program
-from host.train import Stopwatch, TrainResult, program_accuracy
-from hw.reference import Layer
-from hw.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, SHIFT_MAX
+from trine.host.program import Program
+from trine.host.results import Stopwatch, TrainResult, program_accuracy
+
+from trine.contract.reference import Layer
+from trine.contract.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, SHIFT_MAX
 
 __all__ = [
     "DEFAULTS",
@@ -103,7 +105,7 @@ __all__ = [
 TWN_DELTA_FACTOR = 0.7  # Li et al. (2016): delta ~ 0.7 E|W| for Gaussian-like weights
 THRESHOLDS = ("layer", "row")
 
-#: Settings per data set (host.data names), measured on the default splits (see the README):
+#: Settings per data set (trine.host.data names), measured on the default splits (see the README):
 #: float ``train_float_mlp(x, y, **DEFAULTS[name]["float"])``, ternary
 #: ``train_qat(x, y, **DEFAULTS[name]["qat"])``. The float settings are the best of about ten
 #: tried per data set, as are the QAT ones, so the comparison is between two tuned models.
@@ -229,7 +231,7 @@ class QATNet:
         ``bias / 2**shift``, exact in float64, so ``to_program()`` gives ``program`` back.
         """
         if not isinstance(program, Program):
-            raise TrainError(f"expected a host.program.Program, not {type(program).__name__}")
+            raise TrainError(f"expected a trine.host.program.Program, not {type(program).__name__}")
         if program.input_scale is None:
             raise TrainError("the program has no input_scale: QAT needs one for float inputs")
         weights = []
@@ -368,7 +370,7 @@ def train_qat(
         Random He initialisation; a float MLP trained first with :func:`train_float_mlp`
         (``float_options`` are its keyword arguments; ``hidden`` and ``seed`` are shared); a
         given float MLP on raw inputs of the same shape; or a program of the same shape to
-        fine-tune (e.g. from :func:`host.ternarize.fold_to_program`), whose ``input_scale``
+        fine-tune (e.g. from :func:`trine.host.ternarize.fold_to_program`), whose ``input_scale``
         and shifts are kept at the start (epoch 0 of the history is that program).
     seed : int
         Initialisation and batch order.

@@ -9,7 +9,8 @@ Two ternarisers turn a float matrix ``W`` into trits ``T`` in ``{-1, 0, +1}`` an
   ``T = clip(round(W / gamma), -1, 1)``, ``alpha = gamma``.
 
 :func:`fold_to_program` then turns a ternarised float MLP into the integer-only chain of
-:class:`hw.reference.Layer` the device runs (see its docstring for the scale bookkeeping), and
+:class:`trine.contract.reference.Layer` the device runs (see its docstring for the scale
+bookkeeping), and
 :func:`run_ternarized_float` is the float model it approximates, for accuracy comparisons.
 """
 
@@ -20,10 +21,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from trine.host.program import Program
 
-from host.program import Program
-from hw.reference import Layer, ternary_layer, ternary_matmul
-from hw.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, SHIFT_MAX
+from trine.contract.reference import Layer, ternary_layer, ternary_matmul
+from trine.contract.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, SHIFT_MAX
 
 __all__ = [
     "TernarizeError",
@@ -256,7 +257,8 @@ def fold_to_program(
       wanted, so the largest calibration values may saturate at 127 (one bit of resolution
       bought with a little clipping); a shift clamped at 0 loses no range.
 
-    The calibration set is propagated through the *integer* layers (``hw.reference``), so each
+    The calibration set is propagated through the *integer* layers (``trine.contract.reference``),
+    so each
     scale is chosen from exactly what the device will compute. A layer with ``alpha = 0``
     (all trits zero) outputs its bias alone; ``unit = s_in`` is used for it.
 

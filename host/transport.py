@@ -6,7 +6,8 @@ A :class:`Transport` is a byte pipe with a deadline on reads; opening a port is 
 pyserial URL take the same code path. Anything else with the same three methods (a simulator
 pipe, a test double that drops and corrupts bytes) works as well.
 
-A :class:`Link` sends requests in the frame format of :mod:`hw.protocol` over a transport,
+A :class:`Link` sends requests in the frame format of :mod:`trine.contract.protocol` over a
+transport,
 stop-and-wait: one request in flight, each answered by an ACK or a NAK carrying its ``seq``.
 
 Reliability rules
@@ -34,8 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import serial
 
-from hw import protocol
-from hw.protocol import ACK, NAK, ErrorCode, FrameDecoder, Op, encode_frame
+from trine.contract import protocol
+from trine.contract.protocol import ACK, NAK, ErrorCode, FrameDecoder, Op, encode_frame
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -67,9 +68,9 @@ class DeviceRefusedError(DeviceError):
 
     Members
     -------
-    op : hw.protocol.Op
+    op : trine.contract.protocol.Op
         The refused request.
-    code : hw.protocol.ErrorCode
+    code : trine.contract.protocol.ErrorCode
     detail : bytes
         Whatever the device appended to the NAK payload.
     """

@@ -1,0 +1,1 @@
+"""The gateware: Amaranth components of the accelerator (imports the contract only)."""

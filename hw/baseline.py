@@ -1,6 +1,6 @@
 """The obvious int8 x int8 MAC array, used only as the area baseline for :class:`MACArray`.
 
-Same shape, stream interface and pipeline as :class:`hw.mac_array.MACArray`, but every lane
+Same shape, stream interface and pipeline as :class:`trine.hw.mac_array.MACArray`, but every lane
 multiplies its activation by a signed 8-bit weight with ``*``: this is what a conventional
 (non-ternary) accelerator of the same throughput would synthesise. It is not part of the
 trine contract and nothing but the benchmarks and tests uses it.
@@ -13,10 +13,10 @@ import math
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from trine.hw.mac_array import mac_output_layout
 
-from hw.mac_array import mac_output_layout
-from hw.params import check_int
-from hw.spec import ACT_WIDTH, MAX_FAN_IN
+from trine.contract.errors import check_int
+from trine.contract.spec import ACT_WIDTH, MAX_FAN_IN
 
 __all__ = ["WEIGHT_WIDTH", "Int8MACArray", "int8_input_layout"]
 
@@ -41,7 +41,7 @@ class Int8MACArray(wiring.Component):
     Row ``r`` accumulates ``sum_l weights[r][l] * acts[l]`` over the beats of a vector; the
     beat flagged ``last`` ends it and the ``rows`` accumulators are offered on ``o_stream``.
     Handshake, latency (``tree_stages + 1``) and the unregistered input payload are exactly
-    those of :class:`hw.mac_array.MACArray`.
+    those of :class:`trine.hw.mac_array.MACArray`.
 
     Parameters
     ----------

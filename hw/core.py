@@ -1,6 +1,7 @@
 """The accelerator core: memories, trit decoder, layer sequencer, MAC array and requantiser.
 
-It runs a :class:`hw.image.DeviceImage` for a batch of inputs, one layer after the other,
+It runs a :class:`trine.contract.device_image.DeviceImage` for a batch of inputs, one layer after
+the other,
 ping-ponging between two activation buffers. The link (UART, frames, commands) sits outside
 and talks to it through a byte-wide write port, a byte-wide read port and start/busy/error.
 
@@ -21,7 +22,7 @@ counts in the layer table.
 
 Memories
 --------
-The weights sit in a single-port memory (:class:`hw.ice40.SinglePortMemory`): the link writes
+The weights sit in a single-port memory (:class:`trine.hw.ice40.SinglePortMemory`): the link writes
 them while the core is idle, the issuer reads them while it runs. With
 ``weight_memory="spram"`` that is the iCE40UP5K's four SPRAM blocks (64 bits x 16K words: 8
 bytes = 40 trits per word, so ``beat_bytes(lanes, rows) <= 8``). The layer table is kept in
@@ -29,7 +30,7 @@ bytes = 40 trits per word, so ``beat_bytes(lanes, rows) <= 8``). The layer table
 (its read port feeds the issuer, its write port the requantiser), and each weight byte has its
 own decoder ROM (a block RAM has one read port).
 
-Measured, the whole device (:class:`hw.device.Top`, UART included) with ``lanes=8, rows=5,
+Measured, the whole device (:class:`trine.hw.device.Top`, UART included) with ``lanes=8, rows=5,
 weight_words=16384, bias_depth=1024, max_layers=32, max_width=256`` (Yosys 0.70
 ``synth_ice40`` / ``synth_ecp5``, nextpnr 0.11, no DSP inferred anywhere):
 
@@ -61,7 +62,6 @@ from amaranth.hdl import (
     Array,
     Cat,
     Const,
-    Elaboratable,
     Module,
     Mux,
     ResetInserter,
@@ -72,16 +72,22 @@ from amaranth.hdl import (
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from trine.hw.counters import CycleCounter
+from trine.hw.ice40 import MEMORY_KINDS, SinglePortMemory
+from trine.hw.mac_array import MACArray
+from trine.hw.onehot import OneHotFSM
 
-from hw.ice40 import MEMORY_KINDS, SinglePortMemory
-from hw.image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, LAYER_ENTRY_SIZE, beat_bytes
-from hw.mac_array import MACArray
-from hw.onehot import OneHotFSM
-from hw.params import check_int
-from hw.protocol import ErrorCode, Target
-from hw.spec import ACT_MAX, ACT_MIN, TRITS_PER_BYTE, trits_to_codes
+from trine.contract.device_image import (
+    BIAS_STORE_BYTES,
+    BIAS_STORE_WIDTH,
+    LAYER_ENTRY_SIZE,
+    beat_bytes,
+)
+from trine.contract.errors import check_int
+from trine.contract.protocol import ErrorCode, Target
+from trine.contract.spec import ACT_MAX, ACT_MIN, TRITS_PER_BYTE, trits_to_codes
 
-__all__ = ["AcceleratorCore", "CycleCounter", "decoder_table"]
+__all__ = ["AcceleratorCore", "decoder_table"]
 
 CYCLE_COUNTER_WIDTH = 32
 #: Ways to build the trit decoder (see :class:`AcceleratorCore`).
@@ -138,11 +144,11 @@ class AcceleratorCore(wiring.Component):
     weight_memory : str
         ``"generic"`` (an Amaranth memory: simulation, block RAM elsewhere) or ``"spram"``
         (iCE40UP5K ``SB_SPRAM256KA`` instances, synthesis only; no Yosys option needed); see
-        :class:`hw.ice40.SinglePortMemory`. Both behave the same, cycle for cycle.
+        :class:`trine.hw.ice40.SinglePortMemory`. Both behave the same, cycle for cycle.
 
     Members
     -------
-    wr_target : In(2)  :class:`hw.protocol.Target`
+    wr_target : In(2)  :class:`trine.contract.protocol.Target`
     wr_addr, wr_lane, wr_data, wr_en : In
         Host write of byte ``wr_lane`` of word ``wr_addr`` (ignored while busy; it takes
         effect one cycle later, from registers).
@@ -155,7 +161,7 @@ class AcceleratorCore(wiring.Component):
     busy : Out(1)
         High from the cycle after ``start`` until the run ends.
     error : Out(8)
-        :class:`hw.protocol.ErrorCode` of the last run, 0 if it succeeded.
+        :class:`trine.contract.protocol.ErrorCode` of the last run, 0 if it succeeded.
     cycles : Out(32)
         Clock cycles of the last run (saturating).
     out_buffer : Out(1)
@@ -252,7 +258,8 @@ class AcceleratorCore(wiring.Component):
         half = Signal(TABLE_SLOT_BITS)
         m.d.comb += t_rd.addr.eq(Cat(half, layer))
         entry = Signal(16 * TABLE_HALFWORDS, reset_less=True)
-        # hw.image.LayerEntry, little-endian: u32 weight base, u16 bias base, chunks, blocks,
+        # trine.contract.device_image.LayerEntry, little-endian: u32 weight base, u16 bias base,
+        # chunks, blocks,
         # fan-out, u8 shift, relu
         weight_base, bias_base = entry[0:32], entry[32:48]
         chunks, blocks, fan_out = entry[48:64], entry[64:80], entry[80:96]
@@ -549,7 +556,7 @@ class AcceleratorCore(wiring.Component):
         # is issued before the layer table is read), so that no decision fans out to it.
         m.d.sync += flush.eq(0)
 
-        # One flip-flop per state (hw.onehot): the state tests feeding the wide enables of
+        # One flip-flop per state (trine.hw.onehot): the state tests feeding the wide enables of
         # the run's registers are single wires.
         fsm = OneHotFSM(m, ("IDLE", "START", "LOAD", "CHECK", "VERDICT", "SETUP", "RUN"))
         m.d.comb += fsm_running.eq(fsm.ongoing("RUN"))
@@ -659,39 +666,3 @@ def _low(value, limit):
 def _byte_enable(enable, lane, n_lanes):
     """Byte-enable vector: bit ``lane`` set when ``enable``."""
     return Cat(*(enable & (lane == i) for i in range(n_lanes)))
-
-
-class CycleCounter(Elaboratable):
-    """A saturating counter of ``width`` bits (even): ``value`` steps in each cycle that
-    ``count`` is high, stops at ``2**width - 1``, and is zero in the cycle after ``clear``
-    (which wins over ``count``).
-
-    It counts in two halves: the high half steps when the low one is full. Whether each half
-    is full is a register, so the enable is a single LUT and no comparator sits in front of
-    the carry chains: ``high_full`` follows the high half a cycle late (it changes only
-    ``2**(width/2)`` cycles apart), ``low_full`` is set for the low half's next value.
-    """
-
-    def __init__(self, width: int):
-        if isinstance(width, bool) or not isinstance(width, int) or width < 2 or width % 2:
-            raise ValueError(f"width must be an even number of bits >= 2, not {width!r}")
-        self.width = width
-        self.count = Signal()
-        self.clear = Signal()
-        self.value = Signal(width)
-
-    def elaborate(self, platform):
-        m = Module()
-        half = self.width // 2
-        low, high = self.value[:half], self.value[half:]
-        high_full = Signal()
-        low_full = Signal()
-        m.d.sync += high_full.eq(high.all())
-        with m.If(self.clear):
-            m.d.sync += [self.value.eq(0), low_full.eq(0)]
-        with m.Elif(self.count & ~(high_full & low_full)):
-            m.d.sync += [low.eq(low + 1), low_full.eq(low == (1 << half) - 2)]
-            with m.If(low_full):
-                m.d.sync += high.eq(high + 1)
-        return m
-

@@ -1,8 +1,10 @@
 """The link's two checksums in gateware: one CRC engine taking a byte per cycle (or serially).
 
-The algorithms are the ones of :mod:`hw.protocol` (header CRC-8 and frame CRC-16), named as
+The algorithms are the ones of :mod:`trine.contract.protocol` (header CRC-8 and frame CRC-16), named
+as
 :class:`amaranth.lib.crc.Algorithm` entries of Amaranth's catalogue (whose software
-``compute`` the tests hold against :func:`hw.protocol.crc8` / :func:`hw.protocol.crc16`).
+``compute`` the tests hold against :func:`trine.contract.protocol.crc8` /
+:func:`trine.contract.protocol.crc16`).
 :func:`crc_step` is the one place where the register update is written.
 
 Byte-parallel by default, because it measured no larger. A bit-serial engine would be fast
@@ -26,9 +28,11 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["HEADER_CRC", "FRAME_CRC", "ByteCRC", "check_bits_per_cycle"]
 
-#: The header check of :mod:`hw.protocol` (:func:`hw.protocol.crc8`): poly 0x07, init 0.
+#: The header check of :mod:`trine.contract.protocol` (:func:`trine.contract.protocol.crc8`): poly
+# 0x07, init 0.
 HEADER_CRC = crc.catalog.CRC8_SMBUS
-#: The frame check of :mod:`hw.protocol` (:func:`hw.protocol.crc16`): CRC-16/CCITT-FALSE.
+#: The frame check of :mod:`trine.contract.protocol` (:func:`trine.contract.protocol.crc16`):
+# CRC-16/CCITT-FALSE.
 FRAME_CRC = crc.catalog.CRC16_CCITT_FALSE
 
 

@@ -1,6 +1,7 @@
 """The whole device: link, command executor and accelerator core.
 
-:class:`LinkedAccelerator` speaks the frame protocol of :mod:`hw.protocol` over byte streams;
+:class:`LinkedAccelerator` speaks the frame protocol of :mod:`trine.contract.protocol` over byte
+streams;
 :class:`Top` adds the UART and has just two pins, ``rx`` and ``tx``, so it is board-agnostic.
 A simulator can drive :class:`LinkedAccelerator`'s byte streams directly (the fast, byte-level
 mode) or :class:`Top`'s pins bit by bit (the UART exercised too).
@@ -13,10 +14,10 @@ two cycles per byte each, sending four, against at least 40 for a UART byte. Add
 by counting, never by multiplying.
 
 For timing (48 MHz and more on an iCE40UP5K) the executor is a one-hot state machine
-(:class:`hw.onehot.OneHotFSM`) that decides only on registered flags: a frame's opcode and
+(:class:`trine.hw.onehot.OneHotFSM`) that decides only on registered flags: a frame's opcode and
 length are decoded when it is taken, its fate is registered before it is acted upon, counters
 step from registered sums, the address check compares registers, and the byte to send is
-registered before it reaches the transmitter. Figures per board in :mod:`hw.core`.
+registered before it reaches the transmitter. Figures per board in :mod:`trine.hw.core`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from trine.hw.core import AcceleratorCore
+from trine.hw.link import FrameReceiver, FrameTransmitter, frame_timeout_cycles
+from trine.hw.onehot import OneHotFSM
+from trine.hw.uart import UARTRx, UARTTx, baud_divisor
 
-from hw.boards import ECP5_85F_PARAMS, UP5K_PARAMS
-from hw.core import AcceleratorCore
-from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE
-from hw.link import FrameReceiver, FrameTransmitter, frame_timeout_cycles
-from hw.onehot import OneHotFSM
-from hw.protocol import (
+from trine.contract.device_image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE
+from trine.contract.protocol import (
     ACK,
     MAX_PAYLOAD,
     NAK,
@@ -44,12 +45,12 @@ from hw.protocol import (
     Op,
     Target,
 )
-from hw.spec import SPEC_VERSION
-from hw.uart import UARTRx, UARTTx, baud_divisor
+from trine.contract.spec import SPEC_VERSION
+from trine.flow.boards import ECP5_85F_PARAMS, UP5K_PARAMS
 
 __all__ = ["LinkedAccelerator", "Top", "UP5K_PARAMS", "ECP5_85F_PARAMS"]
 
-# The per-board parameter sets live in hw.boards (importable without Amaranth); exported
+# The per-board parameter sets live in trine.flow.boards (importable without Amaranth); exported
 # here too, next to the device they configure.
 
 STATUS_SIZE = STATUS_ACK.size
@@ -62,7 +63,7 @@ class LinkedAccelerator(wiring.Component):
     Parameters
     ----------
     lanes, rows, weight_words, bias_depth, max_layers, max_width, max_batch, decoder, weight_memory
-        Passed to :class:`hw.core.AcceleratorCore`.
+        Passed to :class:`trine.hw.core.AcceleratorCore`.
     timeout_cycles : int
         Inter-byte timeout of the frame receiver.
     clock_hz, baud : int

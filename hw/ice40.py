@@ -16,7 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.params import check_int
+from trine.contract.errors import check_int
 
 __all__ = ["SPRAM_DEPTH", "SPRAM_WIDTH", "SPRAM_BLOCKS", "MEMORY_KINDS", "SinglePortMemory"]
 

@@ -1,11 +1,13 @@
-"""Frame receiver and transmitter for the host link (the frame format is :mod:`hw.protocol`).
+"""Frame receiver and transmitter for the host link (the frame format is
+:mod:`trine.contract.protocol`).
 
-Both sit between a byte stream (:class:`hw.uart.UARTRx` / :class:`hw.uart.UARTTx`) and the
-accelerator's command logic. The CRCs (:class:`hw.crc.ByteCRC`) take a byte per cycle by
+Both sit between a byte stream (:class:`trine.hw.uart.UARTRx` / :class:`trine.hw.uart.UARTTx`) and
+the
+accelerator's command logic. The CRCs (:class:`trine.hw.crc.ByteCRC`) take a byte per cycle by
 default, so both blocks can also run at nearly a byte per cycle (the transmitter at one every
 other cycle), e.g. behind a byte-level test path.
 
-Differences from the host's :class:`hw.protocol.FrameDecoder`
+Differences from the host's :class:`trine.contract.protocol.FrameDecoder`
 ---------------------------------------------------------------
 The gateware keeps no byte history. When a ``SYNC`` turns out to start a bad header (wrong
 CRC-8, or a length above ``max_payload``), the :class:`FrameReceiver` hunts again from the byte
@@ -26,12 +28,13 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from trine.hw.counters import count_saturating
+from trine.hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC, check_bits_per_cycle
+from trine.hw.onehot import OneHotFSM
+from trine.hw.uart import BITS_PER_BYTE, MIN_DIVISOR
 
-from hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC, check_bits_per_cycle
-from hw.onehot import OneHotFSM
-from hw.params import check_int, count_saturating
-from hw.protocol import FRAME_TIMEOUT_BYTES, MAX_PAYLOAD, SYNC, ErrorCode
-from hw.uart import BITS_PER_BYTE, MIN_DIVISOR
+from trine.contract.errors import check_int
+from trine.contract.protocol import FRAME_TIMEOUT_BYTES, MAX_PAYLOAD, SYNC, ErrorCode
 
 __all__ = [
     "FRAME_HEADER_LAYOUT",
@@ -52,7 +55,8 @@ FRAME_EVENT_LAYOUT = data.StructLayout(
 
 
 def frame_timeout_cycles(divisor: int) -> int:
-    """The inter-byte timeout of :mod:`hw.protocol` (``FRAME_TIMEOUT_BYTES`` byte times), in
+    """The inter-byte timeout of :mod:`trine.contract.protocol` (``FRAME_TIMEOUT_BYTES`` byte
+    times), in
     clock cycles, for a UART with ``divisor`` clock cycles per bit."""
     check_int("UART divisor (clock cycles per bit)", divisor, MIN_DIVISOR)
     return FRAME_TIMEOUT_BYTES * BITS_PER_BYTE * divisor
@@ -97,7 +101,7 @@ class FrameReceiver(wiring.Component):
     counter_width : int
         Width of the saturating counters, >= 1.
     crc_bits_per_cycle : int
-        Passed to :class:`hw.crc.ByteCRC` (1, 2, 4 or 8).
+        Passed to :class:`trine.hw.crc.ByteCRC` (1, 2, 4 or 8).
 
     Members
     -------
@@ -300,7 +304,7 @@ class FrameTransmitter(wiring.Component):
     Parameters
     ----------
     crc_bits_per_cycle : int
-        Passed to :class:`hw.crc.ByteCRC` (1, 2, 4 or 8).
+        Passed to :class:`trine.hw.crc.ByteCRC` (1, 2, 4 or 8).
 
     Members
     -------
@@ -308,7 +312,7 @@ class FrameTransmitter(wiring.Component):
     i_stream : In(stream.Signature(8))
         Payload bytes.
     o_stream : Out(stream.Signature(8))
-        Frame bytes, to :class:`hw.uart.UARTTx`.
+        Frame bytes, to :class:`trine.hw.uart.UARTTx`.
 
     Raises
     ------

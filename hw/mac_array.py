@@ -1,6 +1,7 @@
 """A multiply-free ternary MAC array: ``rows`` dot products of ``lanes`` trits x int8 per beat.
 
-Each lane sees one activation ``x`` and one 2-bit trit code (see :class:`hw.spec.TritCode`).
+Each lane sees one activation ``x`` and one 2-bit trit code (see
+:class:`trine.contract.spec.TritCode`).
 Instead of negating ``x`` for a -1 weight (an incrementer per lane), the lane feeds ``~x``
 (``= -x - 1``) and zero for 0; the missing ``+1`` per -1 weight is a 1-bit *correction*. Every
 adder of the tree, and the accumulator, absorbs exactly one correction bit as a carry-in
@@ -21,8 +22,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.params import check_int
-from hw.spec import ACT_WIDTH, MAX_FAN_IN, accumulator_width
+from trine.contract.errors import check_int
+from trine.contract.spec import ACT_WIDTH, MAX_FAN_IN, accumulator_width
 
 __all__ = ["MACArray", "mac_input_layout", "mac_output_layout"]
 
@@ -67,7 +68,8 @@ class MACArray(wiring.Component):
         Signed activation width in bits, 2..16.
     max_fan_in : int
         Largest K (inputs per vector) the accumulator must hold exactly, 1..MAX_FAN_IN.
-        The accumulator is :func:`hw.spec.accumulator_width(max_fan_in, act_width)` wide;
+        The accumulator is :func:`trine.contract.spec.accumulator_width(max_fan_in, act_width)`
+        wide;
         longer vectors wrap around.
     register_every : int
         Pipeline register after every this many adder levels (0: a combinational tree,

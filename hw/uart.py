@@ -17,8 +17,9 @@ from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
+from trine.hw.counters import count_saturating
 
-from hw.params import check_int, count_saturating
+from trine.contract.errors import check_int
 
 __all__ = ["BITS_PER_BYTE", "MIN_DIVISOR", "baud_divisor", "UARTRx", "UARTTx"]
 

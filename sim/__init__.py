@@ -1,0 +1,1 @@
+"""Simulation: the gateware under cocotb on Icarus Verilog and Verilator; the simulated device."""

@@ -1,18 +1,19 @@
-"""A TCP socket bridged to the simulated device, inside a cocotb test (:mod:`sim.device_tb`).
+"""A TCP socket bridged to the simulated device, inside a cocotb test (:mod:`trine.sim.device_tb`).
 
 Two links move bytes between Python and the device; both call ``on_byte`` for every byte the
 device sends and keep ``busy`` true while a byte is on its way in either direction:
 
-* :class:`UARTLink` drives :class:`hw.device.Top`'s ``rx`` pin with one ``Timer`` per bit and
+* :class:`UARTLink` drives :class:`trine.hw.device.Top`'s ``rx`` pin with one ``Timer`` per bit and
   samples ``tx`` from the falling edge of each start bit (``FallingEdge``, then ``Timer`` to
   mid-bit), so the UART itself is exercised; about 11 Python wake-ups per byte each way.
-* :class:`StreamLink` drives :class:`hw.device.LinkedAccelerator`'s ``i_stream`` and reads its
+* :class:`StreamLink` drives :class:`trine.hw.device.LinkedAccelerator`'s ``i_stream`` and reads its
   ``o_stream`` (always ready), skipping the UART: a byte takes about 9 cycles instead of
   ``10 * divisor``.
 
 :class:`SocketBridge` serves one client at a time. Simulated time only moves while there is
 something to do: bytes to drive or being received, or a request that has not been answered
-(the bridge decodes both directions with :class:`hw.protocol.FrameDecoder` to know). Then it
+(the bridge decodes both directions with :class:`trine.contract.protocol.FrameDecoder` to know).
+Then it
 advances in chunks of ``chunk_cycles`` (or until the link reports a drained queue or a
 complete answer) and polls the non-blocking socket in between; Python never runs once per
 clock cycle. When nothing is pending, the simulator is deliberately paused in ``select()``
@@ -36,7 +37,7 @@ import cocotb
 from cocotb.triggers import Event, FallingEdge, First, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
-from hw.protocol import FrameDecoder
+from trine.contract.protocol import FrameDecoder
 
 __all__ = ["BridgeConfig", "UARTLink", "StreamLink", "SocketBridge"]
 
@@ -47,7 +48,7 @@ SILENCE_MARGIN = 64
 
 @dataclasses.dataclass(frozen=True)
 class BridgeConfig:
-    """What :mod:`sim.serve` tells the cocotb test (through one environment variable)."""
+    """What :mod:`trine.sim.serve` tells the cocotb test (through one environment variable)."""
 
     mode: str  # "uart" or "byte"
     period_ps: int  # clock period; even, so half a period is a whole picosecond
@@ -117,7 +118,7 @@ class _Link:
 
 
 class UARTLink(_Link):
-    """8N1 on :class:`hw.device.Top`'s pins, ``divisor`` clock cycles per bit."""
+    """8N1 on :class:`trine.hw.device.Top`'s pins, ``divisor`` clock cycles per bit."""
 
     def __init__(self, dut, period_ps: int, divisor: int, on_byte, on_drained):
         super().__init__(dut, on_byte, on_drained)
@@ -158,7 +159,7 @@ class UARTLink(_Link):
 
 
 class StreamLink(_Link):
-    """Byte streams of :class:`hw.device.LinkedAccelerator`; ``o_stream`` is always ready."""
+    """Byte streams of :class:`trine.hw.device.LinkedAccelerator`; ``o_stream`` is always ready."""
 
     def __init__(self, dut, on_byte, on_drained):
         super().__init__(dut, on_byte, on_drained)

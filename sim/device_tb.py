@@ -1,6 +1,6 @@
-"""cocotb test that serves the simulated device on a TCP socket (started by :mod:`sim.serve`).
+"""cocotb test that serves the simulated device on a TCP socket (started by :mod:`trine.sim.serve`).
 
-The configuration arrives as a :class:`sim.bridge.BridgeConfig` in an environment variable.
+The configuration arrives as a :class:`trine.sim.bridge.BridgeConfig` in an environment variable.
 The test passes when the bridge stops: after the first client with ``once``, or when the
 process that started the simulator is gone.
 """
@@ -13,8 +13,7 @@ import signal
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
-
-from sim.bridge import BridgeConfig, SocketBridge
+from trine.sim.bridge import BridgeConfig, SocketBridge
 
 RESET_CYCLES = 4
 

@@ -1,6 +1,7 @@
-"""cocotb test of the generated ``MACArray`` Verilog against :mod:`hw.reference`.
+"""cocotb test of the generated ``MACArray`` Verilog against :mod:`trine.contract.reference`.
 
-Started by :mod:`sim.runner`, which passes a :class:`sim.mac_bench.MACBenchConfig` through
+Started by :mod:`trine.sim.runner`, which passes a :class:`trine.sim.mac_bench.MACBenchConfig`
+through
 environment variables and, in ``TRINE_MAC_SUMMARY``, a path for a JSON summary of the run.
 """
 
@@ -24,9 +25,8 @@ from cocotb.triggers import (
     with_timeout,
 )
 from cocotb.utils import get_sim_time
-
-from sim.bfm import StreamDriver, StreamMonitor
-from sim.mac_bench import (
+from trine.sim.bfm import StreamDriver, StreamMonitor
+from trine.sim.mac_bench import (
     MACBenchConfig,
     MACModel,
     MACPayloadCodec,

@@ -1,8 +1,8 @@
 """What the MAC array bench checks: its configuration, stimulus, payload codec, model, scoreboard.
 
 Pure NumPy plus Amaranth *layouts* (no cocotb): the runner, the cocotb test module and plain
-unit tests all import it. Bit positions come from :func:`hw.mac_array.mac_input_layout` and
-:func:`hw.mac_array.mac_output_layout`, never from numbers written here.
+unit tests all import it. Bit positions come from :func:`trine.hw.mac_array.mac_input_layout` and
+:func:`trine.hw.mac_array.mac_output_layout`, never from numbers written here.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
+from trine.hw.mac_array import mac_input_layout, mac_output_layout
 
-from hw.mac_array import mac_input_layout, mac_output_layout
-from hw.reference import ternary_matmul
-from hw.spec import MAX_FAN_IN, TritCode, accumulator_width, codes_to_trits
+from trine.contract.reference import ternary_matmul
+from trine.contract.spec import MAX_FAN_IN, TritCode, accumulator_width, codes_to_trits
 
 __all__ = [
     "REFERENCES",
@@ -94,7 +94,7 @@ class MACBenchConfig:
 
     @property
     def hardware(self) -> dict:
-        """Keyword arguments of :class:`hw.mac_array.MACArray` (what the Verilog depends on)."""
+        """Keyword arguments of :class:`trine.hw.mac_array.MACArray` (the Verilog depends on)."""
         return {
             "lanes": self.lanes,
             "rows": self.rows,
@@ -316,7 +316,8 @@ def _wide_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 class MACModel:
     """What the array must output for a vector: the exact dot products from
-    :func:`hw.reference.ternary_matmul` (illegal codes count as 0), minus the number of -1
+    :func:`trine.contract.reference.ternary_matmul` (illegal codes count as 0), minus the number of
+    -1
     weights per row when the array runs without its correction."""
 
     def __init__(self, correction: bool = True):

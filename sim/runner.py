@@ -1,11 +1,11 @@
 """Build the MAC array once per (simulator, configuration) and run its cocotb bench.
 
 :func:`build_verilog` is the shared part: any Verilog text is built at most once per simulator
-under ``build/sim/`` (:mod:`sim.serve` builds the whole device with it).
+under ``build/sim/`` (:mod:`trine.sim.serve` builds the whole device with it).
 
 ``run_mac_array("verilator", 8, 4)`` writes the Verilog of that configuration under
 ``build/sim/<simulator>-<lanes>x<rows>-<hash>/``, builds it unless a build of exactly that
-text, simulator and build arguments is already there, runs :mod:`sim.mac_array_tb` and returns
+text, simulator and build arguments is already there, runs :mod:`trine.sim.mac_array_tb` and returns
 the bench's summary. A failing bench raises :class:`SimulationError` with the scoreboard's
 first mismatch, whether or not pytest is running.
 """
@@ -28,9 +28,8 @@ from xml.etree import ElementTree
 
 import cocotb
 from cocotb_tools.runner import get_runner
-
-from hw.generate import override_environ
-from sim.mac_bench import MACBenchConfig
+from trine.hw.verilog import override_environ
+from trine.sim.mac_bench import MACBenchConfig
 
 __all__ = [
     "SIMULATORS",
@@ -47,7 +46,7 @@ __all__ = [
 
 SIMULATORS = ("icarus", "verilator")
 TOPLEVEL = "mac_array"
-TEST_MODULE = "sim.mac_array_tb"
+TEST_MODULE = "trine.sim.mac_array_tb"
 #: The cocotb tests in TEST_MODULE: random traffic against the model; latency and throughput.
 TESTCASES = ("mac_array_matches_reference", "mac_array_latency")
 TIMESCALE = ("1ns", "1ps")
@@ -56,7 +55,20 @@ TIMESCALE = ("1ns", "1ps")
 # so Yosys's `always @*` blocks (woken by such a register) hold X until an input changes, e.g.
 # a ROM lookup whose index stays 0. -g2005 (the later flag wins) keeps the event.
 BUILD_ARGS = {"icarus": ["-g2005"], "verilator": ["-Wno-fatal", "-Wno-WIDTH"]}
-DEFAULT_BUILD_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
+
+
+def _default_build_root() -> Path:
+    """``$TRINE_BUILD_DIR/sim``; else ``build/sim`` of the source checkout this runs from, else
+    ``~/.cache/trine/sim`` (an installed package has no checkout to write into)."""
+    if os.environ.get("TRINE_BUILD_DIR"):
+        return Path(os.environ["TRINE_BUILD_DIR"]) / "sim"
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "build" / "sim"
+    return Path.home() / ".cache" / "trine" / "sim"
+
+
+DEFAULT_BUILD_ROOT = _default_build_root()
 _STAMP = "build.ok"
 
 
@@ -105,7 +117,7 @@ def _tool_version(simulator: str) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _verilog(hardware: tuple) -> str:
-    from hw.generate import mac_array_verilog
+    from trine.hw.verilog import mac_array_verilog
 
     kwargs = dict(hardware)
     return mac_array_verilog(

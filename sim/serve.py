@@ -2,15 +2,15 @@
 
 ::
 
-    python -m sim.serve --sim icarus --port 5555            # UART pins, bit by bit
-    python -m sim.serve --sim verilator --mode byte --port 0 --once
+    python -m trine.sim.serve --sim icarus --port 5555            # UART pins, bit by bit
+    python -m trine.sim.serve --sim verilator --mode byte --port 0 --once
 
 The host then opens ``socket://127.0.0.1:PORT`` with pyserial (``serial.serial_for_url``) and
-speaks the frame protocol of :mod:`hw.protocol` exactly as over a real serial port.
+speaks the frame protocol of :mod:`trine.contract.protocol` exactly as over a real serial port.
 
-``--mode uart`` simulates :class:`hw.device.Top`: the bridge drives the ``rx`` pin and samples
+``--mode uart`` simulates :class:`trine.hw.device.Top`: the bridge drives the ``rx`` pin and samples
 ``tx`` bit by bit, so the UART is exercised too. ``--mode byte`` simulates
-:class:`hw.device.LinkedAccelerator` and moves whole bytes on its streams, skipping the UART:
+:class:`trine.hw.device.LinkedAccelerator` and moves whole bytes on its streams, skipping the UART:
 the same frames, commands and answers (INFO reports the same clock and baud rate) in about a
 tenth of the simulated cycles (about 4 instead of 44 per byte).
 
@@ -33,12 +33,14 @@ no cocotb); Verilator by cocotb's per-trigger cost (about 11 Python wake-ups per
 direction in uart mode, 5 in byte mode), so byte mode is 6x (Icarus) to 8x (Verilator) faster.
 
 The Verilog of each configuration is generated once (cached by the source of ``hw/`` and the
-parameters) and built once per simulator under ``build/sim/`` (:func:`sim.runner.build_verilog`).
-The bridge itself is :mod:`sim.bridge`; the cocotb test that runs it is :mod:`sim.device_tb`.
+parameters) and built once per simulator under ``build/sim/``
+(:func:`trine.sim.runner.build_verilog`).
+The bridge itself is :mod:`trine.sim.bridge`; the cocotb test that runs it is
+:mod:`trine.sim.device_tb`.
 Simulated time stands still while no request is pending, so an idle server costs no CPU.
 
 ``serve(...)`` is the same thing as a context manager for tests: it starts
-``python -m sim.serve ... --port 0 --once`` and yields the URL.
+``python -m trine.sim.serve ... --port 0 --once`` and yields the URL.
 """
 
 from __future__ import annotations
@@ -60,9 +62,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from hw.protocol import DeviceInfo
-from sim.bridge import BridgeConfig
-from sim.runner import (
+from trine.sim.bridge import BridgeConfig
+from trine.sim.runner import (
     DEFAULT_BUILD_ROOT,
     SIMULATORS,
     TIMESCALE,
@@ -72,10 +73,12 @@ from sim.runner import (
     tail,
 )
 
+from trine.contract.protocol import DeviceInfo
+
 __all__ = ["MODES", "DeviceConfig", "ServeError", "build_device", "run_server", "serve", "main"]
 
 MODES = ("uart", "byte")
-TEST_MODULE = "sim.device_tb"
+TEST_MODULE = "trine.sim.device_tb"
 TESTCASE = "serve_device"
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"^listening on 127\.0\.0\.1:(\d+) ", re.MULTILINE)
@@ -119,13 +122,13 @@ class DeviceConfig:
 
     @property
     def divisor(self) -> int:
-        from hw.uart import baud_divisor
+        from trine.hw.uart import baud_divisor
 
         return baud_divisor(self.clk_hz, self.baud)
 
     @property
     def timeout_cycles(self) -> int:
-        from hw.link import frame_timeout_cycles
+        from trine.hw.link import frame_timeout_cycles
 
         return frame_timeout_cycles(self.divisor)
 
@@ -148,7 +151,7 @@ class DeviceConfig:
 
     def component(self):
         """The Amaranth component that is simulated."""
-        from hw.device import LinkedAccelerator, Top
+        from trine.hw.device import LinkedAccelerator, Top
 
         if self.mode == "uart":
             return Top(self.clk_hz, self.baud, **self.accelerator)
@@ -161,7 +164,7 @@ class DeviceConfig:
 
     def info(self) -> DeviceInfo:
         """What the device answers to INFO (the same in both modes)."""
-        from hw.device import LinkedAccelerator
+        from trine.hw.device import LinkedAccelerator
 
         return LinkedAccelerator(
             timeout_cycles=self.timeout_cycles,
@@ -185,9 +188,16 @@ class DeviceConfig:
 
 
 def _hw_fingerprint() -> str:
+    """A digest of everything the device's Verilog depends on: the gateware, the contract and
+    the Amaranth version."""
+    import trine.hw
+
+    import trine.contract
+
     digest = hashlib.sha256(importlib.metadata.version("amaranth").encode())
-    for path in sorted((ROOT / "hw").glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for package in (trine.contract, trine.hw):
+        for path in sorted(Path(package.__file__).parent.glob("*.py")):
+            digest.update(f"{package.__name__}.{path.name}".encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -199,7 +209,7 @@ def device_verilog(config: DeviceConfig, build_root: Path | None = None) -> str:
     path = root / "verilog" / f"{config.toplevel}-{key.hexdigest()[:16]}.v"
     if path.exists():
         return path.read_text()
-    from hw.generate import to_verilog
+    from trine.hw.verilog import to_verilog
 
     text = to_verilog(config.component(), config.toplevel)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -342,7 +352,8 @@ def run_server(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sim.serve", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m trine.sim.serve",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--sim", choices=SIMULATORS, default="icarus")
     p.add_argument(
         "--mode",
@@ -390,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             stop=stop,
         )
     except (ServeError, ValueError) as e:
-        print(f"sim.serve: error: {e}", file=sys.stderr)
+        print(f"trine.sim.serve: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -407,7 +418,7 @@ def serve(
     stats_file: str | os.PathLike | None = None,
     **params,
 ) -> Iterator[str]:
-    """Run ``python -m sim.serve`` in a subprocess; yield ``"socket://127.0.0.1:PORT"``.
+    """Run ``python -m trine.sim.serve`` in a subprocess; yield ``"socket://127.0.0.1:PORT"``.
 
     ``params`` are :class:`DeviceConfig` fields. On exit the server is stopped (SIGTERM: it
     stops and reaps its simulator; SIGKILL to its process group if that takes over 10 s) and
@@ -420,7 +431,7 @@ def serve(
         or exits before; the message carries its output.
     """
     config = DeviceConfig(mode=mode, **params)
-    cmd = [sys.executable, "-m", "sim.serve", "--sim", sim, "--port", "0", *config.cli_args()]
+    cmd = [sys.executable, "-m", "trine.sim.serve", "--sim", sim, "--port", "0", *config.cli_args()]
     if once:
         cmd.append("--once")
     if stats_file is not None:
@@ -447,12 +458,13 @@ def _wait_until_listening(proc: subprocess.Popen, output, timeout: float) -> int
             return int(m.group(1))
         if proc.poll() is not None:
             raise ServeError(
-                f"sim.serve exited with status {proc.returncode} before "
+                f"trine.sim.serve exited with status {proc.returncode} before "
                 f"listening; its output:\n{text[-4000:]}"
             )
         if time.monotonic() > deadline:
             raise ServeError(
-                f"sim.serve was not listening after {timeout:g} s; its output:\n{text[-4000:]}"
+                f"trine.sim.serve was not listening after {timeout:g} s; its output:\n"
+                f"{text[-4000:]}"
             )
         time.sleep(0.05)
 

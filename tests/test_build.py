@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from hw import boards
-from hw.boards import (
+from trine.flow import boards
+from trine.flow.boards import (
     BOARDS,
     SMALL_PARAMS,
     BoardError,
@@ -31,7 +31,7 @@ from hw.boards import (
     ice40_pll,
     plan_clock,
 )
-from hw.build import BuildError, multiplier_cells, suggest_clock_hz
+from trine.flow.build import BuildError, multiplier_cells, suggest_clock_hz
 
 MHZ = 1_000_000
 
@@ -226,7 +226,7 @@ def test_suggested_clock_is_reachable_and_suits_the_baud(board, fmax_mhz, expect
 
 
 def _prepare(board_name: str, clock_hz: int, baud: int = 3_000_000):
-    from hw.board_top import BoardTop
+    from trine.flow.board_top import BoardTop
 
     board = get_board(board_name)
     plan = plan_clock(board, clock_hz, baud)
@@ -271,12 +271,12 @@ def test_oscillator_clock_top_has_no_pll():
 
 
 def test_board_top_passes_device_parameter_errors_through():
-    from hw.board_top import BoardTop
+    from trine.flow.board_top import BoardTop
 
     plan = plan_clock(get_board("icebreaker"), 24 * MHZ, 3_000_000)
     with pytest.raises(ValueError, match="Lane count must be >= 1, not 0"):
         BoardTop(plan, **{**SMALL_PARAMS, "lanes": 0})
-    with pytest.raises(TypeError, match="plan must be a hw.boards.ClockPlan"):
+    with pytest.raises(TypeError, match="plan must be a trine.flow.boards.ClockPlan"):
         BoardTop("icebreaker", **SMALL_PARAMS)
 
 
@@ -293,7 +293,7 @@ def test_multiplier_cells_counts_generic_and_dsp_multipliers():
 
 
 def test_platform_overrides_keep_the_abc9_workaround_on_ecp5():
-    from hw.synth import BASELINE_FLOW, TERNARY_FLOW
+    from trine.flow.synth import BASELINE_FLOW, TERNARY_FLOW
 
     ecp5 = TERNARY_FLOW.platform_overrides("ecp5", "top")
     assert ecp5["synth_opts"] == "-run :map_luts"
@@ -328,13 +328,13 @@ NO_DEVICE = ("empty\nunable to open ftdi device: -3 (device not found)\n"
                         r"something odd"),
 ])
 def test_loader_failures_are_explained(output, message):
-    from hw.loader import explain_failure
+    from trine.flow.loader import explain_failure
 
     assert re.search(message, explain_failure(get_board("icebreaker"), output, 1))
 
 
 def test_loader_command_lines():
-    from hw.loader import loader_command
+    from trine.flow.loader import loader_command
 
     ice = loader_command(get_board("icebreaker"), "a.bin", loader="ofl")
     assert ice == ["ofl", "-b", "ice40_generic", "--write-sram", "a.bin"]
@@ -353,7 +353,7 @@ LOGIC_CELL = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
 @pytest.fixture(scope="module")
 def small_builds(tmp_path_factory):
     """One small device per board family, built once for the tests below."""
-    from hw.build import build
+    from trine.flow.build import build
 
     reports = {}
     for name, clock_mhz in [("icebreaker", 24), ("ulx3s-85f", 50)]:
@@ -366,7 +366,7 @@ def small_builds(tmp_path_factory):
 @pytest.mark.synth
 @pytest.mark.parametrize("name", ["icebreaker", "ulx3s-85f"])
 def test_small_build_report_matches_the_logs(small_builds, name):
-    from hw.synth import parse_fmax
+    from trine.flow.synth import parse_fmax
 
     report = small_builds[name]
     out = Path(report.out_dir)
@@ -410,8 +410,8 @@ def _harness_on_board(plan, component):
     from amaranth.hdl import Elaboratable, Module
     from amaranth.lib import io
 
-    from hw.board_top import add_board_clock
-    from hw.synth import TimingHarness
+    from trine.flow.board_top import add_board_clock
+    from trine.flow.synth import TimingHarness
 
     class Design(Elaboratable):
         def elaborate(self, platform):
@@ -431,8 +431,9 @@ def _harness_on_board(plan, component):
                                                 ("ulx3s-85f", "MULT18X18D")])
 def test_build_refuses_a_design_with_multipliers(tmp_path, name, dsp_cell):
     """The multiplier check can fail: the int8 baseline goes through the same build."""
-    from hw.baseline import Int8MACArray
-    from hw.build import run_build
+    from trine.hw.baseline import Int8MACArray
+
+    from trine.flow.build import run_build
 
     plan = plan_clock(get_board(name), get_board(name).default_clock_hz, 3_000_000)
     with pytest.raises(BuildError, match="the MAC path must be multiply-free") as info:
@@ -446,8 +447,9 @@ def test_build_refuses_a_design_with_multipliers(tmp_path, name, dsp_cell):
 def test_missed_timing_raises_with_the_numbers(tmp_path):
     """A ternary array at 120 MHz on the UP5K (it reaches about 65): the error names the
     post-route Fmax and a clock that would do; report.json says timing was not met."""
-    from hw.build import run_build
-    from hw.mac_array import MACArray
+    from trine.hw.mac_array import MACArray
+
+    from trine.flow.build import run_build
 
     plan = plan_clock(get_board("icebreaker"), 120 * MHZ, 3_000_000)
     with pytest.raises(BuildError) as info:
@@ -463,7 +465,7 @@ def test_missed_timing_raises_with_the_numbers(tmp_path):
 
 
 def test_boards_module_imports_without_amaranth():
-    code = ("import sys, hw.boards, hw.loader; "
+    code = ("import sys, trine.flow.boards, trine.flow.loader; "
             "sys.exit(1 if any(m.startswith('amaranth') for m in sys.modules) else 0)")
     import sys
 
@@ -478,7 +480,7 @@ def test_boards_module_imports_without_amaranth():
     ({"baud": 7_000_000}, r"baud 7000000 is above"),
 ])
 def test_build_checks_its_arguments_before_any_tool_runs(tmp_path, kwargs, message):
-    from hw.build import build
+    from trine.flow.build import build
 
     with pytest.raises(BoardError, match=message):
         build("icebreaker", out_dir=tmp_path / "b", **kwargs)
@@ -490,7 +492,7 @@ def test_build_checks_its_arguments_before_any_tool_runs(tmp_path, kwargs, messa
 @pytest.mark.parametrize("mhz", [16, 23, 31.5, 48, 57, 99.9])
 def test_pll_searches_agree_with_the_tools_themselves(tmp_path, mhz):
     """The recorded tables above, re-derived live from yowasp-icepll and yowasp-ecppll."""
-    from hw.synth import ToolNotFoundError, find_tool
+    from trine.flow.synth import ToolNotFoundError, find_tool
 
     try:
         icepll, ecppll = find_tool("yowasp-icepll"), find_tool("yowasp-ecppll")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from host.cli import main
+from trine.cli.main import main
 
 
 def test_verilog_mac_array_writes_a_module(tmp_path, capsys):
@@ -30,7 +30,8 @@ def test_verilog_is_reproducible(tmp_path):
 def test_bad_parameters_are_one_line_errors(tmp_path):
     out = tmp_path / "x.v"
     proc = subprocess.run(
-        [sys.executable, "-m", "host.cli", "verilog", "mac-array", "--lanes", "0", "--rows", "2",
+        [sys.executable, "-m", "trine.cli.main", "verilog", "mac-array", "--lanes", "0",
+         "--rows", "2",
          "-o", str(out)],
         capture_output=True, text=True,
     )
@@ -48,9 +49,9 @@ def test_missing_arguments_show_usage(capsys):
 
 def _program(tmp_path, input_scale=None):
     import numpy as np
+    from trine.host.program import Program
 
-    from host.program import Program
-    from hw.reference import Layer
+    from trine.contract.reference import Layer
 
     rng = np.random.default_rng(4)
     p = Program([Layer(rng.integers(-1, 2, (6, 5)), rng.integers(-9, 9, 6), 1, True),
@@ -62,7 +63,7 @@ def _program(tmp_path, input_scale=None):
 
 
 def _trine(*args):
-    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "trine.cli.main", *map(str, args)],
                           capture_output=True, text=True, timeout=60)
 
 

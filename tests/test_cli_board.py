@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from host.cli import main
-from hw.boards import BOARDS
+from trine.cli.main import main
+from trine.flow.boards import BOARDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _trine(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trine.cli.main", *args], capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
 
 
@@ -90,7 +90,7 @@ def test_help_lists_every_board(command):
 
 def test_program_without_a_board_says_so(tmp_path):
     """The real openFPGALoader, no board on USB: one clear line, exit code 2."""
-    from hw.loader import LoaderError, find_loader
+    from trine.flow.loader import LoaderError, find_loader
 
     try:
         find_loader()

@@ -11,12 +11,13 @@ import pytest
 pytest.importorskip("onnx")
 skl2onnx = pytest.importorskip("skl2onnx")
 
-from host.cli import main  # noqa: E402
-from host.data import load_digits_split  # noqa: E402
-from host.onnx_import import import_onnx, read_onnx_mlp  # noqa: E402
-from host.program import Program  # noqa: E402
-from host.ternarize import run_ternarized_float, ternarize_layers  # noqa: E402
-from host.train import accuracy, program_accuracy  # noqa: E402
+from trine.host.data import load_digits_split  # noqa: E402
+from trine.host.onnx_import import import_onnx, read_onnx_mlp  # noqa: E402
+from trine.host.program import Program  # noqa: E402
+from trine.host.results import accuracy, program_accuracy  # noqa: E402
+from trine.host.ternarize import run_ternarized_float, ternarize_layers  # noqa: E402
+
+from trine.cli.main import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +159,7 @@ def _npy(path, a):
 
 
 def _trine(d):
-    from hw.reference import Layer
+    from trine.contract.reference import Layer
 
     Program([Layer(np.ones((2, 3), np.int8), np.zeros(2, np.int64), 0, False)]).save(d / "p.trine")
     return str(d / "p.trine")
@@ -183,9 +184,9 @@ def test_errors_are_one_line_and_write_nothing(files, tmp_path, capsys, case):
 
 
 def test_errors_through_python_m_are_one_line(files, tmp_path):
-    # ``python -m host.cli`` runs the CLI as __main__: errors must still be one line.
+    # ``python -m trine.cli.main`` runs the CLI as __main__: errors must still be one line.
     out = tmp_path / "x.trine"
-    proc = subprocess.run([sys.executable, "-m", "host.cli", "import", files["model"], "-o",
+    proc = subprocess.run([sys.executable, "-m", "trine.cli.main", "import", files["model"], "-o",
                            str(out)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("trine: error: --calib X.npy is required")

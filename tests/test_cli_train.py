@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from trine.host.data import load_digits_split
+from trine.host.program import Program
+from trine.host.results import program_accuracy
 
-from host.cli import main
-from host.data import load_digits_split
-from host.program import Program
-from host.train import program_accuracy
+from trine.cli.main import main
 
 
 @pytest.fixture(scope="module")

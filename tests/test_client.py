@@ -1,6 +1,8 @@
-"""host.client: the link behaviour of Client against scripted peers over a real socket:// port.
+"""trine.host.client: the link behaviour of Client against scripted peers over a real socket://
+port.
 
-The peers speak hw.protocol on a TCP socket on 127.0.0.1, so every test goes through pyserial's
+The peers speak trine.contract.protocol on a TCP socket on 127.0.0.1, so every test goes through
+pyserial's
 socket:// transport, the same code path as a serial port. Link tests script each answer (ACK,
 NAK, silence, garbage, corrupted, truncated, stale); load/infer tests use ``FakeDevice``, which
 stores what is written into per-target memories and answers READs with outputs the test chose.
@@ -20,12 +22,17 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import serial.urlhandler.protocol_socket
+from trine.host.client import Client, DeviceStatus, LinkStats
+from trine.host.program import Program, ProgramError, ProgramTooLargeError
+from trine.host.transport import DeviceError, DeviceRefusedError, LinkError, SerialTransport
 
-from host.client import Client, DeviceStatus, LinkStats
-from host.program import Program, ProgramError, ProgramTooLargeError
-from host.transport import DeviceError, DeviceRefusedError, LinkError, SerialTransport
-from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
-from hw.protocol import (
+from trine.contract.device_image import (
+    BIAS_STORE_BYTES,
+    LAYER_ENTRY_SIZE,
+    beat_bytes,
+    compile_image,
+)
+from trine.contract.protocol import (
     ACK,
     HEADER_SIZE,
     MAX_PAYLOAD,
@@ -40,8 +47,8 @@ from hw.protocol import (
     Target,
     encode_frame,
 )
-from hw.reference import Layer
-from hw.spec import SPEC_VERSION
+from trine.contract.reference import Layer
+from trine.contract.spec import SPEC_VERSION
 
 #: Seconds per try where a test makes the peer keep silent: every silence costs this much.
 TIMEOUT = 0.2
@@ -502,7 +509,8 @@ def test_wrong_status_length_is_rejected(peers):
     "change, message",
     [
         ({"protocol_version": 2}, "device speaks protocol version 2, this client version 1"),
-        ({"spec_version": 9}, f"device implements hw.spec version 9, this client version "
+        ({"spec_version": 9},
+         f"device implements trine.contract.spec version 9, this client version "
                               f"{SPEC_VERSION}"),
         ({"stride": 0}, "device info is inconsistent: stride is 0"),
         ({"stride": 15}, "device info is inconsistent: stride 15 x lanes 4 does not hold "
@@ -523,7 +531,7 @@ def test_unusable_device_info_is_refused(peers, change, message):
 
 
 class FakeDevice:
-    """Stores WRITEs per target (word addressed, as hw.core does), answers READs from two
+    """Stores WRITEs per target (word addressed, as trine.hw.core does), answers READs from two
     activation buffers. A RUN records the inputs it finds in buffer 0 and then puts the next
     rows of ``outputs`` where sample ``b``'s outputs belong; a repeated RUN seq is answered
     from a cache, as the device does. Memory that nobody wrote holds 0xEE."""

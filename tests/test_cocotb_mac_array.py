@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from hw.mac_array import MACArray, mac_input_layout
-from hw.spec import TritCode
-from sim.mac_bench import (
+from trine.hw.mac_array import MACArray, mac_input_layout
+from trine.sim.mac_bench import (
     MACBenchConfig,
     MACModel,
     MACPayloadCodec,
@@ -20,7 +18,9 @@ from sim.mac_bench import (
     _wide_matmul,
     acc_width_of,
 )
-from sim.runner import SimulationError, run_bench
+from trine.sim.runner import SimulationError, run_bench
+
+from trine.contract.spec import TritCode
 
 # (lanes, rows, extra configuration); lanes need not be a power of two.
 CONFIGS = [

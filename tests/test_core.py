@@ -1,13 +1,18 @@
-"""hw.core.AcceleratorCore under Amaranth's simulator: whole networks against the reference."""
+"""trine.hw.core.AcceleratorCore under Amaranth's simulator: whole networks vs the reference."""
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from trine.hw.core import AcceleratorCore
 
-from hw.core import AcceleratorCore
-from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
-from hw.protocol import ErrorCode, Target
-from hw.reference import Layer, run_network
+from trine.contract.device_image import (
+    BIAS_STORE_BYTES,
+    LAYER_ENTRY_SIZE,
+    beat_bytes,
+    compile_image,
+)
+from trine.contract.protocol import ErrorCode, Target
+from trine.contract.reference import Layer, run_network
 
 
 def random_network(rng, widths, big_bias=False):
@@ -241,7 +246,7 @@ def test_bad_parameters_are_refused(kwargs, message):
 
 def _count_trace(width, script):
     """CycleCounter's value after each cycle of ``script``: a list of (count, clear)."""
-    from hw.core import CycleCounter
+    from trine.hw.counters import CycleCounter
 
     dut = CycleCounter(width)
     values = []
@@ -278,7 +283,7 @@ def test_cycle_counter_counts_saturates_and_clears(width):
 
 
 def test_cycle_counter_width_must_be_even():
-    from hw.core import CycleCounter
+    from trine.hw.counters import CycleCounter
 
     for width in (0, 3, 1.5, True):
         with pytest.raises(ValueError, match="width"):

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.mark.slow
 def test_demo_passes(capsys, monkeypatch, tmp_path):
-    from sim import demo
+    from trine import demo
 
     monkeypatch.setattr(demo, "BUILD", tmp_path)
     assert demo.main([]) == 0
@@ -20,8 +20,9 @@ def test_demo_passes(capsys, monkeypatch, tmp_path):
 def test_demo_runs_on_a_device_given_by_port(capsys, monkeypatch, tmp_path):
     """--port: step 3 against a device the demo did not start (here the RTL behind
     socket://, as a board behind /dev/ttyUSBx), projected at the clock the device reports."""
-    from sim import demo
-    from sim.serve import serve
+    from trine.sim.serve import serve
+
+    from trine import demo
 
     monkeypatch.setattr(demo, "BUILD", tmp_path)
     with serve("verilator", "byte", once=False) as url:  # a board, too, outlives a client
@@ -35,7 +36,7 @@ def test_demo_fails_fast_and_clearly_on_an_unreachable_port(capsys, monkeypatch,
     """A wrong --port is an error line and exit status 2, before any training."""
     import socket
 
-    from sim import demo
+    from trine import demo
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -1,14 +1,19 @@
-"""hw.device.LinkedAccelerator under Amaranth's simulator, byte level: frames in, frames out."""
+"""trine.hw.device.LinkedAccelerator under Amaranth's simulator, byte level: frames in and out."""
 
 import struct
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from trine.hw.device import ECP5_85F_PARAMS, STATUS_SIZE, UP5K_PARAMS, LinkedAccelerator, Top
 
-from hw.device import ECP5_85F_PARAMS, STATUS_SIZE, UP5K_PARAMS, LinkedAccelerator, Top
-from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
-from hw.protocol import (
+from trine.contract.device_image import (
+    BIAS_STORE_BYTES,
+    LAYER_ENTRY_SIZE,
+    beat_bytes,
+    compile_image,
+)
+from trine.contract.protocol import (
     ACK,
     MAX_PAYLOAD,
     NAK,
@@ -23,7 +28,7 @@ from hw.protocol import (
     run_payload,
     write_payload,
 )
-from hw.reference import Layer, run_network
+from trine.contract.reference import Layer, run_network
 
 PARAMS = dict(weight_words=40, bias_depth=40, max_layers=3, max_width=20, max_batch=3)
 
@@ -227,8 +232,9 @@ def test_board_parameters_hold_an_mnist1d_mlp(params):
 @pytest.mark.synth
 def test_up5k_parameters_fit_the_up5k():
     """Weights in the four SPRAM blocks, everything else in at most 30 block RAMs, no DSP."""
-    from hw.generate import to_verilog
-    from hw.synth import ToolNotFoundError, cell_stats
+    from trine.hw.verilog import to_verilog
+
+    from trine.flow.synth import ToolNotFoundError, cell_stats
 
     top = Top(48_000_000, 3_000_000, **UP5K_PARAMS)
     try:

@@ -1,15 +1,14 @@
-"""host.evaluate: accuracy on the reference and on the simulated device, compared bit for bit."""
+"""trine.host.evaluate: accuracy on the reference and on the simulated device, bit for bit."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from host.data import load_digits_split
-from host.evaluate import evaluate
-from host.program import Program, ProgramError
-from host.ternarize import fold_to_program
-from host.train import accuracy, predict, program_accuracy
+from trine.host.data import load_digits_split
+from trine.host.evaluate import evaluate
+from trine.host.program import Program, ProgramError
+from trine.host.results import accuracy, predict, program_accuracy
+from trine.host.ternarize import fold_to_program
 
 
 def _digits_program(hidden: int = 32) -> tuple[Program, tuple]:
@@ -67,7 +66,7 @@ def test_bad_backend_and_missing_url():
 
 @pytest.mark.cocotb
 def test_device_backend_is_bit_exact_on_the_simulated_rtl():
-    from sim.serve import serve
+    from trine.sim.serve import serve
 
     program, (_, _, x_te, y_te) = _digits_program(16)
     x, y = x_te[:40], y_te[:40]

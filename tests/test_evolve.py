@@ -1,16 +1,16 @@
-"""host.evolve: the integer forward equals the reference, the search is reproducible and works."""
+"""trine.host.evolve: the integer forward equals the reference; the search is reproducible."""
 
 import math
 
 import numpy as np
 import pytest
+from trine.host.data import load_digits_split
+from trine.host.evolve import DEFAULTS, EvolveError, _Search, _Settings, train_evolve
+from trine.host.evolve_net import EvolvingNet, forward
+from trine.host.program import Program
+from trine.host.results import TrainResult, accuracy
 
-from host.data import load_digits_split
-from host.evolve import DEFAULTS, EvolveError, _Search, _Settings, train_evolve
-from host.evolve_net import EvolvingNet, forward
-from host.program import Program
-from host.train import TrainResult, accuracy
-from hw.reference import Layer, run_network, ternary_matmul
+from trine.contract.reference import Layer, run_network, ternary_matmul
 
 
 @pytest.fixture(scope="module")

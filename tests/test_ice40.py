@@ -1,4 +1,4 @@
-"""hw.ice40.SinglePortMemory: the generic memory under Amaranth's simulator, and the SPRAM
+"""trine.hw.ice40.SinglePortMemory: the generic memory under Amaranth's simulator, and the SPRAM
 primitives under Icarus Verilog with Yosys's own SB_SPRAM256KA model, against one model."""
 
 import importlib.resources
@@ -8,9 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-
-from hw.generate import to_verilog
-from hw.ice40 import SPRAM_DEPTH, SinglePortMemory
+from trine.hw.ice40 import SPRAM_DEPTH, SinglePortMemory
+from trine.hw.verilog import to_verilog
 
 
 def random_ops(rng, n_bytes, depth, count):

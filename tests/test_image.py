@@ -1,11 +1,11 @@
-"""hw.image: tile order and bias folding reproduce the reference exactly."""
+"""trine.contract.device_image: tile order and bias folding reproduce the reference exactly."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw.image import (
+from trine.contract.device_image import (
     BIAS_STORE_BYTES,
     LAYER_ENTRY_SIZE,
     LayerEntry,
@@ -13,8 +13,8 @@ from hw.image import (
     compile_image,
     tile_layer,
 )
-from hw.reference import Layer, run_network
-from hw.spec import ACT_MAX, ACT_MIN, unpack_trits
+from trine.contract.reference import Layer, run_network
+from trine.contract.spec import ACT_MAX, ACT_MIN, unpack_trits
 
 
 def run_image(image, x, n_outputs):

@@ -1,8 +1,9 @@
-"""hw.crc and hw.link under Amaranth's simulator, checked against hw.protocol.
+"""trine.hw.crc and trine.hw.link under Amaranth's simulator, checked against
+trine.contract.protocol.
 
 The receiver is checked three ways: directed cases with explicitly expected events; a seeded
 random mix compared exactly with :class:`ReceiverModel` (the documented no-re-scan hunting) and
-with :class:`hw.protocol.FrameDecoder`; and end to end behind a bit-level UART.
+with :class:`trine.contract.protocol.FrameDecoder`; and end to end behind a bit-level UART.
 """
 
 import random
@@ -12,10 +13,11 @@ import pytest
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
+from trine.hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC
+from trine.hw.link import FrameReceiver, FrameTransmitter, frame_timeout_cycles
+from trine.hw.uart import BITS_PER_BYTE, UARTRx, UARTTx
 
-from hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC
-from hw.link import FrameReceiver, FrameTransmitter, frame_timeout_cycles
-from hw.protocol import (
+from trine.contract.protocol import (
     FRAME_TIMEOUT_BYTES,
     HEADER_SIZE,
     MAX_PAYLOAD,
@@ -27,7 +29,6 @@ from hw.protocol import (
     crc16,
     encode_frame,
 )
-from hw.uart import BITS_PER_BYTE, UARTRx, UARTTx
 
 CLK = 1e-8
 TIMEOUT = 120  # cycles; the stream-level tests leave at most 20 cycles between bytes
@@ -128,7 +129,7 @@ def test_receiver_default_timeout():
 
 
 class ReceiverModel:
-    """What :class:`hw.link.FrameReceiver` does with a byte sequence (stop-and-wait: no byte
+    """What :class:`trine.hw.link.FrameReceiver` does with a byte sequence (stop-and-wait: no byte
     arrives while a frame is pending). Events are ``(op, seq, length, error, payload)``, with
     ``payload`` None for a bad CRC."""
 

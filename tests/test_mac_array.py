@@ -1,12 +1,12 @@
-"""hw.mac_array under Amaranth's simulator: small configurations, idle gaps, backpressure."""
+"""trine.hw.mac_array under Amaranth's simulator: small configurations, idle gaps, backpressure."""
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from trine.hw.mac_array import MACArray
 
-from hw.mac_array import MACArray
-from hw.reference import ternary_matmul
-from hw.spec import TritCode, trits_to_codes
+from trine.contract.reference import ternary_matmul
+from trine.contract.spec import TritCode, trits_to_codes
 
 
 def make_vectors(rng, lanes, rows, count, max_fan_in):

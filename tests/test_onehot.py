@@ -1,10 +1,9 @@
-"""hw.onehot.OneHotFSM: transitions under Amaranth's simulator, and misuse refused."""
+"""trine.hw.onehot.OneHotFSM: transitions under Amaranth's simulator, and misuse refused."""
 
 import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
-
-from hw.onehot import OneHotFSM
+from trine.hw.onehot import OneHotFSM
 
 
 def counter_machine():

@@ -1,4 +1,4 @@
-"""host.onnx_import: ONNX MLPs from real exporters and hand-built graphs, and every rejection."""
+"""trine.host.onnx_import: ONNX MLPs from real exporters, hand-built graphs, every rejection."""
 
 import re
 import warnings
@@ -8,18 +8,21 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from host.data import load_digits_split  # noqa: E402
-from host.onnx_import import (  # noqa: E402
+from trine.host.data import load_digits_split  # noqa: E402
+from trine.host.onnx_import import (  # noqa: E402
     OnnxImportError,
     OnnxMLP,
     check_inputs,
     import_onnx,
     read_onnx_mlp,
 )
-from host.program import Program  # noqa: E402
-from host.ternarize import TernarizeError, run_ternarized_float, ternarize_layers  # noqa: E402
-from host.train import accuracy, program_accuracy  # noqa: E402
+from trine.host.program import Program  # noqa: E402
+from trine.host.results import accuracy, program_accuracy  # noqa: E402
+from trine.host.ternarize import (  # noqa: E402
+    TernarizeError,
+    run_ternarized_float,
+    ternarize_layers,
+)
 
 RNG = np.random.default_rng(11)
 W1 = RNG.normal(size=(4, 3)).astype(np.float32)  # MatMul layout (K, M)
@@ -446,7 +449,7 @@ def test_files_that_are_not_onnx(tmp_path):
 
 
 def _any_layer():
-    from hw.reference import Layer
+    from trine.contract.reference import Layer
 
     return Layer(np.ones((2, 4), np.int8), np.zeros(2, np.int64), 0, False)
 

@@ -1,4 +1,4 @@
-"""host.program: the Program container, input quantisation, the .trine format and fit checks."""
+"""trine.host.program: the Program container, input quantisation, the .trine format, fit checks."""
 
 import os
 import struct
@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from host.program import (
+from trine.host.program import (
     FORMAT_VERSION,
     MAGIC,
     Program,
@@ -19,8 +18,9 @@ from host.program import (
     ProgramFormatError,
     ProgramTooLargeError,
 )
-from hw.reference import Layer, run_network
-from hw.spec import MAX_FAN_IN, SPEC_VERSION, DeviceLimits, pack_trits
+
+from trine.contract.reference import Layer, run_network
+from trine.contract.spec import MAX_FAN_IN, SPEC_VERSION, DeviceLimits, pack_trits
 
 # --------------------------------------------------------------------------------------------
 # Programs to test with
@@ -68,7 +68,7 @@ def assert_same_program(p, q):
 
 
 # --------------------------------------------------------------------------------------------
-# Hand-crafted files: an encoder written from the format table, independent of host.program
+# Hand-crafted files: an encoder written from the format table, independent of trine.host.program
 # --------------------------------------------------------------------------------------------
 
 
@@ -147,7 +147,7 @@ def test_properties():
     ("kwargs", "message"),
     [
         ({"layers": []}, "at least one layer"),
-        ({"layers": "abc"}, "layer 0 must be a hw.reference.Layer, not str"),
+        ({"layers": "abc"}, "layer 0 must be a trine.contract.reference.Layer, not str"),
         ({"layers": 3}, "layers must be a sequence"),
         ({"input_scale": 0.0}, "input_scale must be a positive finite number, not 0.0"),
         ({"input_scale": -1}, "input_scale must be a positive finite number, not -1"),
@@ -500,7 +500,7 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch, failing):
 
 def test_weight_bytes_pads_each_layer_to_whole_tiles():
     p = sample_program()  # layers (M, K) = (3, 5) and (2, 3)
-    # one weight word of packed_size(lanes * rows) bytes per tile (hw.image)
+    # one weight word of packed_size(lanes * rows) bytes per tile (trine.contract.device_image)
     assert p.weight_bytes(lanes=1, rows=1) == 15 + 6  # 1-trit tiles take a byte each
     assert p.weight_bytes(lanes=4, rows=2) == (4 + 1) * 2  # 2 x 2 and 1 x 1 tiles of 8 trits
     assert p.weight_bytes(lanes=8, rows=8) == 13 + 13  # one 64-trit tile each
@@ -543,7 +543,7 @@ def test_check_fits_lists_every_problem():
         sample_program().check_fits(limits)
     assert str(e.value).count(";") == 5  # layers, 2 x fan-in, 2 x fan-out, weight memory
     assert isinstance(e.value, ValueError)
-    with pytest.raises(TypeError, match="limits must be a hw.spec.DeviceLimits"):
+    with pytest.raises(TypeError, match="limits must be a trine.contract.spec.DeviceLimits"):
         sample_program().check_fits(FITS)
 
 

@@ -1,18 +1,18 @@
-"""host.qat and host.mlp: QAT whose forward is the device's, the float baseline, bad input."""
+"""trine.host.qat and trine.host.mlp: QAT whose forward is the device's, the float baseline."""
 
 import math
 
 import numpy as np
 import pytest
+from trine.host.data import load_dataset, load_digits_split
+from trine.host.mlp import TrainError, float_accuracy, train_float_mlp
+from trine.host.program import Program
+from trine.host.qat import DEFAULTS, QATNet, train_qat
+from trine.host.results import program_accuracy
+from trine.host.ternarize import fold_to_program
 
-from host.data import load_dataset, load_digits_split
-from host.mlp import TrainError, float_accuracy, train_float_mlp
-from host.program import Program
-from host.qat import DEFAULTS, QATNet, train_qat
-from host.ternarize import fold_to_program
-from host.train import program_accuracy
-from hw.reference import Layer
-from hw.spec import DeviceLimits
+from trine.contract.reference import Layer
+from trine.contract.spec import DeviceLimits
 
 
 @pytest.fixture(scope="module")
@@ -296,7 +296,7 @@ def test_bad_qat_options(kwargs, message):
 
 def test_train_error_is_a_value_error():
     assert issubclass(TrainError, ValueError)
-    with pytest.raises(TrainError, match="expected a host.program.Program"):
+    with pytest.raises(TrainError, match="expected a trine.host.program.Program"):
         QATNet.from_program("net.trine")
     with pytest.raises(TrainError, match="threshold must be one of"):
         QATNet([np.ones((1, 1))], [np.zeros(1)], [0], [False], 1.0, threshold="x")

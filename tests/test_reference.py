@@ -1,4 +1,4 @@
-"""hw.reference: the normative integer model."""
+"""trine.contract.reference: the normative integer model."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from hw.reference import Layer, requantize, run_network, ternary_layer, ternary_matmul
+from trine.contract.reference import Layer, requantize, run_network, ternary_layer, ternary_matmul
 
 
 def naive_layer(x, w, bias, shift, relu):
@@ -156,5 +156,5 @@ def test_run_network_validation():
         run_network(np.zeros(3, np.int8), [a, b])
     with pytest.raises(ValueError, match=r"at least one layer"):
         run_network(np.zeros(3, np.int8), [])
-    with pytest.raises(ValueError, match=r"layer 0 must be a hw.reference.Layer"):
+    with pytest.raises(ValueError, match=r"layer 0 must be a trine.contract.reference.Layer"):
         run_network(np.zeros(3, np.int8), [(np.ones((4, 3)), np.zeros(4))])

@@ -1,4 +1,4 @@
-"""sim.serve: the simulated device behind a TCP socket, driven with raw pyserial and frames.
+"""trine.sim.serve: the simulated device behind a TCP socket, driven with raw pyserial and frames.
 
 One server per (simulator, mode), shared by the module; every test opens its own connection, so
 the server also shows that it serves clients one after the other. Every wait is bounded: the
@@ -12,9 +12,15 @@ import time
 import numpy as np
 import pytest
 import serial
+from trine.sim.serve import DeviceConfig, ServeError, main, serve
 
-from hw.image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, beat_bytes, compile_image
-from hw.protocol import (
+from trine.contract.device_image import (
+    BIAS_STORE_BYTES,
+    LAYER_ENTRY_SIZE,
+    beat_bytes,
+    compile_image,
+)
+from trine.contract.protocol import (
     ACK,
     MAX_PAYLOAD,
     WRITE_HEADER,
@@ -29,8 +35,7 @@ from hw.protocol import (
     run_payload,
     write_payload,
 )
-from hw.reference import Layer, run_network
-from sim.serve import DeviceConfig, ServeError, main, serve
+from trine.contract.reference import Layer, run_network
 
 ANSWER_TIMEOUT = 30.0  # seconds; the slowest answer here takes well under 5
 
@@ -51,7 +56,7 @@ def device(request):
 
 
 class RawHost:
-    """Stop-and-wait requests over pyserial, with nothing but hw.protocol."""
+    """Stop-and-wait requests over pyserial, with nothing but trine.contract.protocol."""
 
     def __init__(self, url: str):
         self.port = serial.serial_for_url(url, timeout=ANSWER_TIMEOUT)

@@ -1,4 +1,4 @@
-"""hw.spec: trit codes, packers and the accumulator width rule."""
+"""trine.contract.spec: trit codes, packers and the accumulator width rule."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from hw import spec
-from hw.spec import (
+from trine.contract import spec
+from trine.contract.spec import (
     TritCode,
     accumulator_width,
     codes_to_trits,
@@ -31,7 +31,7 @@ def test_imports_without_amaranth():
     import sys
 
     code = (
-        "import sys; import hw.spec, hw.reference; "
+        "import sys; import trine.contract.spec, trine.contract.reference; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('amaranth', 'cocotb')]; "
         "assert not bad, bad"
     )

@@ -1,4 +1,4 @@
-"""host.ternarize and host.data: TWN / absmean ternarisation and folding a float MLP."""
+"""trine.host.ternarize and trine.host.data: TWN / absmean ternarisation and folding a float MLP."""
 
 import math
 import warnings
@@ -8,10 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from host.data import load_digits_split
-from host.program import Program
-from host.ternarize import (
+from trine.host.data import load_digits_split
+from trine.host.program import Program
+from trine.host.ternarize import (
     TernarizeError,
     fold_to_program,
     run_ternarized_float,

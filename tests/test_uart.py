@@ -1,12 +1,11 @@
-"""hw.uart under Amaranth's simulator: loopback, exact bit timing, baud mismatch, line errors."""
+"""trine.hw.uart under Amaranth's simulator: loopback, bit timing, baud mismatch, line errors."""
 
 import random
 
 import pytest
 from amaranth.hdl import Elaboratable, Module
 from amaranth.sim import Simulator
-
-from hw.uart import BITS_PER_BYTE, UARTRx, UARTTx, baud_divisor
+from trine.hw.uart import BITS_PER_BYTE, UARTRx, UARTTx, baud_divisor
 
 CLK = 1e-8  # seconds per clock cycle
 

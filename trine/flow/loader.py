@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw.boards import Board
+from trine.flow.boards import Board
 
 __all__ = ["LoaderError", "LoadResult", "find_loader", "loader_command", "explain_failure",
            "load_bitstream"]

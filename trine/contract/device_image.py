@@ -1,13 +1,15 @@
 """What an accelerator's memories hold for a network: the device image (pure NumPy).
 
-The host compiles a list of :class:`hw.reference.Layer` into this image; the gateware runs it;
+The host compiles a list of :class:`trine.contract.reference.Layer` into this image; the gateware
+runs it;
 the testbenches build it the same way. It is defined once, here.
 
 Weights, in tile order
     For each layer, for each block of ``rows`` outputs ``j``, for each chunk of ``lanes`` inputs
     ``c``: one *beat* of ``rows x lanes`` trits, row-major (trit ``r * lanes + l`` is output
     ``j * rows + r``, input ``c * lanes + l``), ragged edges padded with 0-trits, packed 5 per
-    byte (:func:`hw.spec.pack_trits`) into ``beat_bytes(lanes, rows)`` bytes. One beat is one word
+    byte (:func:`trine.contract.spec.pack_trits`) into ``beat_bytes(lanes, rows)`` bytes. One beat
+    is one word
     of the weight memory, so the device reads one word per clock and never reorders anything.
 
 Biases, folded
@@ -29,8 +31,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hw.reference import Layer
-from hw.spec import BIAS_MAX, MAX_FAN_IN, pack_trits, packed_size
+from trine.contract.reference import Layer
+from trine.contract.spec import BIAS_MAX, MAX_FAN_IN, pack_trits, packed_size
 
 __all__ = [
     "BIAS_STORE_WIDTH",
@@ -60,7 +62,8 @@ def beat_bytes(lanes: int, rows: int) -> int:
 
 
 def word_size(target: int, lanes: int, rows: int) -> int:
-    """Bytes per word of a device memory (:class:`hw.protocol.Target` order: weights, biases,
+    """Bytes per word of a device memory (:class:`trine.contract.protocol.Target` order: weights,
+    biases,
     layer table, activation buffers). WRITE and READ advance one word every this many bytes."""
     sizes = (beat_bytes(lanes, rows), BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, lanes)
     if not 0 <= int(target) < len(sizes):

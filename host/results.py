@@ -1,7 +1,8 @@
 """What every trainer shares: the accuracy rule, the result record and its JSON file.
 
-A trainer (``host.qat``, ``host.evolve``) returns a :class:`TrainResult` whose ``program`` is
-the integer :class:`~host.program.Program` the device runs. Every accuracy in it is computed
+A trainer (``trine.host.qat``, ``trine.host.evolve``) returns a :class:`TrainResult` whose
+``program`` is
+the integer :class:`~trine.host.program.Program` the device runs. Every accuracy in it is computed
 from that program's *reference* outputs with :func:`accuracy`, so it is exactly what the device
 returns: the predicted class is the index of the largest int8 output, the lowest index on a tie
 (``numpy.argmax``), which is also what a user of the device's outputs does.
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from trine.host.program import Program
 
-from host.fileio import write_atomic
-from host.program import Program
+from trine.contract.fileio import write_atomic
 
 __all__ = [
     "TrainResult",

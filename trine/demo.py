@@ -2,7 +2,7 @@
 
 1. Train on scikit-learn's digits (bundled, no download): a float MLP 64-64-10 as the yardstick,
    and the same shape with quantisation-aware training, the device's integer arithmetic in the
-   loop (host.qat).
+   loop (trine.host.qat).
 2. Compile the ternary network to a ``.trine`` program (5 trits per byte) and read it back.
 3. Start the accelerator's RTL on Verilator behind ``socket://`` (byte-level link: the bit-level
    UART is skipped to go faster; ``--mode uart`` keeps it), stream the program through the host
@@ -41,11 +41,11 @@ def _done(t0: float) -> str:
 
 
 def _hardware_steps(vectors: int, seed: int) -> int:
-    from hw import synth
-    from hw.baseline import Int8MACArray
-    from hw.generate import mac_array_verilog, to_verilog
-    from hw.mac_array import MACArray
-    from sim.runner import SimulationError, run_mac_array
+    from trine.flow import synth
+    from trine.hw.baseline import Int8MACArray
+    from trine.hw.mac_array import MACArray
+    from trine.hw.verilog import mac_array_verilog, to_verilog
+    from trine.sim.runner import SimulationError, run_mac_array
 
     failures = 0
     t0 = _step(f"H1. the MAC array alone, MACArray(lanes={LANES}, rows={ROWS}), under cocotb")
@@ -59,7 +59,7 @@ def _hardware_steps(vectors: int, seed: int) -> int:
             print(f"{simulator}: FAILED: {e}")
             continue
         print(f"{simulator}: {s['vectors_checked']} vectors (random + corner cases, 25% idle, "
-              f"25% backpressure), all equal to hw.reference")
+              f"25% backpressure), all equal to trine.contract.reference")
     try:
         run_mac_array("icarus", LANES, ROWS, max_fan_in=1024, vectors=50, seed=seed,
                       reference="off-by-one")
@@ -102,15 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vectors", type=int, default=300, help="vectors per simulator (H1)")
     args = parser.parse_args(argv)
 
-    from host.client import Client
-    from host.data import load_digits_split
-    from host.evaluate import evaluate
-    from host.program import Program
-    from host.qat import DEFAULTS, train_float_mlp, train_qat
-    from host.train import accuracy
-    from host.transport import LinkError
-    from hw.boards import get_board
-    from sim.serve import serve
+    from trine.flow.boards import get_board
+    from trine.host.client import Client
+    from trine.host.data import load_digits_split
+    from trine.host.evaluate import evaluate
+    from trine.host.program import Program
+    from trine.host.qat import DEFAULTS, train_float_mlp, train_qat
+    from trine.host.results import accuracy
+    from trine.host.transport import LinkError
+    from trine.sim.serve import serve
 
     def device_error(exc: Exception) -> int:
         print(f"demo: error: {exc}", file=sys.stderr)

@@ -1,9 +1,10 @@
-"""The device on a board: PLL, reset until lock, and :class:`hw.device.Top` on the UART pins.
+"""The device on a board: PLL, reset until lock, and :class:`trine.hw.device.Top` on the UART pins.
 
-:class:`BoardTop` raises the board oscillator to the clock chosen by :func:`hw.boards.plan_clock`
+:class:`BoardTop` raises the board oscillator to the clock chosen by
+:func:`trine.flow.boards.plan_clock`
 with the FPGA's PLL (``SB_PLL40_PAD`` on iCE40, ``EHXPLLL`` on ECP5; no PLL when the oscillator
 already has the requested frequency), holds the ``sync`` domain in reset until the PLL has
-locked and :data:`POWER_ON_DELAY_S` has passed, and connects :class:`hw.device.Top`'s two pins
+locked and :data:`POWER_ON_DELAY_S` has passed, and connects :class:`trine.hw.device.Top`'s two pins
 to the UART resource wired to the board's USB-serial bridge.
 """
 
@@ -13,11 +14,11 @@ import math
 
 from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
-from amaranth.lib.cdc import FFSynchronizer
 
-from hw.boards import ClockPlan
+from trine.flow.boards import ClockPlan
+from trine.hw.reset import PowerOnReset
 
-__all__ = ["POWER_ON_DELAY_S", "add_board_clock", "PowerOnReset", "BoardTop"]
+__all__ = ["POWER_ON_DELAY_S", "add_board_clock", "BoardTop"]
 
 _MHZ = 1_000_000
 
@@ -83,62 +84,27 @@ def add_board_clock(m: Module, platform, plan: ClockPlan) -> None:
     m.d.comb += [por.locked.eq(locked), cd_sync.rst.eq(por.rst)]
 
 
-class PowerOnReset(Elaboratable):
-    """Reset until the PLL has locked and ``delay`` more clocks have passed.
-
-    ``locked`` (asynchronous to the clock) goes through a two-flip-flop synchroniser; ``rst``
-    is high from configuration on, falls ``delay + 3`` clocks after ``locked`` rises (two to
-    synchronise, ``delay`` to count, one for the output register), and rises again two to
-    three clocks after ``locked`` falls. ``rst`` comes straight from a flip-flop: it reaches
-    every flip-flop of the device, and a comparator in front of that net would put its LUTs
-    on the device's slowest paths (measured: 45.3 -> 49.3 MHz on the iCEBreaker).
-
-    ``domain`` must be a domain that is never reset (it makes the reset).
-    """
-
-    def __init__(self, delay: int, *, domain: str = "sync"):
-        if isinstance(delay, bool) or not isinstance(delay, int) or delay < 1:
-            raise ValueError(f"delay must be a positive number of clocks, not {delay!r}")
-        self.delay = delay
-        self.domain = domain
-        self.locked = Signal()
-        self.rst = Signal(init=1)
-
-    def elaborate(self, platform):
-        m = Module()
-        locked_sync = Signal()
-        m.submodules.lock_sync = FFSynchronizer(self.locked, locked_sync, o_domain=self.domain)
-        timer = Signal(range(self.delay + 1))
-        sync = m.d[self.domain]
-        with m.If(~locked_sync):
-            sync += timer.eq(0)
-        with m.Elif(timer != self.delay):
-            sync += timer.eq(timer + 1)
-        sync += self.rst.eq(timer != self.delay)
-        return m
-
-
 class BoardTop(Elaboratable):
     """The device on a board.
 
     Parameters
     ----------
     plan : ClockPlan
-        From :func:`hw.boards.plan_clock`: board, PLL settings, achieved clock and baud.
+        From :func:`trine.flow.boards.plan_clock`: board, PLL settings, achieved clock and baud.
     **params
-        Accelerator parameters for :class:`hw.device.Top` (lanes, rows, weight_words, ...).
+        Accelerator parameters for :class:`trine.hw.device.Top` (lanes, rows, weight_words, ...).
 
     Attributes
     ----------
-    top : hw.device.Top
+    top : trine.hw.device.Top
         The device, built for the achieved clock.
     """
 
     def __init__(self, plan: ClockPlan, **params):
-        from hw.device import Top
+        from trine.hw.device import Top
 
         if not isinstance(plan, ClockPlan):
-            raise TypeError(f"plan must be a hw.boards.ClockPlan, not {plan!r}")
+            raise TypeError(f"plan must be a trine.flow.boards.ClockPlan, not {plan!r}")
         self.plan = plan
         self.params = dict(params)
         self.top = Top(plan.achieved_hz, plan.baud, **params)

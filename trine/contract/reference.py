@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, MAX_FAN_IN, SHIFT_MAX, as_trits
+from trine.contract.spec import (
+    ACT_MAX,
+    ACT_MIN,
+    BIAS_MAX,
+    BIAS_MIN,
+    MAX_FAN_IN,
+    SHIFT_MAX,
+    as_trits,
+)
 
 __all__ = ["Layer", "ternary_matmul", "requantize", "ternary_layer", "run_network"]
 
@@ -205,7 +213,8 @@ def run_network(x, layers: Sequence[Layer]) -> np.ndarray:
         raise ValueError("a network needs at least one layer")
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
-            raise ValueError(f"layer {i} must be a hw.reference.Layer, not {type(layer).__name__}")
+            raise ValueError(f"layer {i} must be a trine.contract.reference.Layer, not "
+                             f"{type(layer).__name__}")
         if i and layer.fan_in != layers[i - 1].fan_out:
             raise ValueError(
                 f"layer {i} expects {layer.fan_in} inputs but layer {i - 1} has "

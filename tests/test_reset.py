@@ -1,9 +1,8 @@
-"""hw.board_top.PowerOnReset: the reset that holds the device until the PLL has locked."""
+"""trine.hw.reset.PowerOnReset: the reset that holds the device until the PLL has locked."""
 
 import pytest
 from amaranth.sim import Simulator
-
-from hw.board_top import PowerOnReset
+from trine.hw.reset import PowerOnReset
 
 
 def _trace(delay, locked_wave):

@@ -1,6 +1,7 @@
 """Subcommands of ``trine`` for boards (``trine build``, ``trine program``).
 
-``host.cli.build_parser`` calls :func:`add_parsers`. Only :mod:`hw.boards` (pure Python) is
+``trine.cli.main.build_parser`` calls :func:`add_parsers`. Only :mod:`trine.flow.boards` (pure
+Python) is
 imported to build the parser; Amaranth and the tools are loaded when a build runs.
 """
 
@@ -11,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from hw.boards import BOARDS, SMALL_PARAMS, get_board, plan_clock
+from trine.flow.boards import BOARDS, SMALL_PARAMS, get_board, plan_clock
 
 __all__ = ["add_parsers"]
 
@@ -35,9 +36,9 @@ def _board_table() -> str:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from host.cli import CLIError
-    from hw.build import BuildError, build, cache_is_empty, yowasp_cache_dir
-    from hw.synth import SynthError
+    from trine.cli.main import CLIError
+    from trine.flow.build import BuildError, build, cache_is_empty, yowasp_cache_dir
+    from trine.flow.synth import SynthError
 
     board = get_board(args.board)
     params = dict(SMALL_PARAMS) if args.small else {}
@@ -77,7 +78,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_program(args: argparse.Namespace) -> int:
-    from hw.loader import load_bitstream
+    from trine.flow.loader import load_bitstream
 
     board = get_board(args.board)
     bitstream = Path(args.bitstream) if args.bitstream else (

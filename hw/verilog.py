@@ -34,7 +34,7 @@ def to_verilog(component, name: str) -> str:
 
 def mac_array_verilog(lanes: int, rows: int, act_width: int = 8, *, name: str = "mac_array",
                       **kwargs) -> str:
-    """Verilog of :class:`hw.mac_array.MACArray` (keyword arguments are passed through)."""
-    from hw.mac_array import MACArray
+    """Verilog of :class:`trine.hw.mac_array.MACArray` (keyword arguments are passed through)."""
+    from trine.hw.mac_array import MACArray
 
     return to_verilog(MACArray(lanes, rows, act_width, **kwargs), name)

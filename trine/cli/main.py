@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from host.fileio import write_atomic
+from trine.contract.fileio import write_atomic
 
 __all__ = ["main"]
 
@@ -19,7 +19,7 @@ class CLIError(ValueError):
 
 
 def _cmd_verilog_mac_array(args: argparse.Namespace) -> int:
-    from hw.generate import mac_array_verilog
+    from trine.hw.verilog import mac_array_verilog
 
     try:
         text = mac_array_verilog(
@@ -56,7 +56,7 @@ def _load_input(path: str):
 def _cmd_infer(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from host.program import Program, ProgramError
+    from trine.host.program import Program, ProgramError
 
     try:
         program = Program.load(args.program)
@@ -70,8 +70,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         else:
             if not args.port:
                 raise CLIError("--port is required with --backend device")
-            from host.client import Client
-            from host.transport import LinkError
+            from trine.host.client import Client
+            from trine.host.transport import LinkError
 
             try:
                 with Client(args.port, baud=args.baud, timeout=args.timeout) as client:
@@ -125,7 +125,7 @@ def _cmd_sim_serve(args: argparse.Namespace, extra: list[str]) -> int:
     # The simulated device lives in sim/, which the host never imports: run it as a program.
     import subprocess
 
-    cmd = [sys.executable, "-m", "sim.serve", "--sim", args.sim, "--port", str(args.port),
+    cmd = [sys.executable, "-m", "trine.sim.serve", "--sim", args.sim, "--port", str(args.port),
            "--mode", args.mode, *extra]
     try:
         return subprocess.call(cmd)
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Verilator, and bridge 127.0.0.1:PORT to its UART pins (--mode uart, bit level) or to "
         "its byte streams (--mode byte: the UART skipped, 6-8x faster). Point the host at "
         "socket://127.0.0.1:PORT. Further options (--lanes, --rows, --max-width, --once, ...) "
-        "go to `python -m sim.serve`; see its --help.",
+        "go to `python -m trine.sim.serve`; see its --help.",
     )
     serve.add_argument("--sim", choices=["icarus", "verilator"], default="verilator")
     serve.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one")
@@ -204,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_sim_serve, passthrough=True)
 
     # Subcommands kept in their own modules (each imports its heavy dependencies lazily).
-    from host import cli_board, cli_import, cli_train
+    from trine.cli import board as cli_board
+    from trine.cli import import_model as cli_import
+    from trine.cli import train as cli_train
 
     for module in (cli_train, cli_import, cli_board):
         module.add_parsers(sub)

@@ -1,6 +1,6 @@
 """``trine train`` and ``trine eval``: from a data set to a program, and its measured accuracy.
 
-``host.cli.build_parser`` calls :func:`add_parsers`.
+``trine.cli.main.build_parser`` calls :func:`add_parsers`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ __all__ = ["add_parsers"]
 
 
 def _cli_error(message: str) -> Exception:
-    from host.cli import CLIError
+    from trine.cli.main import CLIError
 
     return CLIError(message)
 
@@ -34,7 +34,7 @@ def _load_labelled(args: argparse.Namespace):
         if x.dtype.kind not in "iuf":
             raise _cli_error(f"{args.input} must hold numbers, not dtype {x.dtype}")
         return x, y, f"{args.input} ({len(x)} samples)"
-    from host.data import load_dataset
+    from trine.host.data import load_dataset
 
     x_tr, y_tr, x_te, y_te = load_dataset(args.data)
     x, y = (x_te, y_te) if args.split == "test" else (x_tr, y_tr)
@@ -53,8 +53,8 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from host.data import load_dataset
-    from host.train import progress_printer
+    from trine.host.data import load_dataset
+    from trine.host.results import progress_printer
 
     x_tr, y_tr, x_te, y_te = load_dataset(args.data)
     progress = None if args.quiet else progress_printer
@@ -63,7 +63,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         settings["hidden"] = _parse_hidden(args.hidden)
 
     if args.method == "qat":
-        from host.qat import DEFAULTS, train_float_mlp, train_qat
+        from trine.host.qat import DEFAULTS, train_float_mlp, train_qat
 
         qat_kw = {**DEFAULTS.get(args.data, {}).get("qat", {}), **settings}
         if args.epochs is not None:
@@ -73,8 +73,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train = train_qat
         kw = qat_kw
     else:
-        from host.evolve import HIDDEN, train_evolve
-        from host.qat import DEFAULTS, train_float_mlp
+        from trine.host.evolve import HIDDEN, train_evolve
+        from trine.host.qat import DEFAULTS, train_float_mlp
 
         # evolution's measured shape per data set (the float MLP is trained at the same one)
         kw = {"hidden": HIDDEN.get(args.data, (64,)), "budget_s": 60.0, **settings}
@@ -116,7 +116,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result.save_json(args.json)
         print(f"wrote {args.json}")
     if args.curve:
-        from host.curves import plot_curves
+        from trine.host.curves import plot_curves
 
         baselines = {"float MLP": m["float_test_acc"]} if float_mlp is not None else None
         curves = {args.method: result.history}
@@ -128,10 +128,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from host.cli import _progress_bar
-    from host.evaluate import evaluate
-    from host.program import Program
-    from host.transport import LinkError
+    from trine.cli.main import _progress_bar
+    from trine.host.evaluate import evaluate
+    from trine.host.program import Program
+    from trine.host.transport import LinkError
 
     program = Program.load(args.program)
     x, y, what = _load_labelled(args)
@@ -158,7 +158,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"cycles per inference: {d['latency_cycles']} alone, "
               f"{d['cycles_per_inference']:.1f} in batches of up to {d['max_batch']}")
     if args.json:
-        from host.fileio import write_atomic
+        from trine.contract.fileio import write_atomic
 
         write_atomic(args.json, json.dumps(ev.to_json(), indent=2) + "\n")
     if not ev.bit_exact:
@@ -170,7 +170,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """Add ``train`` and ``eval`` to the ``trine`` parser."""
-    from host.data import DATASETS
+    from trine.host.data import DATASETS
 
     tr = sub.add_parser(
         "train",

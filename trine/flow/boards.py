@@ -1,11 +1,12 @@
-"""Boards the accelerator is built for, their PLLs, and the board top around :class:`hw.device.Top`.
+"""Boards the accelerator is built for, their PLLs, and the board top around
+:class:`trine.hw.device.Top`.
 
 A :class:`Board` names an ``amaranth-boards`` platform, its oscillator, the UART resource wired
 to the USB-serial bridge, what that bridge can do, and the default accelerator parameters.
 Adding a board is one entry in :data:`BOARDS`.
 
 :func:`plan_clock` picks the PLL settings for a requested clock and checks the baud rate
-against the clock actually achieved; :class:`hw.board_top.BoardTop` turns the plan into
+against the clock actually achieved; :class:`trine.flow.board_top.BoardTop` turns the plan into
 gateware. This module imports neither Amaranth nor amaranth-boards, so the command line can
 list the boards cheaply.
 
@@ -61,7 +62,7 @@ SMALL_PARAMS = MappingProxyType({
 #: weight words, 530 biases) at batch 4. Measured as a whole board build (``trine build --board
 #: icebreaker``: PLL, UART, Yosys 0.70, nextpnr-ice40 0.11, 48 MHz requested): 3641 of 5280
 #: logic cells, 24 of 30 EBR, 4 of 4 SPRAM, 0 DSP, Fmax after routing 52.4 / 50.8 / 50.9 MHz
-#: (seeds 1-3). 8 x 5 is the largest array that fits (16 x 5 does not: see hw.core).
+#: (seeds 1-3). 8 x 5 is the largest array that fits (16 x 5 does not: see trine.hw.core).
 UP5K_PARAMS: Mapping = MappingProxyType({
     "lanes": 8, "rows": 5, "weight_words": 16384, "bias_depth": 1024, "max_layers": 32,
     "max_width": 256, "max_batch": 4, "decoder": "rom", "weight_memory": "spram",
@@ -104,7 +105,7 @@ class Board:
     default_baud, default_clock_hz : int
         What ``trine build`` uses when not told otherwise; compatible with each other.
     params : Mapping
-        Default accelerator parameters (``hw.device.Top`` keywords other than clock and baud).
+        Default accelerator parameters (``trine.hw.device.Top`` keywords other than clock and baud).
     synth_opts : tuple of str
         Extra ``synth_ice40`` / ``synth_ecp5`` options.
     bitstream_suffix : str
@@ -390,7 +391,7 @@ def plan_clock(board: Board, clock_hz, baud) -> ClockPlan:
     BoardError
         If the PLL cannot reach the frequency, the baud rate exceeds what the board's
         USB-serial bridge handles, or the achieved clock is not compatible with the baud rate
-        (``hw.uart.baud_divisor``: at least 4 clocks per bit, within 2% of an integer).
+        (``trine.hw.uart.baud_divisor``: at least 4 clocks per bit, within 2% of an integer).
     """
     requested = _as_hz("clock frequency", clock_hz)
     if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
@@ -409,7 +410,7 @@ def plan_clock(board: Board, clock_hz, baud) -> ClockPlan:
                              f"{board.name}'s oscillator without the PLL)") from None
         achieved = pll.f_out
     achieved_hz = round(achieved)
-    from hw.uart import baud_divisor
+    from trine.hw.uart import baud_divisor
 
     try:
         divisor = baud_divisor(achieved_hz, baud)

@@ -1,6 +1,6 @@
 """Subcommands of ``trine`` for importing models (``trine import``).
 
-``host.cli.build_parser`` calls :func:`add_parsers`."""
+``trine.cli.main.build_parser`` calls :func:`add_parsers`."""
 
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ __all__ = ["add_parsers", "ImportArgumentError"]
 class ImportArgumentError(ValueError):
     """A ``trine import`` argument or data file that cannot be used; one line, exit code 2.
 
-    A ``ValueError`` rather than ``host.cli.CLIError``: under ``python -m host.cli`` the module
+    A ``ValueError`` rather than ``trine.cli.main.CLIError``: under ``python -m trine.cli.main`` the
+    module
     that catches errors is ``__main__``, whose ``CLIError`` is a different class from
-    ``host.cli.CLIError``; every ``ValueError`` is caught either way.
+    ``trine.cli.main.CLIError``; every ``ValueError`` is caught either way.
     """
 
 _DESCRIPTION = """\
 Read a multilayer perceptron from an ONNX file (scikit-learn's MLPClassifier through skl2onnx,
 or a PyTorch nn.Linear/ReLU stack through torch.onnx.export), ternarise its weights and fold
-the scales into the integer program the device runs (host.onnx_import, host.ternarize).
+the scales into the integer program the device runs (trine.host.onnx_import, trine.host.ternarize).
 
 The program outputs the last layer's logits: a classifier output after it (Softmax, ArgMax,
 skl2onnx's ZipMap and labels) is stripped, its argmax is the same class. The layers' shifts are
@@ -134,13 +135,13 @@ def _pct(v: float) -> str:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     try:
-        from host.onnx_import import check_inputs, read_onnx_mlp
+        from trine.host.onnx_import import check_inputs, read_onnx_mlp
     except ModuleNotFoundError as e:
         raise ImportArgumentError(
             f"trine import needs the {e.name} package: pip install 'trine[onnx]'"
         ) from None
-    from host.ternarize import run_ternarized_float, ternarize_layers
-    from host.train import accuracy
+    from trine.host.results import accuracy
+    from trine.host.ternarize import run_ternarized_float, ternarize_layers
 
     mlp = read_onnx_mlp(args.model)
     k, m = mlp.input_width, mlp.output_width

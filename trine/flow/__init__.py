@@ -1,0 +1,1 @@
+"""The tool flow: boards, PLLs, Yosys and nextpnr runs, bitstreams and programming."""
