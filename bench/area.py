@@ -19,12 +19,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
+from bench._common import save
+from trine.flow import synth
 from trine.hw.baseline import Int8MACArray
 from trine.hw.mac_array import MACArray
 from trine.hw.verilog import to_verilog
-
-from bench._common import save
-from trine.flow import synth
 
 #: Post-route Fmax targets (MHz) and nextpnr --freq, per family.
 FMAX_TARGET = {"ice40": 60.0, "ecp5": 150.0}

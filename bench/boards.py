@@ -98,7 +98,7 @@ def run_board(board_name: str, sizes: list[tuple[int, int]], work: Path, cold: b
     cache = work / f"yowasp-{board_name}"
     result = {"device": board.device, "family": board.family,
               "clock_mhz": board.default_clock_hz / 1e6, "baud": board.default_baud,
-              "base_parameters": dict(board.params), "first_run_s": None, "warm_s": None,
+              "base_parameters": board.params.as_dict(), "first_run_s": None, "warm_s": None,
               "results": []}
     if cold:
         lanes, rows = sizes[0]
@@ -115,7 +115,7 @@ def run_board(board_name: str, sizes: list[tuple[int, int]], work: Path, cold: b
     result["warm_s"] = result["results"][0]["build_s"] if cold else None
     # The board's default device again with other placement seeds: one seed's Fmax says
     # little about the margin (it moves by several percent from seed to seed).
-    lanes, rows = board.params["lanes"], board.params["rows"]
+    lanes, rows = board.params.lanes, board.params.rows
     in_grid = [r for r in result["results"] if (r["lanes"], r["rows"]) == (lanes, rows)]
     seeds = []
     for seed in default_seeds:

@@ -18,13 +18,13 @@ import argparse
 import time
 
 import numpy as np
-from trine.host.client import Client
-from trine.host.program import Program
-from trine.sim.serve import serve
 
 from bench._common import save
 from trine.contract.device_image import compile_image
 from trine.contract.reference import Layer
+from trine.host.client import Client
+from trine.host.program import Program
+from trine.sim.serve import serve
 
 # 8 x 5 = 40 trits per beat = 8 bytes at 5 trits per byte: one 64-bit word (UP5K SPRAM width)
 DEVICE = dict(lanes=8, rows=5, weight_words=4096, bias_depth=1024, max_layers=8,

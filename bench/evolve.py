@@ -22,11 +22,10 @@ import os
 import time
 from typing import Any
 
-from trine.host.data import load_dataset
-from trine.host.evolve import train_evolve
-
 from bench._common import RESULTS, context
 from trine.contract.fileio import write_atomic
+from trine.host.data import load_dataset
+from trine.host.evolve import train_evolve
 
 # Runs: data set, shape and budget, all within the default simulated device (widths <= 256,
 # <= 80k weights): digits 64-128-10 (9,472 weights); MNIST-1D 40-256-10 (12,800 weights) and

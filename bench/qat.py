@@ -20,24 +20,13 @@ import io
 import json
 from typing import Any
 
+from bench._common import RESULTS, context
+from trine.contract.fileio import write_atomic
+from trine.contract.params import SIMULATED
 from trine.host.data import DATASETS, load_dataset
 from trine.host.qat import DEFAULTS, train_float_mlp, train_qat
 from trine.host.results import program_accuracy
 from trine.host.ternarize import fold_to_program
-
-from bench._common import RESULTS, context
-from trine.contract.device_image import beat_bytes
-from trine.contract.fileio import write_atomic
-from trine.contract.spec import DeviceLimits
-
-# The default simulated device (trine.sim.serve.DeviceConfig): 8 lanes x 5 rows, 2048 weight words.
-LANES, ROWS, WEIGHT_WORDS, MAX_LAYERS, MAX_WIDTH = 8, 5, 2048, 8, 256
-
-
-def _limits() -> DeviceLimits:
-    return DeviceLimits(lanes=LANES, rows=ROWS, max_layers=MAX_LAYERS, max_fan_in=MAX_WIDTH,
-                        max_fan_out=MAX_WIDTH,
-                        weight_bytes=WEIGHT_WORDS * beat_bytes(LANES, ROWS))
 
 
 def _scaled(options: dict[str, Any], quick: bool) -> dict[str, Any]:
@@ -56,7 +45,7 @@ def run(name: str, quick: bool = False) -> dict[str, Any]:
     folded = fold_to_program(fl.layers, x_train)
     qat = train_qat(x_train, y_train, x_test=x_test, y_test=y_test,
                     labels=[str(c) for c in range(10)], **qat_opts)
-    qat.program.check_fits(_limits())  # raises if the program would not fit the device
+    qat.program.check_fits(SIMULATED.limits())  # raises if the program would not fit the device
     widths = [qat.program.input_width, *(layer.fan_out for layer in qat.program.layers)]
     return {
         "data": name,

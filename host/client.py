@@ -23,16 +23,6 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-from trine.host.program import Program, ProgramError, ProgramTooLargeError
-from trine.host.transport import (
-    DeviceError,
-    DeviceRefusedError,
-    Link,
-    LinkError,
-    LinkStats,
-    SerialTransport,
-    Transport,
-)
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
@@ -41,6 +31,7 @@ from trine.contract.device_image import (
     compile_image,
     word_size,
 )
+from trine.contract.params import MAX_RUN_LAYERS, DeviceLimits
 from trine.contract.protocol import (
     MAX_PAYLOAD,
     PROTOCOL_VERSION,
@@ -54,7 +45,17 @@ from trine.contract.protocol import (
     run_payload,
     write_payload,
 )
-from trine.contract.spec import MAX_FAN_IN, SPEC_VERSION, DeviceLimits
+from trine.contract.spec import MAX_FAN_IN, SPEC_VERSION
+from trine.host.program import Program, ProgramError
+from trine.host.transport import (
+    DeviceError,
+    DeviceRefusedError,
+    Link,
+    LinkError,
+    LinkStats,
+    SerialTransport,
+    Transport,
+)
 
 __all__ = [
     "DEFAULT_BAUD",
@@ -70,8 +71,6 @@ __all__ = [
 DEFAULT_BAUD = 3_000_000
 _RUN_ACK = RUN_ACK
 _STATUS_ACK = STATUS_ACK
-#: RUN carries ``n_layers`` in one byte.
-_MAX_RUN_LAYERS = 0xFF
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +130,11 @@ def _check_info(info: DeviceInfo) -> None:
                  "max_width", "weight_words", "bias_depth"):
         if getattr(info, name) < 1:
             raise DeviceError(f"device info is inconsistent: {name} is 0")
+    if info.max_layers > MAX_RUN_LAYERS:
+        raise DeviceError(
+            f"device info is inconsistent: max_layers {info.max_layers} is more than a RUN "
+            f"can name ({MAX_RUN_LAYERS})"
+        )
     if info.max_width > MAX_FAN_IN:
         raise DeviceError(
             f"device info is inconsistent: max_width {info.max_width} exceeds the spec's "
@@ -259,15 +263,7 @@ class Client:
 
     def limits(self) -> DeviceLimits:
         """The device's capacity, for :meth:`trine.host.program.Program.check_fits`."""
-        info = self.info()
-        return DeviceLimits(
-            lanes=info.lanes,
-            rows=info.rows,
-            max_layers=info.max_layers,
-            max_fan_in=info.max_width,
-            max_fan_out=info.max_width,
-            weight_bytes=info.weight_words * beat_bytes(info.lanes, info.rows),
-        )
+        return DeviceLimits.from_info(self.info())
 
     def status(self) -> DeviceStatus:
         busy, error, cycles, runs = _STATUS_ACK.unpack(
@@ -354,19 +350,6 @@ class Client:
         info = self.info()
         program.check_fits(self.limits())
         image = compile_image(program.layers, info.lanes, info.rows)
-        problems = []
-        if len(image.biases) > info.bias_depth:
-            problems.append(
-                f"the biases need {len(image.biases)} entries in blocks of {info.rows}, more "
-                f"than bias_depth = {info.bias_depth}"
-            )
-        if program.n_layers > _MAX_RUN_LAYERS:
-            problems.append(
-                f"{program.n_layers} layers, more than a RUN can name ({_MAX_RUN_LAYERS})"
-            )
-        if problems:
-            raise ProgramTooLargeError("program does not fit the device: " + "; ".join(problems))
-        assert image.weight_words <= info.weight_words  # check_fits covers weight_bytes
 
         parts = [
             (Target.WEIGHTS, image.weights),

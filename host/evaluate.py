@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
 from trine.host.program import Program, ProgramError
 from trine.host.results import accuracy
 

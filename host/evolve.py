@@ -76,6 +76,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from trine.contract.errors import TrineError
+from trine.contract.reference import Layer
+from trine.contract.spec import ACT_MAX, MAX_FAN_IN
 from trine.host.evolve_net import (
     MIN_TEMPERATURE,
     SHIFT_LIMIT,
@@ -86,9 +90,6 @@ from trine.host.evolve_net import (
 )
 from trine.host.program import Program, ProgramError
 from trine.host.results import Stopwatch, TrainResult, accuracy
-
-from trine.contract.reference import Layer
-from trine.contract.spec import ACT_MAX, MAX_FAN_IN
 
 __all__ = ["EvolveError", "train_evolve", "DEFAULTS", "HIDDEN"]
 
@@ -130,7 +131,7 @@ def _single_threaded_blas() -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-class EvolveError(ValueError):
+class EvolveError(TrineError, ValueError):
     """Training data or settings that :func:`train_evolve` cannot use."""
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from trine.contract.errors import TrineError
 from trine.host.results import Stopwatch
 
 __all__ = [
@@ -39,7 +41,7 @@ FloatLayers = list[tuple[np.ndarray, np.ndarray, bool]]
 Progress = Callable[[float, str], None]
 
 
-class TrainError(ValueError):
+class TrainError(TrineError, ValueError):
     """Training data or hyper-parameters that a trainer cannot accept."""
 
 

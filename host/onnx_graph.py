@@ -15,13 +15,15 @@ import os
 from typing import Any
 
 import numpy as np
+
+from trine.contract.errors import TrineError
 from trine.host.program import MAGIC
 
 __all__ = ["OnnxImportError", "Dim", "Graph", "fmt_shape", "features", "load_model",
            "graph_input"]
 
 
-class OnnxImportError(ValueError):
+class OnnxImportError(TrineError, ValueError):
     """An ONNX file or graph that is not an MLP trine can import, or bad import settings."""
 
 

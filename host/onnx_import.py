@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from trine.host.onnx_graph import (
     Dim,
     Graph,

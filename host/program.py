@@ -70,8 +70,10 @@ from typing import Any
 
 import numpy as np
 
-from trine.contract.device_image import beat_bytes
+from trine.contract.device_image import beat_bytes, weight_words
+from trine.contract.errors import TrineError
 from trine.contract.fileio import write_atomic
+from trine.contract.params import CapacityError, DeviceLimits, check_fits
 from trine.contract.reference import Layer, run_network
 from trine.contract.spec import (
     ACT_MAX,
@@ -79,7 +81,6 @@ from trine.contract.spec import (
     MAX_FAN_IN,
     SHIFT_MAX,
     SPEC_VERSION,
-    DeviceLimits,
     pack_trits,
     packed_size,
     unpack_trits,
@@ -112,7 +113,7 @@ _SPEC_VERSION_OFFSET = 10
 _FILE_SIZE_OFFSET = 12
 
 
-class ProgramError(ValueError):
+class ProgramError(TrineError, ValueError):
     """A program, or an input to it, that breaks the rules of :class:`Program`."""
 
 
@@ -120,8 +121,8 @@ class ProgramFormatError(ProgramError):
     """A ``.trine`` file that cannot be loaded; no partial program is ever returned."""
 
 
-class ProgramTooLargeError(ProgramError):
-    """A program that exceeds the :class:`trine.contract.spec.DeviceLimits` of the target device."""
+class ProgramTooLargeError(ProgramError, CapacityError):
+    """A program that exceeds the :class:`trine.contract.params.DeviceLimits` of its device."""
 
 
 def _check_input_scale(scale: Any) -> float | None:
@@ -338,49 +339,23 @@ class Program:
         """Weight memory in bytes on a device with a ``rows`` x ``lanes`` MAC array.
 
         The device keeps each layer in tile order (see :mod:`trine.contract.device_image`): one
-        weight word of
-        ``beat_bytes(lanes, rows)`` bytes per ``rows x lanes`` tile, ``ceil(M / rows) *
-        ceil(K / lanes)`` tiles per layer.
+        weight word of ``beat_bytes(lanes, rows)`` bytes per ``rows x lanes`` tile,
+        ``ceil(M / rows) * ceil(K / lanes)`` tiles per layer.
         """
         for name, v in (("lanes", lanes), ("rows", rows)):
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
                 raise ProgramError(f"{name} must be a positive integer, not {v!r}")
         lanes, rows = int(lanes), int(rows)
-        tiles = sum(-(-x.fan_out // rows) * -(-x.fan_in // lanes) for x in self._layers)
-        return tiles * beat_bytes(lanes, rows)
+        return weight_words(self._layers, lanes, rows) * beat_bytes(lanes, rows)
 
     def check_fits(self, limits: DeviceLimits) -> None:
-        """Raise :class:`ProgramTooLargeError` unless the program fits ``limits``.
-
-        Checks the layer count, every K against ``max_fan_in`` (the input width is layer 0's
-        K), every M against ``max_fan_out`` and :meth:`weight_bytes` against ``weight_bytes``;
-        the message lists every limit that is exceeded, with its value.
-        """
-        if not isinstance(limits, DeviceLimits):
-            raise TypeError(
-                f"limits must be a trine.contract.spec.DeviceLimits, not {type(limits).__name__}")
-        problems = []
-        if self.n_layers > limits.max_layers:
-            problems.append(f"{self.n_layers} layers, more than max_layers = {limits.max_layers}")
-        for i, layer in enumerate(self._layers):
-            if layer.fan_in > limits.max_fan_in:
-                problems.append(
-                    f"layer {i} has fan-in K = {layer.fan_in}, more than "
-                    f"max_fan_in = {limits.max_fan_in}"
-                )
-            if layer.fan_out > limits.max_fan_out:
-                problems.append(
-                    f"layer {i} has fan-out M = {layer.fan_out}, more than "
-                    f"max_fan_out = {limits.max_fan_out}"
-                )
-        need = self.weight_bytes(limits.lanes, limits.rows)
-        if need > limits.weight_bytes:
-            problems.append(
-                f"the weights need {need} bytes in {limits.rows} x {limits.lanes} tiles, "
-                f"more than weight_bytes = {limits.weight_bytes}"
-            )
-        if problems:
-            raise ProgramTooLargeError("program does not fit the device: " + "; ".join(problems))
+        """Raise :class:`ProgramTooLargeError` unless the program fits ``limits``: the one
+        capacity check, :func:`trine.contract.params.check_fits`, whose message lists every
+        limit that is exceeded."""
+        try:
+            check_fits(self._layers, limits)
+        except CapacityError as e:
+            raise ProgramTooLargeError(str(e)) from None
 
     def stats(self) -> dict[str, Any]:
         """Figures about the program.

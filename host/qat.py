@@ -70,6 +70,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from trine.contract.reference import Layer
+from trine.contract.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, SHIFT_MAX
 from trine.host.mlp import (
     Adam,
     FloatMLP,
@@ -89,9 +92,6 @@ from trine.host.mlp import (
 )
 from trine.host.program import Program
 from trine.host.results import Stopwatch, TrainResult, program_accuracy
-
-from trine.contract.reference import Layer
-from trine.contract.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, SHIFT_MAX
 
 __all__ = [
     "DEFAULTS",

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from trine.host.program import Program
 
 from trine.contract.fileio import write_atomic
+from trine.host.program import Program
 
 __all__ = [
     "TrainResult",

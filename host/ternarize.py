@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from trine.host.program import Program
 
+from trine.contract.errors import TrineError
 from trine.contract.reference import Layer, ternary_layer, ternary_matmul
 from trine.contract.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, SHIFT_MAX
+from trine.host.program import Program
 
 __all__ = [
     "TernarizeError",
@@ -45,7 +46,7 @@ METHODS = ("twn", "absmean")
 TernarizedLayer = tuple[np.ndarray, np.ndarray, np.ndarray, bool]
 
 
-class TernarizeError(ValueError):
+class TernarizeError(TrineError, ValueError):
     """Weights, layers or calibration data that cannot be ternarised or folded."""
 
 

@@ -36,6 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 import serial
 
 from trine.contract import protocol
+from trine.contract.errors import TrineError
 from trine.contract.protocol import ACK, NAK, ErrorCode, FrameDecoder, Op, encode_frame
 
 __all__ = [
@@ -55,7 +56,7 @@ TRANSIENT_ERRORS = protocol.TRANSIENT_ERRORS
 _READ_SIZE = 4096
 
 
-class LinkError(Exception):
+class LinkError(TrineError):
     """Anything that stops the host from using a device through the link."""
 
 

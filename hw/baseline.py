@@ -13,10 +13,10 @@ import math
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from trine.hw.mac_array import mac_output_layout
 
 from trine.contract.errors import check_int
 from trine.contract.spec import ACT_WIDTH, MAX_FAN_IN
+from trine.hw.mac_array import mac_output_layout
 
 __all__ = ["WEIGHT_WIDTH", "Int8MACArray", "int8_input_layout"]
 

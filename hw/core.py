@@ -72,26 +72,24 @@ from amaranth.hdl import (
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from trine.hw.counters import CycleCounter
-from trine.hw.ice40 import MEMORY_KINDS, SinglePortMemory
-from trine.hw.mac_array import MACArray
-from trine.hw.onehot import OneHotFSM
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
     BIAS_STORE_WIDTH,
     LAYER_ENTRY_SIZE,
-    beat_bytes,
 )
-from trine.contract.errors import check_int
+from trine.contract.errors import ParameterTypeError
+from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import ErrorCode, Target
 from trine.contract.spec import ACT_MAX, ACT_MIN, TRITS_PER_BYTE, trits_to_codes
+from trine.hw.counters import CycleCounter
+from trine.hw.ice40 import SinglePortMemory
+from trine.hw.mac_array import MACArray
+from trine.hw.onehot import OneHotFSM
 
 __all__ = ["AcceleratorCore", "decoder_table"]
 
 CYCLE_COUNTER_WIDTH = 32
-#: Ways to build the trit decoder (see :class:`AcceleratorCore`).
-DECODERS = ("rom", "table", "logic")
 #: Memory attribute: the design never reads a word in the cycle it writes it, so Yosys need
 #: not add bypass logic to give block RAM the simulator's read-before-write behaviour.
 NO_RW_CHECK = {"no_rw_check": 1}
@@ -121,29 +119,15 @@ class AcceleratorCore(wiring.Component):
 
     Parameters
     ----------
-    lanes, rows : int
-        Shape of the MAC array.
-    weight_words : int
-        Weight memory depth in beats (``beat_bytes(lanes, rows)`` bytes each).
-    bias_depth : int
-        Folded biases held.
-    max_layers : int
-        Layer-table entries.
-    max_width : int
-        Largest fan-in or fan-out of any layer (activation buffer row length).
-    max_batch : int
-        Inputs per run.
-    decoder : str
-        How the trit decoder's 256-entry table is built, one per weight byte; same timing and
-        results either way. ``"rom"``: an Amaranth ROM with a synchronous read port (a block
-        RAM each). ``"table"``: an array of constants followed by a register, which Yosys
-        (``proc_rom``) turns into the same ROMs. ``"logic"``: ROMs that Yosys builds from LUTs
-        (``ram_style = "logic"``), no block RAM. For the 8 x 5 iCE40UP5K device:
-        ``"rom"`` 2619 LUT4 and 24 EBR, ``"table"`` 2621 and 24, ``"logic"`` 3505 and 16
-        (111 LUT4 per byte).
-    weight_memory : str
-        ``"generic"`` (an Amaranth memory: simulation, block RAM elsewhere) or ``"spram"``
-        (iCE40UP5K ``SB_SPRAM256KA`` instances, synthesis only; no Yosys option needed); see
+    params : trine.contract.params.AcceleratorParams
+        The array's shape, the memories' depths, the decoder and the weight memory. The
+        decoder is built one 256-entry table per weight byte, with the same timing and results
+        whichever way: ``"rom"``, an Amaranth ROM with a synchronous read port (a block RAM
+        each); ``"table"``, an array of constants followed by a register, which Yosys
+        (``proc_rom``) turns into the same ROMs; ``"logic"``, ROMs that Yosys builds from
+        LUTs (``ram_style = "logic"``), no block RAM. The weight memory is ``"generic"`` (an
+        Amaranth memory: simulation, block RAM elsewhere) or ``"spram"`` (iCE40UP5K
+        ``SB_SPRAM256KA`` instances, synthesis only); see
         :class:`trine.hw.ice40.SinglePortMemory`. Both behave the same, cycle for cycle.
 
     Members
@@ -168,31 +152,24 @@ class AcceleratorCore(wiring.Component):
         Buffer that holds the last run's outputs.
     """
 
-    def __init__(self, lanes: int, rows: int, *, weight_words: int, bias_depth: int,
-                 max_layers: int, max_width: int, max_batch: int = 1, decoder: str = "rom",
-                 weight_memory: str = "generic"):
-        self.lanes = check_int("Lane count", lanes, 1)
-        self.rows = check_int("Row count", rows, 1)
-        self.weight_words = check_int("Weight memory depth", weight_words, 1)
-        self.bias_depth = check_int("Bias memory depth", bias_depth, 1)
-        self.max_layers = check_int("Maximum layer count", max_layers, 1)
-        if max_layers > 0xFF:  # RUN carries the layer count in one byte
-            raise ValueError(f"Maximum layer count must be <= 255, not {max_layers}")
-        self.max_width = check_int("Maximum layer width", max_width, 1)
-        self.max_batch = check_int("Maximum batch", max_batch, 1)
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
-        self.decoder = decoder
-        if weight_memory not in MEMORY_KINDS:
-            raise ValueError(f"weight memory must be one of {', '.join(MEMORY_KINDS)}, "
-                             f"not {weight_memory!r}")
-        self.weight_memory = weight_memory
-        self.beat_bytes = beat_bytes(lanes, rows)
-        self.stride = -(-max_width // lanes)  # buffer words per sample
-        self.buffer_words = self.stride * max_batch
-        self.max_blocks = -(-max_width // rows)
+    def __init__(self, params: AcceleratorParams):
+        if not isinstance(params, AcceleratorParams):
+            raise ParameterTypeError(f"params must be a trine.contract.params.AcceleratorParams, "
+                                     f"not {params!r}")
+        self.params = params
+        lanes, rows = self.lanes, self.rows = params.lanes, params.rows
+        weight_words, bias_depth = self.weight_words, self.bias_depth = (params.weight_words,
+                                                                         params.bias_depth)
+        max_layers, max_batch = self.max_layers, self.max_batch = (params.max_layers,
+                                                                   params.max_batch)
+        self.max_width = params.max_width
+        self.decoder, self.weight_memory = params.decoder, params.weight_memory
+        self.beat_bytes = params.beat_bytes
+        self.stride = params.stride  # buffer words per sample
+        self.buffer_words = params.buffer_words
+        self.max_blocks = params.max_blocks
         self.array = MACArray(lanes, rows, max_fan_in=self.stride * lanes, correction=False)
-        self.weights = SinglePortMemory(self.beat_bytes, weight_words, kind=weight_memory)
+        self.weights = SinglePortMemory(self.beat_bytes, weight_words, kind=self.weight_memory)
 
         depth = max(weight_words, bias_depth, max_layers, self.buffer_words)
         width = max(self.beat_bytes, BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, lanes)

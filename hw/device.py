@@ -26,17 +26,13 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from trine.hw.core import AcceleratorCore
-from trine.hw.link import FrameReceiver, FrameTransmitter, frame_timeout_cycles
-from trine.hw.onehot import OneHotFSM
-from trine.hw.uart import UARTRx, UARTTx, baud_divisor
 
 from trine.contract.device_image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE
+from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import (
     ACK,
     MAX_PAYLOAD,
     NAK,
-    PROTOCOL_VERSION,
     RUN_ACK,
     STATUS_ACK,
     WRITE_HEADER,
@@ -44,14 +40,15 @@ from trine.contract.protocol import (
     ErrorCode,
     Op,
     Target,
+    baud_divisor,
+    frame_timeout_cycles,
 )
-from trine.contract.spec import SPEC_VERSION
-from trine.flow.boards import ECP5_85F_PARAMS, UP5K_PARAMS
+from trine.hw.core import AcceleratorCore
+from trine.hw.link import FrameReceiver, FrameTransmitter
+from trine.hw.onehot import OneHotFSM
+from trine.hw.uart import UARTRx, UARTTx
 
-__all__ = ["LinkedAccelerator", "Top", "UP5K_PARAMS", "ECP5_85F_PARAMS"]
-
-# The per-board parameter sets live in trine.flow.boards (importable without Amaranth); exported
-# here too, next to the device they configure.
+__all__ = ["LinkedAccelerator", "Top"]
 
 STATUS_SIZE = STATUS_ACK.size
 _RUN_ARGS, _READ_ARGS = 3, 7
@@ -62,7 +59,7 @@ class LinkedAccelerator(wiring.Component):
 
     Parameters
     ----------
-    lanes, rows, weight_words, bias_depth, max_layers, max_width, max_batch, decoder, weight_memory
+    params : trine.contract.params.AcceleratorParams
         Passed to :class:`trine.hw.core.AcceleratorCore`.
     timeout_cycles : int
         Inter-byte timeout of the frame receiver.
@@ -75,22 +72,12 @@ class LinkedAccelerator(wiring.Component):
     o_stream : Out(stream.Signature(8))  bytes to the host
     """
 
-    def __init__(self, lanes: int, rows: int, *, weight_words: int, bias_depth: int,
-                 max_layers: int, max_width: int, max_batch: int = 1,
-                 timeout_cycles: int, clock_hz: int = 0, baud: int = 0, decoder: str = "rom",
-                 weight_memory: str = "generic"):
-        self.core = AcceleratorCore(lanes, rows, weight_words=weight_words,
-                                    bias_depth=bias_depth, max_layers=max_layers,
-                                    max_width=max_width, max_batch=max_batch, decoder=decoder,
-                                    weight_memory=weight_memory)
+    def __init__(self, params: AcceleratorParams, *, timeout_cycles: int, clock_hz: int = 0,
+                 baud: int = 0):
+        self.core = AcceleratorCore(params)
         self.receiver = FrameReceiver(MAX_PAYLOAD, timeout_cycles=timeout_cycles)
         self.transmitter = FrameTransmitter()
-        self.info = DeviceInfo(
-            spec_version=SPEC_VERSION, protocol_version=PROTOCOL_VERSION, lanes=lanes,
-            rows=rows, max_layers=max_layers, max_batch=max_batch, stride=self.core.stride,
-            max_payload=MAX_PAYLOAD, max_width=max_width, weight_words=weight_words,
-            bias_depth=bias_depth, clock_hz=clock_hz, baud=baud,
-        )
+        self.info = params.device_info(clock_hz, baud)
         super().__init__({
             "i_stream": In(self.receiver.i_stream.signature.flip()),
             "o_stream": Out(self.transmitter.o_stream.signature),
@@ -494,18 +481,18 @@ class Top(wiring.Component):
 
     Parameters
     ----------
+    params : trine.contract.params.AcceleratorParams
+        The accelerator, as for :class:`LinkedAccelerator`.
     clk_freq : int
         Clock frequency in Hz.
     baud : int
         UART baud rate (8N1); ``clk_freq / baud`` must be >= 4 and within 2% of an integer.
-    **kwargs
-        Accelerator parameters, as for :class:`LinkedAccelerator`.
     """
 
-    def __init__(self, clk_freq: int, baud: int, **kwargs):
+    def __init__(self, params: AcceleratorParams, clk_freq: int, baud: int):
         self.divisor = baud_divisor(clk_freq, baud)
-        self.device = LinkedAccelerator(timeout_cycles=frame_timeout_cycles(self.divisor),
-                                        clock_hz=clk_freq, baud=baud, **kwargs)
+        self.device = LinkedAccelerator(params, timeout_cycles=frame_timeout_cycles(self.divisor),
+                                        clock_hz=clk_freq, baud=baud)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):

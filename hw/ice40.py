@@ -17,16 +17,12 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from trine.contract.errors import check_int
+from trine.contract.params import SPRAM_BLOCKS, SPRAM_DEPTH, SPRAM_WIDTH, WEIGHT_MEMORIES
 
-__all__ = ["SPRAM_DEPTH", "SPRAM_WIDTH", "SPRAM_BLOCKS", "MEMORY_KINDS", "SinglePortMemory"]
+__all__ = ["MEMORY_KINDS", "SinglePortMemory"]
 
-#: Words and bits per word of one ``SB_SPRAM256KA``.
-SPRAM_DEPTH = 16384
-SPRAM_WIDTH = 16
-#: SPRAM blocks on an iCE40UP5K.
-SPRAM_BLOCKS = 4
 #: ``SinglePortMemory`` kinds: an Amaranth memory, or iCE40UP5K SPRAM primitives.
-MEMORY_KINDS = ("generic", "spram")
+MEMORY_KINDS = WEIGHT_MEMORIES
 
 
 class SinglePortMemory(wiring.Component):

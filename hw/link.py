@@ -28,18 +28,16 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from trine.contract.errors import check_int
+from trine.contract.protocol import MAX_PAYLOAD, SYNC, ErrorCode, frame_timeout_cycles
 from trine.hw.counters import count_saturating
 from trine.hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC, check_bits_per_cycle
 from trine.hw.onehot import OneHotFSM
-from trine.hw.uart import BITS_PER_BYTE, MIN_DIVISOR
-
-from trine.contract.errors import check_int
-from trine.contract.protocol import FRAME_TIMEOUT_BYTES, MAX_PAYLOAD, SYNC, ErrorCode
 
 __all__ = [
     "FRAME_HEADER_LAYOUT",
     "FRAME_EVENT_LAYOUT",
-    "frame_timeout_cycles",
     "FrameReceiver",
     "FrameTransmitter",
 ]
@@ -52,14 +50,6 @@ FRAME_HEADER_LAYOUT = data.StructLayout(
 FRAME_EVENT_LAYOUT = data.StructLayout(
     {"op": unsigned(8), "seq": unsigned(8), "length": unsigned(16), "error": unsigned(8)}
 )
-
-
-def frame_timeout_cycles(divisor: int) -> int:
-    """The inter-byte timeout of :mod:`trine.contract.protocol` (``FRAME_TIMEOUT_BYTES`` byte
-    times), in
-    clock cycles, for a UART with ``divisor`` clock cycles per bit."""
-    check_int("UART divisor (clock cycles per bit)", divisor, MIN_DIVISOR)
-    return FRAME_TIMEOUT_BYTES * BITS_PER_BYTE * divisor
 
 
 #: The receiver's states, the first one initial. VERIFY follows CHECK: the header check

@@ -17,47 +17,12 @@ from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
-from trine.hw.counters import count_saturating
 
 from trine.contract.errors import check_int
+from trine.contract.protocol import BITS_PER_BYTE, MIN_DIVISOR
+from trine.hw.counters import count_saturating
 
-__all__ = ["BITS_PER_BYTE", "MIN_DIVISOR", "baud_divisor", "UARTRx", "UARTTx"]
-
-#: Bit times per byte on the wire (8N1: start, 8 data, stop).
-BITS_PER_BYTE = 10
-#: Fewest clock cycles per bit: the receiver needs a mid-bit sample and a cycle of edge jitter.
-MIN_DIVISOR = 4
-
-
-def baud_divisor(clk_freq: float, baud: float, *, tolerance: float = 0.02) -> int:
-    """Clock cycles per bit for ``baud`` at ``clk_freq``, rounded to the nearest integer.
-
-    Raises
-    ------
-    ValueError
-        If there are fewer than :data:`MIN_DIVISOR` cycles per bit, or if the rounded divisor
-        misses the requested baud rate by more than ``tolerance`` (a fraction, default 2%).
-    """
-    if not clk_freq > 0 or not baud > 0:
-        raise ValueError(
-            f"clock frequency and baud rate must be positive, not {clk_freq} and {baud}"
-        )
-    exact = clk_freq / baud
-    if exact < MIN_DIVISOR:
-        raise ValueError(
-            f"clock frequency {clk_freq:g} Hz is too low for {baud:g} baud: {exact:.2f} cycles "
-            f"per bit, need at least {MIN_DIVISOR}"
-        )
-    divisor = round(exact)
-    actual = clk_freq / divisor
-    error = abs(actual - baud) / baud
-    if error > tolerance:
-        raise ValueError(
-            f"divisor {divisor} gives {actual:g} baud at {clk_freq:g} Hz, {error:.1%} off the "
-            f"requested {baud:g} baud (tolerance {tolerance:.1%})"
-        )
-    return divisor
-
+__all__ = ["UARTRx", "UARTTx"]
 
 class UARTRx(wiring.Component):
     """8N1 UART receiver with a byte stream output that never blocks reception.

@@ -13,6 +13,7 @@ import signal
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
+
 from trine.sim.bridge import BridgeConfig, SocketBridge
 
 RESET_CYCLES = 4

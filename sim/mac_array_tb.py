@@ -25,6 +25,7 @@ from cocotb.triggers import (
     with_timeout,
 )
 from cocotb.utils import get_sim_time
+
 from trine.sim.bfm import StreamDriver, StreamMonitor
 from trine.sim.mac_bench import (
     MACBenchConfig,

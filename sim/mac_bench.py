@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
-from trine.hw.mac_array import mac_input_layout, mac_output_layout
 
 from trine.contract.reference import ternary_matmul
 from trine.contract.spec import MAX_FAN_IN, TritCode, accumulator_width, codes_to_trits
+from trine.hw.mac_array import mac_input_layout, mac_output_layout
 
 __all__ = [
     "REFERENCES",

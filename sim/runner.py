@@ -28,6 +28,8 @@ from xml.etree import ElementTree
 
 import cocotb
 from cocotb_tools.runner import get_runner
+
+from trine.contract.errors import TrineError
 from trine.hw.verilog import override_environ
 from trine.sim.mac_bench import MACBenchConfig
 
@@ -72,7 +74,7 @@ DEFAULT_BUILD_ROOT = _default_build_root()
 _STAMP = "build.ok"
 
 
-class SimulationError(RuntimeError):
+class SimulationError(TrineError, RuntimeError):
     """A build or a bench run failed (the message says which and why)."""
 
 

@@ -62,6 +62,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from trine.contract.errors import ParameterError, ParameterTypeError, TrineError
+from trine.contract.params import SIMULATED, AcceleratorParams
+from trine.contract.protocol import DEFAULT_BAUD, DeviceInfo, baud_divisor, frame_timeout_cycles
 from trine.sim.bridge import BridgeConfig
 from trine.sim.runner import (
     DEFAULT_BUILD_ROOT,
@@ -72,8 +75,6 @@ from trine.sim.runner import (
     failures,
     tail,
 )
-
-from trine.contract.protocol import DeviceInfo
 
 __all__ = ["MODES", "DeviceConfig", "ServeError", "build_device", "run_server", "serve", "main"]
 
@@ -86,113 +87,92 @@ READY = re.compile(r"^listening on 127\.0\.0\.1:(\d+) ", re.MULTILINE)
 STOP_TIMEOUT = 5.0
 
 
-class ServeError(RuntimeError):
+class ServeError(TrineError, RuntimeError):
     """The simulated device could not be built or started, or it failed."""
+
+
+#: The simulated device's clock when none is given: at 3 Mbaud the UART has 4 clock cycles per
+#: bit, the fewest it accepts, so that bytes cost few simulated cycles.
+SIM_CLOCK_HZ = 12_000_000
 
 
 @dataclasses.dataclass(frozen=True)
 class DeviceConfig:
     """One simulated device: link mode, clock, baud rate and accelerator parameters.
 
-    The defaults fit the digits MLP (64-64-10) with batches of up to 16; at 12 MHz and
-    3 Mbaud the UART has 4 clock cycles per bit, the fewest it accepts, so that bytes cost
-    few simulated cycles.
+    The defaults are :data:`trine.contract.params.SIMULATED` (it holds the digits MLP with
+    batches of up to 16) at :data:`SIM_CLOCK_HZ` and 3 Mbaud; ``trine sim serve --board B``
+    takes the board's parameters, clock and baud instead, so INFO is the board's.
 
     Raises
     ------
-    ValueError
-        For an unknown mode or a clock and baud rate the UART cannot use.
+    trine.contract.errors.ParameterError
+        For an unknown mode, parameters that are not an ``AcceleratorParams``, or a clock and
+        baud rate the UART cannot use.
     """
 
     mode: str = "uart"
-    clk_hz: int = 12_000_000
-    baud: int = 3_000_000
-    lanes: int = 8
-    rows: int = 5  # 8 x 5 = 40 trits = one 64-bit word at 5 trits per byte
-    weight_words: int = 2048
-    bias_depth: int = 1024
-    max_layers: int = 8
-    max_width: int = 256
-    max_batch: int = 16
+    clock_hz: int = SIM_CLOCK_HZ
+    baud: int = DEFAULT_BAUD
+    params: AcceleratorParams = SIMULATED
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+            raise ParameterError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if not isinstance(self.params, AcceleratorParams):
+            raise ParameterTypeError(f"params must be an AcceleratorParams, not {self.params!r}")
         self.divisor  # noqa: B018 - validates the clock and baud rate
 
     @property
     def divisor(self) -> int:
-        from trine.hw.uart import baud_divisor
-
-        return baud_divisor(self.clk_hz, self.baud)
+        return baud_divisor(self.clock_hz, self.baud)
 
     @property
     def timeout_cycles(self) -> int:
-        from trine.hw.link import frame_timeout_cycles
-
         return frame_timeout_cycles(self.divisor)
 
     @property
     def period_ps(self) -> int:
         # Even, so that half a bit time is a whole number of picoseconds at any divisor.
-        return 2 * round(1e12 / self.clk_hz / 2)
+        return 2 * round(1e12 / self.clock_hz / 2)
 
     @property
     def toplevel(self) -> str:
         return "trine_top" if self.mode == "uart" else "trine_linked"
 
-    @property
-    def accelerator(self) -> dict:
-        return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name not in ("mode", "clk_hz", "baud")
-        }
-
     def component(self):
-        """The Amaranth component that is simulated."""
+        """The Amaranth component that is simulated (the SPRAM, if any, as the generic memory
+        it is equivalent to: see :meth:`AcceleratorParams.for_simulation`)."""
         from trine.hw.device import LinkedAccelerator, Top
 
+        params = self.params.for_simulation()
         if self.mode == "uart":
-            return Top(self.clk_hz, self.baud, **self.accelerator)
-        return LinkedAccelerator(
-            timeout_cycles=self.timeout_cycles,
-            clock_hz=self.clk_hz,
-            baud=self.baud,
-            **self.accelerator,
-        )
+            return Top(params, self.clock_hz, self.baud)
+        return LinkedAccelerator(params, timeout_cycles=self.timeout_cycles,
+                                 clock_hz=self.clock_hz, baud=self.baud)
 
     def info(self) -> DeviceInfo:
         """What the device answers to INFO (the same in both modes)."""
-        from trine.hw.device import LinkedAccelerator
-
-        return LinkedAccelerator(
-            timeout_cycles=self.timeout_cycles,
-            clock_hz=self.clk_hz,
-            baud=self.baud,
-            **self.accelerator,
-        ).info
+        return self.params.device_info(self.clock_hz, self.baud)
 
     def max_run_cycles(self) -> int:
         """A generous bound on one RUN; the bridge stops waiting for an answer after it."""
-        blocks = -(-self.max_width // self.rows)
-        chunks = -(-self.max_width // self.lanes)
-        return 4 * self.max_layers * blocks * (chunks + 16) * self.max_batch + 100_000
+        p = self.params
+        return 4 * p.max_layers * p.max_blocks * (p.stride + 16) * p.max_batch + 100_000
 
     def cli_args(self) -> list[str]:
-        return [
-            a
-            for f in dataclasses.fields(self)
-            for a in (f"--{f.name.replace('_', '-')}", str(getattr(self, f.name)))
-        ]
+        """The ``python -m trine.sim.serve`` options that give this device."""
+        args = ["--mode", self.mode, "--clock-hz", str(self.clock_hz), "--baud", str(self.baud)]
+        for f in dataclasses.fields(self.params):
+            args += [f"--{f.name.replace('_', '-')}", str(getattr(self.params, f.name))]
+        return args
 
 
 def _hw_fingerprint() -> str:
     """A digest of everything the device's Verilog depends on: the gateware, the contract and
     the Amaranth version."""
-    import trine.hw
-
     import trine.contract
+    import trine.hw
 
     digest = hashlib.sha256(importlib.metadata.version("amaranth").encode())
     for package in (trine.contract, trine.hw):
@@ -222,7 +202,7 @@ def device_verilog(config: DeviceConfig, build_root: Path | None = None) -> str:
 def build_device(simulator: str, config: DeviceConfig, build_root: Path | None = None) -> Path:
     """Build ``config``'s device for ``simulator`` unless already built; the build dir."""
     verilog = device_verilog(config, build_root)
-    label = f"device-{config.mode}-{config.lanes}x{config.rows}"
+    label = f"device-{config.mode}-{config.params.lanes}x{config.params.rows}"
     return build_verilog(simulator, verilog, config.toplevel, label, build_root)
 
 
@@ -365,15 +345,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="loopback addresses only")
     p.add_argument("--once", action="store_true", help="exit when the first client disconnects")
     p.add_argument("--stats", metavar="FILE", help="append one JSON line per client")
-    defaults = DeviceConfig()
-    for f in dataclasses.fields(DeviceConfig):
-        if f.name != "mode":
-            p.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                type=int,
-                default=getattr(defaults, f.name),
-                metavar="N",
-            )
+    p.add_argument("--clock-hz", type=int, default=SIM_CLOCK_HZ, metavar="HZ",
+                   help=f"the clock INFO reports and the UART runs at (default {SIM_CLOCK_HZ})")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, metavar="N")
+    for f in dataclasses.fields(AcceleratorParams):
+        default = getattr(SIMULATED, f.name)
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default,
+                       metavar="N" if isinstance(default, int) else "NAME",
+                       help=f"accelerator parameter {f.name} (default {default})")
     return p
 
 
@@ -383,9 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.set())
-    fields = [f.name for f in dataclasses.fields(DeviceConfig)]
+    fields = [f.name for f in dataclasses.fields(AcceleratorParams)]
     try:
-        config = DeviceConfig(**{name: getattr(args, name) for name in fields})
+        params = AcceleratorParams(**{name: getattr(args, name) for name in fields})
+        config = DeviceConfig(args.mode, args.clock_hz, args.baud, params)
 
         def ready(port: int) -> None:
             print(f"listening on {args.host}:{port} ({args.sim}, {args.mode} mode)", flush=True)
@@ -400,9 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             on_ready=ready,
             stop=stop,
         )
-    except (ServeError, ValueError) as e:
+    except TrineError as e:
         print(f"trine.sim.serve: error: {e}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         return 130
     return 0
@@ -413,24 +393,29 @@ def serve(
     sim: str = "icarus",
     mode: str = "uart",
     *,
+    params: AcceleratorParams = SIMULATED,
+    clock_hz: int = SIM_CLOCK_HZ,
+    baud: int = DEFAULT_BAUD,
     once: bool = True,
     ready_timeout: float = 600.0,
     stats_file: str | os.PathLike | None = None,
-    **params,
+    **changes,
 ) -> Iterator[str]:
     """Run ``python -m trine.sim.serve`` in a subprocess; yield ``"socket://127.0.0.1:PORT"``.
 
-    ``params`` are :class:`DeviceConfig` fields. On exit the server is stopped (SIGTERM: it
-    stops and reaps its simulator; SIGKILL to its process group if that takes over 10 s) and
-    reaped.
+    The device is ``params`` with ``changes`` (AcceleratorParams fields) applied, at
+    ``clock_hz`` and ``baud``. On exit the server is stopped (SIGTERM: it stops and reaps its
+    simulator; SIGKILL to its process group if that takes over 10 s) and reaped.
 
     Raises
     ------
     ServeError
         If the server is not listening within ``ready_timeout`` seconds (the build included)
         or exits before; the message carries its output.
+    trine.contract.errors.ParameterError
+        For parameters that do not make a device.
     """
-    config = DeviceConfig(mode=mode, **params)
+    config = DeviceConfig(mode, clock_hz, baud, params.replace(**changes))
     cmd = [sys.executable, "-m", "trine.sim.serve", "--sim", sim, "--port", "0", *config.cli_args()]
     if once:
         cmd.append("--once")

@@ -21,17 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from trine.contract.params import SMALL
 from trine.flow import boards
-from trine.flow.boards import (
-    BOARDS,
-    SMALL_PARAMS,
-    BoardError,
-    ecp5_pll,
-    get_board,
-    ice40_pll,
-    plan_clock,
-)
+from trine.flow.boards import BOARDS, BoardError, get_board, plan_clock
 from trine.flow.build import BuildError, multiplier_cells, suggest_clock_hz
+from trine.flow.pll import PLLError, ecp5_pll, ice40_pll
 
 MHZ = 1_000_000
 
@@ -146,7 +140,7 @@ def test_ecp5_pll_matches_ecppll(mhz):
     (ice40_pll, 12 * MHZ, True, r"clock frequency must be a number of Hz, not True"),
 ])
 def test_pll_rejects_bad_frequencies(search, f_in, f_out, message):
-    with pytest.raises(BoardError, match=message):
+    with pytest.raises(PLLError, match=message):
         search(f_in, f_out)
 
 
@@ -231,7 +225,7 @@ def _prepare(board_name: str, clock_hz: int, baud: int = 3_000_000):
     board = get_board(board_name)
     plan = plan_clock(board, clock_hz, baud)
     platform = board.platform_class()()
-    return plan, platform.prepare(BoardTop(plan, **SMALL_PARAMS), "top", emit_src=False).files
+    return plan, platform.prepare(BoardTop(plan, SMALL), "top", emit_src=False).files
 
 
 def _cell(rtlil: str, cell_type: str) -> str:
@@ -275,9 +269,9 @@ def test_board_top_passes_device_parameter_errors_through():
 
     plan = plan_clock(get_board("icebreaker"), 24 * MHZ, 3_000_000)
     with pytest.raises(ValueError, match="Lane count must be >= 1, not 0"):
-        BoardTop(plan, **{**SMALL_PARAMS, "lanes": 0})
+        BoardTop(plan, SMALL.replace(lanes=0))
     with pytest.raises(TypeError, match="plan must be a trine.flow.boards.ClockPlan"):
-        BoardTop("icebreaker", **SMALL_PARAMS)
+        BoardTop("icebreaker", SMALL)
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,7 +352,7 @@ def small_builds(tmp_path_factory):
     reports = {}
     for name, clock_mhz in [("icebreaker", 24), ("ulx3s-85f", 50)]:
         out = tmp_path_factory.mktemp(name)
-        reports[name] = build(name, out_dir=out, params=SMALL_PARAMS, clock_mhz=clock_mhz,
+        reports[name] = build(name, out_dir=out, params=SMALL.size(), clock_mhz=clock_mhz,
                               yowasp_cache=_yowasp_cache())
     return reports
 
@@ -375,7 +369,7 @@ def test_small_build_report_matches_the_logs(small_builds, name):
     board = get_board(name)
     assert saved["board"] == name and saved["family"] == board.family
     # The board's other defaults stay (the iCEBreaker keeps its weights in SPRAM).
-    assert saved["parameters"] == {**board.params, **SMALL_PARAMS}
+    assert saved["parameters"] == board.params.replace(**SMALL.size()).as_dict()
 
     # Fmax: nextpnr's *last* (post-route) figure in its log.
     log = (out / saved["logs"]["nextpnr"]).read_text()
@@ -431,9 +425,8 @@ def _harness_on_board(plan, component):
                                                 ("ulx3s-85f", "MULT18X18D")])
 def test_build_refuses_a_design_with_multipliers(tmp_path, name, dsp_cell):
     """The multiplier check can fail: the int8 baseline goes through the same build."""
-    from trine.hw.baseline import Int8MACArray
-
     from trine.flow.build import run_build
+    from trine.hw.baseline import Int8MACArray
 
     plan = plan_clock(get_board(name), get_board(name).default_clock_hz, 3_000_000)
     with pytest.raises(BuildError, match="the MAC path must be multiply-free") as info:
@@ -447,9 +440,8 @@ def test_build_refuses_a_design_with_multipliers(tmp_path, name, dsp_cell):
 def test_missed_timing_raises_with_the_numbers(tmp_path):
     """A ternary array at 120 MHz on the UP5K (it reaches about 65): the error names the
     post-route Fmax and a clock that would do; report.json says timing was not met."""
-    from trine.hw.mac_array import MACArray
-
     from trine.flow.build import run_build
+    from trine.hw.mac_array import MACArray
 
     plan = plan_clock(get_board("icebreaker"), 120 * MHZ, 3_000_000)
     with pytest.raises(BuildError) as info:
@@ -471,7 +463,7 @@ def test_boards_module_imports_without_amaranth():
 
     assert subprocess.run([sys.executable, "-c", code],
                           cwd=Path(__file__).resolve().parent.parent).returncode == 0
-    assert boards.SMALL_PARAMS["lanes"] == 2
+    assert boards.get_board("icebreaker").params.lanes == 8
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -49,9 +49,9 @@ def test_missing_arguments_show_usage(capsys):
 
 def _program(tmp_path, input_scale=None):
     import numpy as np
-    from trine.host.program import Program
 
     from trine.contract.reference import Layer
+    from trine.host.program import Program
 
     rng = np.random.default_rng(4)
     p = Program([Layer(rng.integers(-1, 2, (6, 5)), rng.integers(-9, 9, 6), 1, True),

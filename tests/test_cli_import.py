@@ -11,13 +11,12 @@ import pytest
 pytest.importorskip("onnx")
 skl2onnx = pytest.importorskip("skl2onnx")
 
+from trine.cli.main import main  # noqa: E402
 from trine.host.data import load_digits_split  # noqa: E402
 from trine.host.onnx_import import import_onnx, read_onnx_mlp  # noqa: E402
 from trine.host.program import Program  # noqa: E402
 from trine.host.results import accuracy, program_accuracy  # noqa: E402
 from trine.host.ternarize import run_ternarized_float, ternarize_layers  # noqa: E402
-
-from trine.cli.main import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+
+from trine.cli.main import main
 from trine.host.data import load_digits_split
 from trine.host.program import Program
 from trine.host.results import program_accuracy
-
-from trine.cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,6 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import serial.urlhandler.protocol_socket
-from trine.host.client import Client, DeviceStatus, LinkStats
-from trine.host.program import Program, ProgramError, ProgramTooLargeError
-from trine.host.transport import DeviceError, DeviceRefusedError, LinkError, SerialTransport
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
@@ -49,6 +46,9 @@ from trine.contract.protocol import (
 )
 from trine.contract.reference import Layer
 from trine.contract.spec import SPEC_VERSION
+from trine.host.client import Client, DeviceStatus, LinkStats
+from trine.host.program import Program, ProgramError, ProgramTooLargeError
+from trine.host.transport import DeviceError, DeviceRefusedError, LinkError, SerialTransport
 
 #: Seconds per try where a test makes the peer keep silent: every silence costs this much.
 TIMEOUT = 0.2

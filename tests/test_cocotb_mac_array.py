@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from trine.contract.spec import TritCode
 from trine.hw.mac_array import MACArray, mac_input_layout
 from trine.sim.mac_bench import (
     MACBenchConfig,
@@ -19,8 +21,6 @@ from trine.sim.mac_bench import (
     acc_width_of,
 )
 from trine.sim.runner import SimulationError, run_bench
-
-from trine.contract.spec import TritCode
 
 # (lanes, rows, extra configuration); lanes need not be a power of two.
 CONFIGS = [

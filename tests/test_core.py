@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from trine.hw.core import AcceleratorCore
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
@@ -11,8 +10,14 @@ from trine.contract.device_image import (
     beat_bytes,
     compile_image,
 )
+from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import ErrorCode, Target
 from trine.contract.reference import Layer, run_network
+from trine.hw.core import AcceleratorCore
+
+
+def make_core(lanes, rows, **params):
+    return AcceleratorCore(AcceleratorParams(lanes, rows, **params))
 
 
 def random_network(rng, widths, big_bias=False):
@@ -116,7 +121,7 @@ def test_network_matches_reference(lanes, rows, widths, batch, big, decoder):
     rng = np.random.default_rng(sum(widths) + lanes * 7 + rows)
     layers = random_network(rng, widths, big)
     image = compile_image(layers, lanes, rows)
-    dut = AcceleratorCore(lanes, rows, weight_words=image.weight_words + 3,
+    dut = make_core(lanes, rows, weight_words=image.weight_words + 3,
                           bias_depth=len(image.biases) + 2, max_layers=4,
                           max_width=max(widths), max_batch=batch, decoder=decoder)
     x = rng.integers(-128, 128, (batch, widths[0])).astype(np.int8)
@@ -147,7 +152,7 @@ def test_illegal_weight_byte_aborts_with_an_error(decoder):
     image = compile_image(layers, 3, 2)
     bad = bytearray(image.weights)
     bad[2] = 250
-    dut = AcceleratorCore(3, 2, weight_words=16, bias_depth=8, max_layers=2, max_width=8,
+    dut = make_core(3, 2, weight_words=16, bias_depth=8, max_layers=2, max_width=8,
                           decoder=decoder)
     out = {}
 
@@ -169,7 +174,7 @@ def test_illegal_weight_byte_aborts_with_an_error(decoder):
 
 @pytest.mark.parametrize("n_layers, batch", [(0, 1), (3, 1), (1, 0), (1, 3)])
 def test_bad_run_arguments_are_refused(n_layers, batch):
-    dut = AcceleratorCore(2, 2, weight_words=4, bias_depth=4, max_layers=2, max_width=4,
+    dut = make_core(2, 2, weight_words=4, bias_depth=4, max_layers=2, max_width=4,
                           max_batch=2)
     out = {}
 
@@ -181,7 +186,7 @@ def test_bad_run_arguments_are_refused(n_layers, batch):
 
 
 def test_garbage_layer_table_cannot_hang_the_core():
-    dut = AcceleratorCore(2, 2, weight_words=4, bias_depth=4, max_layers=1, max_width=4)
+    dut = make_core(2, 2, weight_words=4, bias_depth=4, max_layers=1, max_width=4)
     out = {}
 
     async def body(ctx):
@@ -200,7 +205,7 @@ def test_a_layer_running_past_a_memory_aborts_with_bad_address(short):
     image = compile_image(layers, 2, 2)
     words = image.weight_words - (short == "weights")
     biases = len(image.biases) - (short == "biases")
-    dut = AcceleratorCore(2, 2, weight_words=words, bias_depth=biases, max_layers=1,
+    dut = make_core(2, 2, weight_words=words, bias_depth=biases, max_layers=1,
                           max_width=9)
     ok = [Layer(np.ones((2, 2), np.int8), np.zeros(2, np.int64), 0, False)]
     ok_image = compile_image(ok, 2, 2)
@@ -234,14 +239,14 @@ def test_a_layer_running_past_a_memory_aborts_with_bad_address(short):
          "SPRAM words are at most 8 bytes wide, not 13"),
         (dict(weight_words=16385, weight_memory="spram"),
          "SPRAM holds at most 16384 words, not 16385"),
-        (dict(max_layers=256), "Maximum layer count must be <= 255, not 256"),
+        (dict(max_layers=256), r"Maximum layer count must be in \[1, 255\], not 256"),
     ],
 )
 def test_bad_parameters_are_refused(kwargs, message):
     params = dict(lanes=2, rows=2, weight_words=4, bias_depth=4, max_layers=2, max_width=4)
     params.update(kwargs)
     with pytest.raises(ValueError, match=message):
-        AcceleratorCore(params.pop("lanes"), params.pop("rows"), **params)
+        AcceleratorParams(**params)
 
 
 def _count_trace(width, script):

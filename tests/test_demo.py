@@ -20,9 +20,8 @@ def test_demo_passes(capsys, monkeypatch, tmp_path):
 def test_demo_runs_on_a_device_given_by_port(capsys, monkeypatch, tmp_path):
     """--port: step 3 against a device the demo did not start (here the RTL behind
     socket://, as a board behind /dev/ttyUSBx), projected at the clock the device reports."""
-    from trine.sim.serve import serve
-
     from trine import demo
+    from trine.sim.serve import serve
 
     monkeypatch.setattr(demo, "BUILD", tmp_path)
     with serve("verilator", "byte", once=False) as url:  # a board, too, outlives a client

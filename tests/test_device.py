@@ -5,7 +5,6 @@ import struct
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from trine.hw.device import ECP5_85F_PARAMS, STATUS_SIZE, UP5K_PARAMS, LinkedAccelerator, Top
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
@@ -13,6 +12,7 @@ from trine.contract.device_image import (
     beat_bytes,
     compile_image,
 )
+from trine.contract.params import ECP5_85F, UP5K, AcceleratorParams, check_fits
 from trine.contract.protocol import (
     ACK,
     MAX_PAYLOAD,
@@ -29,6 +29,7 @@ from trine.contract.protocol import (
     write_payload,
 )
 from trine.contract.reference import Layer, run_network
+from trine.hw.device import STATUS_SIZE, LinkedAccelerator, Top
 
 PARAMS = dict(weight_words=40, bias_depth=40, max_layers=3, max_width=20, max_batch=3)
 
@@ -89,7 +90,7 @@ def network(rng, widths):
             for k, m in zip(widths, widths[1:], strict=False)]
 
 
-BOARD_GENERIC = {**UP5K_PARAMS, "weight_memory": "generic"}  # SPRAM cannot be simulated here
+BOARD_GENERIC = UP5K.for_simulation().as_dict()  # SPRAM cannot be simulated here
 
 
 @pytest.mark.parametrize(
@@ -102,7 +103,7 @@ BOARD_GENERIC = {**UP5K_PARAMS, "weight_memory": "generic"}  # SPRAM cannot be s
 )
 def test_network_through_frames(lanes, rows, widths, params):
     rng = np.random.default_rng(lanes + len(widths))
-    dut = LinkedAccelerator(lanes, rows, timeout_cycles=5000, **params)
+    dut = LinkedAccelerator(AcceleratorParams(lanes, rows, **params), timeout_cycles=5000)
     layers = network(rng, widths)
     image = compile_image(layers, lanes, rows)
     x = rng.integers(-128, 128, (3, widths[0])).astype(np.int8)
@@ -160,7 +161,7 @@ def test_network_through_frames(lanes, rows, widths, params):
     ],
 )
 def test_bad_requests_get_a_nak(op, payload, code):
-    dut = LinkedAccelerator(2, 2, timeout_cycles=5000, **PARAMS)
+    dut = LinkedAccelerator(AcceleratorParams(2, 2, **PARAMS), timeout_cycles=5000)
     out = {}
 
     async def body(ctx):
@@ -174,7 +175,7 @@ def test_bad_requests_get_a_nak(op, payload, code):
 
 
 def test_refused_write_changes_nothing():
-    dut = LinkedAccelerator(2, 2, timeout_cycles=5000, **PARAMS)
+    dut = LinkedAccelerator(AcceleratorParams(2, 2, **PARAMS), timeout_cycles=5000)
     out = {}
 
     async def body(ctx):
@@ -191,7 +192,7 @@ def test_refused_write_changes_nothing():
 
 
 def test_corrupted_frame_is_nakked_with_its_seq_and_garbage_is_ignored():
-    dut = LinkedAccelerator(2, 2, timeout_cycles=300, **PARAMS)
+    dut = LinkedAccelerator(AcceleratorParams(2, 2, **PARAMS), timeout_cycles=300)
     out = {}
 
     async def body(ctx):
@@ -211,32 +212,32 @@ def test_corrupted_frame_is_nakked_with_its_seq_and_garbage_is_ignored():
 
 
 def test_top_checks_the_baud_rate():
-    assert Top(12_000_000, 3_000_000, lanes=2, rows=2, **PARAMS).divisor == 4
+    assert Top(AcceleratorParams(2, 2, **PARAMS), 12_000_000, 3_000_000).divisor == 4
     with pytest.raises(ValueError):
-        Top(12_000_000, 6_000_000, lanes=2, rows=2, **PARAMS)
+        Top(AcceleratorParams(2, 2, **PARAMS), 12_000_000, 6_000_000)
 
 
-@pytest.mark.parametrize("params", [UP5K_PARAMS, ECP5_85F_PARAMS])
+@pytest.mark.parametrize("params", [UP5K, ECP5_85F])
 def test_board_parameters_hold_an_mnist1d_mlp(params):
     """40-256-256-10 (78,336 weights) fits each board's memories and limits."""
     widths = [40, 256, 256, 10]
     layers = network(np.random.default_rng(0), widths)
-    image = compile_image(layers, params["lanes"], params["rows"])
-    assert image.weight_words <= params["weight_words"]
-    assert len(image.biases) <= params["bias_depth"]
-    assert len(layers) <= params["max_layers"] and max(widths) <= params["max_width"]
-    info = Top(48_000_000, 3_000_000, **params).device.info
-    assert (info.weight_words, info.bias_depth) == (params["weight_words"], params["bias_depth"])
+    image = compile_image(layers, params.lanes, params.rows)
+    assert image.weight_words <= params.weight_words
+    assert len(image.biases) <= params.bias_depth
+    assert len(layers) <= params.max_layers and max(widths) <= params.max_width
+    check_fits(layers, params.limits())
+    info = Top(params, 48_000_000, 3_000_000).device.info
+    assert info == params.device_info(48_000_000, 3_000_000)
 
 
 @pytest.mark.synth
 def test_up5k_parameters_fit_the_up5k():
     """Weights in the four SPRAM blocks, everything else in at most 30 block RAMs, no DSP."""
+    from trine.flow.synth import ToolNotFoundError, cell_stats
     from trine.hw.verilog import to_verilog
 
-    from trine.flow.synth import ToolNotFoundError, cell_stats
-
-    top = Top(48_000_000, 3_000_000, **UP5K_PARAMS)
+    top = Top(UP5K, 48_000_000, 3_000_000)
     try:
         cells = cell_stats(to_verilog(top, "top"), "top", "ice40")
     except ToolNotFoundError as exc:  # the tools are an optional extra

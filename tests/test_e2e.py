@@ -7,13 +7,13 @@ DeviceError: never a wrong answer, never a hang (socket timeouts and bounded ret
 
 import numpy as np
 import pytest
+
+from trine.contract.reference import Layer
 from trine.host.client import Client
 from trine.host.program import Program
 from trine.host.transport import DeviceError
 from trine.sim.faults import Faults, FaultyProxy
 from trine.sim.serve import serve
-
-from trine.contract.reference import Layer
 
 # Small enough to keep the simulated device quick, large enough for ragged tiles.
 DEVICE = dict(lanes=4, rows=3, weight_words=512, bias_depth=256, max_layers=4, max_width=40,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from trine.host.data import load_digits_split
 from trine.host.evaluate import evaluate
 from trine.host.program import Program, ProgramError

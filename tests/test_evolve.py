@@ -4,13 +4,13 @@ import math
 
 import numpy as np
 import pytest
+
+from trine.contract.reference import Layer, run_network, ternary_matmul
 from trine.host.data import load_digits_split
 from trine.host.evolve import DEFAULTS, EvolveError, _Search, _Settings, train_evolve
 from trine.host.evolve_net import EvolvingNet, forward
 from trine.host.program import Program
 from trine.host.results import TrainResult, accuracy
-
-from trine.contract.reference import Layer, run_network, ternary_matmul
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ import subprocess
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from trine.hw.ice40 import SPRAM_DEPTH, SinglePortMemory
+
+from trine.contract.params import SPRAM_DEPTH
+from trine.hw.ice40 import SinglePortMemory
 from trine.hw.verilog import to_verilog
 
 

@@ -13,11 +13,9 @@ import pytest
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
-from trine.hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC
-from trine.hw.link import FrameReceiver, FrameTransmitter, frame_timeout_cycles
-from trine.hw.uart import BITS_PER_BYTE, UARTRx, UARTTx
 
 from trine.contract.protocol import (
+    BITS_PER_BYTE,
     FRAME_TIMEOUT_BYTES,
     HEADER_SIZE,
     MAX_PAYLOAD,
@@ -28,7 +26,11 @@ from trine.contract.protocol import (
     crc8,
     crc16,
     encode_frame,
+    frame_timeout_cycles,
 )
+from trine.hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC
+from trine.hw.link import FrameReceiver, FrameTransmitter
+from trine.hw.uart import UARTRx, UARTTx
 
 CLK = 1e-8
 TIMEOUT = 120  # cycles; the stream-level tests leave at most 20 cycles between bytes

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from trine.hw.mac_array import MACArray
 
 from trine.contract.reference import ternary_matmul
 from trine.contract.spec import TritCode, trits_to_codes
+from trine.hw.mac_array import MACArray
 
 
 def make_vectors(rng, lanes, rows, count, max_fan_in):

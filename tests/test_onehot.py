@@ -3,6 +3,7 @@
 import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
+
 from trine.hw.onehot import OneHotFSM
 
 

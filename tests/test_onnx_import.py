@@ -8,6 +8,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
 from trine.host.data import load_digits_split  # noqa: E402
 from trine.host.onnx_import import (  # noqa: E402
     OnnxImportError,

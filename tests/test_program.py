@@ -10,6 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+from trine.contract.params import DeviceLimits
+from trine.contract.reference import Layer, run_network
+from trine.contract.spec import MAX_FAN_IN, SPEC_VERSION, pack_trits
 from trine.host.program import (
     FORMAT_VERSION,
     MAGIC,
@@ -18,9 +22,6 @@ from trine.host.program import (
     ProgramFormatError,
     ProgramTooLargeError,
 )
-
-from trine.contract.reference import Layer, run_network
-from trine.contract.spec import MAX_FAN_IN, SPEC_VERSION, DeviceLimits, pack_trits
 
 # --------------------------------------------------------------------------------------------
 # Programs to test with
@@ -512,7 +513,8 @@ def test_weight_bytes_pads_each_layer_to_whole_tiles():
             p.weight_bytes(lanes=1, rows=bad)
 
 
-FITS = {"lanes": 4, "rows": 2, "max_layers": 2, "max_fan_in": 5, "max_fan_out": 3}
+FITS = {"lanes": 4, "rows": 2, "max_layers": 2, "max_fan_in": 5, "max_fan_out": 3,
+        "bias_depth": 6}
 
 
 @pytest.mark.parametrize(
@@ -523,6 +525,7 @@ FITS = {"lanes": 4, "rows": 2, "max_layers": 2, "max_fan_in": 5, "max_fan_out": 
         ({"max_fan_in": 2}, "fan-in K = 5, .*layer 1 has fan-in K = 3, more than max_fan_in = 2"),
         ({"max_fan_out": 2}, "layer 0 has fan-out M = 3, more than max_fan_out = 2"),
         ({"weight_bytes": 9}, r"weights need 10 bytes in 2 x 4 tiles, more than weight_bytes = 9"),
+        ({"bias_depth": 5}, r"the biases need 6 entries in blocks of 2, more than bias_depth = 5"),
     ],
 )
 def test_check_fits(tighter, message):
@@ -537,13 +540,13 @@ def test_check_fits(tighter, message):
 
 def test_check_fits_lists_every_problem():
     limits = DeviceLimits(
-        lanes=1, rows=1, max_layers=1, max_fan_in=1, max_fan_out=1, weight_bytes=1
+        lanes=1, rows=1, max_layers=1, max_fan_in=1, max_fan_out=1, weight_bytes=1, bias_depth=1
     )
     with pytest.raises(ProgramTooLargeError) as e:
         sample_program().check_fits(limits)
-    assert str(e.value).count(";") == 5  # layers, 2 x fan-in, 2 x fan-out, weight memory
+    assert str(e.value).count(";") == 6  # layers, 2 x fan-in, 2 x fan-out, weights, biases
     assert isinstance(e.value, ValueError)
-    with pytest.raises(TypeError, match="limits must be a trine.contract.spec.DeviceLimits"):
+    with pytest.raises(TypeError, match="limits must be a trine.contract.params.DeviceLimits"):
         sample_program().check_fits(FITS)
 
 

@@ -4,15 +4,15 @@ import math
 
 import numpy as np
 import pytest
+
+from trine.contract.params import SIMULATED
+from trine.contract.reference import Layer
 from trine.host.data import load_dataset, load_digits_split
 from trine.host.mlp import TrainError, float_accuracy, train_float_mlp
 from trine.host.program import Program
 from trine.host.qat import DEFAULTS, QATNet, train_qat
 from trine.host.results import program_accuracy
 from trine.host.ternarize import fold_to_program
-
-from trine.contract.reference import Layer
-from trine.contract.spec import DeviceLimits
 
 
 @pytest.fixture(scope="module")
@@ -212,8 +212,7 @@ def test_target_against_float_of_the_same_shape(name, points):
     r = train_qat(x_train, y_train, x_test=x_test, y_test=y_test, **opts["qat"])
     print(f"\n{name}: float {fl.metrics['test_acc']:.4f}, QAT {r.metrics['test_acc']:.4f}")
     assert r.metrics["test_acc"] >= fl.metrics["test_acc"] - points
-    r.program.check_fits(DeviceLimits(lanes=8, rows=5, max_layers=8, max_fan_in=256,
-                                      max_fan_out=256, weight_bytes=2048 * 8))
+    r.program.check_fits(SIMULATED.limits())
 
 
 # ---------------------------------------------------------------------------------------------

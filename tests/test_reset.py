@@ -2,6 +2,7 @@
 
 import pytest
 from amaranth.sim import Simulator
+
 from trine.hw.reset import PowerOnReset
 
 

@@ -12,7 +12,6 @@ import time
 import numpy as np
 import pytest
 import serial
-from trine.sim.serve import DeviceConfig, ServeError, main, serve
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
@@ -20,6 +19,7 @@ from trine.contract.device_image import (
     beat_bytes,
     compile_image,
 )
+from trine.contract.errors import ParameterError
 from trine.contract.protocol import (
     ACK,
     MAX_PAYLOAD,
@@ -36,6 +36,7 @@ from trine.contract.protocol import (
     write_payload,
 )
 from trine.contract.reference import Layer, run_network
+from trine.sim.serve import DeviceConfig, ServeError, main, serve
 
 ANSWER_TIMEOUT = 30.0  # seconds; the slowest answer here takes well under 5
 
@@ -115,15 +116,15 @@ def test_network_matches_reference(host, device):
         )
         for k, m, relu in zip(widths[:-1], widths[1:], (True, False), strict=True)
     ]
-    image = compile_image(layers, cfg.lanes, cfg.rows)
+    image = compile_image(layers, cfg.params.lanes, cfg.params.rows)
     x = rng.integers(-128, 128, (3, widths[0])).astype(np.int8)
     stride = cfg.info().stride
 
-    host.write(Target.WEIGHTS, 0, image.weights, beat_bytes(cfg.lanes, cfg.rows))
+    host.write(Target.WEIGHTS, 0, image.weights, beat_bytes(cfg.params.lanes, cfg.params.rows))
     host.write(Target.BIAS, 0, image.bias_bytes(), BIAS_STORE_BYTES)
     host.write(Target.LAYER, 0, image.table_bytes(), LAYER_ENTRY_SIZE)
     for b, sample in enumerate(x):  # sample b at word b * stride of buffer 0
-        host.write(Target.INPUT, b * stride, sample.tobytes(), cfg.lanes)
+        host.write(Target.INPUT, b * stride, sample.tobytes(), cfg.params.lanes)
     run = host.request(Op.RUN, run_payload(len(layers), len(x)))
     assert run.op == Op.RUN | ACK, run
     assert struct.unpack("<I", run.payload)[0] > 0  # cycles
@@ -187,13 +188,19 @@ def test_once_stops_after_the_first_client():
 
 
 def test_serve_reports_a_server_that_dies():
-    with pytest.raises(ServeError, match=r"(?s)exited with status 1 before listening.*error"):
+    with pytest.raises(ServeError, match=r"(?s)exited with status 2 before listening.*error"):
+        with serve("no-such-simulator", "byte", ready_timeout=60):
+            pass
+
+
+def test_serve_checks_the_parameters_before_starting():
+    with pytest.raises(ParameterError, match="Lane count must be >= 1, not 0"):
         with serve("icarus", "byte", lanes=0, ready_timeout=60):
             pass
 
 
 def test_only_loopback_addresses(capsys):
-    assert main(["--port", "0", "--host", "0.0.0.0"]) == 1
+    assert main(["--port", "0", "--host", "0.0.0.0"]) == 2
     assert "loopback address only" in capsys.readouterr().err
 
 

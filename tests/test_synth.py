@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from trine.hw.baseline import WEIGHT_WIDTH, Int8MACArray
-from trine.hw.mac_array import MACArray
-from trine.hw.verilog import mac_array_verilog, to_verilog
 
 from trine.contract.spec import ACT_MAX, ACT_MIN
 from trine.flow import synth
+from trine.hw.baseline import WEIGHT_WIDTH, Int8MACArray
+from trine.hw.mac_array import MACArray
+from trine.hw.verilog import mac_array_verilog, to_verilog
 
 W_MIN, W_MAX = -(1 << (WEIGHT_WIDTH - 1)), (1 << (WEIGHT_WIDTH - 1)) - 1
 DSP_CELLS = {"ice40": "SB_MAC16", "ecp5": "MULT18X18D"}
@@ -162,10 +162,10 @@ def test_ternary_generic_netlist_has_no_multiplier():
 
 def test_whole_device_has_no_multiplier():
     """The whole accelerator, UART to requantiser, is multiply-free (addresses count up)."""
+    from trine.contract.params import SIMULATED
     from trine.hw.device import Top
 
-    top = Top(12_000_000, 3_000_000, lanes=8, rows=5, weight_words=2048, bias_depth=1024,
-              max_layers=8, max_width=256, max_batch=16)
+    top = Top(SIMULATED, 12_000_000, 3_000_000)
     cells = _generic_cells_or_skip(to_verilog(top, "top"), "top")
     assert cells.get("$add", 0) > 0
     assert "$mul" not in cells and "$macc" not in cells

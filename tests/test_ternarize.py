@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
 from trine.host.data import load_digits_split
 from trine.host.program import Program
 from trine.host.ternarize import (

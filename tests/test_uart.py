@@ -5,7 +5,9 @@ import random
 import pytest
 from amaranth.hdl import Elaboratable, Module
 from amaranth.sim import Simulator
-from trine.hw.uart import BITS_PER_BYTE, UARTRx, UARTTx, baud_divisor
+
+from trine.contract.protocol import BITS_PER_BYTE, baud_divisor
+from trine.hw.uart import UARTRx, UARTTx
 
 CLK = 1e-8  # seconds per clock cycle
 

@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from trine.flow.boards import BOARDS, SMALL_PARAMS, get_board, plan_clock
+from trine.contract.params import SMALL
+from trine.flow.boards import BOARDS, get_board, plan_clock
 
 __all__ = ["add_parsers"]
 
@@ -41,7 +42,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from trine.flow.synth import SynthError
 
     board = get_board(args.board)
-    params = dict(SMALL_PARAMS) if args.small else {}
+    params = SMALL.size() if args.small else {}
     for name in _PARAM_OPTIONS:
         value = getattr(args, name)
         if value is not None:

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from trine.contract.errors import FormatError
 from trine.contract.reference import Layer
 from trine.contract.spec import BIAS_MAX, MAX_FAN_IN, pack_trits, packed_size
 
@@ -40,6 +41,8 @@ __all__ = [
     "LAYER_ENTRY_SIZE",
     "beat_bytes",
     "word_size",
+    "weight_words",
+    "bias_entries",
     "tile_layer",
     "LayerEntry",
     "DeviceImage",
@@ -67,8 +70,18 @@ def word_size(target: int, lanes: int, rows: int) -> int:
     layer table, activation buffers). WRITE and READ advance one word every this many bytes."""
     sizes = (beat_bytes(lanes, rows), BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, lanes)
     if not 0 <= int(target) < len(sizes):
-        raise ValueError(f"no memory target {target}")
+        raise FormatError(f"no memory target {target}")
     return sizes[int(target)]
+
+
+def weight_words(layers: Sequence[Layer], lanes: int, rows: int) -> int:
+    """Weight-memory words the layers take: ``ceil(M / rows) * ceil(K / lanes)`` tiles each."""
+    return sum(-(-x.fan_out // rows) * -(-x.fan_in // lanes) for x in layers)
+
+
+def bias_entries(layers: Sequence[Layer], rows: int) -> int:
+    """Bias-memory entries the layers take: ``rows`` per block of outputs."""
+    return sum(-(-x.fan_out // rows) * rows for x in layers)
 
 
 def tile_layer(weights: np.ndarray, lanes: int, rows: int) -> np.ndarray:

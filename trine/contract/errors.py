@@ -9,7 +9,7 @@ shared by every layer.
 
 from __future__ import annotations
 
-__all__ = ["TrineError", "ParameterError", "ParameterTypeError", "check_int"]
+__all__ = ["TrineError", "ParameterError", "ParameterTypeError", "FormatError", "check_int"]
 
 
 class TrineError(Exception):
@@ -22,6 +22,10 @@ class ParameterError(TrineError, ValueError):
 
 class ParameterTypeError(ParameterError, TypeError):
     """A parameter of the wrong type."""
+
+
+class FormatError(TrineError, ValueError):
+    """Data that breaks a format of the contract: trits, packed bytes, activations, layers."""
 
 
 def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:

@@ -40,6 +40,8 @@ import dataclasses
 import enum
 import struct
 
+from trine.contract.errors import ParameterError, TrineError
+
 __all__ = [
     "PROTOCOL_VERSION",
     "SYNC",
@@ -63,6 +65,11 @@ __all__ = [
     "crc16",
     "encode_frame",
     "FrameDecoder",
+    "DEFAULT_BAUD",
+    "BITS_PER_BYTE",
+    "MIN_DIVISOR",
+    "baud_divisor",
+    "frame_timeout_cycles",
 ]
 
 PROTOCOL_VERSION = 1
@@ -200,8 +207,8 @@ STATUS_ACK = struct.Struct("<BBII")
 TRANSIENT_ERRORS = frozenset({ErrorCode.BAD_CRC, ErrorCode.BAD_LENGTH, ErrorCode.BUSY})
 
 
-class FrameError(ValueError):
-    """A byte string is not a valid frame."""
+class FrameError(TrineError, ValueError):
+    """A byte string is not a valid frame, or a request that cannot be framed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,3 +326,54 @@ class FrameDecoder:
                 self.errors.append((ErrorCode.BAD_CRC, op, seq))
             del buf[:end]
         return frames
+
+
+# --------------------------------------------------------------------------------------------
+# The serial line (8N1 UART) under the frames
+# --------------------------------------------------------------------------------------------
+
+#: The baud rate hosts and boards use unless told otherwise (both boards' bridges take it).
+DEFAULT_BAUD = 3_000_000
+#: Bit times per byte on the wire (8N1: start, 8 data, stop).
+BITS_PER_BYTE = 10
+#: Fewest clock cycles per bit: the receiver needs a mid-bit sample and a cycle of edge jitter.
+MIN_DIVISOR = 4
+
+
+def baud_divisor(clk_freq: float, baud: float, *, tolerance: float = 0.02) -> int:
+    """Clock cycles per bit for ``baud`` at ``clk_freq``, rounded to the nearest integer.
+
+    Raises
+    ------
+    ParameterError
+        If there are fewer than :data:`MIN_DIVISOR` cycles per bit, or if the rounded divisor
+        misses the requested baud rate by more than ``tolerance`` (a fraction, default 2%).
+    """
+    if not clk_freq > 0 or not baud > 0:
+        raise ParameterError(
+            f"clock frequency and baud rate must be positive, not {clk_freq} and {baud}"
+        )
+    exact = clk_freq / baud
+    if exact < MIN_DIVISOR:
+        raise ParameterError(
+            f"clock frequency {clk_freq:g} Hz is too low for {baud:g} baud: {exact:.2f} cycles "
+            f"per bit, need at least {MIN_DIVISOR}"
+        )
+    divisor = round(exact)
+    actual = clk_freq / divisor
+    error = abs(actual - baud) / baud
+    if error > tolerance:
+        raise ParameterError(
+            f"divisor {divisor} gives {actual:g} baud at {clk_freq:g} Hz, {error:.1%} off the "
+            f"requested {baud:g} baud (tolerance {tolerance:.1%})"
+        )
+    return divisor
+
+
+def frame_timeout_cycles(divisor: int) -> int:
+    """The inter-byte timeout (``FRAME_TIMEOUT_BYTES`` byte times) in clock cycles, for a UART
+    with ``divisor`` clock cycles per bit."""
+    from trine.contract.errors import check_int
+
+    check_int("UART divisor (clock cycles per bit)", divisor, MIN_DIVISOR)
+    return FRAME_TIMEOUT_BYTES * BITS_PER_BYTE * divisor

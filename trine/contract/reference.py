@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trine.contract.errors import FormatError
 from trine.contract.spec import (
     ACT_MAX,
     ACT_MIN,
@@ -45,19 +46,21 @@ _F32_EXACT_LIMIT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
 def _check_activations(x, fan_in: int | None = None, name: str = "x") -> np.ndarray:
     a = np.asarray(x)
     if a.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be an integer array (int8 activations), not dtype {a.dtype}")
+        raise FormatError(f"{name} must be an integer array (int8 activations), "
+                          f"not dtype {a.dtype}")
     if a.ndim not in (1, 2):
-        raise ValueError(f"{name} must have shape (K,) or (N, K), not {a.shape}")
+        raise FormatError(f"{name} must have shape (K,) or (N, K), not {a.shape}")
     if a.dtype != np.int8:
         bad = (a < ACT_MIN) | (a > ACT_MAX)
         if bad.any():
             i = np.argwhere(bad)[0]
             pos = int(i[0]) if a.ndim == 1 else tuple(int(v) for v in i)
-            raise ValueError(
+            raise FormatError(
                 f"{name} must be in [{ACT_MIN}, {ACT_MAX}]: value {int(a[tuple(i)])} at {pos}"
             )
     if fan_in is not None and a.shape[-1] != fan_in:
-        raise ValueError(f"{name} has {a.shape[-1]} inputs per sample, the weights expect {fan_in}")
+        raise FormatError(f"{name} has {a.shape[-1]} inputs per sample, the weights expect "
+                          f"{fan_in}")
     return a
 
 
@@ -84,30 +87,30 @@ class Layer:
     def __post_init__(self):
         w = as_trits(self.weights, "weights")
         if w.ndim != 2 or w.shape[0] < 1:
-            raise ValueError(f"weights must have shape (M, K) with M >= 1, not {w.shape}")
+            raise FormatError(f"weights must have shape (M, K) with M >= 1, not {w.shape}")
         m, k = w.shape
         if not 1 <= k <= MAX_FAN_IN:
-            raise ValueError(f"fan-in K = {k} is outside the supported range [1, {MAX_FAN_IN}]")
+            raise FormatError(f"fan-in K = {k} is outside the supported range [1, {MAX_FAN_IN}]")
         b = np.asarray(self.bias)
         if b.dtype.kind not in "iu":
             if b.dtype.kind == "f" and np.all(np.isfinite(b)) and np.all(b == np.rint(b)):
                 b = b.astype(np.int64)
             else:
-                raise ValueError(f"bias must be integers, not dtype {b.dtype}")
+                raise FormatError(f"bias must be integers, not dtype {b.dtype}")
         if b.shape != (m,):
-            raise ValueError(f"bias must have shape ({m},) to match {m} outputs, not {b.shape}")
+            raise FormatError(f"bias must have shape ({m},) to match {m} outputs, not {b.shape}")
         b = b.astype(np.int64)
         bad = (b < BIAS_MIN) | (b > BIAS_MAX)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"bias must fit in int32: value {int(b[i])} at {i}")
+            raise FormatError(f"bias must fit in int32: value {int(b[i])} at {i}")
         shift = self.shift
         if isinstance(shift, bool) or not isinstance(shift, int | np.integer):
-            raise ValueError(f"shift must be an integer in [0, {SHIFT_MAX}], not {shift!r}")
+            raise FormatError(f"shift must be an integer in [0, {SHIFT_MAX}], not {shift!r}")
         if not 0 <= shift <= SHIFT_MAX:
-            raise ValueError(f"shift must be in [0, {SHIFT_MAX}], not {shift}")
+            raise FormatError(f"shift must be in [0, {SHIFT_MAX}], not {shift}")
         if not isinstance(self.relu, bool | np.bool_):
-            raise ValueError(f"relu must be a bool, not {self.relu!r}")
+            raise FormatError(f"relu must be a bool, not {self.relu!r}")
         w = w.copy()
         w.setflags(write=False)
         b.setflags(write=False)
@@ -194,11 +197,11 @@ def ternary_layer(x, w, bias=None, shift: int = 0, relu: bool = False) -> np.nda
     """
     if isinstance(w, Layer):
         if bias is not None:
-            raise ValueError("give either a Layer or weights with bias/shift/relu, not both")
+            raise FormatError("give either a Layer or weights with bias/shift/relu, not both")
         layer = w
     else:
         if bias is None:
-            raise ValueError("bias is required with raw weights (use zeros for none)")
+            raise FormatError("bias is required with raw weights (use zeros for none)")
         layer = Layer(w, bias, shift, relu)
     return _layer_forward(_check_activations(x, layer.fan_in), layer)
 
@@ -210,13 +213,13 @@ def run_network(x, layers: Sequence[Layer]) -> np.ndarray:
     width of one layer's output is not the next layer's fan-in.
     """
     if len(layers) == 0:
-        raise ValueError("a network needs at least one layer")
+        raise FormatError("a network needs at least one layer")
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
-            raise ValueError(f"layer {i} must be a trine.contract.reference.Layer, not "
+            raise FormatError(f"layer {i} must be a trine.contract.reference.Layer, not "
                              f"{type(layer).__name__}")
         if i and layer.fan_in != layers[i - 1].fan_out:
-            raise ValueError(
+            raise FormatError(
                 f"layer {i} expects {layer.fan_in} inputs but layer {i - 1} has "
                 f"{layers[i - 1].fan_out} outputs"
             )

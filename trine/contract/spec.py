@@ -39,11 +39,12 @@ The supported fan-in is ``1 <= K <= MAX_FAN_IN``.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 
 import numpy as np
+
+from trine.contract.errors import FormatError
 
 __all__ = [
     "SPEC_VERSION",
@@ -67,7 +68,6 @@ __all__ = [
     "unpack_trits_2bit",
     "packed_size_2bit",
     "as_trits",
-    "DeviceLimits",
 ]
 
 SPEC_VERSION = 1
@@ -112,9 +112,9 @@ def accumulator_width(fan_in: int, act_width: int = ACT_WIDTH) -> int:
         If ``fan_in`` is not in ``[1, MAX_FAN_IN]`` or ``act_width`` is below 2.
     """
     if not isinstance(fan_in, int | np.integer) or not 1 <= fan_in <= MAX_FAN_IN:
-        raise ValueError(f"fan-in must be an integer in [1, {MAX_FAN_IN}], not {fan_in!r}")
+        raise FormatError(f"fan-in must be an integer in [1, {MAX_FAN_IN}], not {fan_in!r}")
     if not isinstance(act_width, int | np.integer) or act_width < 2:
-        raise ValueError(f"activation width must be an integer >= 2, not {act_width!r}")
+        raise FormatError(f"activation width must be an integer >= 2, not {act_width!r}")
     return int(act_width) + math.ceil(math.log2(int(fan_in))) + 1
 
 
@@ -138,20 +138,20 @@ def as_trits(w, name: str = "weights") -> np.ndarray:
     """
     a = np.asarray(w)
     if a.dtype == object or a.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be a numeric array, not dtype {a.dtype}")
+        raise FormatError(f"{name} must be a numeric array, not dtype {a.dtype}")
     if a.dtype.kind == "b":
-        raise ValueError(f"{name} must hold trits -1/0/+1, not booleans")
+        raise FormatError(f"{name} must hold trits -1/0/+1, not booleans")
     if a.dtype.kind == "f":
         bad = np.isnan(a)
         if bad.any():
             pos = _first_index(bad, a.shape)
-            raise ValueError(f"{name} contains NaN at position {pos}")
+            raise FormatError(f"{name} contains NaN at position {pos}")
         bad = (a != -1) & (a != 0) & (a != 1)
         if bad.any():
             pos = _first_index(bad, a.shape)
             v = a.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]
             kind = "non-integer value" if np.isfinite(v) and v != np.rint(v) else "value"
-            raise ValueError(
+            raise FormatError(
                 f"{name} must be ternary (-1, 0, +1): {kind} {float(v)!r} at position {pos}"
             )
         return a.astype(np.int8)
@@ -163,7 +163,7 @@ def as_trits(w, name: str = "weights") -> np.ndarray:
     if bad.any():
         pos = _first_index(bad, a.shape)
         v = a.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]
-        raise ValueError(f"{name} must be ternary (-1, 0, +1): value {int(v)} at position {pos}")
+        raise FormatError(f"{name} must be ternary (-1, 0, +1): value {int(v)} at position {pos}")
     return a.astype(np.int8, copy=False)
 
 
@@ -189,15 +189,15 @@ def codes_to_trits(codes, *, strict: bool = True) -> np.ndarray:
     """
     c = np.asarray(codes)
     if c.dtype.kind not in "iu":
-        raise ValueError(f"trit codes must be integers, not dtype {c.dtype}")
+        raise FormatError(f"trit codes must be integers, not dtype {c.dtype}")
     bad = (c < 0) | (c > 3)
     if bad.any():
-        raise ValueError(f"trit code out of range 0..3 at position {_first_index(bad, c.shape)}")
+        raise FormatError(f"trit code out of range 0..3 at position {_first_index(bad, c.shape)}")
     if strict:
         bad = c == TritCode.ILLEGAL
         if bad.any():
             pos = _first_index(bad, c.shape)
-            raise ValueError(f"illegal trit code 0b10 at position {pos}")
+            raise FormatError(f"illegal trit code 0b10 at position {pos}")
     return _CODE_TO_TRIT[c.astype(np.intp)]
 
 
@@ -258,16 +258,16 @@ def _as_bytes(data) -> np.ndarray:
         return np.frombuffer(data, dtype=np.uint8)
     a = np.asarray(data)
     if a.dtype != np.uint8 or a.ndim != 1:
-        raise ValueError(f"packed data must be bytes or a 1-D uint8 array, not {a.dtype}{a.shape}")
+        raise FormatError(f"packed data must be bytes or a 1-D uint8 array, not {a.dtype}{a.shape}")
     return a
 
 
 def _check_count(count, nbytes: int, per_byte: int) -> int:
     if not isinstance(count, int | np.integer) or count < 0:
-        raise ValueError(f"trit count must be a non-negative integer, not {count!r}")
+        raise FormatError(f"trit count must be a non-negative integer, not {count!r}")
     need = -(-int(count) // per_byte)
     if need != nbytes:
-        raise ValueError(
+        raise FormatError(
             f"{count} trits need {need} bytes at {per_byte} trits per byte, but {nbytes} were given"
         )
     return int(count)
@@ -285,10 +285,10 @@ def unpack_trits(data, count: int) -> np.ndarray:
     bad = b > _MAX_DENSE_BYTE
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"illegal packed byte {int(b[i])} (> {_MAX_DENSE_BYTE}) at byte {i}")
+        raise FormatError(f"illegal packed byte {int(b[i])} (> {_MAX_DENSE_BYTE}) at byte {i}")
     out = _DENSE_DECODE[b].reshape(-1)
     if out.size != count and np.any(out[count:] != 0):
-        raise ValueError(f"padding trits of the last byte (byte {b.size - 1}) are not zero")
+        raise FormatError(f"padding trits of the last byte (byte {b.size - 1}) are not zero")
     return out[:count].copy()
 
 
@@ -327,44 +327,8 @@ def unpack_trits_2bit(data, count: int) -> np.ndarray:
     bad = ~_TWOBIT_LEGAL[b]
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"illegal trit code 0b10 in byte {i} (0x{int(b[i]):02x})")
+        raise FormatError(f"illegal trit code 0b10 in byte {i} (0x{int(b[i]):02x})")
     out = _TWOBIT_DECODE[b].reshape(-1)
     if out.size != count and np.any(_TWOBIT_CODES[b[-1]][count % TRITS_PER_BYTE_2BIT :] != 0):
-        raise ValueError(f"padding trits of the last byte (byte {b.size - 1}) are not zero")
+        raise FormatError(f"padding trits of the last byte (byte {b.size - 1}) are not zero")
     return out[:count].copy()
-
-
-# --------------------------------------------------------------------------------------------
-# What a device can hold (reported by the device, checked by the host before sending)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class DeviceLimits:
-    """The capacity of one accelerator configuration.
-
-    Attributes
-    ----------
-    lanes, rows : the MAC array's shape (activations per beat, parallel outputs)
-    max_layers : entries in the layer table
-    max_fan_in : largest K of any layer (also bounds the accumulator width)
-    max_fan_out : largest M of any layer (activation buffer depth)
-    weight_bytes : weight memory in bytes, holding trits at 5 per byte
-    """
-
-    lanes: int
-    rows: int
-    max_layers: int
-    max_fan_in: int
-    max_fan_out: int
-    weight_bytes: int
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"device limit {f.name} must be a positive integer, not {v!r}")
-        if self.max_fan_in > MAX_FAN_IN:
-            raise ValueError(
-                f"device limit max_fan_in must be <= {MAX_FAN_IN}, not {self.max_fan_in}"
-            )

@@ -15,6 +15,7 @@ import math
 from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
 
+from trine.contract.params import AcceleratorParams
 from trine.flow.boards import ClockPlan
 from trine.hw.reset import PowerOnReset
 
@@ -91,8 +92,8 @@ class BoardTop(Elaboratable):
     ----------
     plan : ClockPlan
         From :func:`trine.flow.boards.plan_clock`: board, PLL settings, achieved clock and baud.
-    **params
-        Accelerator parameters for :class:`trine.hw.device.Top` (lanes, rows, weight_words, ...).
+    params : trine.contract.params.AcceleratorParams
+        The accelerator (:class:`trine.hw.device.Top`).
 
     Attributes
     ----------
@@ -100,14 +101,14 @@ class BoardTop(Elaboratable):
         The device, built for the achieved clock.
     """
 
-    def __init__(self, plan: ClockPlan, **params):
+    def __init__(self, plan: ClockPlan, params: AcceleratorParams):
         from trine.hw.device import Top
 
         if not isinstance(plan, ClockPlan):
             raise TypeError(f"plan must be a trine.flow.boards.ClockPlan, not {plan!r}")
         self.plan = plan
-        self.params = dict(params)
-        self.top = Top(plan.achieved_hz, plan.baud, **params)
+        self.params = params
+        self.top = Top(params, plan.achieved_hz, plan.baud)
 
     def elaborate(self, platform):
         m = Module()

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import math
 import os
 import re
 import subprocess
@@ -46,9 +45,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from trine.contract.errors import TrineError
 from trine.contract.fileio import write_atomic
 from trine.flow import synth
-from trine.flow.boards import ECP5PLL, ICE40PLL, BoardError, ClockPlan, get_board, plan_clock
+from trine.flow.boards import BoardError, ClockPlan, get_board, plan_clock
+from trine.flow.pll import ECP5PLL, ICE40PLL, achievable_clocks
 
 __all__ = [
     "NAME",
@@ -100,7 +101,7 @@ _PACKAGES = {
 }
 
 
-class BuildError(Exception):
+class BuildError(TrineError):
     """A board build failed: a tool error, a design that does not fit, missed timing, or a
     multiplier in the design. ``report`` holds what was measured (possibly partial)."""
 
@@ -165,55 +166,14 @@ def _versions(family: str, rpt: Path) -> dict[str, str]:
     return versions
 
 
-def _achievable_clocks(plan: ClockPlan) -> set[int]:
-    """Every clock (Hz, rounded) the board's PLL can make from its oscillator, and the
-    oscillator itself."""
-    from fractions import Fraction
-
-    from trine.flow import boards
-
-    board = plan.board
-    f_in = Fraction(board.osc_hz)
-    mhz = _MHZ
-    found = {board.osc_hz}
-    if board.family == "ice40":
-        lo, hi = boards.ICE40_PLL_OUT
-        for divr in range(16):
-            pfd = f_in / (divr + 1)
-            if not boards.ICE40_PFD[0] * mhz <= pfd <= boards.ICE40_PFD[1] * mhz:
-                continue
-            for divf in range(128):
-                vco = pfd * (divf + 1)
-                if not boards.ICE40_VCO[0] * mhz <= vco <= boards.ICE40_VCO[1] * mhz:
-                    continue
-                for divq in range(1, 7):
-                    f = vco / 2**divq
-                    if lo * mhz <= f <= hi * mhz:
-                        found.add(round(f))
-    else:
-        lo, hi = boards.ECP5_PLL_OUT
-        for clki_div in range(1, 129):
-            pfd = f_in / clki_div
-            if not boards.ECP5_PFD[0] * mhz <= pfd <= boards.ECP5_PFD[1] * mhz:
-                continue
-            for clkfb_div in range(1, 81):
-                f = pfd * clkfb_div
-                if not lo * mhz <= f <= hi * mhz:
-                    continue
-                d_lo = max(1, math.ceil(boards.ECP5_VCO[0] * mhz / f))
-                if d_lo <= min(128, math.floor(boards.ECP5_VCO[1] * mhz / f)):
-                    found.add(round(f))
-    return found
-
-
 def suggest_clock_hz(plan: ClockPlan, fmax_hz: float) -> int | None:
     """The fastest clock at or below ``fmax_hz`` that the board's PLL makes exactly as
     :func:`trine.flow.boards.plan_clock` would choose it and that suits ``plan.baud``; ``None`` if
     there is none."""
     baud = plan.baud
-    for f in sorted(_achievable_clocks(plan), reverse=True):
+    for f in sorted(achievable_clocks(plan.board.family, plan.board.osc_hz), reverse=True):
         divisor = round(f / baud)
-        # trine.hw.uart.baud_divisor's rule, inline: the full plan below is the slow part.
+        # trine.contract.protocol.baud_divisor's rule, inline: the full plan below is the slow part.
         if f > fmax_hz or divisor < 4 or abs(f / divisor - baud) > 0.02 * baud:
             continue
         try:
@@ -355,8 +315,8 @@ def build(board, *, out_dir: str | os.PathLike | None = None, lanes: int | None 
     seed : int
         nextpnr placement seed.
     params : Mapping, optional
-        Further :class:`trine.hw.device.Top` parameters (weight_words, bias_depth, max_layers,
-        max_width, max_batch, ...), overriding the board's defaults.
+        :class:`trine.contract.params.AcceleratorParams` fields (weight_words, bias_depth,
+        max_layers, max_width, max_batch, ...) that override the board's defaults.
     allow_timing_fail : bool
         Keep a bitstream whose post-route Fmax is below the clock instead of raising.
     yowasp_cache : path, optional
@@ -382,20 +342,17 @@ def build(board, *, out_dir: str | os.PathLike | None = None, lanes: int | None 
         raise BoardError(f"clock_mhz must be a number, not {clock_mhz!r}")
     clock_hz = board.default_clock_hz if clock_mhz is None else clock_mhz * _MHZ
     plan = plan_clock(board, clock_hz, board.default_baud if baud is None else baud)
-    parameters = dict(board.params)
-    parameters.update(params or {})
+    changes = dict(params or {})
     if lanes is not None:
-        parameters["lanes"] = lanes
+        changes["lanes"] = lanes
     if rows is not None:
-        parameters["rows"] = rows
+        changes["rows"] = rows
+    parameters = board.params.replace(**changes)
 
     from trine.flow.board_top import BoardTop
 
-    try:
-        top = BoardTop(plan, **parameters)
-    except TypeError as exc:
-        raise BoardError(f"bad device parameters {parameters}: {exc}") from None
-    return run_build(top, plan, parameters=parameters, out_dir=out_dir, seed=seed,
+    top = BoardTop(plan, parameters)
+    return run_build(top, plan, parameters=parameters.as_dict(), out_dir=out_dir, seed=seed,
                      allow_timing_fail=allow_timing_fail, yowasp_cache=yowasp_cache,
                      timeout=timeout)
 

