@@ -69,7 +69,6 @@ elapsed time.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -88,6 +87,7 @@ from trine.host.evolve_net import (
     forward,
     requantize,
 )
+from trine.host.learning import single_threaded_blas
 from trine.host.program import Program, ProgramError
 from trine.host.results import Stopwatch, TrainResult, accuracy
 
@@ -115,20 +115,6 @@ DEFAULTS: dict[str, Any] = {
 
 _HIDDEN_SPREAD = 32.0  # target std of a hidden unit's pre-activation, in int8 units
 _OUTPUT_SPREAD = 24.0  # the same for the outputs
-
-
-def _single_threaded_blas() -> contextlib.AbstractContextManager:
-    """Limit BLAS to one thread while evolving, when ``threadpoolctl`` is installed.
-
-    A generation's matrix products are small (tens of rows by a minibatch): a multi-threaded
-    BLAS spends more time waking and synchronising threads than computing, 10 to 100 times
-    more on a loaded 2-core machine (measured). Results do not depend on it (exact sums).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # scikit-learn's dependency; without it the run is only slower
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 class EvolveError(TrineError, ValueError):
@@ -503,7 +489,7 @@ def train_evolve(
     widths = [k, *s.hidden, n_classes]  # every fan-in <= MAX_FAN_IN: float32 sums are exact
     relus = [True] * len(s.hidden) + [False]
 
-    with _single_threaded_blas():
+    with single_threaded_blas():
         return _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, seed,
                     progress, labels)
 

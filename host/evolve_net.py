@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trine.contract.reference import Layer
-from trine.contract.spec import ACT_MAX, ACT_MIN
+from trine.contract.reference import Layer, requantize_inplace, rounding_constant
+from trine.contract.spec import ACT_MAX
 
 __all__ = ["EvolvingNet", "forward", "requantize", "MIN_TEMPERATURE", "SHIFT_LIMIT"]
 
@@ -36,22 +36,15 @@ MIN_TEMPERATURE = 4.0
 
 
 def requantize(acc: np.ndarray, bias_half: np.ndarray, shift: int, relu: bool) -> np.ndarray:
-    """:func:`trine.contract.reference.requantize` on int32 accumulators; returns a new int32 array.
-
-    ``bias_half`` is ``bias + 2**(shift-1)`` (``bias`` when ``shift`` is 0), broadcast
-    against ``acc``.
-    """
-    v = acc + bias_half
-    if shift:
-        v >>= shift
-    np.maximum(v, 0 if relu else ACT_MIN, out=v)
-    np.minimum(v, ACT_MAX, out=v)
-    return v
+    """:func:`trine.contract.reference.requantize_inplace` of int32 ``acc + bias_half`` (a new
+    array; ``bias_half`` is :func:`bias_half`, broadcast against ``acc``)."""
+    return requantize_inplace(acc + bias_half, shift, relu)
 
 
 def bias_half(bias: np.ndarray, shift: int) -> np.ndarray:
-    """``bias`` plus the rounding constant ``2**(shift-1)`` as int32."""
-    return (np.asarray(bias, np.int64) + ((1 << (shift - 1)) if shift else 0)).astype(np.int32)
+    """``bias`` plus the rounding constant of ``shift``, as int32 (exact: biases stay within
+    :meth:`EvolvingNet.bias_limit`)."""
+    return (np.asarray(bias, np.int64) + rounding_constant(shift)).astype(np.int32)
 
 
 def _mm(w: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -210,10 +203,10 @@ class EvolvingNet:
             Their int8 values for every variant and sample.
         """
         shift, relu = self.shift[layer], self.relu[layer]
-        bh = (np.asarray(biases, np.int64) + ((1 << (shift - 1)) if shift else 0))
+        bh = bias_half(biases, shift)
         inputs = self.inputs(layer) if idx is None else self.inputs(layer)[:, idx]
         acc = _mm(trits.astype(np.float32), inputs)  # (L, Nb)
-        act = requantize(acc, bh.astype(np.int32)[:, None], shift, relu)
+        act = requantize(acc, bh[:, None], shift, relu)
         if layer + 1 == self.n_layers:
             return np.array([row]), act[:, None, :].astype(np.float32)
         old = self.act[layer][row] if idx is None else self.act[layer][row, idx]

@@ -71,11 +71,10 @@ from typing import Any
 
 import numpy as np
 
-from trine.contract.reference import Layer
+from trine.contract.reference import Layer, rounding_constant, saturate, shift_inplace
 from trine.contract.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, SHIFT_MAX
-from trine.host.mlp import (
+from trine.host.learning import (
     Adam,
-    FloatMLP,
     Progress,
     TrainError,
     check_data,
@@ -84,14 +83,14 @@ from trine.host.mlp import (
     check_int,
     check_progress,
     cosine,
-    float_accuracy,
     input_range,
     single_threaded_blas,
     softmax_xent,
-    train_float_mlp,
 )
+from trine.host.mlp import FloatMLP, float_accuracy, train_float_mlp
 from trine.host.program import Program
 from trine.host.results import Stopwatch, TrainResult, program_accuracy
+from trine.host.ternarize import twn_trits
 
 __all__ = [
     "DEFAULTS",
@@ -102,7 +101,6 @@ __all__ = [
     "FloatMLP",
 ]
 
-TWN_DELTA_FACTOR = 0.7  # Li et al. (2016): delta ~ 0.7 E|W| for Gaussian-like weights
 THRESHOLDS = ("layer", "row")
 
 #: Settings per data set (trine.host.data names), measured on the default splits (see the README):
@@ -122,12 +120,6 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                     logit_scale=0.2, threshold="row"),
     },
 }
-
-
-def _ternarize(w: np.ndarray, threshold: str) -> np.ndarray:
-    mag = np.abs(w)
-    delta = TWN_DELTA_FACTOR * mag.mean(axis=1 if threshold == "row" else None, keepdims=True)
-    return (np.sign(w) * (mag > delta)).astype(np.int8)
 
 
 def _quantize(x: np.ndarray, scale: float) -> np.ndarray:
@@ -182,7 +174,7 @@ class QATNet:
 
     def trits(self, i: int) -> np.ndarray:
         """Layer ``i``'s ternary weights (int8, M x K)."""
-        return _ternarize(self.weights[i], self.threshold)
+        return twn_trits(self.weights[i], per_row=self.threshold == "row")
 
     def int_bias(self, i: int) -> np.ndarray:
         """Layer ``i``'s integer bias (int64 within int32), in accumulator units."""
@@ -203,11 +195,8 @@ class QATNet:
             t = self.trits(i)
         acc = (a.astype(np.float32) @ t.T.astype(np.float32)).astype(np.int64)
         s = self.shifts[i]
-        v = acc + self.int_bias(i)
-        if s:
-            v = (v + (1 << (s - 1))) >> s
-        y = np.clip(np.maximum(v, 0) if self.relus[i] else v, ACT_MIN, ACT_MAX)
-        return v, y
+        v = shift_inplace(acc + (self.int_bias(i) + rounding_constant(s)), s)
+        return v, saturate(v.copy(), self.relus[i])
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The hard (device) forward pass on raw inputs ``(N, K)``: int8 outputs ``(N, M)``."""

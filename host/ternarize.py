@@ -30,6 +30,8 @@ from trine.host.program import Program
 __all__ = [
     "TernarizeError",
     "TernarizedLayer",
+    "TWN_DELTA_FACTOR",
+    "twn_trits",
     "ternarize_twn",
     "ternarize_absmean",
     "sparsity",
@@ -64,6 +66,15 @@ def _check_matrix(w: Any, name: str = "w") -> np.ndarray:
     return a
 
 
+def twn_trits(w: np.ndarray, per_row: bool = False) -> np.ndarray:
+    """The TWN trits of a finite float matrix ``w`` (M, K): ``sign(W)`` where ``|W| > delta``,
+    ``delta = TWN_DELTA_FACTOR * mean|W|`` over the matrix or, with ``per_row``, over each row.
+    Unchecked (trainers call it at every step); :func:`ternarize_twn` checks its input."""
+    mag = np.abs(w)
+    delta = TWN_DELTA_FACTOR * mag.mean(axis=1 if per_row else None, keepdims=True)
+    return (np.sign(w) * (mag > delta)).astype(np.int8)
+
+
 def ternarize_twn(w: Any, per_channel: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Ternary Weight Networks: threshold at ``0.7 * mean|W|``, scale by the kept magnitudes.
 
@@ -90,9 +101,8 @@ def ternarize_twn(w: Any, per_channel: bool = False) -> tuple[np.ndarray, np.nda
     a = _check_matrix(w)
     mag = np.abs(a)
     axis = 1 if per_channel else None
-    delta = TWN_DELTA_FACTOR * mag.mean(axis=axis, keepdims=True)
-    keep = mag > delta
-    trits = (np.sign(a) * keep).astype(np.int8)
+    trits = twn_trits(a, per_channel)
+    keep = trits != 0
     kept = keep.sum(axis=axis, keepdims=True)
     total = np.where(keep, mag, 0.0).sum(axis=axis, keepdims=True)
     alpha = np.where(kept > 0, total / np.maximum(kept, 1), 0.0)

@@ -8,7 +8,8 @@ import pytest
 from trine.contract.params import SIMULATED
 from trine.contract.reference import Layer
 from trine.host.data import load_dataset, load_digits_split
-from trine.host.mlp import TrainError, float_accuracy, train_float_mlp
+from trine.host.learning import TrainError
+from trine.host.mlp import float_accuracy, train_float_mlp
 from trine.host.program import Program
 from trine.host.qat import DEFAULTS, QATNet, train_qat
 from trine.host.results import program_accuracy

@@ -38,7 +38,8 @@ from trine.contract.spec import (
     as_trits,
 )
 
-__all__ = ["Layer", "ternary_matmul", "requantize", "ternary_layer", "run_network"]
+__all__ = ["Layer", "ternary_matmul", "rounding_constant", "shift_inplace", "saturate",
+           "requantize_inplace", "requantize", "ternary_layer", "run_network"]
 
 _F32_EXACT_LIMIT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
 
@@ -118,7 +119,7 @@ class Layer:
         f32 = w.astype(np.float32 if 128 * k <= _F32_EXACT_LIMIT else np.float64).T
         f32.setflags(write=False)
         # Requantisation in int32 when |acc + bias + rounding| provably fits, else int64.
-        half = (1 << (shift - 1)) if shift > 0 else 0
+        half = rounding_constant(shift)
         fits32 = 128 * k + int(np.abs(b).max()) + half < (1 << 31)
         bias_rounded = (b + half).astype(np.int32 if fits32 else np.int64)
         bias_rounded.setflags(write=False)
@@ -145,11 +146,7 @@ def _layer_forward(x: np.ndarray, layer: Layer) -> np.ndarray:
     """:func:`requantize` fused with the matmul, in place, in the narrowest exact integer type."""
     v = np.matmul(x.astype(layer._f32.dtype), layer._f32).astype(layer._bias_rounded.dtype)
     v += layer._bias_rounded
-    if layer.shift:
-        v >>= layer.shift
-    np.maximum(v, 0 if layer.relu else ACT_MIN, out=v)  # ReLU and the lower clip in one pass
-    np.minimum(v, ACT_MAX, out=v)
-    return v.astype(np.int8)
+    return requantize_inplace(v, layer.shift, layer.relu).astype(np.int8)
 
 
 def _matmul_exact(x: np.ndarray, wt: np.ndarray) -> np.ndarray:
@@ -164,14 +161,38 @@ def ternary_matmul(x, w) -> np.ndarray:
     return _matmul_exact(a, layer._f32)
 
 
+def rounding_constant(shift: int) -> int:
+    """What the requantiser adds before its shift so that the shift rounds half up."""
+    return (1 << (shift - 1)) if shift > 0 else 0
+
+
+def shift_inplace(v: np.ndarray, shift: int) -> np.ndarray:
+    """The requantiser's shift of ``v = acc + bias + rounding_constant(shift)`` (a signed
+    integer array), in place: ``>>`` on a signed integer is floor division, so this is
+    ``floor((acc + bias + 2**(shift-1)) / 2**shift)``, round half up. Returns ``v``."""
+    if shift:
+        v >>= shift
+    return v
+
+
+def saturate(v: np.ndarray, relu: bool) -> np.ndarray:
+    """ReLU (if ``relu``) and int8 saturation of a signed integer array, in place; ``v``."""
+    np.maximum(v, 0 if relu else ACT_MIN, out=v)  # ReLU and the lower clip in one pass
+    np.minimum(v, ACT_MAX, out=v)
+    return v
+
+
+def requantize_inplace(v: np.ndarray, shift: int, relu: bool) -> np.ndarray:
+    """:func:`requantize` of ``v = acc + bias + rounding_constant(shift)``, in place, in
+    ``v``'s own integer type (the caller's proof that it cannot overflow); returns ``v``."""
+    return saturate(shift_inplace(v, shift), relu)
+
+
 def requantize(acc, bias, shift: int, relu: bool) -> np.ndarray:
     """Bias, round-half-up arithmetic shift, optional ReLU and int8 saturation (integer only)."""
     v = np.asarray(acc, dtype=np.int64) + np.asarray(bias, dtype=np.int64)
-    if shift > 0:
-        v = (v + (1 << (shift - 1))) >> shift  # >> on int64 is arithmetic: floor division
-    if relu:
-        v = np.maximum(v, 0)
-    return np.clip(v, ACT_MIN, ACT_MAX).astype(np.int8)
+    v += rounding_constant(shift)
+    return requantize_inplace(v, shift, relu).astype(np.int8)
 
 
 def ternary_layer(x, w, bias=None, shift: int = 0, relu: bool = False) -> np.ndarray:
