@@ -34,10 +34,11 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 import cocotb
-from cocotb.triggers import Event, FallingEdge, First, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import Event, FallingEdge, First, Timer
 from cocotb.utils import get_sim_time
 
 from trine.contract.protocol import FrameDecoder
+from trine.sim.bfm import StreamSink, StreamSource
 
 __all__ = ["BridgeConfig", "UARTLink", "StreamLink", "SocketBridge"]
 
@@ -158,49 +159,29 @@ class UARTLink(_Link):
             self.on_byte(byte)
 
 
-class StreamLink(_Link):
-    """Byte streams of :class:`trine.hw.device.LinkedAccelerator`; ``o_stream`` is always ready."""
+class StreamLink:
+    """Byte streams of :class:`trine.hw.device.LinkedAccelerator`: the shared stream source
+    drives ``i_stream``, the shared sink takes ``o_stream`` (always ready)."""
 
-    def __init__(self, dut, on_byte, on_drained):
-        super().__init__(dut, on_byte, on_drained)
-        dut.i_stream__valid.value = 0
-        dut.o_stream__ready.value = 1
+    def __init__(self, dut, period_ps: int, on_byte, on_drained):
+        self.source = StreamSource(dut.clk, dut.i_stream__valid, dut.i_stream__ready,
+                                   dut.i_stream__payload, period_ps=period_ps,
+                                   on_drained=on_drained)
+        self.sink = StreamSink(dut.clk, dut.o_stream__valid, dut.o_stream__ready,
+                               dut.o_stream__payload, callback=on_byte)
 
-    async def _drive(self) -> None:
-        clk = self.dut.clk
-        valid, ready, payload = (
-            self.dut.i_stream__valid,
-            self.dut.i_stream__ready,
-            self.dut.i_stream__payload,
-        )
-        falling, read_only = FallingEdge(clk), ReadOnly()
-        await falling
-        while True:
-            if not self._queue:
-                valid.value = 0
-                await self._wait_for_bytes()
-            payload.value = self._queue.popleft()
-            valid.value = 1
-            await read_only
-            while not ready.value:  # the receiver pauses while it absorbs a byte's CRC
-                await RisingEdge(ready)
-                await falling
-                await read_only
-            await falling  # taken at the rising edge just passed
+    @property
+    def busy(self) -> bool:
+        return self.source.busy
 
-    async def _sample(self) -> None:
-        clk, valid, payload = self.dut.clk, self.dut.o_stream__valid, self.dut.o_stream__payload
-        falling, read_only = FallingEdge(clk), ReadOnly()
-        await falling
-        while True:
-            await read_only
-            if valid.value:
-                byte = payload.value.to_unsigned()
-                await falling  # taken at the rising edge just passed (ready is always high)
-                self.on_byte(byte)
-            else:
-                await RisingEdge(valid)
-                await falling
+    def send(self, data: bytes) -> None:
+        self.source.send(data)
+
+    def clear(self) -> None:
+        self.source.clear()
+
+    def start(self) -> None:
+        self.sink.start()
 
 
 @dataclasses.dataclass
@@ -233,11 +214,11 @@ class SocketBridge:
     def __init__(self, dut, cfg: BridgeConfig):
         self.dut, self.cfg = dut, cfg
         if cfg.mode == "uart":
-            self.link: _Link = UARTLink(
+            self.link: UARTLink | StreamLink = UARTLink(
                 dut, cfg.period_ps, cfg.divisor, self._on_byte, self._on_drained
             )
         elif cfg.mode == "byte":
-            self.link = StreamLink(dut, self._on_byte, self._on_drained)
+            self.link = StreamLink(dut, cfg.period_ps, self._on_byte, self._on_drained)
         else:
             raise ValueError(f"mode must be 'uart' or 'byte', not {cfg.mode!r}")
         self._wake = Event()

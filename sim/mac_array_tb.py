@@ -26,7 +26,7 @@ from cocotb.triggers import (
 )
 from cocotb.utils import get_sim_time
 
-from trine.sim.bfm import StreamDriver, StreamMonitor
+from trine.sim.bfm import StreamMonitor, StreamSink, StreamSource
 from trine.sim.mac_bench import (
     MACBenchConfig,
     MACModel,
@@ -50,7 +50,7 @@ async def reset(dut, cycles: int = 3) -> None:
 
 def expect_all(vectors, model, scoreboard, codec, rng) -> tuple[list[int], Event, Callable]:
     """Queue every vector's expected rows on the scoreboard and return its input beats, an
-    event set when every expected output has arrived, and the monitor's callback for that."""
+    event set when every expected output has arrived, and the sink's callback for that."""
     beats: list[int] = []
     for i, v in enumerate(vectors):
         scoreboard.expect(v.label, model.expected(i, v))
@@ -66,15 +66,14 @@ def expect_all(vectors, model, scoreboard, codec, rng) -> tuple[list[int], Event
 
 
 def stream_bfms(dut, drv_rng, mon_rng, on_output, idle: float, backpressure: float):
-    """The input driver and the output monitor of the array's two streams."""
-    driver = StreamDriver(
-        dut.clk, dut.i_stream__valid, dut.i_stream__ready, dut.i_stream__payload, drv_rng, idle
-    )
-    monitor = StreamMonitor(
-        dut.clk, dut.o_stream__valid, dut.o_stream__ready, dut.o_stream__payload, mon_rng,
-        on_output, backpressure,
-    )
-    return driver, monitor
+    """The input source, the output sink, and a monitor that watches the input stream."""
+    source = StreamSource(dut.clk, dut.i_stream__valid, dut.i_stream__ready,
+                          dut.i_stream__payload, drv_rng, idle)
+    sink = StreamSink(dut.clk, dut.o_stream__valid, dut.o_stream__ready, dut.o_stream__payload,
+                      mon_rng, on_output, backpressure)
+    monitor = StreamMonitor(dut.clk, dut.i_stream__valid, dut.i_stream__ready,
+                            dut.i_stream__payload)
+    return source, sink, monitor
 
 
 @cocotb.test()
@@ -91,12 +90,14 @@ async def mac_array_matches_reference(dut):
     vectors = make_stimulus(cfg, stim_rng)
     model, scoreboard = make_model(cfg, len(vectors)), Scoreboard()
     beats, finished, on_output = expect_all(vectors, model, scoreboard, codec, stim_rng)
-    driver, monitor = stream_bfms(dut, drv_rng, mon_rng, on_output, cfg.idle, cfg.backpressure)
+    driver, sink, watch = stream_bfms(dut, drv_rng, mon_rng, on_output, cfg.idle,
+                                      cfg.backpressure)
     Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns", impl="gpi").start()  # C-level: no Python per cycle
     await reset(dut)
 
     t0_sim, t0_wall = get_sim_time("ns"), time.perf_counter()
-    monitor.start()
+    sink.start()
+    watch.start()
     driver.send(beats)
     # Generous: every beat and every output may wait many cycles at these probabilities.
     budget = 1000 + 4 * (len(beats) / (1 - cfg.idle) + len(vectors) / (1 - cfg.backpressure))
@@ -120,7 +121,8 @@ async def mac_array_matches_reference(dut):
         "cycles": cycles,
         "idle_cycles": driver.idle_cycles,
         "input_wait_cycles": driver.wait_cycles,
-        "output_stall_cycles": monitor.stall_cycles,
+        "output_stall_cycles": sink.stall_cycles,
+        "beats_seen": watch.beats,
         "sim_wall_s": round(wall, 3),
         "cycles_per_s": round(cycles / wall) if wall > 0 else None,
         "passed": not (timed_out or scoreboard.mismatches or scoreboard.unexpected),
@@ -178,8 +180,8 @@ async def mac_array_latency(dut):
     # Back-to-back traffic with ready always high: the array must never refuse a beat.
     vectors = make_stimulus(dataclasses.replace(cfg, vectors=50), rng)
     beats, finished, on_output = expect_all(vectors, model, scoreboard, codec, rng)
-    driver, monitor = stream_bfms(dut, rng, rng, on_output, idle=0.0, backpressure=0.0)
-    monitor.start()
+    driver, sink, _ = stream_bfms(dut, rng, rng, on_output, idle=0.0, backpressure=0.0)
+    sink.start()
     driver.send(beats)
     await with_timeout(finished.wait(), (len(beats) + 1000) * CLOCK_PERIOD_NS, "ns")
 
