@@ -46,19 +46,9 @@ The strategy
 Accepted changes are applied to cached accumulators and activations of the whole training set,
 so the training-set fitness and accuracy of the current program are always at hand.
 
-Measured (``python -m bench.evolve``, 300 s per run, wall clock on an otherwise idle 2-core
-machine; QAT and the float MLP with ``trine.host.qat.DEFAULTS`` at the same shape, same run):
-
-=======================  ===========  =========  =====  =========
-run                      generations  evolution  QAT    float MLP
-=======================  ===========  =========  =====  =========
-digits 64-128-10         295,476      97.3%      97.6%  98.2%
-MNIST-1D 40-256-10       167,131      60.9%      60.3%  67.7%
-MNIST-1D 40-256-256-10   81,719       54.9%      69.4%  75.5%
-=======================  ===========  =========  =====  =========
-
-Digits passes 97% within seconds on a quiet machine; the deeper MNIST-1D network learns more
-slowly (six times the weights, and a first-layer mutation changes a whole hidden layer).
+How it compares with QAT at the same shape and budget is measured by ``python -m bench
+evolve`` (figures in the README): the deeper the network, the slower evolution learns, since a
+first-layer mutation changes a whole hidden layer.
 
 Reproducibility: the run is a deterministic function of the data, the settings and ``seed``
 when it stops on ``max_generations`` (every matrix product is exact integer arithmetic, see
@@ -93,8 +83,8 @@ from trine.host.results import Stopwatch, TrainResult, accuracy
 
 __all__ = ["EvolveError", "train_evolve", "DEFAULTS", "HIDDEN"]
 
-# The hidden widths evolution is measured with per data set (see the table above): on MNIST-1D
-# one wide layer beats QAT's two within 5 minutes, while two layers need far longer.
+# The hidden widths evolution is benchmarked with per data set (bench/evolve.py): on MNIST-1D one
+# wide layer learns within minutes, two layers need far longer.
 HIDDEN: dict[str, tuple[int, ...]] = {"digits": (128,), "mnist1d": (256,)}
 
 # The search's hyper-parameters, with their defaults (all are keyword arguments of

@@ -14,30 +14,15 @@ speaks the frame protocol of :mod:`trine.contract.protocol` exactly as over a re
 the same frames, commands and answers (INFO reports the same clock and baud rate) in about a
 tenth of the simulated cycles (about 4 instead of 44 per byte).
 
-Measured on the project's 2-core machine with the defaults (build cached): a WRITE of 1000
-data bytes (1013 bytes out, an 8-byte ACK back), stop-and-wait, mean of 5; simulated clock
-cycles per wall-clock second while the bridge had work. A 3 Mbaud UART on hardware takes
-3.4 ms for the same request.
+Icarus is bound by its own evaluation of the design; Verilator by cocotb's per-trigger cost
+(Python wakes up about 11 times per byte and direction in uart mode, 5 in byte mode), so byte
+mode is the one for bulk runs (the README's simulation table has the figures).
 
-=========  =====  ===========  =========  ==============
-simulator  mode   round trip   bytes/s    cycles/s
-=========  =====  ===========  =========  ==============
-icarus     uart   1.6 s        650        28 k
-icarus     byte   0.25 s       4 000      16 k
-verilator  uart   0.34 s       3 000      130 k
-verilator  byte   0.045 s      23 000     90 k
-=========  =====  ===========  =========  ==============
-
-Icarus is bound by its own evaluation of the design (about 35 k cycles/s in plain ``vvp``,
-no cocotb); Verilator by cocotb's per-trigger cost (about 11 Python wake-ups per byte and
-direction in uart mode, 5 in byte mode), so byte mode is 6x (Icarus) to 8x (Verilator) faster.
-
-The Verilog of each configuration is generated once (cached by the source of ``hw/`` and the
-parameters) and built once per simulator under ``build/sim/``
-(:func:`trine.sim.runner.build_verilog`).
-The bridge itself is :mod:`trine.sim.bridge`; the cocotb test that runs it is
-:mod:`trine.sim.device_tb`.
-Simulated time stands still while no request is pending, so an idle server costs no CPU.
+The Verilog of each configuration is generated once (cached by the source of the gateware and
+the contract, and the parameters) and built once per simulator under ``build/sim/``
+(:func:`trine.sim.runner.build_verilog`). The bridge itself is :mod:`trine.sim.bridge`; the
+cocotb test that runs it is :mod:`trine.sim.device_tb`. Simulated time stands still while no
+request is pending, so an idle server costs no CPU.
 
 ``serve(...)`` is the same thing as a context manager for tests: it starts
 ``python -m trine.sim.serve ... --port 0 --once`` and yields the URL.

@@ -7,6 +7,7 @@ DeviceError: never a wrong answer, never a hang (socket timeouts and bounded ret
 
 import numpy as np
 import pytest
+from conftest import random_layers
 
 from trine.contract.reference import Layer
 from trine.host.client import Client
@@ -23,10 +24,7 @@ DEVICE = dict(lanes=4, rows=3, weight_words=512, bias_depth=256, max_layers=4, m
 def random_program(rng, max_width=40, max_layers=4):
     n = int(rng.integers(1, max_layers + 1))
     widths = [int(rng.integers(1, max_width + 1)) for _ in range(n + 1)]
-    layers = [Layer(rng.integers(-1, 2, (m, k)), rng.integers(-500, 500, m),
-                    int(rng.integers(0, 6)), bool(rng.integers(0, 2)))
-              for k, m in zip(widths, widths[1:], strict=False)]
-    return Program(layers)
+    return Program(random_layers(rng, widths, bias=500, shifts=6))
 
 
 def port_of(url: str) -> int:
@@ -34,9 +32,8 @@ def port_of(url: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def icarus_byte():
-    with serve("icarus", "byte", once=False, **DEVICE) as url:
-        yield url
+def icarus_byte(device_server):
+    return device_server("icarus", "byte", **DEVICE)
 
 
 @pytest.mark.cocotb

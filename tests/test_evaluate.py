@@ -66,13 +66,11 @@ def test_bad_backend_and_missing_url():
 
 
 @pytest.mark.cocotb
-def test_device_backend_is_bit_exact_on_the_simulated_rtl():
-    from trine.sim.serve import serve
-
+def test_device_backend_is_bit_exact_on_the_simulated_rtl(device_server):
     program, (_, _, x_te, y_te) = _digits_program(16)
     x, y = x_te[:40], y_te[:40]
-    with serve("icarus", "byte") as url:
-        ev = evaluate(program, x, y, backend="device", url=url, timeout=30)
+    ev = evaluate(program, x, y, backend="device", url=device_server("icarus", "byte"),
+                  timeout=30)
     assert ev.samples == 40 and ev.mismatches == 0 and ev.bit_exact
     assert ev.accuracy == ev.reference_accuracy == program_accuracy(program, x, y)
     d = ev.device

