@@ -148,3 +148,17 @@ def test_the_host_runs_without_amaranth_or_cocotb(modules):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_wheel_holds_the_trine_package_only(tmp_path):
+    root = Path(trine.__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
+                    str(root)], check=True, capture_output=True, timeout=600)
+    import zipfile
+
+    (wheel,) = tmp_path.glob("trine-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"trine", wheel.name.split("-py3")[0] + ".dist-info"}
+    for layer in LAYERS:  # every layer is in it, hw/ sim/ host/ under trine/
+        assert f"{layer.replace('.', '/')}{'.py' if layer == 'trine.demo' else '/__init__.py'}" \
+            in names
