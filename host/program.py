@@ -73,8 +73,9 @@ import numpy as np
 from trine.contract.device_image import beat_bytes, weight_words
 from trine.contract.errors import TrineError
 from trine.contract.fileio import write_atomic
+from trine.contract.network import run_network
 from trine.contract.params import CapacityError, DeviceLimits, check_fits
-from trine.contract.reference import Layer, run_network
+from trine.contract.reference import Layer
 from trine.contract.spec import (
     ACT_MAX,
     ACT_MIN,

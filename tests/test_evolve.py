@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from trine.contract.reference import Layer, run_network, ternary_matmul
+from trine.contract.network import run_network
+from trine.contract.reference import Layer, ternary_matmul
 from trine.host.data import load_digits_split
 from trine.host.evolve import DEFAULTS, EvolveError, _Search, _Settings, train_evolve
 from trine.host.evolve_net import EvolvingNet, forward

@@ -13,7 +13,8 @@ from trine.contract.device_image import (
     compile_image,
     tile_layer,
 )
-from trine.contract.reference import Layer, run_network
+from trine.contract.network import run_network
+from trine.contract.reference import Layer
 from trine.contract.spec import ACT_MAX, ACT_MIN, unpack_trits
 
 

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from trine.contract.network import run_network
 from trine.contract.params import DeviceLimits
-from trine.contract.reference import Layer, run_network
+from trine.contract.reference import Layer
 from trine.contract.spec import MAX_FAN_IN, SPEC_VERSION, pack_trits
 from trine.host.program import (
     FORMAT_VERSION,

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from trine.contract.reference import Layer, requantize, run_network, ternary_layer, ternary_matmul
+from trine.contract.network import run_network
+from trine.contract.reference import Layer, requantize, ternary_layer, ternary_matmul
 
 
 def naive_layer(x, w, bias, shift, relu):

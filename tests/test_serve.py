@@ -20,6 +20,7 @@ from trine.contract.device_image import (
     compile_image,
 )
 from trine.contract.errors import ParameterError
+from trine.contract.network import run_network
 from trine.contract.protocol import (
     ACK,
     MAX_PAYLOAD,
@@ -35,7 +36,7 @@ from trine.contract.protocol import (
     run_payload,
     write_payload,
 )
-from trine.contract.reference import Layer, run_network
+from trine.contract.reference import Layer
 from trine.sim.serve import DeviceConfig, ServeError, main, serve
 
 ANSWER_TIMEOUT = 30.0  # seconds; the slowest answer here takes well under 5

@@ -22,7 +22,6 @@ covers anything larger. The result is converted back to int64 before bias and ro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,8 +37,9 @@ from trine.contract.spec import (
     as_trits,
 )
 
-__all__ = ["Layer", "ternary_matmul", "rounding_constant", "shift_inplace", "saturate",
-           "requantize_inplace", "requantize", "ternary_layer", "run_network"]
+__all__ = ["Layer", "Dense", "Conv", "MaxPool", "Flatten", "ternary_matmul", "rounding_constant",
+           "shift_inplace", "saturate", "requantize_inplace", "requantize", "ternary_layer",
+           "run_network"]
 
 _F32_EXACT_LIMIT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
 
@@ -227,24 +227,226 @@ def ternary_layer(x, w, bias=None, shift: int = 0, relu: bool = False) -> np.nda
     return _layer_forward(_check_activations(x, layer.fan_in), layer)
 
 
-def run_network(x, layers: Sequence[Layer]) -> np.ndarray:
-    """Run ``layers`` in order on one input ``(K,)`` or a batch ``(N, K)``; returns int8.
+#: The dense layer under its other name (``Layer`` is what the MLP-era code calls it).
+Dense = Layer
 
-    Raises ``ValueError`` if the list is empty, an element is not a :class:`Layer`, or the
-    width of one layer's output is not the next layer's fan-in.
+
+def _per_axis(value, name: str, minimum: int, ndim: int) -> tuple[int, ...]:
+    """``value`` (an int, or one int per spatial axis) as one int per spatial axis."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        values = (int(value),) * ndim
+    elif (isinstance(value, tuple | list) and len(value) == ndim
+          and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)):
+        values = tuple(int(v) for v in value)
+    else:
+        raise FormatError(f"{name} must be an integer or {ndim} integers, not {value!r}")
+    if any(v < minimum for v in values):
+        raise FormatError(f"{name} must be >= {minimum}, not {value!r}")
+    return values
+
+
+@dataclass(frozen=True, eq=False)
+class Conv:
+    """A ternary convolution, 1-D or 2-D, with zero padding; requantised like a dense layer.
+
+    ``weights`` are trits of shape ``(C_out, C_in, k)`` (Conv1d) or ``(C_out, C_in, kh, kw)``
+    (Conv2d). On an input ``x`` of shape ``(C_in, L)`` (or ``(C_in, H, W)``), zero outside
+    ``[0, L)``::
+
+        L_out = (L + 2 p - k) // s + 1
+        acc[o, q] = sum_{c, t} w[o, c, t] * x[c, q * s + t - p]
+
+    and in 2-D the same over ``(kh, kw)``, ``(sh, sw)``, ``(ph, pw)``; then exactly the dense
+    layer's requantisation (bias, round-half-up shift, ReLU, int8 clip) per output. ``stride``
+    and ``padding`` are an int or one per spatial axis.
+
+    Members
+    -------
+    ndim : 1 or 2
+    kernel, stride, padding : tuple of ndim ints
+    dense : Layer
+        The same weights as a dense layer of fan-in ``C_in * prod(kernel)``, in C order
+        (``c`` slowest, then the kernel's axes): what each output position computes.
+
+    Raises
+    ------
+    FormatError
+        For weights of another rank, a stride below 1, a negative padding, and everything
+        :class:`Layer` refuses (bias, shift, fan-in), naming it.
     """
-    if len(layers) == 0:
-        raise FormatError("a network needs at least one layer")
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, Layer):
-            raise FormatError(f"layer {i} must be a trine.contract.reference.Layer, not "
-                             f"{type(layer).__name__}")
-        if i and layer.fan_in != layers[i - 1].fan_out:
-            raise FormatError(
-                f"layer {i} expects {layer.fan_in} inputs but layer {i - 1} has "
-                f"{layers[i - 1].fan_out} outputs"
-            )
-    y = _check_activations(x, layers[0].fan_in)
-    for layer in layers:
-        y = _layer_forward(y, layer)
-    return y
+
+    weights: np.ndarray
+    bias: np.ndarray
+    stride: int | tuple[int, ...] = 1
+    padding: int | tuple[int, ...] = 0
+    shift: int = 0
+    relu: bool = False
+    dense: Layer | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        w = as_trits(self.weights, "weights")
+        if w.ndim not in (3, 4) or w.shape[0] < 1 or w.shape[1] < 1 or 0 in w.shape:
+            raise FormatError(f"conv weights must have shape (C_out, C_in, k) or (C_out, C_in, "
+                              f"kh, kw) with every size >= 1, not {w.shape}")
+        ndim = w.ndim - 2
+        stride = _per_axis(self.stride, "stride", 1, ndim)
+        padding = _per_axis(self.padding, "padding", 0, ndim)
+        dense = Layer(w.reshape(w.shape[0], -1), self.bias, self.shift, self.relu)
+        w = dense.weights.reshape(w.shape)
+        object.__setattr__(self, "weights", w)
+        object.__setattr__(self, "bias", dense.bias)
+        object.__setattr__(self, "shift", dense.shift)
+        object.__setattr__(self, "relu", dense.relu)
+        object.__setattr__(self, "stride", stride)
+        object.__setattr__(self, "padding", padding)
+        object.__setattr__(self, "dense", dense)
+
+    @property
+    def ndim(self) -> int:
+        return self.weights.ndim - 2
+
+    @property
+    def kind(self) -> str:
+        return f"Conv{self.ndim}d"
+
+    @property
+    def kernel(self) -> tuple[int, ...]:
+        return tuple(self.weights.shape[2:])
+
+    @property
+    def in_channels(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def fan_in(self) -> int:
+        """Inputs of one output: ``C_in * prod(kernel)``."""
+        return self.dense.fan_in
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The output's ``(C_out, *spatial)`` for an input of ``shape`` ``(C_in, *spatial)``.
+
+        Raises
+        ------
+        FormatError
+            For an input of another rank or channel count, or a kernel larger than its
+            padded input.
+        """
+        if len(shape) != self.ndim + 1:
+            raise FormatError(f"{self.kind} needs an input of shape {_SHAPES[self.ndim]}, not "
+                              f"{shape}")
+        if shape[0] != self.in_channels:
+            raise FormatError(f"{self.kind} expects {self.in_channels} input channels, not "
+                              f"{shape[0]}")
+        out = [self.out_channels]
+        for axis, (n, k, s, p) in enumerate(zip(shape[1:], self.kernel, self.stride,
+                                                self.padding, strict=True)):
+            if k > n + 2 * p:
+                what = "length" if self.ndim == 1 else ("height", "width")[axis]
+                raise FormatError(f"{self.kind} kernel {k} is larger than its padded input "
+                                  f"{what} {n + 2 * p} ({n} + 2 x {p})")
+            out.append((n + 2 * p - k) // s + 1)
+        return tuple(out)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The layer on int8 activations ``(N, C_in, *spatial)``; int8 ``(N, C_out, ...)``."""
+        out_shape = self.output_shape(x.shape[1:])
+        n = x.shape[0]
+        cols = _im2col(x, self.kernel, self.stride, self.padding, self.dense._f32.dtype)
+        v = np.matmul(cols, self.dense._f32).astype(self.dense._bias_rounded.dtype)
+        v += self.dense._bias_rounded
+        y = requantize_inplace(v, self.shift, self.relu).astype(np.int8)
+        # (N * positions, C_out) -> (N, C_out, *spatial)
+        y = y.reshape(n, *out_shape[1:], self.out_channels)
+        return np.ascontiguousarray(np.moveaxis(y, -1, 1))
+
+
+_SHAPES = {1: "(C, L)", 2: "(C, H, W)"}
+
+
+def _im2col(x: np.ndarray, kernel, stride, padding, dtype) -> np.ndarray:
+    """The windows of ``x`` (N, C, *spatial), zero padded, as rows ``(N * positions,
+    C * prod(kernel))`` in C order of ``(c, kernel axes)``, in the float type ``dtype``."""
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
+    pad = [(0, 0), (0, 0)] + [(p, p) for p in padding]
+    xp = np.pad(x.astype(dtype), pad)
+    windows = np.lib.stride_tricks.sliding_window_view(xp, kernel, axis=tuple(range(2, xp.ndim)))
+    windows = windows[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
+    out = tuple((size + 2 * p - k) // s + 1
+                for size, k, s, p in zip(spatial, kernel, stride, padding, strict=True))
+    windows = windows[(slice(None), slice(None), *(slice(0, o) for o in out))]
+    # (N, C, *out, *kernel) -> (N, *out, C, *kernel)
+    windows = np.moveaxis(windows, 1, 1 + len(out))
+    return windows.reshape(n * int(np.prod(out)), c * int(np.prod(kernel)))
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    """Max-pooling with kernel = stride (non-overlapping windows), 1-D or 2-D, over int8.
+
+    ``kernel`` is an int (1-D), or a pair ``(kh, kw)`` (2-D); ``ndim`` says which when
+    ``kernel`` is a single int for a 2-D pool (``MaxPool(2, ndim=2)`` pools 2 x 2). The
+    windows must tile the input exactly.
+
+    Raises
+    ------
+    FormatError
+        For a kernel below 1 or of the wrong length.
+    """
+
+    kernel: int | tuple[int, ...]
+    ndim: int = 0
+
+    def __post_init__(self):
+        ndim = self.ndim or (len(self.kernel) if isinstance(self.kernel, tuple | list) else 1)
+        if ndim not in (1, 2):
+            raise FormatError(f"MaxPool pools 1 or 2 spatial axes, not {ndim}")
+        kernel = _per_axis(self.kernel, "pool kernel", 1, ndim)
+        object.__setattr__(self, "kernel", kernel)
+        object.__setattr__(self, "ndim", ndim)
+
+    @property
+    def kind(self) -> str:
+        return f"MaxPool{self.ndim}d"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != self.ndim + 1:
+            raise FormatError(f"{self.kind} needs an input of shape {_SHAPES[self.ndim]}, not "
+                              f"{shape}")
+        for n, k in zip(shape[1:], self.kernel, strict=True):
+            if n % k:
+                raise FormatError(f"{self.kind} window {k} does not divide the input size {n}")
+        return (shape[0], *(n // k for n, k in zip(shape[1:], self.kernel, strict=True)))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.output_shape(x.shape[1:])
+        split = [x.shape[0], x.shape[1]]
+        for o, k in zip(out[1:], self.kernel, strict=True):
+            split += [o, k]
+        return x.reshape(split).max(axis=tuple(range(3, len(split), 2)))
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """``(C, L)`` or ``(C, H, W)`` to one axis, in C order (PyTorch's ``flatten(1)``)."""
+
+    @property
+    def kind(self) -> str:
+        return "Flatten"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (int(np.prod(shape)),)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x.reshape(x.shape[0], -1)
+
+
+def run_network(x, layers, input_shape=None) -> np.ndarray:
+    """:func:`trine.contract.network.run_network`, where the MLP-era callers look for it."""
+    from trine.contract.network import run_network as run
+
+    return run(x, layers, input_shape)
