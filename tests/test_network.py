@@ -20,15 +20,15 @@ def conv_by_the_formula(x, w, bias, stride, padding, shift, relu):
     dense layer's requantisation. Any number of spatial axes, plain Python."""
     c_in, *spatial = x.shape
     c_out, _, *kernel = w.shape
-    out = [(n + 2 * p - k) // s + 1 for n, k, s, p in zip(spatial, kernel, stride, padding)]
+    out = [(n + 2 * p - k) // s + 1 for n, k, s, p in zip(spatial, kernel, stride, padding, strict=True)]
     acc = np.zeros((c_out, *out), np.int64)
     for o in range(c_out):
         for q in itertools.product(*(range(n) for n in out)):
             total = 0
             for c in range(c_in):
                 for t in itertools.product(*(range(k) for k in kernel)):
-                    pos = [qi * s + ti - p for qi, ti, s, p in zip(q, t, stride, padding)]
-                    if all(0 <= pi < n for pi, n in zip(pos, spatial)):
+                    pos = [qi * s + ti - p for qi, ti, s, p in zip(q, t, stride, padding, strict=True)]
+                    if all(0 <= pi < n for pi, n in zip(pos, spatial, strict=True)):
                         total += int(w[(o, c, *t)]) * int(x[(c, *pos)])
             acc[(o, *q)] = total
     b = np.asarray(bias).reshape(-1, *([1] * len(out)))
@@ -37,11 +37,11 @@ def conv_by_the_formula(x, w, bias, stride, padding, shift, relu):
 
 def pool_by_the_formula(x, kernel):
     c, *spatial = x.shape
-    out = [n // k for n, k in zip(spatial, kernel)]
+    out = [n // k for n, k in zip(spatial, kernel, strict=True)]
     y = np.zeros((c, *out), np.int8)
     for ch in range(c):
         for q in itertools.product(*(range(n) for n in out)):
-            window = [x[(ch, *[qi * k + ti for qi, ti, k in zip(q, t, kernel)])]
+            window = [x[(ch, *[qi * k + ti for qi, ti, k in zip(q, t, kernel, strict=True)])]
                       for t in itertools.product(*(range(k) for k in kernel))]
             y[(ch, *q)] = max(window)
     return y
