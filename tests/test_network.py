@@ -20,14 +20,16 @@ def conv_by_the_formula(x, w, bias, stride, padding, shift, relu):
     dense layer's requantisation. Any number of spatial axes, plain Python."""
     c_in, *spatial = x.shape
     c_out, _, *kernel = w.shape
-    out = [(n + 2 * p - k) // s + 1 for n, k, s, p in zip(spatial, kernel, stride, padding, strict=True)]
+    out = [(n + 2 * p - k) // s + 1
+           for n, k, s, p in zip(spatial, kernel, stride, padding, strict=True)]
     acc = np.zeros((c_out, *out), np.int64)
     for o in range(c_out):
         for q in itertools.product(*(range(n) for n in out)):
             total = 0
             for c in range(c_in):
                 for t in itertools.product(*(range(k) for k in kernel)):
-                    pos = [qi * s + ti - p for qi, ti, s, p in zip(q, t, stride, padding, strict=True)]
+                    pos = [qi * s + ti - p
+                           for qi, ti, s, p in zip(q, t, stride, padding, strict=True)]
                     if all(0 <= pi < n for pi, n in zip(pos, spatial, strict=True)):
                         total += int(w[(o, c, *t)]) * int(x[(c, *pos)])
             acc[(o, *q)] = total
