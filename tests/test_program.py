@@ -16,7 +16,6 @@ from trine.contract.params import DeviceLimits
 from trine.contract.reference import Layer
 from trine.contract.spec import MAX_FAN_IN, SPEC_VERSION, pack_trits
 from trine.host.program import (
-    FORMAT_VERSION,
     MAGIC,
     Program,
     ProgramError,
@@ -74,7 +73,7 @@ def assert_same_program(p, q):
 # --------------------------------------------------------------------------------------------
 
 
-def header(n_layers, *, magic=MAGIC, version=FORMAT_VERSION, spec=SPEC_VERSION):
+def header(n_layers, *, magic=MAGIC, version=1, spec=SPEC_VERSION):
     return magic + struct.pack("<HHQI", version, spec, 0, n_layers)
 
 
@@ -149,7 +148,7 @@ def test_properties():
     ("kwargs", "message"),
     [
         ({"layers": []}, "at least one layer"),
-        ({"layers": "abc"}, "layer 0 must be a trine.contract.reference.Layer, not str"),
+        ({"layers": "abc"}, "layer 0 must be a trine.contract.reference.Layer, .*not str"),
         ({"layers": 3}, "layers must be a sequence"),
         ({"input_scale": 0.0}, "input_scale must be a positive finite number, not 0.0"),
         ({"input_scale": -1}, "input_scale must be a positive finite number, not -1"),
@@ -402,7 +401,8 @@ OK_TAIL = trailer()
 CRAFTED = [
     (b"PK\x03\x04" + bytes(60), "not a trine program: magic is b'PK"),
     (b"TRINE\x00\n\n" + bytes(60), "not a trine program"),
-    (header(1, version=2) + L23 + OK_TAIL, "unsupported format_version 2: .*supports version 1"),
+    (header(1, version=3) + L23 + OK_TAIL,
+     "unsupported format_version 3: .*supports versions 1 and 2"),
     (header(1, version=0) + L23 + OK_TAIL, "unsupported format_version 0"),
     (header(1, spec=99) + L23 + OK_TAIL, "spec_version 99 is not supported"),
     (header(0) + OK_TAIL, "n_layers is 0"),
