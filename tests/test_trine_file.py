@@ -140,7 +140,8 @@ def test_load_of_a_huge_sparse_file_stops_at_once(tmp_path):
         f.write(cnn_program(1).to_bytes()[:24])
         f.truncate(4 << 30)  # 4 GiB, sparse: no disk used
     t0 = time.monotonic()
-    with pytest.raises(ProgramFormatError, match=f"more than a program may have \\({MAX_FILE_SIZE}"):
+    with pytest.raises(ProgramFormatError,
+                       match=f"more than a program may have \\({MAX_FILE_SIZE}"):
         Program.load(path)
     assert time.monotonic() - t0 < 5
 
