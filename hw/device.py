@@ -1,57 +1,27 @@
 """The whole device: link, command executor and accelerator core.
 
 :class:`LinkedAccelerator` speaks the frame protocol of :mod:`trine.contract.protocol` over byte
-streams;
+streams: a :class:`trine.hw.link.FrameReceiver`, a :class:`trine.hw.executor.CommandExecutor`,
+the :class:`trine.hw.core.AcceleratorCore` and a :class:`trine.hw.link.FrameTransmitter`.
 :class:`Top` adds the UART and has just two pins, ``rx`` and ``tx``, so it is board-agnostic.
 A simulator can drive :class:`LinkedAccelerator`'s byte streams directly (the fast, byte-level
 mode) or :class:`Top`'s pins bit by bit (the UART exercised too).
-
-The command executor handles one frame at a time (the host is stop-and-wait): it parses the
-request from the receiver's payload memory, checks every address *before* it writes anything
-(a WRITE or READ that would leave its memory is refused whole with ``BAD_ADDRESS``), executes,
-answers with an ACK or a NAK, and only then releases the receiver. Checking and copying cost
-two cycles per byte each, sending four, against at least 40 for a UART byte. Addresses advance
-by counting, never by multiplying.
-
-For timing (48 MHz and more on an iCE40UP5K) the executor is a one-hot state machine
-(:class:`trine.hw.onehot.OneHotFSM`) that decides only on registered flags: a frame's opcode and
-length are decoded when it is taken, its fate is registered before it is acted upon, counters
-step from registered sums, the address check compares registers, and the byte to send is
-registered before it reaches the transmitter. Figures per board in :mod:`trine.hw.core`.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from trine.contract.device_image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE
 from trine.contract.params import AcceleratorParams
-from trine.contract.protocol import (
-    ACK,
-    MAX_PAYLOAD,
-    NAK,
-    RUN_ACK,
-    STATUS_ACK,
-    WRITE_HEADER,
-    DeviceInfo,
-    ErrorCode,
-    Op,
-    Target,
-    baud_divisor,
-    frame_timeout_cycles,
-)
+from trine.contract.protocol import MAX_PAYLOAD, baud_divisor, frame_timeout_cycles
 from trine.hw.core import AcceleratorCore
+from trine.hw.executor import STATUS_SIZE, CommandExecutor
 from trine.hw.link import FrameReceiver, FrameTransmitter
-from trine.hw.onehot import OneHotFSM
 from trine.hw.uart import UARTRx, UARTTx
 
-__all__ = ["LinkedAccelerator", "Top"]
-
-STATUS_SIZE = STATUS_ACK.size
-_RUN_ARGS, _READ_ARGS = 3, 7
+__all__ = ["STATUS_SIZE", "LinkedAccelerator", "Top"]
 
 
 class LinkedAccelerator(wiring.Component):
@@ -78,6 +48,7 @@ class LinkedAccelerator(wiring.Component):
         self.receiver = FrameReceiver(MAX_PAYLOAD, timeout_cycles=timeout_cycles)
         self.transmitter = FrameTransmitter()
         self.info = params.device_info(clock_hz, baud)
+        self.executor = CommandExecutor(params, self.info)
         super().__init__({
             "i_stream": In(self.receiver.i_stream.signature.flip()),
             "o_stream": Out(self.transmitter.o_stream.signature),
@@ -85,394 +56,16 @@ class LinkedAccelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        core, rx, tx = self.core, self.receiver, self.transmitter
-        m.submodules.core, m.submodules.receiver, m.submodules.transmitter = core, rx, tx
+        rx, executor, core, tx = self.receiver, self.executor, self.core, self.transmitter
+        m.submodules.receiver, m.submodules.executor = rx, executor
+        m.submodules.core, m.submodules.transmitter = core, tx
         wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)
+        wiring.connect(m, rx.o_frame, executor.i_frame)
+        wiring.connect(m, rx.payload, executor.payload)
+        wiring.connect(m, executor.core, core.host)
+        wiring.connect(m, executor.o_frame, tx.i_frame)
+        wiring.connect(m, executor.o_stream, tx.i_stream)
         wiring.connect(m, tx.o_stream, wiring.flipped(self.o_stream))
-
-        # Timing: every decision below is taken on flags registered a cycle or more before
-        # (comparators and opcode decoders never feed the state machine directly), and the
-        # byte being sent is registered before it reaches the transmitter's CRC.
-        frame = rx.o_frame.payload
-        op = Signal(8)
-        seq = Signal(8)
-        data_len = Signal(16)
-        args = Array(Signal(8, name=f"arg{i}") for i in range(_READ_ARGS))
-        index = Signal(range(MAX_PAYLOAD + 1))  # payload byte being parsed, copied or sent
-        remaining = Signal(range(MAX_PAYLOAD + 1))
-        rem_zero = Signal()  # remaining == 0, kept up to date with it
-        n_args = Signal(range(_READ_ARGS + 1))
-        parse_last = Signal()
-
-        # Flags of the frame, registered when it is taken.
-        f_error = Signal(8)
-        f_bad = Signal()
-        is_info, is_status, is_write, is_run, is_read = (
-            Signal(name=n) for n in ("is_info", "is_status", "is_write", "is_run", "is_read"))
-        len_zero, len_header, len_write_ok, len_run_ok, len_read_ok = (
-            Signal(name=n) for n in ("len_zero", "len_header", "len_write_ok", "len_run_ok",
-                                     "len_read_ok"))
-        seq_hit = Signal()  # a RUN retry: answered from the cache
-
-        # The memory a WRITE or READ addresses, and its geometry.
-        target = Signal(2)
-        buffer = Signal()  # a READ's activation buffer
-        word = Signal(33)  # a u32 argument plus up to MAX_PAYLOAD words: never wraps
-        last_word = Signal.like(word)
-        touched = Signal()
-        over = Signal()
-        lane = Signal(8)
-        lane_last = Signal()  # lane is the last byte of its word
-        sizes = {Target.WEIGHTS: (core.beat_bytes, core.weight_words),
-                 Target.BIAS: (BIAS_STORE_BYTES, core.bias_depth),
-                 Target.LAYER: (LAYER_ENTRY_SIZE, core.max_layers),
-                 Target.INPUT: (core.lanes, core.buffer_words)}
-        one_byte_words = Array(Const(sizes[t][0] == 1, 1) for t in Target)[target]
-        lane_before_last = Array(Const(max(sizes[t][0] - 2, 0), 8) for t in Target)[target]
-        depth_bits = max(sizes[t][1] for t in Target).bit_length()
-        depth = Signal(depth_bits)  # of the target memory, registered (set in VALIDATE)
-        bad_target = Signal()
-        read_bad = Signal()
-        count_zero = Signal()
-        count = Cat(args[5], args[6])
-
-        # The answer: op, length and where its bytes come from.
-        r_code = Signal(8)
-        send_byte = Signal(8, reset_less=True)
-        r_kind = Signal(3)
-        KIND_NONE, KIND_INFO, KIND_STATUS, KIND_CYCLES, KIND_NAK, KIND_READ = range(6)
-        # The answer's op and length follow from its kind (a READ's length is its count).
-        answers = {KIND_NONE: (Op.WRITE | ACK, 0), KIND_INFO: (Op.INFO | ACK, DeviceInfo.SIZE),
-                   KIND_STATUS: (Op.STATUS | ACK, STATUS_SIZE),
-                   KIND_CYCLES: (Op.RUN | ACK, RUN_ACK.size), KIND_NAK: (NAK, 2)}
-        kind_op = Signal(8)
-        kind_len = Signal(16)
-        kind_len_zero = Signal()
-        with m.Switch(r_kind):
-            for kind, (op_value, n_bytes) in answers.items():
-                with m.Case(kind):
-                    m.d.comb += [kind_op.eq(op_value), kind_len.eq(n_bytes),
-                                 kind_len_zero.eq(n_bytes == 0)]
-            with m.Case(KIND_READ):
-                m.d.comb += [kind_op.eq(Op.READ | ACK), kind_len.eq(count),
-                             kind_len_zero.eq(count_zero)]
-        r_op = Signal(8)
-        r_len = Signal(16)
-        r_len_zero = Signal()
-
-        runs = Signal(32)
-        cache_valid = Signal()
-        cache_seq = Signal(8)
-        cache_error = Signal(8)
-        cache_failed = Signal()
-        cache_cycles = Signal(32)
-        status = Signal(8 * STATUS_SIZE)
-
-        m.d.comb += [
-            tx.i_frame.payload.op.eq(r_op),
-            tx.i_frame.payload.seq.eq(seq),
-            tx.i_frame.payload.length.eq(r_len),
-            tx.i_stream.payload.eq(send_byte),
-            core.wr_target.eq(target),
-            core.wr_addr.eq(word),
-            core.wr_lane.eq(lane),
-            core.wr_data.eq(rx.payload_data),
-            core.rd_buffer.eq(buffer),
-            core.rd_addr.eq(word),
-            core.rd_lane.eq(lane),
-            core.n_layers.eq(args[0]),
-            core.batch.eq(Cat(args[1], args[2])),
-            rx.payload_addr.eq(index),
-        ]
-
-        # The transmitter's valid bits come from registers, not from the state decoder.
-        frame_valid = Signal()
-        byte_valid = Signal()
-        m.d.comb += [tx.i_frame.valid.eq(frame_valid), tx.i_stream.valid.eq(byte_valid)]
-
-        fsm = OneHotFSM(m, [
-            "IDLE",
-            "DISPATCH",
-            "ROUTE",
-            "PARSE",
-            "PARSE_TAKE",
-            "DECODE",
-            "VALIDATE",
-            "CHECK",
-            "CHECK_STEP",
-            "CHECK_END",
-            "CHECK_DONE",
-            "WRITE",
-            "WRITE_TAKE",
-            "RUN_START",
-            "RUN_WAIT",
-            "RUN_END",
-            "RUN_DONE",
-            "ANSWER_PREP",
-            "ANSWER",
-            "ANSWERED",
-            "SEND_FETCH",
-            "SEND_LATCH",
-            "SEND",
-            "SENT",
-        ])
-
-        def answer(kind):
-            m.d.sync += r_kind.eq(kind)
-            fsm.go("ANSWER_PREP")
-
-        def nak(code):
-            m.d.sync += r_code.eq(code)
-            answer(KIND_NAK)
-
-        def load_remaining(value, zero):
-            m.d.sync += [remaining.eq(value), rem_zero.eq(zero)]
-
-        # Counters step from registered sums (x + 1 computed in the cycle before, from x alone),
-        # so that no carry chain follows the state logic that decides to step. Every state
-        # that steps one is entered at least a cycle after the counter last changed.
-        remaining_dec = Signal.like(remaining)
-        word_inc = Signal.like(word)
-        lane_inc = Signal.like(lane)
-        index_inc = Signal.like(index)
-        m.d.sync += [remaining_dec.eq(remaining - 1), word_inc.eq(word + 1),
-                     lane_inc.eq(lane + 1), index_inc.eq(index + 1)]
-
-        def count_down():
-            m.d.sync += [remaining.eq(remaining_dec), rem_zero.eq(remaining == 1)]
-
-        def first_lane():
-            m.d.sync += [lane.eq(0), lane_last.eq(one_byte_words)]
-
-        def step_word():
-            with m.If(lane_last):
-                m.d.sync += [lane.eq(0), word.eq(word_inc), lane_last.eq(one_byte_words)]
-            with m.Else():
-                m.d.sync += [lane.eq(lane_inc), lane_last.eq(lane == lane_before_last)]
-
-        # The byte to send, from registers only (each source registered on its own).
-        # INFO's bytes: a ROM (a block RAM where there is one) read at the low bits of
-        # ``index``; as logic, the constant table was 4 to 6 LUTs deep on the iCE40.
-        info_bytes = self.info.to_bytes()
-        info_bits = max(1, (len(info_bytes) - 1).bit_length())
-        m.submodules.info_rom = info_rom = Memory(shape=8, depth=1 << info_bits,
-                                                  init=info_bytes)
-        info_read = info_rom.read_port()
-        m.d.comb += info_read.addr.eq(index[:info_bits])
-        info_byte = info_read.data
-        status_byte = Signal(8)
-        cycles_byte = Signal(8)
-        m.d.sync += [
-            status_byte.eq(status[:8]),
-            cycles_byte.eq(cache_cycles.word_select(index[:2], 8)),
-        ]
-        out_byte = Signal(8)
-        with m.Switch(r_kind):
-            with m.Case(KIND_INFO):
-                m.d.comb += out_byte.eq(info_byte)
-            with m.Case(KIND_STATUS):
-                m.d.comb += out_byte.eq(status_byte)
-            with m.Case(KIND_CYCLES):
-                m.d.comb += out_byte.eq(cycles_byte)
-            with m.Case(KIND_NAK):
-                m.d.comb += out_byte.eq(Mux(index[0], r_code, op))
-            with m.Case(KIND_READ):
-                m.d.comb += out_byte.eq(core.rd_data)
-
-        with fsm.state("IDLE"):
-            m.d.sync += index.eq(0)
-            with m.If(rx.o_frame.valid):
-                m.d.sync += [
-                    op.eq(frame.op), seq.eq(frame.seq),
-                    data_len.eq(frame.length - WRITE_HEADER),  # a WRITE's data bytes
-                    f_error.eq(frame.error), f_bad.eq(frame.error != 0),
-                    is_info.eq(frame.op == Op.INFO), is_status.eq(frame.op == Op.STATUS),
-                    is_write.eq(frame.op == Op.WRITE), is_run.eq(frame.op == Op.RUN),
-                    is_read.eq(frame.op == Op.READ),
-                    len_zero.eq(frame.length == 0),
-                    len_header.eq(frame.length == WRITE_HEADER),
-                    len_write_ok.eq(frame.length >= WRITE_HEADER),
-                    len_run_ok.eq(frame.length == _RUN_ARGS),
-                    len_read_ok.eq(frame.length == _READ_ARGS),
-                    seq_hit.eq(cache_valid & (frame.seq == cache_seq)),
-                ]
-                fsm.go("DISPATCH")
-
-        # The frame's fate is decided from its flags, registered, then acted upon.
-        bad_length = Signal()
-        known = Signal()
-        m.d.comb += [
-            bad_length.eq(((is_info | is_status) & ~len_zero) | (is_write & ~len_write_ok) |
-                          (is_run & ~len_run_ok) | (is_read & ~len_read_ok)),
-            known.eq(is_info | is_status | is_write | is_run | is_read),
-        ]
-        refuse = Signal()
-        refusal = Signal(8)
-        with fsm.state("DISPATCH"):
-            m.d.sync += [
-                refuse.eq(f_bad | bad_length | ~known),
-                refusal.eq(Mux(f_bad, f_error, Mux(bad_length, ErrorCode.BAD_LENGTH,
-                                                   ErrorCode.UNKNOWN_OPCODE))),
-                n_args.eq(Mux(is_write, WRITE_HEADER, Mux(is_run, _RUN_ARGS, _READ_ARGS))),
-                parse_last.eq(0),
-            ]
-            fsm.go("ROUTE")
-        with fsm.state("ROUTE"):
-            with m.If(refuse):
-                nak(refusal)
-            with m.Elif(is_info):
-                m.d.sync += cache_valid.eq(0)
-                answer(KIND_INFO)
-            with m.Elif(is_status):
-                m.d.sync += status.eq(Cat(core.busy, Const(0, 7), core.error, core.cycles, runs))
-                answer(KIND_STATUS)
-            with m.Else():
-                with m.If(is_write):
-                    m.d.sync += cache_valid.eq(0)
-                fsm.go("PARSE")
-
-        # Copy the fixed arguments out of the payload memory (read latency: one cycle).
-        with fsm.state("PARSE"):
-            m.d.sync += parse_last.eq(index_inc == n_args)
-            fsm.go("PARSE_TAKE")
-        with fsm.state("PARSE_TAKE"):
-            m.d.sync += [args[index[:3]].eq(rx.payload_data), index.eq(index_inc)]
-            with m.If(parse_last):
-                fsm.go("DECODE")
-            with m.Else():
-                fsm.go("PARSE")
-
-        with fsm.state("DECODE"):
-            m.d.sync += [
-                target.eq(Mux(is_read, Target.INPUT, args[0][:2])),
-                buffer.eq(args[0][0]),
-                word.eq(Cat(args[1], args[2], args[3], args[4])),
-                touched.eq(0),
-                bad_target.eq(args[0] > max(Target)),
-                read_bad.eq((args[0] > 1) | (count > MAX_PAYLOAD)),
-                count_zero.eq(count == 0),
-            ]
-            with m.If(is_run):
-                with m.If(seq_hit):
-                    fsm.go("RUN_DONE")  # a retry: answer from memory, do not rerun
-                with m.Else():
-                    fsm.go("RUN_START")
-            with m.Else():
-                fsm.go("VALIDATE")
-        with fsm.state("VALIDATE"):
-            m.d.sync += depth.eq(Array(Const(sizes[t][1], depth_bits) for t in Target)[target])
-            first_lane()
-            with m.If(is_write):
-                load_remaining(data_len, len_header)
-                with m.If(bad_target):
-                    nak(ErrorCode.BAD_ARGUMENT)
-                with m.Else():
-                    fsm.go("CHECK")
-            with m.Else():
-                load_remaining(count, count_zero)
-                with m.If(read_bad):
-                    nak(ErrorCode.BAD_ARGUMENT)
-                with m.Else():
-                    fsm.go("CHECK")
-
-        # Walk the addresses a WRITE or READ will touch before touching any. They only
-        # increase (and `word` is wide enough not to wrap), so the last one is the one to
-        # check, with a wide comparator in a state of its own.
-        with fsm.state("CHECK"):
-            with m.If(rem_zero):
-                fsm.go("CHECK_END")
-            with m.Else():
-                fsm.go("CHECK_STEP")
-        with fsm.state("CHECK_STEP"):
-            count_down()
-            m.d.sync += [last_word.eq(word), touched.eq(1)]
-            step_word()
-            fsm.go("CHECK")
-        with fsm.state("CHECK_END"):
-            # a short comparator on the low bits, an OR on the high ones
-            m.d.sync += over.eq(touched & (last_word[depth_bits:].any() |
-                                           (last_word[:depth_bits] >= depth)))
-            fsm.go("CHECK_DONE")
-        with fsm.state("CHECK_DONE"):
-            # the loads do not depend on `over`: on a NAK they are simply not used
-            m.d.sync += [word.eq(Cat(args[1], args[2], args[3], args[4])),
-                         index.eq(WRITE_HEADER)]
-            first_lane()
-            load_remaining(Mux(is_write, data_len, count), Mux(is_write, len_header, count_zero))
-            with m.If(over):
-                nak(ErrorCode.BAD_ADDRESS)
-            with m.Elif(is_write):
-                fsm.go("WRITE")
-            with m.Else():
-                answer(KIND_READ)
-
-        with fsm.state("WRITE"):
-            with m.If(rem_zero):
-                answer(KIND_NONE)
-            with m.Else():
-                fsm.go("WRITE_TAKE")  # payload_data is valid in the next cycle
-        with fsm.state("WRITE_TAKE"):
-            m.d.comb += core.wr_en.eq(1)
-            m.d.sync += index.eq(index_inc)
-            count_down()
-            step_word()
-            fsm.go("WRITE")
-
-        with fsm.state("RUN_START"):
-            # the core raises busy in the cycle after its start strobe
-            m.d.comb += core.start.eq(1)
-            fsm.go("RUN_WAIT")
-        # Handshakes (the core's busy, the transmitter's ready) only choose the next state:
-        # the registers move in a state of their own.
-        with fsm.state("RUN_WAIT"):
-            with m.If(~core.busy):
-                fsm.go("RUN_END")
-        with fsm.state("RUN_END"):
-            m.d.sync += [cache_valid.eq(1), cache_seq.eq(seq), cache_error.eq(core.error),
-                         cache_failed.eq(core.error != 0), cache_cycles.eq(core.cycles),
-                         runs.eq(runs + 1)]
-            fsm.go("RUN_DONE")
-        with fsm.state("RUN_DONE"):
-            with m.If(cache_failed):
-                nak(cache_error)
-            with m.Else():
-                answer(KIND_CYCLES)
-
-        # Hand the header to the transmitter, then the payload bytes, then release the
-        # receiver for the next frame.
-        with fsm.state("ANSWER_PREP"):
-            m.d.sync += [r_op.eq(kind_op), r_len.eq(kind_len), r_len_zero.eq(kind_len_zero),
-                         frame_valid.eq(1)]
-            fsm.go("ANSWER")
-        with fsm.state("ANSWER"):
-            with m.If(tx.i_frame.ready):
-                m.d.sync += frame_valid.eq(0)
-                fsm.go("ANSWERED")
-        with fsm.state("ANSWERED"):
-            m.d.sync += index.eq(0)
-            load_remaining(r_len, r_len_zero)
-            fsm.go("SEND_FETCH")
-        with fsm.state("SEND_FETCH"):
-            # one cycle for core.rd_data and the registered bytes to follow index / word / lane
-            with m.If(rem_zero):
-                m.d.comb += rx.o_frame.ready.eq(1)
-                fsm.go("IDLE")
-            with m.Else():
-                fsm.go("SEND_LATCH")
-        with fsm.state("SEND_LATCH"):
-            m.d.sync += [send_byte.eq(out_byte), byte_valid.eq(1)]
-            fsm.go("SEND")
-        with fsm.state("SEND"):
-            with m.If(tx.i_stream.ready):
-                m.d.sync += byte_valid.eq(0)
-                fsm.go("SENT")
-        with fsm.state("SENT"):
-            # STATUS leaves from a shift register: a 16-way byte multiplexer was 4 to 5 LUTs
-            # deep. Other answers shift it too; it is loaded again by the next STATUS.
-            m.d.sync += [index.eq(index_inc), status.eq(status >> 8)]
-            count_down()
-            step_word()  # a READ's next byte; for other answers word and lane do not matter
-            fsm.go("SEND_FETCH")
         return m
 
 

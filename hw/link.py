@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 
 from trine.contract.errors import check_int
@@ -65,10 +65,10 @@ class FrameReceiver(wiring.Component):
     frame whose header is good but whose CRC-16 is not is presented with ``error`` =
     ``ErrorCode.BAD_CRC`` and the header's ``op`` and ``seq``, so that it can be NAKed. Either
     is held until the consumer acknowledges it with ``o_frame.ready`` (the *done* strobe); in
-    the meantime the consumer reads the payload through ``payload_addr`` / ``payload_data``
-    (one cycle of read latency; addresses ``0 .. length - 1``, meaningful for good frames
-    only), and incoming bytes are dropped and counted in ``dropped_bytes`` (the host protocol
-    is stop-and-wait: none should arrive).
+    the meantime the consumer reads the payload through the read port ``payload`` (one cycle
+    of read latency; addresses ``0 .. length - 1``, meaningful for good frames only), and
+    incoming bytes are dropped and counted in ``dropped_bytes`` (the host protocol is
+    stop-and-wait: none should arrive).
 
     A bad header (CRC-8, or ``length > max_payload``) is counted in ``header_errors`` and sends
     the receiver back to hunting (see the module notes on false ``SYNC`` bytes). A partial
@@ -99,9 +99,10 @@ class FrameReceiver(wiring.Component):
         Received bytes.
     o_frame : Out(stream.Signature(FRAME_EVENT_LAYOUT))
         A received frame; ``ready`` is the consumer's done strobe.
-    payload_addr : In(range(max_payload)) (at least 1 bit)
-    payload_data : Out(8)
-        The payload byte at the ``payload_addr`` of the previous cycle.
+    payload : Out(lib.memory.ReadPort.Signature(addr_width=max(1, ceil(log2(max_payload))),
+                                                shape=8))
+        The payload byte at the ``payload.addr`` of the previous cycle, as a memory read port
+        gives it (``payload.en`` low holds it).
     header_errors, timeouts, dropped_bytes : Out(counter_width)
         Saturating counts since reset.
 
@@ -137,8 +138,7 @@ class FrameReceiver(wiring.Component):
             {
                 "i_stream": In(stream.Signature(8)),
                 "o_frame": Out(stream.Signature(FRAME_EVENT_LAYOUT)),
-                "payload_addr": In(addr_width),
-                "payload_data": Out(8),
+                "payload": Out(ReadPort.Signature(addr_width=addr_width, shape=8)),
                 "header_errors": Out(counter_width),
                 "timeouts": Out(counter_width),
                 "dropped_bytes": Out(counter_width),
@@ -152,8 +152,7 @@ class FrameReceiver(wiring.Component):
         m.submodules.frame_crc = frame_crc = ByteCRC(FRAME_CRC, bits_per_cycle=bpc)
         m.submodules.payload = memory = Memory(shape=8, depth=self.max_payload, init=[])
         write = memory.write_port()
-        read = memory.read_port()
-        m.d.comb += [read.addr.eq(self.payload_addr), self.payload_data.eq(read.data)]
+        wiring.connect(m, wiring.flipped(self.payload), memory.read_port())
 
         # One flip-flop per state: the next-state logic stays shallow.
         fsm = OneHotFSM(m, _RX_STATES)

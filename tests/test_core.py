@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
@@ -10,27 +9,16 @@ from trine.contract.device_image import (
     beat_bytes,
     compile_image,
 )
+from trine.contract.network import run_network
 from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import ErrorCode, Target
-from trine.contract.reference import Layer, run_network
+from trine.contract.reference import Layer
 from trine.hw.core import AcceleratorCore
+from trine.sim.testbench import simulate
 
 
 def make_core(lanes, rows, **params):
     return AcceleratorCore(AcceleratorParams(lanes, rows, **params))
-
-
-def random_network(rng, widths, big_bias=False):
-    layers = []
-    for k, m in zip(widths, widths[1:], strict=False):
-        if big_bias:
-            bias = rng.integers(-(2**31), 2**31, m)
-            shift = int(rng.integers(20, 32))
-        else:
-            bias = rng.integers(-200, 200, m)
-            shift = int(rng.integers(0, 6))
-        layers.append(Layer(rng.integers(-1, 2, (m, k)), bias, shift, bool(rng.integers(0, 2))))
-    return layers
 
 
 def words(data: bytes, size: int):
@@ -39,15 +27,16 @@ def words(data: bytes, size: int):
 
 
 async def write_bytes(ctx, dut, target, data, size):
-    ctx.set(dut.wr_target, target)
+    port = dut.host.write
+    ctx.set(port.target, target)
     for addr, chunk in words(data, size):
         for lane, byte in enumerate(chunk):
-            ctx.set(dut.wr_addr, addr)
-            ctx.set(dut.wr_lane, lane)
-            ctx.set(dut.wr_data, byte)
-            ctx.set(dut.wr_en, 1)
+            ctx.set(port.addr, addr)
+            ctx.set(port.lane, lane)
+            ctx.set(port.data, byte)
+            ctx.set(port.en, 1)
             await ctx.tick()
-    ctx.set(dut.wr_en, 0)
+    ctx.set(port.en, 0)
 
 
 async def load(ctx, dut, image):
@@ -57,28 +46,30 @@ async def load(ctx, dut, image):
 
 
 async def write_inputs(ctx, dut, x):
+    port = dut.host.write
     for b, sample in enumerate(x):
         row = np.zeros(dut.stride * dut.lanes, np.int8)
         row[: len(sample)] = sample
-        ctx.set(dut.wr_target, Target.INPUT)
+        ctx.set(port.target, Target.INPUT)
         for k, v in enumerate(row.view(np.uint8)):
-            ctx.set(dut.wr_addr, b * dut.stride + k // dut.lanes)
-            ctx.set(dut.wr_lane, k % dut.lanes)
-            ctx.set(dut.wr_data, int(v))
-            ctx.set(dut.wr_en, 1)
+            ctx.set(port.addr, b * dut.stride + k // dut.lanes)
+            ctx.set(port.lane, k % dut.lanes)
+            ctx.set(port.data, int(v))
+            ctx.set(port.en, 1)
             await ctx.tick()
-    ctx.set(dut.wr_en, 0)
+    ctx.set(port.en, 0)
 
 
 async def run(ctx, dut, n_layers, batch, limit=200_000):
-    ctx.set(dut.n_layers, n_layers)
-    ctx.set(dut.batch, batch)
-    ctx.set(dut.start, 1)
+    port = dut.host.run
+    ctx.set(port.n_layers, n_layers)
+    ctx.set(port.batch, batch)
+    ctx.set(port.start, 1)
     await ctx.tick()
-    ctx.set(dut.start, 0)
+    ctx.set(port.start, 0)
     for _ in range(limit):
-        if not ctx.get(dut.busy):
-            return ctx.get(dut.error), ctx.get(dut.cycles)
+        if not ctx.get(port.busy):
+            return ctx.get(port.error), ctx.get(port.cycles)
         # The feed has no backpressure: the array must take every beat it is offered.
         beat = dut.array.i_stream
         assert ctx.get(beat.ready) or not ctx.get(beat.valid), "the array refused a beat"
@@ -87,22 +78,16 @@ async def run(ctx, dut, n_layers, batch, limit=200_000):
 
 
 async def read_outputs(ctx, dut, batch, width):
+    port = dut.host.read
     out = np.zeros((batch, width), np.int8)
-    ctx.set(dut.rd_buffer, ctx.get(dut.out_buffer))
+    ctx.set(port.buffer, ctx.get(dut.host.run.out_buffer))
     for b in range(batch):
         for k in range(width):
-            ctx.set(dut.rd_addr, b * dut.stride + k // dut.lanes)
-            ctx.set(dut.rd_lane, k % dut.lanes)
+            ctx.set(port.addr, b * dut.stride + k // dut.lanes)
+            ctx.set(port.lane, k % dut.lanes)
             await ctx.tick()
-            out[b, k] = np.array(ctx.get(dut.rd_data), np.uint8).view(np.int8)
+            out[b, k] = np.array(ctx.get(port.data), np.uint8).view(np.int8)
     return out
-
-
-def simulate(dut, body):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(body)
-    sim.run()
 
 
 @pytest.mark.parametrize(
@@ -117,13 +102,13 @@ def simulate(dut, body):
     ],
 )
 @pytest.mark.parametrize("decoder", ["rom", "table", "logic"])
-def test_network_matches_reference(lanes, rows, widths, batch, big, decoder):
+def test_network_matches_reference(lanes, rows, widths, batch, big, decoder, make_layers):
     rng = np.random.default_rng(sum(widths) + lanes * 7 + rows)
-    layers = random_network(rng, widths, big)
+    layers = make_layers(rng, widths, bias=200, shifts=6, big_bias=big)
     image = compile_image(layers, lanes, rows)
     dut = make_core(lanes, rows, weight_words=image.weight_words + 3,
-                          bias_depth=len(image.biases) + 2, max_layers=4,
-                          max_width=max(widths), max_batch=batch, decoder=decoder)
+                    bias_depth=len(image.biases) + 2, max_layers=4,
+                    max_width=max(widths), max_batch=batch, decoder=decoder)
     x = rng.integers(-128, 128, (batch, widths[0])).astype(np.int8)
     x[0, 0] = -128
     results = {}
@@ -146,14 +131,14 @@ def test_network_matches_reference(lanes, rows, widths, batch, big, decoder):
 
 
 @pytest.mark.parametrize("decoder", ["rom", "table", "logic"])
-def test_illegal_weight_byte_aborts_with_an_error(decoder):
+def test_illegal_weight_byte_aborts_with_an_error(decoder, make_layers):
     rng = np.random.default_rng(1)
-    layers = random_network(rng, [6, 5])
+    layers = make_layers(rng, [6, 5], bias=200, shifts=6)
     image = compile_image(layers, 3, 2)
     bad = bytearray(image.weights)
     bad[2] = 250
     dut = make_core(3, 2, weight_words=16, bias_depth=8, max_layers=2, max_width=8,
-                          decoder=decoder)
+                    decoder=decoder)
     out = {}
 
     async def body(ctx):
@@ -175,7 +160,7 @@ def test_illegal_weight_byte_aborts_with_an_error(decoder):
 @pytest.mark.parametrize("n_layers, batch", [(0, 1), (3, 1), (1, 0), (1, 3)])
 def test_bad_run_arguments_are_refused(n_layers, batch):
     dut = make_core(2, 2, weight_words=4, bias_depth=4, max_layers=2, max_width=4,
-                          max_batch=2)
+                    max_batch=2)
     out = {}
 
     async def body(ctx):
@@ -199,14 +184,14 @@ def test_garbage_layer_table_cannot_hang_the_core():
 
 
 @pytest.mark.parametrize("short", ["weights", "biases"])
-def test_a_layer_running_past_a_memory_aborts_with_bad_address(short):
+def test_a_layer_running_past_a_memory_aborts_with_bad_address(short, make_layers):
     rng = np.random.default_rng(5)
-    layers = random_network(rng, [7, 9])
+    layers = make_layers(rng, [7, 9], bias=200, shifts=6)
     image = compile_image(layers, 2, 2)
     words = image.weight_words - (short == "weights")
     biases = len(image.biases) - (short == "biases")
     dut = make_core(2, 2, weight_words=words, bias_depth=biases, max_layers=1,
-                          max_width=9)
+                    max_width=9)
     ok = [Layer(np.ones((2, 2), np.int8), np.zeros(2, np.int64), 0, False)]
     ok_image = compile_image(ok, 2, 2)
     out = {}

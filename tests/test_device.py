@@ -4,7 +4,6 @@ import struct
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
@@ -12,6 +11,7 @@ from trine.contract.device_image import (
     beat_bytes,
     compile_image,
 )
+from trine.contract.network import run_network
 from trine.contract.params import ECP5_85F, UP5K, AcceleratorParams, check_fits
 from trine.contract.protocol import (
     ACK,
@@ -28,39 +28,34 @@ from trine.contract.protocol import (
     run_payload,
     write_payload,
 )
-from trine.contract.reference import Layer, run_network
 from trine.hw.device import STATUS_SIZE, LinkedAccelerator, Top
+from trine.sim.testbench import StreamMonitor, StreamSink, StreamSource, simulate
 
 PARAMS = dict(weight_words=40, bias_depth=40, max_layers=3, max_width=20, max_batch=3)
 
 
 class Host:
-    """Drives the byte streams from an Amaranth testbench; one request at a time."""
+    """Drives the byte streams from an Amaranth testbench, with idle gaps between the bytes it
+    sends and backpressure on the bytes it receives; one request at a time."""
 
-    def __init__(self, dut, ctx, rng):
-        self.dut, self.ctx, self.rng = dut, ctx, rng
+    def __init__(self, dut, ctx, rng, *, idle=0.2, backpressure=0.3):
+        self.ctx = ctx
+        self.source = StreamSource(dut.i_stream, rng=rng, idle=idle)
+        self.sink = StreamSink(dut.o_stream, rng=rng, backpressure=backpressure)
         self.decoder = FrameDecoder()
         self.seq = 0
 
     async def send_bytes(self, data):
-        ctx, s = self.ctx, self.dut.i_stream
-        for b in data:
-            ctx.set(s.payload, b)
-            ctx.set(s.valid, 1)
-            await ctx.tick().until(s.ready)
-        ctx.set(s.valid, 0)
+        await self.source.send(self.ctx, data)
 
     async def receive(self, limit=20_000):
-        ctx, s = self.ctx, self.dut.o_stream
-        for _ in range(limit):
-            ctx.set(s.ready, int(self.rng.random() < 0.7))  # backpressure
-            _, _, valid, ready, byte = await ctx.tick().sample(s.valid, s.ready, s.payload)
-            if valid and ready:
-                frames = self.decoder.feed(bytes([byte]))
-                if frames:
-                    ctx.set(s.ready, 0)
-                    return frames[0]
-        raise AssertionError("no answer from the device")
+        """The next frame from the device; ``limit`` cycles at most between two bytes."""
+        while True:
+            received = await self.sink.take(self.ctx, len(self.sink.received) + 1,
+                                            timeout=limit)
+            frames = self.decoder.feed(bytes(received[-1:]))
+            if frames:
+                return frames[0]
 
     async def request(self, op, payload=b"", seq=None):
         self.seq = (self.seq + 1) % 256 if seq is None else seq
@@ -77,19 +72,6 @@ class Host:
             assert f.op == Op.WRITE | ACK, f
 
 
-def simulate(dut, body):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(body)
-    sim.run()
-
-
-def network(rng, widths):
-    return [Layer(rng.integers(-1, 2, (m, k)), rng.integers(-300, 300, m),
-                  int(rng.integers(0, 5)), bool(rng.integers(0, 2)))
-            for k, m in zip(widths, widths[1:], strict=False)]
-
-
 BOARD_GENERIC = UP5K.for_simulation().as_dict()  # SPRAM cannot be simulated here
 
 
@@ -101,16 +83,18 @@ BOARD_GENERIC = UP5K.for_simulation().as_dict()  # SPRAM cannot be simulated her
         (8, 5, [41, 12, 6], {k: v for k, v in BOARD_GENERIC.items() if k not in ("lanes", "rows")}),
     ],
 )
-def test_network_through_frames(lanes, rows, widths, params):
+def test_network_through_frames(lanes, rows, widths, params, make_layers):
     rng = np.random.default_rng(lanes + len(widths))
     dut = LinkedAccelerator(AcceleratorParams(lanes, rows, **params), timeout_cycles=5000)
-    layers = network(rng, widths)
+    layers = make_layers(rng, widths, shifts=5)
     image = compile_image(layers, lanes, rows)
     x = rng.integers(-128, 128, (3, widths[0])).astype(np.int8)
     out = {}
+    monitor = StreamMonitor(dut.o_stream)
 
     async def body(ctx):
         host = Host(dut, ctx, rng)
+        out["host"] = host
         info = DeviceInfo.from_bytes((await host.request(Op.INFO)).payload)
         out["info"] = info
         await host.write(Target.WEIGHTS, image.weights, beat_bytes(lanes, rows))
@@ -135,7 +119,10 @@ def test_network_through_frames(lanes, rows, widths, params):
         status = await host.request(Op.STATUS)
         out["status"] = status
 
-    simulate(dut, body)
+    simulate(dut, body, background=[monitor.watch])
+    # idle gaps and backpressure happened, and the device kept its bytes waiting meanwhile
+    assert out["host"].source.idle_cycles > 0 and out["host"].sink.stall_cycles > 0
+    assert monitor.waits > 0 and bytes(monitor.beats) == bytes(out["host"].sink.received)
     assert out["info"].lanes == lanes and out["info"].stride == -(-params["max_width"] // lanes)
     assert np.array_equal(out["y"], run_network(x, layers))
     assert out["again"].payload == struct.pack("<I", out["cycles"])  # answered from memory
@@ -218,10 +205,10 @@ def test_top_checks_the_baud_rate():
 
 
 @pytest.mark.parametrize("params", [UP5K, ECP5_85F])
-def test_board_parameters_hold_an_mnist1d_mlp(params):
+def test_board_parameters_hold_an_mnist1d_mlp(params, make_layers):
     """40-256-256-10 (78,336 weights) fits each board's memories and limits."""
     widths = [40, 256, 256, 10]
-    layers = network(np.random.default_rng(0), widths)
+    layers = make_layers(np.random.default_rng(0), widths)
     image = compile_image(layers, params.lanes, params.rows)
     assert image.weight_words <= params.weight_words
     assert len(image.biases) <= params.bias_depth

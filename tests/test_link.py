@@ -207,9 +207,9 @@ def make_frame_monitor(dut, events, rng, *, min_wait=0, max_wait=6):
                 rng.shuffle(order)
                 payload = bytearray(head.length)
                 for a in order:
-                    ctx.set(dut.payload_addr, a)
+                    ctx.set(dut.payload.addr, a)
                     await ctx.tick()
-                    payload[a] = ctx.get(dut.payload_data)
+                    payload[a] = ctx.get(dut.payload.data)
                 payload = bytes(payload)
             assert ctx.get(dut.o_frame.valid), "o_frame.valid must hold until done"
             ctx.set(dut.o_frame.ready, 1)

@@ -1,0 +1,145 @@
+"""The accelerator core's host port: what the command executor sees of the core.
+
+:class:`HostPortSignature` is described from the host's side (the command executor has it as
+``Out``, :class:`trine.hw.core.AcceleratorCore` as ``In``, as with ``lib.stream``). It has three
+parts, each a signature of its own so that the core can hand it to the block that serves it:
+
+* ``write`` (:class:`HostWriteSignature`): one byte into any of the four memories;
+* ``read`` (:class:`HostReadSignature`): one byte out of an activation buffer;
+* ``run`` (:class:`RunSignature`): start a run and see how it went.
+
+The widths follow from one :class:`trine.contract.params.AcceleratorParams`.
+"""
+
+from __future__ import annotations
+
+from amaranth.lib.wiring import In, Out
+
+from trine.contract.device_image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE
+from trine.contract.params import AcceleratorParams
+from trine.hw.params import ParamsSignature, check_params
+
+__all__ = [
+    "CYCLE_COUNTER_WIDTH",
+    "HostWriteSignature",
+    "HostReadSignature",
+    "RunSignature",
+    "HostPortSignature",
+]
+
+#: Bits of the run cycle counter (saturating).
+CYCLE_COUNTER_WIDTH = 32
+
+
+class HostWriteSignature(ParamsSignature):
+    """A host write of one byte: byte ``lane`` of word ``addr`` of memory ``target``.
+
+    The core takes it in any cycle with ``en`` high while it is idle and ignores it while it
+    runs; a write outside the target memory (``addr`` past its depth, ``lane`` past its word)
+    is ignored too. It takes effect a cycle later.
+
+    Members
+    -------
+    target : Out(2)
+        :class:`trine.contract.protocol.Target`.
+    addr : Out(range(largest memory depth))
+    lane : Out(range(widest memory word in bytes))
+    data : Out(8)
+    en : Out(1)
+    """
+
+    def __init__(self, params: AcceleratorParams):
+        params = check_params(params)
+        depth = max(params.weight_words, params.bias_depth, params.max_layers,
+                    params.buffer_words)
+        width = max(params.beat_bytes, BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, params.lanes)
+        super().__init__(params, {
+            "target": Out(2),
+            "addr": Out(range(depth)),
+            "lane": Out(range(width)),
+            "data": Out(8),
+            "en": Out(1),
+        })
+
+
+class HostReadSignature(ParamsSignature):
+    """A host read of one activation-buffer byte, meaningful while the core is idle.
+
+    Members
+    -------
+    buffer : Out(1)
+    addr : Out(range(params.buffer_words))
+    lane : Out(range(params.lanes))
+    data : In(8)
+        Byte ``lane`` of word ``addr`` of ``buffer``, as they were a cycle earlier.
+    """
+
+    def __init__(self, params: AcceleratorParams):
+        params = check_params(params)
+        super().__init__(params, {
+            "buffer": Out(1),
+            "addr": Out(range(params.buffer_words)),
+            "lane": Out(range(params.lanes)),
+            "data": In(8),
+        })
+
+
+class RunSignature(ParamsSignature):
+    """Run control: start a run, see whether it is going and how it ended.
+
+    Members
+    -------
+    start : Out(1)
+        Strobe, taken while idle: run ``n_layers`` layers on inputs ``0 .. batch - 1`` of
+        buffer 0.
+    n_layers : Out(range(params.max_layers + 1))
+    batch : Out(range(params.max_batch + 1))
+    busy : In(1)
+        High from the cycle after ``start`` until the run ends.
+    error : In(8)
+        :class:`trine.contract.protocol.ErrorCode` of the last run, 0 if it succeeded.
+    cycles : In(CYCLE_COUNTER_WIDTH)
+        Clock cycles the last run was busy (saturating).
+    out_buffer : In(1)
+        The buffer that holds the last run's outputs.
+    """
+
+    def __init__(self, params: AcceleratorParams):
+        params = check_params(params)
+        super().__init__(params, {
+            "start": Out(1),
+            "n_layers": Out(range(params.max_layers + 1)),
+            "batch": Out(range(params.max_batch + 1)),
+            "busy": In(1),
+            "error": In(8),
+            "cycles": In(CYCLE_COUNTER_WIDTH),
+            "out_buffer": In(1),
+        })
+
+
+class HostPortSignature(ParamsSignature):
+    """Everything the host does with the core: writes, buffer reads, runs.
+
+    Parameters
+    ----------
+    params : trine.contract.params.AcceleratorParams
+
+    Members
+    -------
+    write : Out(HostWriteSignature(params))
+    read : Out(HostReadSignature(params))
+    run : Out(RunSignature(params))
+
+    Raises
+    ------
+    ParameterTypeError
+        Unless ``params`` is an :class:`AcceleratorParams`.
+    """
+
+    def __init__(self, params: AcceleratorParams):
+        params = check_params(params)
+        super().__init__(params, {
+            "write": Out(HostWriteSignature(params)),
+            "read": Out(HostReadSignature(params)),
+            "run": Out(RunSignature(params)),
+        })

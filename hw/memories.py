@@ -1,0 +1,237 @@
+"""The accelerator core's memories: weights, biases, layer table and activation buffers.
+
+The host writes all four through one byte-wide port while the core is idle
+(:class:`trine.hw.host_port.HostWriteSignature`) and reads the activation buffers through
+another (:class:`trine.hw.host_port.HostReadSignature`); while the core runs, the same memories
+serve the datapath through read ports (``lib.memory`` port signatures) and the requantiser's
+write port (:class:`BufferWriteSignature`). Where a memory has one port for both, ``busy``
+chooses.
+
+* Weights: a single-port memory (:class:`trine.hw.ice40.SinglePortMemory`, the iCE40UP5K's
+  SPRAM or a generic memory), one ``rows x lanes`` tile per word.
+* Biases: :data:`~trine.contract.device_image.BIAS_STORE_BYTES` bytes per entry.
+* Layer table: 16-bit words, :data:`TABLE_SLOTS` per entry, so that up to 32 layers fit one
+  block RAM where an entry-wide memory would take seven (or hundreds of flip-flops); the
+  sequencer reads an entry's :data:`TABLE_HALFWORDS` halfwords one per cycle.
+* Activation buffers: both halves of the ping-pong in one memory, the top address bit
+  selecting the buffer. Its write port serves the requantiser (busy) and host inputs (idle),
+  its read port the feed (busy) and host reads (idle).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory, ReadPort
+from amaranth.lib.wiring import In, Out
+
+from trine.contract.device_image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, LAYER_ENTRY_SIZE
+from trine.contract.params import AcceleratorParams
+from trine.contract.protocol import Target
+from trine.hw.host_port import HostReadSignature, HostWriteSignature
+from trine.hw.ice40 import SinglePortMemory
+from trine.hw.params import ParamsSignature, check_params
+
+__all__ = [
+    "TABLE_HALFWORDS",
+    "TABLE_SLOT_BITS",
+    "TABLE_SLOTS",
+    "BufferWriteSignature",
+    "CoreMemories",
+    "byte_enable",
+    "address_width",
+]
+
+#: Memory attribute: the design never reads a word in the cycle it writes it, so Yosys need
+#: not add bypass logic to give block RAM the simulator's read-before-write behaviour.
+NO_RW_CHECK = {"no_rw_check": 1}
+#: Halfwords of a layer-table entry, and the table-memory slots (a power of two) it occupies.
+TABLE_HALFWORDS = -(-LAYER_ENTRY_SIZE // 2)
+TABLE_SLOT_BITS = (TABLE_HALFWORDS - 1).bit_length()
+TABLE_SLOTS = 1 << TABLE_SLOT_BITS
+
+
+def address_width(depth: int) -> int:
+    """Bits of an address into ``depth`` words."""
+    return Shape.cast(range(depth)).width
+
+
+def byte_enable(enable, lane, n_lanes):
+    """Byte-enable vector: bit ``lane`` set when ``enable``."""
+    return Cat(*(enable & (lane == i) for i in range(n_lanes)))
+
+
+def buffer_word_shape(params: AcceleratorParams):
+    """Shape of an activation-buffer word counter: it may run a sample (``stride`` words) past
+    the last word before it stops."""
+    return range(params.buffer_words + params.stride + 1)
+
+
+class BufferWriteSignature(ParamsSignature):
+    """A write of one byte into the activation buffer being produced, seen from the writer.
+
+    Members
+    -------
+    word : Out(buffer_word_shape(params))
+        Word within the buffer (the buffer itself is chosen by the run).
+    value : Out(8)
+    lanes : Out(params.lanes)
+        Byte enables: at most one set, the byte of ``word`` to write; none, no write.
+    """
+
+    def __init__(self, params: AcceleratorParams):
+        params = check_params(params)
+        super().__init__(params, {
+            "word": Out(buffer_word_shape(params)),
+            "value": Out(8),
+            "lanes": Out(params.lanes),
+        })
+
+
+class CoreMemories(wiring.Component):
+    """The four memories of the core, with the host's ports and the datapath's ports.
+
+    A host write (``write``) is taken while ``busy`` is low and lands a cycle later, from
+    registers (address, data and each memory's byte enables), so that the executor's logic and
+    the range checks do not form one path into the memories; one outside its memory's depth or
+    word is dropped. A host read (``read``) gives its byte a cycle later, while ``busy`` is low.
+
+    While ``busy`` is high the datapath has the ports: a read port gives the word at the address
+    of the previous cycle (``lib.memory`` timing; ``en`` is ignored, a word is read every cycle),
+    and ``result`` writes a byte of buffer ``~src``, ``acts`` reads buffer ``src``. No memory is
+    read in the cycle that writes the same word.
+
+    Parameters
+    ----------
+    params : trine.contract.params.AcceleratorParams
+
+    Members
+    -------
+    write : In(HostWriteSignature(params))
+    read : In(HostReadSignature(params))
+    busy : In(1)
+        The core is running: the datapath has the ports.
+    src : In(1)
+        The activation buffer the current layer reads (it writes the other).
+    table : Out(ReadPort.Signature(addr_width=address_width(max_layers * TABLE_SLOTS), shape=16))
+        Halfword ``addr % TABLE_SLOTS`` of layer-table entry ``addr // TABLE_SLOTS``.
+    weights : Out(ReadPort.Signature(addr_width=address_width(weight_words), shape=8 * beat_bytes))
+    biases : Out(ReadPort.Signature(addr_width=address_width(bias_depth),
+                                    shape=signed(BIAS_STORE_WIDTH)))
+    acts : Out(ReadPort.Signature(addr_width=address_width(buffer_words), shape=8 * lanes))
+        A word of buffer ``src``.
+    result : In(BufferWriteSignature(params))
+        A byte into buffer ``~src``.
+    """
+
+    def __init__(self, params: AcceleratorParams):
+        self.params = p = check_params(params)
+        self.weight_memory = SinglePortMemory(p.beat_bytes, p.weight_words,
+                                              kind=p.weight_memory)
+        super().__init__({
+            "write": In(HostWriteSignature(p)),
+            "read": In(HostReadSignature(p)),
+            "busy": In(1),
+            "src": In(1),
+            "table": Out(ReadPort.Signature(
+                addr_width=address_width(p.max_layers * TABLE_SLOTS), shape=16)),
+            "weights": Out(ReadPort.Signature(addr_width=address_width(p.weight_words),
+                                              shape=8 * p.beat_bytes)),
+            "biases": Out(ReadPort.Signature(addr_width=address_width(p.bias_depth),
+                                             shape=signed(BIAS_STORE_WIDTH))),
+            "acts": Out(ReadPort.Signature(addr_width=address_width(p.buffer_words),
+                                           shape=8 * p.lanes)),
+            "result": In(BufferWriteSignature(p)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        host, busy = self.write, self.busy
+
+        wr_addr = Signal.like(host.addr, reset_less=True)
+        wr_lane = Signal.like(host.lane, reset_less=True)
+        wr_data = Signal.like(host.data, reset_less=True)
+        m.d.sync += [wr_addr.eq(host.addr), wr_lane.eq(host.lane), wr_data.eq(host.data)]
+
+        def host_enables(target, n_bytes, depth, lane=None, name=""):
+            lane = host.lane if lane is None else lane
+            sel = (host.en & ~busy & (host.target == target) &
+                   (host.lane < n_bytes) & (host.addr < depth))
+            enables = Signal(n_bytes if lane is host.lane else 2, name=f"{name}_we")
+            m.d.sync += enables.eq(byte_enable(sel, lane, len(enables)))
+            return enables
+
+        # ---- layer table ----------------------------------------------------------------
+        tmem = Memory(shape=16, depth=p.max_layers * TABLE_SLOTS, init=[], attrs=NO_RW_CHECK)
+        m.submodules.table = tmem
+        t_wr = tmem.write_port(granularity=8)
+        m.d.comb += [
+            t_wr.addr.eq(Cat(wr_lane[1:TABLE_SLOT_BITS + 1], wr_addr)),
+            t_wr.data.eq(wr_data.replicate(2)),
+            t_wr.en.eq(host_enables(Target.LAYER, LAYER_ENTRY_SIZE, p.max_layers,
+                                    lane=host.lane[0], name="table")),
+        ]
+        wiring.connect(m, wiring.flipped(self.table), tmem.read_port())
+
+        # ---- biases ---------------------------------------------------------------------
+        bmem = Memory(shape=unsigned(8 * BIAS_STORE_BYTES), depth=p.bias_depth, init=[],
+                      attrs=NO_RW_CHECK)
+        m.submodules.biases = bmem
+        b_wr = bmem.write_port(granularity=8)
+        m.d.comb += [
+            b_wr.addr.eq(wr_addr),
+            b_wr.data.eq(wr_data.replicate(BIAS_STORE_BYTES)),
+            b_wr.en.eq(host_enables(Target.BIAS, BIAS_STORE_BYTES, p.bias_depth,
+                                    name="biases")),
+        ]
+        b_rd = bmem.read_port()
+        m.d.comb += [
+            b_rd.addr.eq(self.biases.addr),
+            b_rd.en.eq(self.biases.en),
+            self.biases.data.eq(b_rd.data[:BIAS_STORE_WIDTH]),
+        ]
+
+        # ---- weights: single-ported (the host writes while idle, the feed reads) ---------
+        m.submodules.weights = wmem = self.weight_memory
+        bb = p.beat_bytes
+        m.d.comb += [
+            wmem.addr.eq(Mux(busy, self.weights.addr, wr_addr)),
+            wmem.wr_data.eq(wr_data.replicate(bb)),
+            wmem.wr_en.eq(host_enables(Target.WEIGHTS, bb, p.weight_words, name="weights")),
+            wmem.rd_en.eq(self.weights.en),
+            self.weights.data.eq(wmem.rd_data),
+        ]
+
+        # ---- activation buffers ---------------------------------------------------------
+        lanes = p.lanes
+        abits = (p.buffer_words - 1).bit_length()
+        amem = Memory(shape=unsigned(8 * lanes), depth=2 << abits, init=[], attrs=NO_RW_CHECK)
+        m.submodules.buffers = amem
+        a_wr = amem.write_port(granularity=8)
+        a_rd = amem.read_port()
+        host_in = host_enables(Target.INPUT, lanes, p.buffer_words, name="inputs")
+        result = self.result
+        with m.If(busy):
+            m.d.comb += [
+                a_wr.addr.eq(Cat(result.word[:abits], ~self.src)),
+                a_wr.data.eq(result.value.replicate(lanes)),
+                a_wr.en.eq(result.lanes),
+                a_rd.addr.eq(Cat(self.acts.addr, self.src)),
+                a_rd.en.eq(self.acts.en),
+            ]
+        with m.Else():
+            m.d.comb += [
+                a_wr.addr.eq(Cat(wr_addr[:abits], 0)),
+                a_wr.data.eq(wr_data.replicate(lanes)),
+                a_wr.en.eq(host_in),
+                a_rd.addr.eq(Cat(self.read.addr[:abits], self.read.buffer)),
+                a_rd.en.eq(1),
+            ]
+        rd_lane = Signal.like(self.read.lane)
+        m.d.sync += rd_lane.eq(self.read.lane)
+        m.d.comb += [
+            self.acts.data.eq(a_rd.data),
+            self.read.data.eq(a_rd.data.word_select(rd_lane, 8)),
+        ]
+        return m

@@ -1,0 +1,206 @@
+"""The requantiser: blocks of the MAC array's accumulators to int8 activations, one per cycle.
+
+For each block of ``rows`` accumulators the array offers, it takes the rows one per cycle and
+writes ``clip((acc + bias) >> shift)`` to a byte of the destination buffer (zero for a negative
+value when the layer has ReLU; :func:`trine.contract.reference.requantize`). Where each row
+goes, which bias it gets and whether it is written at all is not its business: it asks a
+destination port (:class:`RowSignature`) per row, which the address generator answers.
+
+Pipeline, one row per stage and cycle: p1 (accumulator taken; bias read) -> p1b (bias
+registered) -> p2 (sum) -> p3 (shifted) -> p4 (clipped, written). p1b keeps the bias memory's
+output (and, when the memory is several block RAMs deep, their output multiplexer) off the
+sum's carry chain.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+
+from trine.contract.device_image import BIAS_STORE_WIDTH
+from trine.contract.params import AcceleratorParams
+from trine.contract.spec import ACT_MAX, ACT_MIN
+from trine.hw.mac_array import mac_output_layout
+from trine.hw.memories import BufferWriteSignature, address_width, buffer_word_shape, byte_enable
+from trine.hw.params import ParamsSignature, check_params
+
+__all__ = ["REQUANTIZER_CONFIG", "RowSignature", "Requantizer"]
+
+#: A layer's requantisation: the right shift after the bias, and ReLU.
+REQUANTIZER_CONFIG = data.StructLayout({"shift": unsigned(5), "relu": 1})
+
+
+class RowSignature(ParamsSignature):
+    """Where a row goes, seen from the requantiser that asks.
+
+    In a cycle with ``take`` high a row enters the requantiser; the other side answers in the
+    same cycle with its destination, and steps to the next row's.
+
+    Members
+    -------
+    take : Out(1)
+        A row is taken in this cycle.
+    last : Out(1)
+        The row being taken is the last of its block (meaningful with ``take``).
+    bias : In(range(params.bias_depth + 1))
+        Bias-memory address of the row; the requantiser reads it there.
+    word : In(buffer_word_shape(params))
+    lane : In(range(params.lanes))
+        Byte of the destination buffer that gets the row's output.
+    write : In(1)
+        Whether to write it (rows past the layer's fan-out are computed and dropped).
+    """
+
+    def __init__(self, params: AcceleratorParams):
+        params = check_params(params)
+        super().__init__(params, {
+            "take": Out(1),
+            "last": Out(1),
+            "bias": In(range(params.bias_depth + 1)),
+            "word": In(buffer_word_shape(params)),
+            "lane": In(range(params.lanes)),
+            "write": In(1),
+        })
+
+
+class Requantizer(wiring.Component):
+    """Turns blocks of accumulators into bytes of the destination buffer.
+
+    A block is taken from ``i_stream`` when the previous block's last row is taken (or when
+    none is held): ``i_stream.ready`` is high while no block is held and in the cycle the last
+    row goes, so that blocks offered back to back take ``rows`` cycles each. Each row's byte is
+    written five cycles after it is taken. ``flush`` empties the pipeline (nothing is written,
+    no row is taken). The sum is exact: ``max(acc_width, BIAS_STORE_WIDTH) + 1`` bits.
+
+    Parameters
+    ----------
+    params : trine.contract.params.AcceleratorParams
+    acc_width : int
+        Width of the array's accumulators (:attr:`trine.hw.mac_array.MACArray.acc_width`).
+
+    Members
+    -------
+    flush : In(1)
+    config : In(REQUANTIZER_CONFIG)
+        The layer's shift and ReLU; held while the layer runs.
+    i_stream : In(stream.Signature(mac_output_layout(rows, acc_width)))
+    dest : Out(RowSignature(params))
+    biases : In(ReadPort.Signature(addr_width=address_width(bias_depth),
+                                   shape=signed(BIAS_STORE_WIDTH)))
+        A synchronous read port of the bias memory; read at ``dest.bias``.
+    o_write : Out(BufferWriteSignature(params))
+    busy : Out(1)
+        A row is held or in the pipeline.
+    """
+
+    def __init__(self, params: AcceleratorParams, acc_width: int):
+        self.params = p = check_params(params)
+        self.acc_width = acc_width
+        super().__init__({
+            "flush": In(1),
+            "config": In(REQUANTIZER_CONFIG),
+            "i_stream": In(stream.Signature(mac_output_layout(p.rows, acc_width))),
+            "dest": Out(RowSignature(p)),
+            "biases": In(ReadPort.Signature(addr_width=address_width(p.bias_depth),
+                                            shape=signed(BIAS_STORE_WIDTH))),
+            "o_write": Out(BufferWriteSignature(p)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, lanes, acc_w = self.params.rows, self.params.lanes, self.acc_width
+        flush, dest, a_out = self.flush, self.dest, self.i_stream
+
+        # Data registers need no reset: the valid bits say what they hold.
+        hold = Array(Signal(signed(acc_w), name=f"hold{r}", reset_less=True) for r in range(rows))
+        holding = Signal()
+        r = Signal(range(rows + 1))
+        last_row = Signal()
+        m.d.comb += [
+            last_row.eq(r == rows - 1),
+            a_out.ready.eq(~holding | last_row),
+            dest.take.eq(holding & ~flush),
+            dest.last.eq(last_row),
+            self.biases.addr.eq(dest.bias),
+        ]
+
+        p1_valid, p1b_valid, p2_valid, p3_valid, p4_valid = (
+            Signal(name=n) for n in ("p1_valid", "p1b_valid", "p2_valid", "p3_valid",
+                                     "p4_valid"))
+        p1_acc = Signal(signed(acc_w), reset_less=True)
+        p1b_acc = Signal(signed(acc_w), reset_less=True)
+        p1b_bias = Signal(signed(BIAS_STORE_WIDTH), reset_less=True)
+        p1b_we = Signal(reset_less=True)
+        p1b_word = Signal.like(dest.word, reset_less=True)
+        p1b_lane = Signal(range(lanes), reset_less=True)
+        p1_we, p2_we, p3_we = (Signal(reset_less=True) for _ in range(3))
+        p4_en = Signal(lanes)  # the destination byte's write enable
+        p1_word, p2_word, p3_word, p4_word = (Signal.like(dest.word, reset_less=True)
+                                              for _ in range(4))
+        p1_lane, p2_lane, p3_lane = (Signal(range(lanes), reset_less=True) for _ in range(3))
+        sum_w = max(acc_w, BIAS_STORE_WIDTH) + 1
+        p2_sum = Signal(signed(sum_w), reset_less=True)
+        p3_val = Signal(signed(sum_w), reset_less=True)
+        p4_out = Signal(8, reset_less=True)
+
+        with m.If(flush):
+            m.d.sync += [holding.eq(0), p1_valid.eq(0), p1b_valid.eq(0), p2_valid.eq(0),
+                         p3_valid.eq(0), p4_valid.eq(0), p4_en.eq(0)]
+        with m.Else():
+            m.d.sync += p1_valid.eq(0)
+            with m.If(holding):
+                m.d.sync += [
+                    p1_valid.eq(1),
+                    p1_acc.eq(hold[r]),
+                    p1_we.eq(dest.write),
+                    p1_word.eq(dest.word),
+                    p1_lane.eq(dest.lane),
+                ]
+                with m.If(last_row):
+                    m.d.sync += holding.eq(0)
+                with m.Else():
+                    m.d.sync += r.eq(r + 1)
+            # after the last row of a block, the next block is taken in the same cycle
+            with m.If(a_out.valid & a_out.ready):
+                m.d.sync += [holding.eq(1), r.eq(0)]
+                m.d.sync += [hold[i].eq(a_out.payload[i]) for i in range(rows)]
+            m.d.sync += [
+                p1b_valid.eq(p1_valid), p2_valid.eq(p1b_valid), p3_valid.eq(p2_valid),
+                p4_valid.eq(p3_valid),
+                p4_en.eq(byte_enable(p3_valid & p3_we, p3_lane, lanes)),
+            ]
+
+        # Clipping to int8 by bit tests (an AND / OR tree), not by comparators (carry chains):
+        # v < -128 when negative and not all of bits 7.. set, v > 127 when non-negative and
+        # any of them set.
+        assert ACT_MIN == -(1 << 7) and ACT_MAX == (1 << 7) - 1
+        clipped = Signal(8)
+        negative = p3_val[-1]
+        high = p3_val[7:]
+        with m.If(self.config.relu & negative):
+            m.d.comb += clipped.eq(0)
+        with m.Elif(negative & ~high.all()):
+            m.d.comb += clipped.eq(ACT_MIN & 0xFF)
+        with m.Elif(~negative & high.any()):
+            m.d.comb += clipped.eq(ACT_MAX)
+        with m.Else():
+            m.d.comb += clipped.eq(p3_val[:8])
+        m.d.sync += [
+            p1b_we.eq(p1_we), p1b_word.eq(p1_word), p1b_lane.eq(p1_lane), p1b_acc.eq(p1_acc),
+            p1b_bias.eq(self.biases.data),
+            p2_we.eq(p1b_we), p2_word.eq(p1b_word), p2_lane.eq(p1b_lane),
+            p2_sum.eq(p1b_acc + p1b_bias),
+            p3_we.eq(p2_we), p3_word.eq(p2_word), p3_lane.eq(p2_lane),
+            p3_val.eq(p2_sum >> self.config.shift),
+            p4_word.eq(p3_word), p4_out.eq(clipped),
+        ]
+        m.d.comb += [
+            self.busy.eq(holding | p1_valid | p1b_valid | p2_valid | p3_valid | p4_valid),
+            self.o_write.word.eq(p4_word),
+            self.o_write.value.eq(p4_out),
+            self.o_write.lanes.eq(p4_en),
+        ]
+        return m
