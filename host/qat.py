@@ -71,8 +71,8 @@ from typing import Any
 
 import numpy as np
 
-from trine.contract.reference import Layer, rounding_constant, saturate, shift_inplace
-from trine.contract.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, SHIFT_MAX
+from trine.contract.spec import ACT_MAX
+from trine.host.arch import ArchError, parse_arch, spec_layers
 from trine.host.learning import (
     Adam,
     Progress,
@@ -85,12 +85,13 @@ from trine.host.learning import (
     cosine,
     input_range,
     single_threaded_blas,
-    softmax_xent,
 )
 from trine.host.mlp import FloatMLP, float_accuracy, train_float_mlp
 from trine.host.program import Program
+from trine.host.qat_net import THRESHOLDS, QATNet
+from trine.host.qat_net import quantize as _quantize
+from trine.host.qat_net import shift_for as _shift_for
 from trine.host.results import Stopwatch, TrainResult, program_accuracy
-from trine.host.ternarize import twn_trits
 
 __all__ = [
     "DEFAULTS",
@@ -100,8 +101,6 @@ __all__ = [
     "train_float_mlp",
     "FloatMLP",
 ]
-
-THRESHOLDS = ("layer", "row")
 
 #: Settings per data set (trine.host.data names), measured on the default splits (see the README):
 #: float ``train_float_mlp(x, y, **DEFAULTS[name]["float"])``, ternary
@@ -122,143 +121,15 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _quantize(x: np.ndarray, scale: float) -> np.ndarray:
-    """:meth:`Program.quantize_input`'s rule: float64 division, ties to even, saturate."""
-    with np.errstate(over="ignore"):
-        q = np.rint(np.asarray(x, np.float64) / scale)
-    return np.clip(q, ACT_MIN, ACT_MAX).astype(np.int8)
-
-
-def _shift_for(z: np.ndarray, relu: bool, percentile: float) -> int:
-    """The smallest shift that brings the ``percentile`` of ``|relu?(z)|`` within 127."""
-    mag = np.maximum(z, 0) if relu else np.abs(z)
-    q = float(np.percentile(mag, percentile))
-    if q <= ACT_MAX:
-        return 0
-    return int(min(math.ceil(math.log2(q / ACT_MAX)), SHIFT_MAX))
-
-
-class QATNet:
-    """The state of a ternary MLP under QAT: latent weights, biases and integer shifts.
-
-    Parameters
-    ----------
-    weights : list of float arrays (M, K)
-        Latent weights; their ternarisation (see the module docstring) is what runs.
-    betas : list of float arrays (M,)
-        Latent biases in output LSBs: the integer bias is ``rint(beta * 2**shift)``.
-    shifts : list of int in [0, 31]
-    relus : list of bool
-    input_scale : float
-        Positive: ``a0 = clip(rint(x / input_scale), -128, 127)``.
-    threshold : {"layer", "row"}
-        Where the TWN threshold's mean is taken.
-    """
-
-    def __init__(self, weights: Sequence[np.ndarray], betas: Sequence[np.ndarray],
-                 shifts: Sequence[int], relus: Sequence[bool], input_scale: float,
-                 threshold: str = "layer") -> None:
-        if threshold not in THRESHOLDS:
-            raise TrainError(f"threshold must be one of {', '.join(THRESHOLDS)}, not "
-                             f"{threshold!r}")
-        self.weights = [np.asarray(w, np.float32) for w in weights]
-        self.betas = [np.asarray(b, np.float64) for b in betas]
-        self.shifts = [int(s) for s in shifts]
-        self.relus = [bool(r) for r in relus]
-        self.input_scale = float(input_scale)
-        self.threshold = threshold
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.weights)
-
-    def trits(self, i: int) -> np.ndarray:
-        """Layer ``i``'s ternary weights (int8, M x K)."""
-        return twn_trits(self.weights[i], per_row=self.threshold == "row")
-
-    def int_bias(self, i: int) -> np.ndarray:
-        """Layer ``i``'s integer bias (int64 within int32), in accumulator units."""
-        b = np.rint(self.betas[i] * 2.0 ** self.shifts[i])
-        return np.clip(b, BIAS_MIN, BIAS_MAX).astype(np.int64)
-
-    def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Raw float inputs to int8, exactly as :meth:`Program.quantize_input`."""
-        return _quantize(x, self.input_scale)
-
-    def layer_forward(self, i: int, a: np.ndarray, t: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Layer ``i`` on int8-valued ``a``: (pre-clip post-shift values int64, outputs int64).
-
-        ``acc`` is exact: ``|acc| <= 128 K < 2**24`` for any supported K, so float32 holds it.
-        """
-        if t is None:
-            t = self.trits(i)
-        acc = (a.astype(np.float32) @ t.T.astype(np.float32)).astype(np.int64)
-        s = self.shifts[i]
-        v = shift_inplace(acc + (self.int_bias(i) + rounding_constant(s)), s)
-        return v, saturate(v.copy(), self.relus[i])
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """The hard (device) forward pass on raw inputs ``(N, K)``: int8 outputs ``(N, M)``."""
-        a = self.quantize_input(x)
-        for i in range(self.n_layers):
-            a = self.layer_forward(i, a)[1]
-        return a.astype(np.int8)
-
-    def to_program(self, labels: Sequence[str] | None = None) -> Program:
-        """The integer program this network is, for the device and the reference."""
-        layers = [Layer(self.trits(i), self.int_bias(i), self.shifts[i], self.relus[i])
-                  for i in range(self.n_layers)]
-        return Program(layers, self.input_scale, labels)
-
-    @classmethod
-    def from_program(cls, program: Program, threshold: str = "layer") -> QATNet:
-        """The network that *is* ``program`` (which must have an ``input_scale``).
-
-        Latent weights are the trits scaled to ``mean|W| = 1``, which the TWN threshold
-        (``0.7 * mean|W|``, per layer or per row) maps back to the same trits; betas are
-        ``bias / 2**shift``, exact in float64, so ``to_program()`` gives ``program`` back.
-        """
-        if not isinstance(program, Program):
-            raise TrainError(f"expected a trine.host.program.Program, not {type(program).__name__}")
-        if program.input_scale is None:
-            raise TrainError("the program has no input_scale: QAT needs one for float inputs")
-        weights = []
-        for layer in program.layers:
-            t = layer.weights.astype(np.float64)
-            density = float(np.abs(t).mean())
-            weights.append(t / density if density else t)
-        return cls(weights, [x.bias / 2.0**x.shift for x in program.layers],
-                   [x.shift for x in program.layers], [x.relu for x in program.layers],
-                   program.input_scale, threshold)
-
-    def calibrate(self, a0: np.ndarray, percentile: float, opt: Adam | None = None) -> None:
-        """Re-choose every shift from int8 inputs ``a0``, keeping integer biases (see module).
-
-        ``opt`` is the optimiser whose parameters ``L .. 2L-1`` are the betas: its moments
-        are rescaled with them.
-        """
-        a = a0
-        for i in range(self.n_layers):
-            t = self.trits(i)
-            z = (a.astype(np.float32) @ t.T.astype(np.float32)).astype(np.int64)
-            z += self.int_bias(i)
-            new = _shift_for(z, self.relus[i], percentile)
-            d = self.shifts[i] - new
-            if d:
-                self._rescale_beta(i, 2.0**d, opt)
-                if i + 1 < self.n_layers:
-                    self._rescale_beta(i + 1, 2.0**d, opt)
-                self.shifts[i] = new
-            a = self.layer_forward(i, a, t)[1]
-
-    def _rescale_beta(self, i: int, factor: float, opt: Adam | None) -> None:
-        self.betas[i] *= factor
-        if opt is not None:
-            opt.rescale(self.n_layers + i, factor)
-
-    def sparsity(self) -> list[float]:
-        return [float(np.mean(self.trits(i) == 0)) for i in range(self.n_layers)]
+def _flat(x: Any, name: str, input_shape) -> tuple[Any, tuple[int, ...] | None]:
+    """``x`` as ``(N, K)`` for the checks, and the input shape (given, or that of ``x``)."""
+    a = np.asarray(x)
+    shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+    if a.ndim > 2:
+        if shape is not None and a.shape[1:] != shape:
+            raise TrainError(f"{name} has samples of shape {a.shape[1:]}, input_shape is {shape}")
+        return a.reshape(len(a), -1), tuple(a.shape[1:])
+    return a, shape
 
 
 def _from_float(layers, input_scale: float, a0: np.ndarray, percentile: float,
@@ -313,7 +184,9 @@ def train_qat(
     x_train: Any,
     y_train: Any,
     *,
-    hidden: Sequence[int] | int = (64,),
+    hidden: Sequence[int] | int | None = None,
+    arch: str | None = None,
+    input_shape: Sequence[int] | None = None,
     epochs: int = 200,
     batch_size: int = 64,
     lr: float = 0.03,
@@ -340,7 +213,13 @@ def train_qat(
     y_train : int array (N,)
         Class indices ``0 .. C-1``; ``C = max(y_train) + 1`` outputs.
     hidden : sequence of int
-        Hidden ReLU layer widths (the device takes up to 256).
+        Hidden ReLU layer widths of an MLP (default ``(64,)``).
+    arch : str, optional
+        Instead of ``hidden``, any network as :mod:`trine.host.arch` writes it, e.g.
+        ``"c64k5s2p1,c64k3s2p1,c64k3s2p1"`` (a classifier of ``C`` outputs is appended).
+    input_shape : tuple of int, optional
+        The shape ``arch`` sees each sample as, e.g. ``(1, 40)`` or ``(1, 8, 8)``; ``x_train``
+        may be flat ``(N, K)`` or ``(N, *input_shape)``. Default ``(K,)``.
     epochs, batch_size : int
     lr : float
         Peak Adam step for the latent weights (normalised to ``mean|W| = 1`` at the start).
@@ -388,8 +267,27 @@ def train_qat(
         For malformed or non-finite data, labels that are not integers in range, a bad
         ``init``, and hyper-parameters out of range, naming the argument and the value.
     """
+    x_train, shape = _flat(x_train, "x_train", input_shape)
+    if x_test is not None:
+        x_test = _flat(x_test, "x_test", shape)[0]
     x, y, xt, yt, n_classes = check_data(x_train, y_train, x_test, y_test)
-    widths = check_hidden(hidden)
+    if arch is not None and hidden is not None:
+        raise TrainError("give hidden (an MLP) or arch, not both")
+    specs = None
+    if arch is not None:
+        shape = shape or (x.shape[1],)
+        if math.prod(shape) != x.shape[1]:
+            raise TrainError(f"input_shape {shape} holds {math.prod(shape)} values, x_train has "
+                             f"{x.shape[1]} per sample")
+        try:
+            specs = parse_arch(arch, shape, n_classes)
+        except ArchError as e:
+            raise TrainError(f"arch: {e}") from None
+        widths = ()
+    else:
+        if shape is not None and len(shape) != 1:
+            raise TrainError("an MLP (hidden) takes flat inputs; give arch for a shaped input")
+        widths = check_hidden((64,) if hidden is None else hidden)
     settings: dict[str, Any] = dict(
         hidden=list(widths), epochs=check_int(epochs, "epochs"),
         batch_size=check_int(batch_size, "batch_size"), lr=check_float(lr, "lr"),
@@ -401,6 +299,9 @@ def train_qat(
         time_budget_s=(None if time_budget_s is None
                        else check_float(time_budget_s, "time_budget_s")),
     )
+    if specs is not None:
+        settings.update(arch=arch, input_shape=list(shape))
+        del settings["hidden"]
     if threshold not in THRESHOLDS:
         raise TrainError(f"threshold must be one of {', '.join(THRESHOLDS)}, not {threshold!r}")
     progress = check_progress(progress)
@@ -413,6 +314,8 @@ def train_qat(
     dims = [x.shape[1], *widths, n_classes]
     float_model: FloatMLP | None = None
     float_layers = None
+    if specs is not None and init is not None and not isinstance(init, Program):
+        raise TrainError("a network given by arch starts from random weights or a Program")
     if isinstance(init, str) and init == "float":
         options = dict(float_options or {})
         for key in ("hidden", "seed"):
@@ -424,10 +327,13 @@ def train_qat(
         settings["init"] = "float"
         settings["float"] = float_model.settings
     elif isinstance(init, Program):
-        widths_p = [init.input_width, *(layer.fan_out for layer in init.layers)]
-        if widths_p != dims:
-            raise TrainError(f"init program has widths {widths_p}, the data and hidden give "
-                             f"{dims}")
+        if specs is None:
+            widths_p = [init.input_width, *(layer.fan_out for layer in init.layers)]
+            if widths_p != dims:
+                raise TrainError(f"init program has widths {widths_p}, the data and hidden give "
+                                 f"{dims}")
+        elif QATNet.from_program(init).specs != specs or init.input_shape != shape:
+            raise TrainError(f"init program is not the network {arch!r} on {shape} inputs")
         if init.input_scale is None:
             raise TrainError("init program has no input_scale: QAT needs one for float inputs")
         settings["init"] = "program"
@@ -441,7 +347,7 @@ def train_qat(
         raise TrainError("float_options only applies with init='float'")
     start = init if isinstance(init, Program) else float_layers
     with single_threaded_blas():
-        result = _train(x, y, xt, yt, dims, settings, start, labels, progress)
+        result = _train(x, y, xt, yt, dims, settings, start, labels, progress, specs, shape)
     if float_layers is not None:
         result.metrics["float_train_acc"] = float_accuracy(float_layers, x, y)
         if xt is not None:
@@ -451,7 +357,8 @@ def train_qat(
     return result
 
 
-def _train(x, y, xt, yt, dims, settings, start, labels, progress) -> TrainResult:
+def _train(x, y, xt, yt, dims, settings, start, labels, progress, specs=None,
+           shape=None) -> TrainResult:
     clock = Stopwatch()
     rng = np.random.default_rng(settings["seed"])
     pct = settings["act_percentile"]
@@ -462,10 +369,21 @@ def _train(x, y, xt, yt, dims, settings, start, labels, progress) -> TrainResult
     else:
         input_scale = input_range(x, settings["input_percentile"]) / ACT_MAX
     a0 = _quantize(x, input_scale)
+    if specs is not None:
+        a0 = a0.reshape(len(a0), *shape)
     if isinstance(start, Program):
         net = QATNet.from_program(start, threshold)
     elif start is not None:
         net = _from_float(start, input_scale, a0, pct, threshold)
+    elif specs is not None:
+        geometry = spec_layers(specs, shape)
+        fans = [(g.fan_out, g.fan_in) if s.kind == "dense" else (g.out_channels, g.fan_in)
+                for s, g in zip(specs, geometry, strict=True) if s.weighted]
+        ws = [rng.normal(0.0, 1.0, fan) for fan in fans]
+        net = QATNet([w / np.abs(w).mean() for w in ws], [np.zeros(m) for m, _ in fans],
+                     [0] * len(ws), [s.relu for s in specs if s.weighted], input_scale,
+                     threshold, specs=specs, input_shape=shape)
+        net.calibrate(a0, pct)
     else:
         ws = [rng.normal(0.0, 1.0, (m, k)) for k, m in zip(dims, dims[1:], strict=False)]
         net = QATNet([w / np.abs(w).mean() for w in ws], [np.zeros(m) for m in dims[1:]],
@@ -498,7 +416,7 @@ def _train(x, y, xt, yt, dims, settings, start, labels, progress) -> TrainResult
         losses = []
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
-            loss, grads = _loss_and_grads(net, a0[idx], y[idx], tau)
+            loss, grads = net.loss_and_grads(a0[idx], y[idx], tau)
             losses.append(loss)
             done = step / total
             if budget is not None:
@@ -525,39 +443,6 @@ def _train(x, y, xt, yt, dims, settings, start, labels, progress) -> TrainResult
         metrics["test_acc"] = final["test_acc"]
         metrics["initial_test_acc"] = history[0]["test_acc"]
     return TrainResult(program, "qat", settings, history, metrics)
-
-
-def _loss_and_grads(net: QATNet, a0: np.ndarray, y: np.ndarray, tau: float
-                    ) -> tuple[float, list[np.ndarray]]:
-    """Hard forward on one batch, then the straight-through backward pass."""
-    n_layers = net.n_layers
-    acts = [a0.astype(np.float32)]
-    pre, trits = [], []
-    for i in range(n_layers):
-        t = net.trits(i)
-        v, out = net.layer_forward(i, acts[-1], t)
-        trits.append(t.astype(np.float32))
-        pre.append(v)
-        acts.append(out.astype(np.float32))
-    loss, g = softmax_xent(tau * acts[-1].astype(np.float64), y)
-    g = (tau * g).astype(np.float32)
-    gw: list[np.ndarray] = [None] * n_layers  # type: ignore[list-item]
-    gb: list[np.ndarray] = [None] * n_layers  # type: ignore[list-item]
-    for i in reversed(range(n_layers)):
-        v = pre[i]
-        # pass where in range, or where descent (-g) moves a saturated value back into range
-        low = 0 if net.relus[i] else ACT_MIN
-        inside = (v >= low) & (v <= ACT_MAX)
-        back = (v > ACT_MAX) & (g > 0)
-        if not net.relus[i]:
-            back |= (v < ACT_MIN) & (g < 0)
-        g = g * (inside | back)
-        gb[i] = g.sum(axis=0).astype(np.float64)  # d bias / d beta = 2**s cancels the 2**-s
-        gz = g * np.float32(2.0 ** -net.shifts[i])
-        gw[i] = gz.T @ acts[i]
-        if i:
-            g = gz @ trits[i]
-    return loss, gw + gb
 
 
 def _describe(entry: dict[str, float]) -> str:

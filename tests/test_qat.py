@@ -300,3 +300,83 @@ def test_train_error_is_a_value_error():
         QATNet.from_program("net.trine")
     with pytest.raises(TrainError, match="threshold must be one of"):
         QATNet([np.ones((1, 1))], [np.zeros(1)], [0], [False], 1.0, threshold="x")
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolutional networks
+# ---------------------------------------------------------------------------------------------
+
+
+CNN_CASES = [  # (arch, input shape)
+    ("c6k5s2p1,c4k3s2p1", (1, 40)),
+    ("c5k3p1,m2,c4k3,d7", (2, 12)),
+    ("c4k3p1,m2,c3k2s2", (1, 8, 8)),
+    ("c3k3x2s1x2p1x0,m2x1", (2, 6, 7)),
+]
+
+
+@pytest.mark.parametrize("threshold", ["layer", "row"])
+@pytest.mark.parametrize("arch, shape", CNN_CASES)
+def test_cnn_hard_forward_equals_reference(arch, shape, threshold):
+    rng = np.random.default_rng(len(arch))
+    x = rng.normal(0, 2, (300, int(np.prod(shape))))
+    y = rng.integers(0, 3, 300)
+    r = train_qat(x, y, arch=arch, input_shape=shape, epochs=2, batch_size=50, seed=1,
+                  threshold=threshold)
+    program = r.program
+    assert program.input_shape == shape
+    net = QATNet.from_program(program, threshold)
+    assert np.array_equal(net.forward(x), program.run_reference(x))
+    assert net.to_program().to_bytes() == program.to_bytes()
+    # a changed trit in the first convolution is seen
+    conv = program.layers[0]
+    w = conv.weights.copy()
+    w[0] = -w[0] if w[0].any() else 1
+    layers = [type(conv)(w, conv.bias, conv.stride, conv.padding, conv.shift, conv.relu),
+              *program.layers[1:]]
+    broken = Program(layers, program.input_scale, input_shape=shape)
+    assert not np.array_equal(broken.run_reference(x), program.run_reference(x))
+
+
+def test_cnn_gradients_match_finite_differences():
+    """The straight-through backward pass of a convolution and a pooling is the exact gradient
+    of the same network with the rounding and clipping taken away: checked on the float
+    surrogate through the shared im2col and col2im."""
+    from trine.host.qat_net import _col2im, _pool_backward, _pool_forward
+
+    rng = np.random.default_rng(0)
+    from trine.contract.reference import im2col
+
+    x = rng.normal(size=(2, 3, 9))
+    kernel, stride, padding = (3,), (2,), (1,)
+    w = rng.normal(size=(4, 9))
+
+    def f(xx):
+        cols = im2col(xx, kernel, stride, padding, np.float64)
+        return (cols @ w.T).sum(axis=0) @ np.arange(1, 5)
+
+    cols = im2col(x, kernel, stride, padding, np.float64)
+    g_out = np.tile(np.arange(1, 5, dtype=np.float64), (cols.shape[0], 1))
+    g_x = _col2im(g_out @ w, 2, (3, 9), kernel, stride, padding)
+    eps = 1e-6
+    for idx in [(0, 0, 0), (1, 2, 8), (0, 1, 4)]:
+        d = np.zeros_like(x)
+        d[idx] = eps
+        assert g_x[idx] == pytest.approx((f(x + d) - f(x - d)) / (2 * eps), rel=1e-6)
+    a = rng.normal(size=(2, 3, 4, 6))
+    y, where = _pool_forward(a, (2, 3))
+    assert np.array_equal(y, a.reshape(2, 3, 2, 2, 2, 3).max(axis=(3, 5)))
+    g = _pool_backward(np.ones_like(y), where, (2, 3))
+    assert g.sum() == y.size and np.all(a[g == 1] == np.repeat(np.repeat(y, 2, 2), 3, 3)[g == 1])
+
+
+def test_cnn_bad_arguments():
+    x, y = np.zeros((10, 40)), np.arange(10) % 2
+    with pytest.raises(TrainError, match="give hidden .* or arch, not both"):
+        train_qat(x, y, hidden=(8,), arch="c4k3", input_shape=(1, 40))
+    with pytest.raises(TrainError, match=r"'c4k50': Conv1d kernel 50 is larger"):
+        train_qat(x, y, arch="c4k50", input_shape=(1, 40))
+    with pytest.raises(TrainError, match=r"input_shape \(2, 40\) holds 80 values"):
+        train_qat(x, y, arch="c4k3", input_shape=(2, 40))
+    with pytest.raises(TrainError, match="'z3' is not a layer"):
+        train_qat(x, y, arch="c4k3,z3", input_shape=(1, 40))

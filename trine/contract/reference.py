@@ -37,7 +37,8 @@ from trine.contract.spec import (
     as_trits,
 )
 
-__all__ = ["Layer", "Dense", "Conv", "MaxPool", "Flatten", "ternary_matmul", "rounding_constant",
+__all__ = ["Layer", "Dense", "Conv", "MaxPool", "Flatten", "im2col", "ternary_matmul",
+           "rounding_constant",
            "shift_inplace", "saturate", "requantize_inplace", "requantize", "ternary_layer",
            "run_network"]
 
@@ -355,7 +356,7 @@ class Conv:
         """The layer on int8 activations ``(N, C_in, *spatial)``; int8 ``(N, C_out, ...)``."""
         out_shape = self.output_shape(x.shape[1:])
         n = x.shape[0]
-        cols = _im2col(x, self.kernel, self.stride, self.padding, self.dense._f32.dtype)
+        cols = im2col(x, self.kernel, self.stride, self.padding, self.dense._f32.dtype)
         v = np.matmul(cols, self.dense._f32).astype(self.dense._bias_rounded.dtype)
         v += self.dense._bias_rounded
         y = requantize_inplace(v, self.shift, self.relu).astype(np.int8)
@@ -367,7 +368,7 @@ class Conv:
 _SHAPES = {1: "(C, L)", 2: "(C, H, W)"}
 
 
-def _im2col(x: np.ndarray, kernel, stride, padding, dtype) -> np.ndarray:
+def im2col(x: np.ndarray, kernel, stride, padding, dtype) -> np.ndarray:
     """The windows of ``x`` (N, C, *spatial), zero padded, as rows ``(N * positions,
     C * prod(kernel))`` in C order of ``(c, kernel axes)``, in the float type ``dtype``."""
     n, c = x.shape[:2]
