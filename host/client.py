@@ -12,11 +12,16 @@ word is a weight beat (``beat_bytes(lanes, rows)`` bytes), a stored bias
 (``BIAS_STORE_BYTES``), a layer-table entry (``LAYER_ENTRY_SIZE``) or an activation word
 (``lanes`` bytes). Sample ``b`` of a run sits at activation word ``b * stride``: its inputs in
 buffer 0, its outputs in buffer ``n_layers % 2``.
+
+The logger ``trine.host.client`` says at INFO what the device is, what a load cost and what an
+inference took (``trine -v``); the frames themselves are logged by
+:mod:`trine.host.transport` at DEBUG.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -71,6 +76,8 @@ __all__ = [
 DEFAULT_BAUD = 3_000_000
 _RUN_ACK = RUN_ACK
 _STATUS_ACK = STATUS_ACK
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +266,10 @@ class Client:
             info = DeviceInfo.from_bytes(self._request(Op.INFO, b"", DeviceInfo.SIZE))
             _check_info(info)
             self._info = info
+            logger.info("device: %d lanes x %d rows, %d weight words, %d biases, layers up to "
+                        "%d wide, batches up to %d, at %g MHz and %d baud", info.lanes,
+                        info.rows, info.weight_words, info.bias_depth, info.max_width,
+                        info.max_batch, info.clock_hz / 1e6, info.baud)
         return self._info
 
     def limits(self) -> DeviceLimits:
@@ -378,6 +389,9 @@ class Client:
         after = self.stats
         weights = sum(layer.weights.size for layer in program.layers)
         wire_sent = after.bytes_sent - before.bytes_sent
+        logger.info("loaded %d bytes in %d frames (%d bytes on the wire, %d retries) in %.2f s",
+                    total, after.frames_sent - before.frames_sent, wire_sent,
+                    after.retries - before.retries, seconds)
         return LoadStats(
             payload_bytes=total,
             wire_bytes_sent=wire_sent,
@@ -438,4 +452,5 @@ class Client:
             for b in range(len(run)):
                 raw = self._read(n_layers % 2, b * info.stride, width)
                 outputs[first + b] = np.frombuffer(raw, np.int8)
+        logger.info("ran %d sample(s) in %d run(s): %d cycles", len(q), len(cycles), sum(cycles))
         return outputs, cycles

@@ -23,11 +23,18 @@ Reliability rules
 * Frames with another ``seq`` are late answers to earlier tries or requests and are dropped.
 * Only payloads of frames that passed both CRCs are ever returned, and an ACK whose payload
   length is not the one its request implies is a :class:`DeviceError`.
+
+Logging
+-------
+The logger ``trine.host.transport`` logs every frame sent and received at DEBUG, one line each
+(``trine -vv``): direction, op, seq, payload length and the frame's bytes in hex; a frame
+whose CRC-16 failed is logged as dropped. Retries are logged at INFO.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 import time
@@ -54,6 +61,23 @@ __all__ = [
 TRANSIENT_ERRORS = protocol.TRANSIENT_ERRORS
 
 _READ_SIZE = 4096
+
+logger = logging.getLogger(__name__)
+
+
+def _op_name(op: int) -> str:
+    """A frame's op for the log: a request, its ACK, the NAK, or an unknown byte."""
+    if op == NAK:
+        return "NAK"
+    try:
+        return f"{Op(op & ~ACK).name}{' ACK' if op & ACK else ''}"
+    except ValueError:
+        return f"op 0x{op:02x}"
+
+
+def _log_frame(direction: str, op: int, seq: int, payload: bytes, frame: bytes) -> None:
+    logger.debug("%s %s seq %d, %d bytes: %s", direction, _op_name(op), seq, len(payload),
+                 frame.hex(" "))
 
 
 class LinkError(TrineError):
@@ -258,10 +282,14 @@ class Link:
         for attempt in range(1 + self._retries):
             if attempt:
                 self._stats.retries += 1
+                logger.info("retrying %s after a %s (try %d of %d)", what, outcomes[-1],
+                            attempt + 1, 1 + self._retries)
             # Stop-and-wait: a partial frame still buffered belongs to an earlier try's answer,
             # and left there it would swallow the start of this try's answer.
             self._decoder.reset()
             self._transport.write(frame)
+            if logger.isEnabledFor(logging.DEBUG):
+                _log_frame("->", op, seq, payload, frame)
             self._stats.frames_sent += 1
             self._stats.bytes_sent += len(frame)
             answer = self._await(op, seq, time.monotonic() + self._timeout, what)
@@ -287,10 +315,17 @@ class Link:
             frames = self._decoder.feed(data)
             errors = self._decoder.errors
             corrupt = any(error_seq == seq for _, _, error_seq in errors)
+            if errors and logger.isEnabledFor(logging.DEBUG):
+                for _, error_op, error_seq in errors:
+                    logger.debug("<- %s seq %d dropped: its CRC-16 failed",
+                                 _op_name(error_op), error_seq)
             self._stats.corrupt_frames += len(errors)
             errors.clear()
             outcome: bytes | str | None = None
             for frame in frames:
+                if logger.isEnabledFor(logging.DEBUG):
+                    _log_frame("<-", frame.op, frame.seq, frame.payload,
+                               encode_frame(frame.op, frame.seq, frame.payload))
                 self._stats.frames_received += 1
                 # Once this try has its outcome, whatever follows in the same read is a
                 # duplicate: no later request has been sent yet.

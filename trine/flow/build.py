@@ -31,12 +31,15 @@ iCEBreaker device and 70 s against 31 s on the ULX3S-85F on an idle machine (154
 The environment variables that point Amaranth at the tools (``YOSYS``, ``NEXTPNR_ICE40``, ...)
 are set for the build script only: never in this process, where ``YOSYS`` would silently switch
 ``verilog.convert`` away from the builtin Yosys.
+
+The logger ``trine.flow.build`` says at INFO which step a build is at (``trine -v build``).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import os
 import re
 import subprocess
@@ -63,6 +66,8 @@ __all__ = [
     "yowasp_cache_dir",
     "cache_is_empty",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Name of the top module and stem of every file of a build.
 NAME = "top"
@@ -348,6 +353,9 @@ def build(board, *, out_dir: str | os.PathLike | None = None, lanes: int | None 
     if rows is not None:
         changes["rows"] = rows
     parameters = board.params.replace(**changes)
+    logger.info("the %s's device: %s; clock %g MHz (requested %g), %d baud = clock / %d",
+                board.name, ", ".join(f"{k}={v}" for k, v in parameters.as_dict().items()),
+                plan.achieved_hz / _MHZ, plan.requested_hz / _MHZ, plan.baud, plan.divisor)
 
     from trine.flow.board_top import BoardTop
 
@@ -378,6 +386,8 @@ def run_build(design, plan: ClockPlan, *, parameters: Mapping | None = None,
     overrides["nextpnr_opts"] = (f"--seed {seed} --timing-allow-fail "
                                  f"--report {NAME}_nextpnr.json")
     platform = board.platform_class()()
+    logger.info("elaborating the design and writing its Verilog (Amaranth's builtin Yosys) and "
+                "build files to %s", out)
     with override_environ("AMARANTH_USE_YOSYS", "builtin"):
         plan_files = platform.prepare(design, NAME, emit_src=False, debug_verilog=True,
                                       **overrides)
@@ -389,6 +399,10 @@ def run_build(design, plan: ClockPlan, *, parameters: Mapping | None = None,
         (out / stale).unlink(missing_ok=True)
     plan_files.extract(out)
 
+    logger.info("running %s (seed %d)%s; their output goes to %s",
+                ", ".join(_TOOLS[board.family].values()), seed,
+                f", which first compile themselves into {cache}" if cache_was_empty else "",
+                out / "build.log")
     try:
         proc = subprocess.run(["sh", f"build_{NAME}.sh"], cwd=out, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -401,6 +415,8 @@ def run_build(design, plan: ClockPlan, *, parameters: Mapping | None = None,
         returncode = None
     write_atomic(out / "build.log", output)
     seconds = time.perf_counter() - t0
+    logger.info("the tools %s after %.1f s", "timed out" if returncode is None else
+                f"exited with status {returncode}", seconds)
     tim_path = out / f"{NAME}.tim"
     nextpnr_log = tim_path.read_text(errors="replace") if tim_path.is_file() else ""
 
@@ -467,6 +483,9 @@ def run_build(design, plan: ClockPlan, *, parameters: Mapping | None = None,
         utilization=util,
     )
     write_atomic(out / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    logger.info("Fmax after routing %.2f MHz for a %g MHz clock: timing %s; report in %s",
+                fmax, plan.achieved_hz / _MHZ, "met" if report.timing_met else "NOT met",
+                out / "report.json")
 
     if not (out / report.bitstream).is_file():
         raise BuildError(f"the tools finished but left no bitstream {out / report.bitstream}",
