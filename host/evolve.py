@@ -416,7 +416,7 @@ def train_evolve(
     x_test, y_test : arrays, optional
         Held-out data, used only to report ``test_acc`` in the history and metrics.
     progress : callable, optional
-        ``progress(fraction, message)``, e.g. :func:`trine.host.results.progress_printer`.
+        ``progress(fraction, message)``, e.g. :class:`trine.cli.common.ProgressBar`.
     n_classes : int, optional
         Output width; by default ``max(y_train) + 1``.
     labels : sequence of str, optional

@@ -128,7 +128,7 @@ def train_float_mlp(
     x_test, y_test : arrays, optional
         Evaluated after every epoch (never used for training).
     progress : callable(fraction, message), optional
-        Called after every epoch, e.g. :func:`trine.host.results.progress_printer`.
+        Called after every epoch, e.g. :class:`trine.cli.common.ProgressBar`.
 
     Returns
     -------
