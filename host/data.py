@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DATASETS", "load_digits_split", "load_mnist1d_split", "load_dataset"]
+__all__ = ["DATASETS", "INPUT_SHAPES", "load_digits_split", "load_mnist1d_split", "load_dataset"]
 
 DATASETS = ("digits", "mnist1d")
+#: What one sample is to a convolutional network: digits are 8 x 8 images of one channel,
+#: MNIST-1D sequences of 40 values of one channel. (The loaders return them flat.)
+INPUT_SHAPES = {"digits": (1, 8, 8), "mnist1d": (1, 40)}
 
 
 def load_digits_split(

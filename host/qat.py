@@ -111,12 +111,18 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "float": dict(hidden=(64,), epochs=300, batch_size=64, lr=1e-3, weight_decay=0.1),
         "qat": dict(hidden=(64,), epochs=200, batch_size=64, lr=0.03, logit_scale=0.1,
                     threshold="layer"),
+        "cnn": dict(arch="c16k3p1,m2,c32k3p1,m2", input_shape=(1, 8, 8), epochs=100,
+                    batch_size=64, lr=0.03, logit_scale=0.2, threshold="layer",
+                    act_percentile=99.99),
     },
     "mnist1d": {
         "float": dict(hidden=(256, 128, 128), epochs=100, batch_size=32, lr=1e-2,
                       weight_decay=0.1),
         "qat": dict(hidden=(256, 128, 128), epochs=100, batch_size=64, lr=0.05,
                     logit_scale=0.2, threshold="row"),
+        "cnn": dict(arch="c64k5s2p1,c64k3s2p1,c64k3s2p1", input_shape=(1, 40), epochs=100,
+                    batch_size=100, lr=0.05, logit_scale=0.3, threshold="layer",
+                    act_percentile=99.99),
     },
 }
 
@@ -191,6 +197,7 @@ def train_qat(
     batch_size: int = 64,
     lr: float = 0.03,
     bias_lr: float = 0.1,
+    weight_decay: float = 0.0,
     logit_scale: float = 0.1,
     act_percentile: float = 99.9,
     input_percentile: float = 99.9,
@@ -225,6 +232,9 @@ def train_qat(
         Peak Adam step for the latent weights (normalised to ``mean|W| = 1`` at the start).
     bias_lr : float
         Peak Adam step for the latent biases, in output LSBs.
+    weight_decay : float
+        Decoupled (AdamW) decay of the latent weights per step, scaled by the learning rate:
+        it pulls small weights to zero trits (a regulariser; 0 by default).
     logit_scale : float
         The loss sees ``logit_scale * y_L``: the int8 outputs as logits (an inverse
         temperature; larger fits the training set harder, too large stalls training).
@@ -292,6 +302,7 @@ def train_qat(
         hidden=list(widths), epochs=check_int(epochs, "epochs"),
         batch_size=check_int(batch_size, "batch_size"), lr=check_float(lr, "lr"),
         bias_lr=check_float(bias_lr, "bias_lr", strict=False),
+        weight_decay=check_float(weight_decay, "weight_decay", strict=False),
         logit_scale=check_float(logit_scale, "logit_scale"),
         act_percentile=check_float(act_percentile, "act_percentile", maximum=100.0),
         input_percentile=check_float(input_percentile, "input_percentile", maximum=100.0),
@@ -423,7 +434,7 @@ def _train(x, y, xt, yt, dims, settings, start, labels, progress, specs=None,
                 done = max(done, clock() / budget)
             f = cosine(done)
             opt.step(grads, [settings["lr"] * f] * n_layers + [settings["bias_lr"] * f] * n_layers,
-                     [0.0] * (2 * n_layers))
+                     [settings["weight_decay"]] * n_layers + [0.0] * n_layers)
             step += 1
             if budget is not None and clock() >= budget:
                 out_of_time = True

@@ -102,3 +102,34 @@ def test_train_output_that_cannot_be_written_is_one_line(tmp_path, capsys):
                  "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"trine: error: cannot write {out}: ") and err.count("\n") == 1
+
+
+def test_train_a_cnn_and_evaluate_it(tmp_path, capsys):
+    out = tmp_path / "cnn.trine"
+    rc = main(["train", "--data", "digits", "--arch", "c4k3p1,m2,d16", "--epochs", "3", "-q",
+               "-o", str(out), "--json", str(tmp_path / "cnn.json")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "CNN c4k3p1,m2,d16 on (1, 8, 8)" in text
+    program = Program.load(out)
+    assert program.input_shape == (1, 8, 8)
+    assert [type(x).__name__ for x in program.layers] == ["Conv", "MaxPool", "Flatten", "Layer",
+                                                         "Layer"]
+    settings = json.loads((tmp_path / "cnn.json").read_text())["settings"]
+    assert settings["arch"] == "c4k3p1,m2,d16" and settings["input_shape"] == [1, 8, 8]
+    assert main(["eval", "--program", str(out)]) == 0
+    assert "accuracy (bit-exact reference)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arch", "c4k3", "--hidden", "8"], "--hidden is for an MLP"),
+    (["--model", "cnn", "--method", "evolve"], "convolutional networks train with qat"),
+    (["--arch", "c4k30"], "'c4k30': Conv2d kernel 30 is larger than its padded input height"),
+    (["--arch", "q4"], "'q4' is not a layer"),
+])
+def test_cnn_arguments_are_checked(tmp_path, capsys, argv, message):
+    out = tmp_path / "never.trine"
+    assert main(["train", "-q", "--epochs", "1", "-o", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()

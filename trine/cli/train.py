@@ -39,10 +39,22 @@ def _train(args: argparse.Namespace) -> int:
 
     from trine.host.qat import DEFAULTS, train_float_mlp
 
+    cnn = args.model == "cnn" or args.arch is not None
+    if cnn and args.hidden is not None:
+        raise UsageError("--hidden is for an MLP; give a convolutional network with --arch")
+    if cnn and args.method != "qat":
+        raise UsageError("--method evolve trains MLPs; convolutional networks train with qat")
     if args.method == "qat":
         from trine.host.qat import train_qat
 
-        kw = {**DEFAULTS.get(args.data, {}).get("qat", {}), **settings}
+        kw = {**DEFAULTS.get(args.data, {}).get("cnn" if cnn else "qat", {}), **settings}
+        if cnn:
+            kw.pop("hidden", None)
+            if args.arch is not None:
+                from trine.host.data import INPUT_SHAPES
+
+                kw["arch"] = args.arch
+                kw["input_shape"] = INPUT_SHAPES[args.data]
         if args.epochs is not None:
             kw["epochs"] = args.epochs
         if args.budget is not None:
@@ -64,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
 
     float_mlp = None
     with optional_dependency(f"trine train --method {args.method}", "train"):
-        if not args.no_float:
+        if not args.no_float and not cnn:
             float_kw = {**DEFAULTS.get(args.data, {}).get("float", {}), "hidden": hidden,
                         "seed": args.seed}
             float_mlp = train_float_mlp(x_tr, y_tr, x_test=x_te, y_test=y_te,
@@ -79,9 +91,13 @@ def _train(args: argparse.Namespace) -> int:
     program = result.program
     with file_access(f"write {args.output}"):
         program.save(args.output)
-    shape = "-".join(str(w) for w in [program.input_width, *hidden, program.output_width])
+    if cnn:
+        shape = f"CNN {kw['arch']} on {tuple(kw['input_shape'])}"
+    else:
+        shape = "MLP " + "-".join(str(w) for w in [program.input_width, *hidden,
+                                                    program.output_width])
     m = result.metrics
-    print(f"{args.data}: {len(y_tr)} training / {len(y_te)} test samples; MLP {shape}")
+    print(f"{args.data}: {len(y_tr)} training / {len(y_te)} test samples; {shape}")
     if float_mlp is not None:
         print(f"float MLP (same shape):            test accuracy {m['float_test_acc']:.2%}")
     print(f"ternary {args.method} program (reference): test accuracy {m['test_acc']:.2%}, "
@@ -103,7 +119,7 @@ def _train(args: argparse.Namespace) -> int:
             curves["float MLP"] = float_mlp.history
         with optional_dependency("trine train --curve", "train"), \
                 file_access(f"write {args.curve}"):
-            plot_curves(args.curve, curves, title=f"{args.data}, MLP {shape}",
+            plot_curves(args.curve, curves, title=f"{args.data}, {shape}",
                         baselines=baselines)
         print(f"wrote {args.curve}")
     return 0
@@ -115,9 +131,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     tr = sub.add_parser(
         "train",
-        help="train a ternary MLP on a bundled data set and write a .trine program",
+        help="train a ternary MLP or CNN on a bundled data set and write a .trine program",
         formatter_class=HelpFormatter,
-        description="Train a ternary MLP and write the integer program the device runs. "
+        description="Train a ternary MLP or CNN and write the integer program the device runs. "
         "--method qat: quantisation-aware training with straight-through gradients, the "
         "device's integer arithmetic in the loop; --method evolve: gradient-free evolution of "
         "the ternary weights themselves. Unless --no-float, a float MLP of the same shape is "
@@ -127,6 +143,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
         "  trine train --data digits -o digits.trine --curve digits.png\n"
         "  trine train --data mnist1d --method evolve --generations 200 -o m.trine\n"
+        "  trine train --data mnist1d --model cnn -o cnn.trine\n"
+        "  trine train --data digits --arch c8k3p1,m2,d32 --epochs 20 -o small.trine\n"
         "then: trine eval --program digits.trine",
     )
     tr.add_argument("--data", choices=DATASETS, default="digits",
@@ -134,6 +152,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "default digits")
     tr.add_argument("--method", choices=["qat", "evolve"], default="qat",
                     help="qat (the default) or evolve")
+    tr.add_argument("--model", choices=["mlp", "cnn"], default="mlp",
+                    help="mlp (the default) or cnn: a convolutional network (QAT only) of the "
+                    "data set's measured default shape, or the one --arch gives")
+    tr.add_argument("--arch", metavar="LAYERS",
+                    help="a convolutional network, comma-separated layers applied in order to "
+                    "the data set's samples (digits 1 x 8 x 8, mnist1d 1 x 40), a classifier "
+                    "appended: c<C>k<k>[s<s>][p<p>] convolution of C channels, kernel k, "
+                    "stride s, zero padding p (2-D: k3 is 3x3, k3x2 is 3 x 2); m<k> max-pool "
+                    "(kernel = stride); d<M> dense of M outputs; f flatten (added by itself "
+                    "before a dense layer). E.g. c64k5s2p1,c64k3s2p1,c64k3s2p1 or "
+                    "c16k3p1,m2,c32k3p1,m2,d64. Implies --model cnn")
     tr.add_argument("--hidden", help="hidden widths, e.g. 64 or 256,256 (default per data set)")
     tr.add_argument("--epochs", type=int, help="QAT epochs (default per data set)")
     tr.add_argument("--budget", type=float,
