@@ -93,6 +93,20 @@ def reference_table(d: dict) -> list[str]:
         out.append(f"| {r['shape']} | {r['N']}x{r['K']}x{r['M']} | {r['reference_s'] * 1e3:.2f} "
                    f"| {r['float32_matmul_s'] * 1e3:.2f} | {r['int64_matmul_s'] * 1e3:.2f} "
                    f"| {r['reference_over_float32']:.2f} |")
+    if d.get("convolutions"):
+        out += ["", "Convolutions, next to a float32 im2col and matmul of the same shape (the "
+                "float path a NumPy user would write), same run:", "",
+                "| layer | N, input, C_out, kernel / stride / padding | reference ms "
+                "| float32 im2col + matmul ms | float32 matmul alone ms | reference / float32 |",
+                "|---|---|---:|---:|---:|---:|"]
+        for r in d["convolutions"]:
+            k = "x".join(map(str, r["kernel"]))
+            shape = "x".join(map(str, r["input"]))
+            out.append(f"| {r['shape']} | {r['N']}, {shape}, {r['C_out']}, {k} / {r['stride']} "
+                       f"/ {r['padding']} | {r['reference_s'] * 1e3:.2f} "
+                       f"| {r['float32_im2col_matmul_s'] * 1e3:.2f} "
+                       f"| {r['float32_matmul_s'] * 1e3:.2f} "
+                       f"| {r['reference_over_float32']:.2f} |")
     return out
 
 
