@@ -95,12 +95,15 @@ class AcceleratorCore(wiring.Component):
         m = Module()
         seq, gen, mem = self.sequencer, self.addresses, self.memories
         feed, rq = self.feed, self.requantizer
-        m.submodules.sequencer = seq
-        m.submodules.addresses = gen
+        # In the order of the dataflow. The order changes nothing but the order of the
+        # netlist, to which the iCE40 mapping (Yosys's abc9) is sensitive: a few MHz of Fmax
+        # either way for the same logic.
         m.submodules.memories = mem
+        m.submodules.addresses = gen
         m.submodules.feed = feed
         m.submodules.array = ResetInserter(seq.flush)(self.array)
         m.submodules.requantizer = rq
+        m.submodules.sequencer = seq
 
         wiring.connect(m, wiring.flipped(self.host.write), mem.write)
         wiring.connect(m, wiring.flipped(self.host.read), mem.read)
