@@ -7,11 +7,11 @@ import subprocess
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from trine.contract.params import SPRAM_DEPTH
 from trine.hw.ice40 import SinglePortMemory
 from trine.hw.verilog import to_verilog
+from trine.sim.testbench import simulate
 
 
 def random_ops(rng, n_bytes, depth, count):
@@ -77,10 +77,7 @@ def test_generic_memory_matches_the_model(n_bytes, depth):
             await ctx.tick()
             seen.append(ctx.get(dut.rd_data))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(body)
-    sim.run()
+    simulate(dut, body)
     assert all(agree(s, e) for s, e in checked_pairs(seen, expected_reads(ops, n_bytes)))
 
 

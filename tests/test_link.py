@@ -12,7 +12,6 @@ import struct
 import pytest
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import wiring
-from amaranth.sim import Simulator
 
 from trine.contract.protocol import (
     BITS_PER_BYTE,
@@ -31,8 +30,9 @@ from trine.contract.protocol import (
 from trine.hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC
 from trine.hw.link import FrameReceiver, FrameTransmitter
 from trine.hw.uart import UARTRx, UARTTx
+from trine.sim.testbench import CLOCK_PERIOD, StreamSink, StreamSource, simulate
 
-CLK = 1e-8
+CLK = CLOCK_PERIOD
 TIMEOUT = 120  # cycles; the stream-level tests leave at most 20 cycles between bytes
 
 
@@ -74,10 +74,7 @@ def test_byte_crc_matches_protocol(algorithm, reference, bits_per_cycle):
                 await ctx.tick()
             results.append(ctx.get(dut.crc))
 
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert results == [reference(m) for m in messages]
 
 
@@ -222,42 +219,37 @@ def make_frame_monitor(dut, events, rng, *, min_wait=0, max_wait=6):
 
 def run_receiver(dut, script, rng, *, model=None, gap=0.3, monitor_wait=6):
     """Feed ``script`` (items: bytes, or the string "silence") to ``dut.i_stream`` with random
-    idle gaps. With ``model``, each byte after which the model expects an event is followed by
-    a wait until the event is taken (stop-and-wait), so gateware and model stay in step.
-    Returns the events and the counters."""
+    idle gaps (probability ``gap`` per cycle). With ``model``, each byte after which the model
+    expects an event is followed by a wait until the event is taken (stop-and-wait), so
+    gateware and model stay in step. Returns the events and the counters."""
     events = []
     result = {}
+    source = StreamSource(dut.i_stream, rng=rng, idle=gap)
 
     async def driver(ctx):
         for item in script:
             if item == "silence":
-                ctx.set(dut.i_stream.valid, 0)
                 await ctx.tick().repeat(dut.timeout_cycles + 5)
                 if model:
                     model.silence()
                 continue
+            segment = []
             for byte in item:
-                if rng.random() < gap:
-                    ctx.set(dut.i_stream.valid, 0)
-                    await ctx.tick().repeat(rng.randrange(1, 12))
-                ctx.set(dut.i_stream.payload, byte)
-                ctx.set(dut.i_stream.valid, 1)
-                await ctx.tick().until(dut.i_stream.ready)
-                ctx.set(dut.i_stream.valid, 0)
+                segment.append(byte)
                 if model and model.feed(byte) is not None:
+                    await source.send(ctx, segment)
+                    segment = []
                     await wait_for(ctx, dut.o_frame.valid, 50, "a frame event")
                     await wait_for(ctx, ~dut.o_frame.valid, 3000, "the event to be taken")
-        ctx.set(dut.i_stream.valid, 0)
+            await source.send(ctx, segment)
         await ctx.tick().repeat(20)
         await wait_for(ctx, ~dut.o_frame.valid, 3000, "the last event to be taken")
         for name in ("header_errors", "timeouts", "dropped_bytes"):
             result[name] = ctx.get(getattr(dut, name))
 
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-    sim.add_testbench(driver)
-    sim.add_testbench(make_frame_monitor(dut, events, rng, max_wait=monitor_wait), background=True)
-    sim.run()
+    monitor = make_frame_monitor(dut, events, rng, max_wait=monitor_wait)
+    simulate(dut, driver, background=[monitor])
+    assert gap == 0 or source.idle_cycles > 0
     return events, result
 
 
@@ -367,11 +359,7 @@ def test_receiver_gaps_shorter_than_timeout_do_not_time_out():
         await wait_for(ctx, ~dut.o_frame.valid, 100, "the frame to be taken")
         assert ctx.get(dut.timeouts) == 0
 
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-    sim.add_testbench(driver)
-    sim.add_testbench(make_frame_monitor(dut, events, rng), background=True)
-    sim.run()
+    simulate(dut, driver, background=[make_frame_monitor(dut, events, rng)])
     assert events == [(0x02, 0x10, 10, 0, b"slow bytes")]
 
 
@@ -384,33 +372,20 @@ def test_receiver_drops_and_counts_bytes_while_a_frame_is_pending():
     intruder = encode_frame(0x02, 0x02, b"XXXXXXX")
     events, counters = [], {}
 
+    source = StreamSource(dut.i_stream)  # back to back
+
     async def driver(ctx):
-        for byte in first + intruder:
-            ctx.set(dut.i_stream.payload, byte)
-            ctx.set(dut.i_stream.valid, 1)
-            await ctx.tick().until(dut.i_stream.ready)
-        ctx.set(dut.i_stream.valid, 0)
+        await source.send(ctx, first + intruder)
         await wait_for(ctx, ~dut.o_frame.valid, 3000, "the frame to be taken")
-        for byte in encode_frame(0x03, 0x03, b"next"):
-            ctx.set(dut.i_stream.payload, byte)
-            ctx.set(dut.i_stream.valid, 1)
-            await ctx.tick().until(dut.i_stream.ready)
-        ctx.set(dut.i_stream.valid, 0)
+        await source.send(ctx, encode_frame(0x03, 0x03, b"next"))
         await ctx.tick().repeat(5)
         await wait_for(ctx, ~dut.o_frame.valid, 3000, "the frame to be taken")
         counters["dropped"] = ctx.get(dut.dropped_bytes)
 
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-    sim.add_testbench(driver)
     # The consumer waits long enough for the whole intruder to arrive before it reads.
-    sim.add_testbench(
-        make_frame_monitor(
-            dut, events, rng, min_wait=len(intruder) + 5, max_wait=len(intruder) + 9
-        ),
-        background=True,
-    )
-    sim.run()
+    monitor = make_frame_monitor(dut, events, rng, min_wait=len(intruder) + 5,
+                                 max_wait=len(intruder) + 9)
+    simulate(dut, driver, background=[monitor])
     assert events == [(0x02, 0x01, 7, 0, b"keep me"), (0x03, 0x03, 4, 0, b"next")]
     assert counters["dropped"] == len(intruder)
 
@@ -602,47 +577,27 @@ def test_receiver_random_mix_against_model_and_frame_decoder(seed, bits_per_cycl
 
 
 def run_transmitter(dut, frames, rng, *, gap=0.3, backpressure=0.4):
-    out = bytearray()
-    done = []
+    """Send ``frames`` (header, then payload bytes) with idle gaps, take the bytes with
+    backpressure; the bytes that came out."""
+    headers = StreamSource(dut.i_frame, rng=rng, idle=gap)
+    payloads = StreamSource(dut.i_stream, rng=rng, idle=gap)
+    sink = StreamSink(dut.o_stream, rng=rng, backpressure=backpressure)
+    total = sum(HEADER_SIZE + len(f.payload) + 2 for f in frames)
 
     async def driver(ctx):
         for frame in frames:
-            if rng.random() < gap:
-                await ctx.tick().repeat(rng.randrange(1, 10))
-            ctx.set(
-                dut.i_frame.payload,
-                {"op": frame.op, "seq": frame.seq, "length": len(frame.payload)},
-            )
-            ctx.set(dut.i_frame.valid, 1)
-            await ctx.tick().until(dut.i_frame.ready)
-            ctx.set(dut.i_frame.valid, 0)
-            for byte in frame.payload:
-                while rng.random() < gap:
-                    ctx.set(dut.i_stream.valid, 0)
-                    await ctx.tick().repeat(rng.randrange(1, 6))
-                ctx.set(dut.i_stream.payload, byte)
-                ctx.set(dut.i_stream.valid, 1)
-                await ctx.tick().until(dut.i_stream.ready)
-            ctx.set(dut.i_stream.valid, 0)
-        await wait_for(ctx, dut.i_frame.ready, 200, "the last frame to go out")
+            await headers.send(ctx, [{"op": frame.op, "seq": frame.seq,
+                                      "length": len(frame.payload)}])
+            await payloads.send(ctx, frame.payload)
+
+    async def drain(ctx):
+        await sink.take(ctx, total, timeout=50 * total)
         await ctx.tick().repeat(30)
-        done.append(True)
+        assert not ctx.get(dut.o_stream.valid), "more bytes than the frames hold"
 
-    async def sink(ctx):
-        while True:
-            ready = rng.random() >= backpressure
-            ctx.set(dut.o_stream.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o_stream.valid, dut.o_stream.payload)
-            if ready and valid:
-                out.append(payload)
-
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-    sim.add_testbench(driver)
-    sim.add_testbench(sink, background=True)
-    sim.run()
-    assert done
-    return bytes(out)
+    simulate(dut, driver, drain)
+    assert headers.idle_cycles + payloads.idle_cycles > 0 and sink.stall_cycles > 0
+    return bytes(sink.received)
 
 
 @pytest.mark.parametrize("bits_per_cycle", [1, 8])
@@ -721,11 +676,7 @@ def test_end_to_end_serial_pin_to_frames(divisor, mismatch):
             await ctx.delay(3 * byte_time * CLK)
         await ctx.delay(20 * byte_time * CLK)
 
-    sim = Simulator(top)
-    sim.add_clock(CLK)
-    sim.add_testbench(sender)
-    sim.add_testbench(make_frame_monitor(top.link, events, rng), background=True)
-    sim.run()
+    simulate(top, sender, background=[make_frame_monitor(top.link, events, rng)])
     assert events == [
         event_of(frames[0]),
         event_of(frames[1]),
@@ -773,31 +724,21 @@ def test_end_to_end_frames_to_serial_pin(divisor):
     ]
     total = sum(len(f.payload) + HEADER_SIZE + 2 for f in frames)
     received = []
+    headers = StreamSource(top.link.i_frame)
+    # bytes sometimes faster, sometimes slower than the line: gaps of about a byte time
+    payloads = StreamSource(top.link.i_stream, rng=rng, idle=1 - 1 / (BITS_PER_BYTE * divisor))
 
     async def driver(ctx):
         for frame in frames:
-            ctx.set(
-                top.link.i_frame.payload,
-                {"op": frame.op, "seq": frame.seq, "length": len(frame.payload)},
-            )
-            ctx.set(top.link.i_frame.valid, 1)
-            await ctx.tick().until(top.link.i_frame.ready)
-            ctx.set(top.link.i_frame.valid, 0)
-            for byte in frame.payload:
-                await ctx.tick().repeat(rng.randrange(1, 3 * BITS_PER_BYTE * divisor))
-                ctx.set(top.link.i_stream.payload, byte)
-                ctx.set(top.link.i_stream.valid, 1)
-                await ctx.tick().until(top.link.i_stream.ready)
-                ctx.set(top.link.i_stream.valid, 0)
+            await headers.send(ctx, [{"op": frame.op, "seq": frame.seq,
+                                      "length": len(frame.payload)}])
+            await payloads.send(ctx, frame.payload)
 
     async def decoder(ctx):
         received.append(await read_serial(ctx, top.uart.tx, divisor, total))
 
-    sim = Simulator(top)
-    sim.add_clock(CLK)
-    sim.add_testbench(driver)
-    sim.add_testbench(decoder)
-    sim.run()
+    simulate(top, driver, decoder)
+    assert payloads.idle_cycles > 0
     decoder = FrameDecoder()
     assert decoder.feed(received[0]) == frames
     assert decoder.errors == [] and decoder.dropped == 0

@@ -2,9 +2,9 @@
 
 import pytest
 from amaranth.hdl import Module, Signal
-from amaranth.sim import Simulator
 
 from trine.hw.onehot import OneHotFSM
+from trine.sim.testbench import simulate
 
 
 def counter_machine():
@@ -35,10 +35,7 @@ def test_states_are_one_hot_and_follow_the_transitions():
             seen.append("".join(n for n in "ABC" if ctx.get(fsm.ongoing(n))))
             await ctx.tick()
 
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(body)
-    sim.run()
+    simulate(m, body)
     assert seen == ["A", "A", "B", "C", "A", "B", "A"]
 
 

@@ -1,9 +1,9 @@
 """trine.hw.reset.PowerOnReset: the reset that holds the device until the PLL has locked."""
 
 import pytest
-from amaranth.sim import Simulator
 
 from trine.hw.reset import PowerOnReset
+from trine.sim.testbench import simulate
 
 
 def _trace(delay, locked_wave):
@@ -18,10 +18,7 @@ def _trace(delay, locked_wave):
             await ctx.tick()
             trace.append(ctx.get(dut.rst))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return trace
 
 

@@ -4,12 +4,12 @@ import random
 
 import pytest
 from amaranth.hdl import Elaboratable, Module
-from amaranth.sim import Simulator
 
 from trine.contract.protocol import BITS_PER_BYTE, baud_divisor
 from trine.hw.uart import UARTRx, UARTTx
+from trine.sim.testbench import CLOCK_PERIOD, StreamSink, StreamSource, simulate
 
-CLK = 1e-8  # seconds per clock cycle
+CLK = CLOCK_PERIOD  # seconds per clock cycle of simulate()
 
 
 def byte_segments(byte: int, bit_cycles: float, stop: int = 1) -> list[tuple[int, float]]:
@@ -69,11 +69,7 @@ def run_rx(dut: UARTRx, segments, rng, ready_prob=0.6, ready_after=0):
             strobes["overrun"] += ov
             cycle += 1
 
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-    sim.add_testbench(sender)
-    sim.add_testbench(consumer, background=True)
-    sim.run()
+    simulate(dut, sender, background=[consumer])
     return got, strobes
 
 
@@ -148,18 +144,12 @@ def test_tx_exact_bit_timing(divisor):
     data = [0x00, 0xFF, 0x55, 0xAA] + [rng.randrange(256) for _ in range(20)]
     dut = UARTTx(divisor)
     got = []
+    gappy = StreamSource(dut.i_stream, rng=rng, idle=0.9)
 
     async def driver(ctx):
         assert ctx.get(dut.tx) == 1
-        for i, byte in enumerate(data):
-            if i >= 8:  # the first 8 bytes go back to back
-                for _ in range(rng.choice([0, 0, 1, 3, 25])):
-                    ctx.set(dut.i_stream.valid, 0)
-                    await ctx.tick()
-            ctx.set(dut.i_stream.payload, byte)
-            ctx.set(dut.i_stream.valid, 1)
-            await ctx.tick().until(dut.i_stream.ready)
-        ctx.set(dut.i_stream.valid, 0)
+        await StreamSource(dut.i_stream).send(ctx, data[:8])  # the first 8 back to back
+        await gappy.send(ctx, data[8:])
 
     async def decoder(ctx):
         # Back-to-back: the next start bit follows the stop bit immediately, which the
@@ -171,12 +161,9 @@ def test_tx_exact_bit_timing(divisor):
             assert ctx.get(dut.tx) == 1 and not ctx.get(dut.busy)
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-    sim.add_testbench(driver)
-    sim.add_testbench(decoder)
-    sim.run()
+    simulate(dut, driver, decoder)
     assert got == data
+    assert gappy.idle_cycles > 0
 
 
 # -- receiver -----------------------------------------------------------------------------------
@@ -199,35 +186,18 @@ def test_loopback_random_bytes_gaps_backpressure(divisor):
     rng = random.Random(100 + divisor)
     data = [rng.randrange(256) for _ in range(60)]
     top = Loopback(divisor)
-    got = []
+    source = StreamSource(top.tx.i_stream, rng=rng, idle=0.95)  # gaps of about 20 cycles
+    sink = StreamSink(top.rx.o_stream, rng=rng, backpressure=0.5)
 
     async def driver(ctx):
-        for byte in data:
-            while rng.random() < 0.3:
-                ctx.set(top.tx.i_stream.valid, 0)
-                await ctx.tick().repeat(rng.randrange(1, 4 * divisor))
-            ctx.set(top.tx.i_stream.payload, byte)
-            ctx.set(top.tx.i_stream.valid, 1)
-            await ctx.tick().until(top.tx.i_stream.ready)
-        ctx.set(top.tx.i_stream.valid, 0)
-        await ctx.tick().repeat(3 * BITS_PER_BYTE * divisor)
+        await source.send(ctx, data)
 
     async def consumer(ctx):
-        while True:
-            ready = rng.random() < 0.5
-            ctx.set(top.rx.o_stream.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(
-                top.rx.o_stream.valid, top.rx.o_stream.payload
-            )
-            if ready and valid:
-                got.append(payload)
+        await sink.take(ctx, len(data), timeout=len(data) * 4 * BITS_PER_BYTE * divisor)
 
-    sim = Simulator(top)
-    sim.add_clock(CLK)
-    sim.add_testbench(driver)
-    sim.add_testbench(consumer, background=True)
-    sim.run()
-    assert got == data
+    simulate(top, driver, consumer)
+    assert sink.received == data
+    assert source.idle_cycles > 0 and sink.stall_cycles > 0
 
 
 @pytest.mark.parametrize("divisor", [4, 5, 6, 16])
@@ -300,12 +270,7 @@ def test_rx_break_does_not_hang():
             if valid:
                 got.append(payload)
 
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-    sim.add_testbench(sender)
-    sim.add_testbench(counter_probe)
-    sim.add_testbench(consumer, background=True)
-    sim.run()
+    simulate(dut, sender, counter_probe, background=[consumer])
     assert got == [0x11, 0x22, 0xA5]
     assert framing_errors == [1]
 
@@ -345,8 +310,5 @@ def test_rx_counters_saturate():
         await ctx.delay(2 * divisor * CLK)
         values.append((ctx.get(dut.framing_errors), ctx.get(dut.overruns)))
 
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-    sim.add_testbench(sender)
-    sim.run()
+    simulate(dut, sender)
     assert values == [(3, 0)]
