@@ -393,6 +393,8 @@ def train_evolve(
     progress: Callable[[float, str], None] | None = None,
     n_classes: int | None = None,
     labels: Sequence[str] | None = None,
+    arch: str | None = None,
+    input_shape: Sequence[int] | None = None,
     **hyper: Any,
 ) -> TrainResult:
     """Evolve a ternary MLP ``K -> hidden... -> n_classes`` on the exact integer outputs.
@@ -421,6 +423,11 @@ def train_evolve(
         Output width; by default ``max(y_train) + 1``.
     labels : sequence of str, optional
         Output names stored in the program.
+    arch, input_shape : optional
+        Instead of ``hidden``, any network as :mod:`trine.host.arch` writes it (convolutions
+        too) on samples of ``input_shape``: evolved by :func:`trine.host.evolve_cnn.evolve_network`
+        (the same mutations and fitness, scored by forward passes of the network's tail; see
+        there), with ``offspring`` 8 and ``batch_size`` (200, 2000) unless given.
     **hyper
         Search settings, see :data:`DEFAULTS`: ``offspring``, ``batch_size`` (an int or a
         ``(start, end)`` pair, None meaning all the training data), ``temperature``,
@@ -475,6 +482,27 @@ def train_evolve(
                     labels=labels)
         except ProgramError as e:
             raise EvolveError(str(e)) from None
+    if arch is not None:
+        from trine.host.arch import ArchError
+        from trine.host.evolve_cnn import evolve_network
+
+        shape = tuple(input_shape) if input_shape is not None else (k,)
+        if math.prod(shape) != k:
+            raise EvolveError(f"input_shape {shape} holds {math.prod(shape)} values, x_train "
+                              f"has {k} per sample")
+        s = _check_settings(n, (), {"offspring": 8, "batch_size": (200, 2000), **hyper})
+        with single_threaded_blas():
+            try:
+                return evolve_network(
+                    x, y, arch=arch, input_shape=shape, n_classes=n_classes,
+                    budget_s=budget_s, max_generations=max_generations, seed=seed, x_test=xt,
+                    y_test=yt, progress=progress, labels=labels, offspring=s.offspring,
+                    batch_size=(s.batch_start, s.batch_end), temperature=s.temperature,
+                    density=s.density, flip_p=s.flip_p, flip_width=s.flip_width,
+                    bias_rate=s.bias_rate, bias_step=s.bias_step, shift_rate=s.shift_rate,
+                    input_quantile=s.input_quantile, history_points=s.history_points)
+            except ArchError as e:
+                raise EvolveError(f"arch: {e}") from None
     s = _check_settings(n, hidden, hyper)
     widths = [k, *s.hidden, n_classes]  # every fan-in <= MAX_FAN_IN: float32 sums are exact
     relus = [True] * len(s.hidden) + [False]

@@ -123,7 +123,6 @@ def test_train_a_cnn_and_evaluate_it(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--arch", "c4k3", "--hidden", "8"], "--hidden is for an MLP"),
-    (["--model", "cnn", "--method", "evolve"], "convolutional networks train with qat"),
     (["--arch", "c4k30"], "'c4k30': Conv2d kernel 30 is larger than its padded input height"),
     (["--arch", "q4"], "'q4' is not a layer"),
 ])
@@ -133,3 +132,11 @@ def test_cnn_arguments_are_checked(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_evolve_a_cnn(tmp_path, capsys):
+    out = tmp_path / "evo.trine"
+    assert main(["train", "--data", "digits", "--arch", "c4k3p1,m2", "--method", "evolve",
+                 "--generations", "20", "-q", "--no-float", "-o", str(out)]) == 0
+    program = Program.load(out)
+    assert program.input_shape == (1, 8, 8) and type(program.layers[0]).__name__ == "Conv"

@@ -288,3 +288,24 @@ def test_digits_target(digits):
     x, y, xt, yt = digits
     r = train_evolve(x, y, hidden=(128,), budget_s=300, seed=0, x_test=xt, y_test=yt)
     assert r.metrics["test_acc"] >= 0.97, r.metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolutional networks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cnn_evolution_is_reproducible_exact_and_learns(digits):
+    x, y, xt, yt = digits
+    kw = dict(arch="c4k3p1,m2", input_shape=(1, 8, 8), max_generations=150, budget_s=None,
+              x_test=xt, y_test=yt)
+    a = train_evolve(x, y, seed=3, **kw)
+    b = train_evolve(x, y, seed=3, **kw)
+    assert a.program.to_bytes() == b.program.to_bytes()
+    assert a.metrics["accepted"] > 0 and a.metrics["generations"] == 150
+    assert a.metrics["test_acc"] == accuracy(a.program.run_reference(xt), yt)
+    assert a.history[-1]["train_acc"] > a.history[0]["train_acc"]  # it learns something
+    with pytest.raises(EvolveError, match=r"input_shape \(2, 8, 8\) holds 128 values"):
+        train_evolve(x, y, arch="c4k3", input_shape=(2, 8, 8), max_generations=1)
+    with pytest.raises(EvolveError, match="arch: 'c4k30'"):
+        train_evolve(x, y, arch="c4k30", input_shape=(1, 8, 8), max_generations=1)

@@ -42,8 +42,6 @@ def _train(args: argparse.Namespace) -> int:
     cnn = args.model == "cnn" or args.arch is not None
     if cnn and args.hidden is not None:
         raise UsageError("--hidden is for an MLP; give a convolutional network with --arch")
-    if cnn and args.method != "qat":
-        raise UsageError("--method evolve trains MLPs; convolutional networks train with qat")
     if args.method == "qat":
         from trine.host.qat import train_qat
 
@@ -65,6 +63,12 @@ def _train(args: argparse.Namespace) -> int:
 
         # evolution's measured shape per data set (the float MLP is trained at the same one)
         kw = {"hidden": HIDDEN.get(args.data, (64,)), "budget_s": 60.0, **settings}
+        if cnn:
+            from trine.host.data import INPUT_SHAPES
+
+            del kw["hidden"]
+            kw["arch"] = args.arch or DEFAULTS[args.data]["cnn"]["arch"]
+            kw["input_shape"] = INPUT_SHAPES[args.data]
         if args.budget is not None:
             kw["budget_s"] = args.budget
         if args.generations is not None:
@@ -153,7 +157,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--method", choices=["qat", "evolve"], default="qat",
                     help="qat (the default) or evolve")
     tr.add_argument("--model", choices=["mlp", "cnn"], default="mlp",
-                    help="mlp (the default) or cnn: a convolutional network (QAT only) of the "
+                    help="mlp (the default) or cnn: a convolutional network of the "
                     "data set's measured default shape, or the one --arch gives")
     tr.add_argument("--arch", metavar="LAYERS",
                     help="a convolutional network, comma-separated layers applied in order to "
