@@ -1,4 +1,5 @@
-"""trine.host.ternarize and trine.host.data: TWN / absmean ternarisation and folding a float MLP."""
+"""trine.host.ternarize and trine.host.data: TWN / absmean ternarisation and folding a float
+network (MLPs, and convolutions with max-pooling and flatten)."""
 
 import math
 import warnings
@@ -9,11 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from trine.contract.reference import Conv, Flatten, MaxPool
 from trine.host.data import load_digits_split
 from trine.host.program import Program
 from trine.host.ternarize import (
+    FloatConv,
+    TernarizedConv,
     TernarizeError,
     fold_to_program,
+    run_float,
     run_ternarized_float,
     sparsity,
     ternarize_absmean,
@@ -309,3 +314,155 @@ def test_fold_digits_per_channel_runs(digits_mlp):
     for layer, (trits, *_rest) in zip(program.layers, tern, strict=True):
         np.testing.assert_array_equal(layer.weights, trits)
     assert float(np.mean(program.run_reference(x_test).argmax(1) == y_test)) > 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolutional networks
+# ---------------------------------------------------------------------------------------------
+
+
+def _conv_reference(x, w, b, stride, padding, relu):
+    """A 1-D or 2-D convolution written out from its definition (zero outside the input)."""
+    n, c_in, *spatial = x.shape
+    kernel = w.shape[2:]
+    out = [(size + 2 * p - k) // s + 1
+           for size, k, s, p in zip(spatial, kernel, stride, padding, strict=True)]
+    y = np.zeros((n, w.shape[0], *out))
+    for q in np.ndindex(*out):
+        for t in np.ndindex(*kernel):
+            pos = [qi * s + ti - p for qi, s, ti, p in zip(q, stride, t, padding, strict=True)]
+            if all(0 <= v < size for v, size in zip(pos, spatial, strict=True)):
+                y[(slice(None), slice(None), *q)] += (
+                    x[(slice(None), slice(None), *pos)] @ w[(slice(None), slice(None), *t)].T)
+    y += b.reshape(-1, *(1,) * len(out))
+    return np.maximum(y, 0) if relu else y
+
+
+def _small_cnn(rng, ndim=2):
+    """(2, 7, 6) -> conv 3x2 s(2, 1) p(1, 0) relu -> (3, 4, 5) -> ... -> dense 4."""
+    if ndim == 1:
+        conv = FloatConv(rng.normal(size=(3, 2, 3)), rng.normal(size=3), 2, 1, True)
+        return [conv, MaxPool(2), Flatten(), (rng.normal(size=(4, 9)), rng.normal(size=4),
+                                              False)], (2, 11)
+    conv = FloatConv(rng.normal(size=(3, 2, 3, 2)), rng.normal(size=3), (2, 1), (1, 0), True)
+    return [conv, MaxPool((2, 1)), Flatten(), (rng.normal(size=(4, 30)), rng.normal(size=4),
+                                               False)], (2, 7, 6)
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_run_float_of_a_cnn_equals_the_definition(ndim):
+    rng = np.random.default_rng(12)
+    layers, shape = _small_cnn(rng, ndim)
+    x = rng.normal(size=(5, *shape))
+    conv, pool, _, (w, b, _) = layers
+    h = _conv_reference(x, conv.weights, conv.bias, conv.stride, conv.padding, True)
+    h = pool(h)
+    want = h.reshape(5, -1) @ w.T + b
+    assert np.allclose(run_float(layers, x), want, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(run_float(layers, x.reshape(5, -1), shape), run_float(layers, x))
+
+
+def test_ternarize_a_conv_per_output_channel():
+    rng = np.random.default_rng(13)
+    layers, _ = _small_cnn(rng)
+    conv = layers[0]
+    for kwargs in ({}, {"per_channel": True}, {"method": "absmean"}):
+        tern = ternarize_layers(layers, **kwargs)
+        t = tern[0]
+        assert isinstance(t, TernarizedConv) and t.trits.shape == conv.weights.shape
+        assert (t.stride, t.padding, t.relu) == (conv.stride, conv.padding, True)
+        assert tern[1] is layers[1] and tern[2] is layers[2]
+        if kwargs.get("method") == "absmean":
+            trits, alpha = ternarize_absmean(conv.matrix)
+        else:
+            trits, alpha = ternarize_twn(conv.matrix, per_channel=bool(kwargs))
+        np.testing.assert_array_equal(t.matrix, trits)
+        np.testing.assert_array_equal(t.alpha, alpha)
+    # The ternarised float model is the definition with alpha * trits as weights.
+    x = rng.normal(size=(4, 2, 7, 6))
+    t, _, _, (trits, alpha, b, _) = ternarize_layers(layers, per_channel=True)
+    h = _conv_reference(x, t.trits * t.alpha[:, None, None, None], t.bias, t.stride, t.padding,
+                        True)
+    want = (MaxPool((2, 1))(h).reshape(4, -1) @ trits.T) * alpha + b
+    assert np.allclose(run_ternarized_float(ternarize_layers(layers, per_channel=True), x), want)
+
+
+def test_fold_single_conv_layer_matches_float_within_half_a_step():
+    # As for a dense layer: one conv layer, per-layer alpha, integer outputs times their scale
+    # equal the ternarised float model on the quantised input within half an output step.
+    rng = np.random.default_rng(14)
+    layers = [FloatConv(rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4) * 3, 1, 1, True)]
+    x = rng.normal(size=(60, 2, 5, 5)) * 4
+    program = fold_to_program(layers, x, input_shape=(2, 5, 5))
+    (t,) = ternarize_layers(layers)
+    (layer,) = program.layers
+    assert isinstance(layer, Conv) and (layer.stride, layer.padding) == ((1, 1), (1, 1))
+    np.testing.assert_array_equal(layer.weights, t.trits)
+    s_out = program.input_scale * float(t.alpha) * 2.0 ** layer.shift
+    xq = program.quantize_input(x).astype(np.float64) * program.input_scale
+    want = run_ternarized_float([t], xq)
+    out = program.run_reference(x)
+    got = out.astype(np.float64) * s_out
+    bias_err = 0.5 * float(t.alpha) * program.input_scale
+    inside = out < 127
+    assert np.all(np.abs(got - want)[inside] <= s_out / 2 + bias_err + 1e-9)
+    assert np.all(want[~inside] >= 126.5 * s_out - bias_err)
+    assert out.max() > 64
+
+
+def test_fold_a_cnn_flat_or_shaped_calibration():
+    rng = np.random.default_rng(15)
+    layers, shape = _small_cnn(rng)
+    x = rng.normal(size=(40, *shape))
+    program = fold_to_program(layers, x, input_shape=shape, labels=list("abcd"))
+    assert program.input_shape == shape and program.labels == tuple("abcd")
+    assert [type(layer) for layer in program.layers][:3] == [Conv, MaxPool, Flatten]
+    assert fold_to_program(layers, x.reshape(40, -1), input_shape=shape) == \
+        fold_to_program(layers, x, input_shape=shape)
+    assert program.to_bytes() == Program.from_bytes(program.to_bytes()).to_bytes()
+
+
+@pytest.mark.parametrize("case, match", [
+    ("no input shape", "a network that starts with Conv2d needs its input shape"),
+    ("wrong channels", r"layer 0 \(Conv2d\): Conv2d expects 2 input channels, not 3"),
+    ("dense on feature maps", r"layer 2 \(Dense\) needs a flat input, not \(3, 2, 5\)"),
+    ("pool that does not tile", r"layer 1 \(MaxPool2d\): MaxPool2d window 3 does not divide"),
+    ("calibration of another shape",
+     r"calibration_x must have shape \(N, 2, 7, 6\) or \(N, 84\) with N >= 1, not \(5, 2, 7\)"),
+    ("integer calibration", "calibration_x must be a float array of raw inputs, not dtype int64"),
+])
+def test_fold_a_cnn_rejects(case, match):
+    rng = np.random.default_rng(16)
+    layers, shape = _small_cnn(rng)
+    x = rng.normal(size=(5, *shape))
+    kwargs = {"input_shape": shape}
+    if case == "no input shape":
+        kwargs = {}
+    elif case == "wrong channels":
+        kwargs["input_shape"], x = (3, 7, 6), rng.normal(size=(5, 3, 7, 6))
+    elif case == "dense on feature maps":
+        layers = [layers[0], layers[1], layers[3]]
+    elif case == "pool that does not tile":
+        layers = [layers[0], MaxPool(3, ndim=2), Flatten(), layers[3]]
+    elif case == "calibration of another shape":
+        x = x[:, :, :, 0]
+    else:
+        x = np.ones((5, *shape), np.int64)
+    with pytest.raises(TernarizeError, match=match):
+        fold_to_program(layers, x, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"weights": np.ones((2, 3))}, r"conv weights must be a real array of shape \(C_out, C_in"),
+    ({"weights": np.ones((2, 0, 3))}, "every size >= 1"),
+    ({"weights": np.full((2, 1, 3), np.nan)}, r"conv weights must be finite .*\(0, 0\)"),
+    ({"bias": np.zeros(3)}, r"conv bias must be a real array of shape \(2,\)"),
+    ({"stride": 0}, "stride must be >= 1"),
+    ({"stride": (1, 1)}, "stride must be an integer or 1 integers"),
+    ({"padding": -1}, "padding must be >= 0"),
+    ({"relu": 1}, "conv relu must be a bool"),
+])
+def test_float_conv_checks_its_arguments(kwargs, match):
+    args = {"weights": np.ones((2, 1, 3)), "bias": np.zeros(2), **kwargs}
+    with pytest.raises(TernarizeError, match=match):
+        FloatConv(**args)
