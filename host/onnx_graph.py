@@ -1,11 +1,17 @@
-"""The ONNX side of :mod:`trine.host.onnx_import`: loading a model, and a graph view of it.
+"""The ONNX side of :mod:`trine.host.onnx_import`: loading a model, a graph view of it, and
+what each node trine accepts means.
 
 :class:`Graph` indexes a model's nodes by the tensors they produce and consume, names nodes in
 messages, and evaluates *constant* tensors: initializers, ``Constant`` nodes and the few
 operators exporters apply to them (``Transpose`` of a weight; ``Shape``, ``Gather``,
-``Unsqueeze``, ``Concat``, ``Slice`` of a target shape, as ``x.view(x.size(0), -1)`` exports).
-Dimensions the file leaves open (the batch) are :class:`Dim` objects, so a target shape computed
-from the input's shape can still be recognised as "(batch, features)".
+``Unsqueeze``, ``Squeeze``, ``Concat``, ``Slice``, ``Reshape`` of a target shape, as
+``x.view(x.size(0), -1)`` exports). Dimensions the file leaves open (the batch) are
+:class:`Dim` objects, so a target shape computed from the input's shape can still be
+recognised as "(batch, features)".
+
+The ``read_*`` functions read one node each (``Gemm``/``MatMul``, ``Conv``, ``MaxPool``,
+``BatchNormalization``, ``Flatten``, ``Reshape``): its weights as float64 and its geometry,
+checked against the shape it receives, or an :class:`OnnxImportError` naming the node.
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ from trine.contract.errors import TrineError
 from trine.host.program import MAGIC
 
 __all__ = ["OnnxImportError", "Dim", "Graph", "fmt_shape", "features", "load_model",
-           "graph_input"]
+           "graph_input", "float_constant", "read_bias", "read_linear", "read_conv",
+           "read_max_pool", "read_batch_norm", "read_reshape", "read_flatten"]
 
 
 class OnnxImportError(TrineError, ValueError):
-    """An ONNX file or graph that is not an MLP trine can import, or bad import settings."""
-
+    """An ONNX file or graph that is not a network trine can import, or bad import settings."""
 
 
 class Dim:
@@ -361,3 +367,299 @@ def graph_input(g: Graph) -> tuple[str, tuple | None]:
             "dimension first, (batch, features) or (batch, ...) with a Flatten"
         )
     return vi.name, shape
+
+
+# --------------------------------------------------------------------------------------------
+# Nodes as layers
+# --------------------------------------------------------------------------------------------
+
+
+def float_constant(g: Graph, i: int, name: str, role: str) -> np.ndarray:
+    v = g.value(name)
+    if v is None:
+        raise g.fail(
+            i, f"{role} {name!r} is not a constant: {g.why_not_constant(name)}; trine needs "
+            "weights stored in the model (initializers or Constant nodes)"
+        )
+    kind = v.dtype.kind
+    if not (kind == "f" or v.dtype.name == "bfloat16"):
+        raise g.fail(i, f"{role} {name!r} has dtype {v.dtype}, not floating point")
+    a = v.astype(np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        pos = tuple(int(p) for p in np.argwhere(bad)[0])
+        raise g.fail(i, f"{role} {name!r} is not finite: {a[pos]} at {pos}")
+    return a
+
+
+def read_bias(g: Graph, i: int, name: str, m: int, role: str = "bias") -> np.ndarray:
+    c = float_constant(g, i, name, role)
+    try:
+        return np.broadcast_to(c, (1, m))[0].copy()
+    except ValueError:
+        raise g.fail(
+            i, f"{role} {name!r} has shape {c.shape}, which does not broadcast to one value "
+            f"per output ({m},) or (1, {m})"
+        ) from None
+
+
+def _weight_matrix(g: Graph, i: int, name: str) -> np.ndarray:
+    w = float_constant(g, i, name, "weight")
+    if w.ndim != 2:
+        raise g.fail(i, f"weight {name!r} has shape {w.shape}; trine needs a 2-D weight matrix")
+    return w
+
+
+def _check_2d(g: Graph, i: int, shape: tuple | None) -> None:
+    if shape is not None and len(shape) != 2:
+        raise g.fail(
+            i, f"its input has shape {fmt_shape(shape)}; a layer needs (batch, features): "
+            "flatten the input first (Flatten or Reshape)"
+        )
+
+
+def read_linear(g: Graph, i: int, t: str, shape: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """(W (M, K), b (M,)) of a MatMul or Gemm whose activations input is ``t``."""
+    node, at = g.nodes[i], g.attrs[i]
+    inputs = list(node.input)
+    if g.op(i) == "MatMul":
+        a, bname = inputs
+        if a == bname:
+            raise g.fail(i, "it multiplies the activations by themselves")
+        if bname == t:
+            raise g.fail(
+                i, "the activations are its second input (it computes W @ x); trine needs "
+                "x @ W, the activations first"
+            )
+        _check_2d(g, i, shape)
+        w = _weight_matrix(g, i, bname).T
+        return w, np.zeros(w.shape[0])
+    if inputs[0] != t:
+        raise g.fail(i, "the activations must be Gemm's first input A, not B or C")
+    if at.get("transA", 0):
+        raise g.fail(
+            i, "transA=1 transposes the activations (batch x features); trine needs transA=0"
+        )
+    _check_2d(g, i, shape)
+    b_mat = _weight_matrix(g, i, inputs[1])
+    w = b_mat if at.get("transB", 0) else b_mat.T
+    alpha, beta = float(at.get("alpha", 1.0)), float(at.get("beta", 1.0))
+    if not (math.isfinite(alpha) and math.isfinite(beta)):
+        raise g.fail(i, f"alpha {alpha} and beta {beta} must be finite")
+    w = alpha * w
+    bias = np.zeros(w.shape[0])
+    if len(inputs) > 2 and inputs[2]:
+        bias = beta * read_bias(g, i, inputs[2], w.shape[0], role="bias C")
+    return w, bias
+
+
+def read_reshape(g: Graph, i: int, shape: tuple | None) -> tuple:
+    node, at = g.nodes[i], g.attrs[i]
+    target = g.value(node.input[1])
+    if target is None:
+        raise g.fail(
+            i, f"its target shape {node.input[1]!r} is not a constant: "
+            f"{g.why_not_constant(node.input[1])}"
+        )
+    target = [d if isinstance(d, Dim) else int(d) for d in np.asarray(target).reshape(-1)]
+    batch = shape[0] if shape is not None else Dim("N")
+    feats = features(shape)
+    where = f"reshaping {fmt_shape(shape)} to {target}"
+    if len(target) != 2:
+        raise g.fail(i, f"{where} does not give (batch, features)")
+    dims = []
+    for k, d in enumerate(target):
+        if isinstance(d, Dim):
+            dims.append(d)
+        elif int(d) == 0 and not at.get("allowzero", 0):
+            if shape is None:
+                raise g.fail(i, f"{where}: 0 copies an input dimension of unknown size")
+            dims.append(shape[k])
+        else:
+            dims.append(int(d))
+    d0, d1 = dims
+    if d0 is batch or (isinstance(batch, int) and d0 == batch):
+        if isinstance(d1, int) and d1 != -1:
+            if d1 < 1 or (feats is not None and d1 != feats):
+                raise g.fail(i, f"{where} changes the {feats} features per sample to {d1}")
+            feats = d1
+    elif d0 == -1:
+        if not isinstance(d1, int) or d1 < 1:
+            raise g.fail(i, f"{where} does not keep the batch first")
+        if feats is not None and d1 != feats:
+            raise g.fail(
+                i, f"{where} changes the batch: each sample has {feats} features, not {d1}"
+            )
+        feats = d1
+    else:
+        raise g.fail(i, f"{where} fixes or changes the batch dimension to {d0}")
+    return (batch, feats) if feats is not None else (batch, Dim("features"))
+
+
+def read_flatten(g: Graph, i: int, shape: tuple | None) -> tuple:
+    axis = g.attrs[i].get("axis", 1)
+    if shape is not None and axis < 0:
+        axis += len(shape)
+    if axis != 1:
+        raise g.fail(
+            i, f"axis {g.attrs[i].get('axis', 1)} on {fmt_shape(shape)} does not give "
+            "(batch, features); trine needs axis 1"
+        )
+    batch = shape[0] if shape is not None else Dim("N")
+    feats = features(shape)
+    return (batch, feats if feats is not None else Dim("features"))
+
+
+def _ints(g: Graph, i: int, name: str, default: list[int], count: int) -> tuple[int, ...]:
+    value = tuple(int(v) for v in g.attrs[i].get(name, default))
+    if len(value) != count:
+        raise g.fail(i, f"{name} {list(value)} has {len(value)} values, not {count}")
+    return value
+
+
+def _auto_pad(g: Graph, i: int) -> str:
+    mode = g.attrs[i].get("auto_pad", b"NOTSET")
+    mode = mode.decode("ascii", errors="replace") if isinstance(mode, bytes) else str(mode)
+    if mode not in ("NOTSET", "VALID"):
+        raise g.fail(i, f"auto_pad {mode} is not supported: trine needs explicit symmetric pads "
+                     "(auto_pad NOTSET) or none (VALID)")
+    return mode
+
+
+def _spatial_input(g: Graph, i: int, shape: tuple | None, ndim: int) -> tuple[int, ...]:
+    """The (C, *spatial) sizes of a conv or pool's input, which must all be fixed."""
+    form = "(batch, C, L)" if ndim == 1 else "(batch, C, H, W)"
+    if shape is None:
+        raise g.fail(i, f"the shape of its input is not known (the graph input declares none); "
+                     f"a {ndim}-D {g.op(i)} needs {form}")
+    if len(shape) != ndim + 2 or not all(isinstance(d, int) for d in shape[1:]):
+        raise g.fail(i, f"its input has shape {fmt_shape(shape)}; a {ndim}-D {g.op(i)} needs "
+                     f"{form} with every size but the batch fixed")
+    return tuple(shape[1:])
+
+
+def _unused_outputs(g: Graph, i: int, what: str) -> None:
+    for name in g.nodes[i].output[1:]:
+        if name and (name in g.consumers or name in g.outputs):
+            raise g.fail(i, f"its output {name!r} ({what}) is used; trine computes the first "
+                         "output only")
+
+
+def read_conv(g: Graph, i: int, t: str, shape: tuple | None) -> tuple[
+        np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...], tuple]:
+    """(weights (C_out, C_in, *kernel), bias (C_out,), stride, padding, output shape) of a
+    ``Conv`` whose input X is ``t``, of ``shape`` (batch first)."""
+    node = g.nodes[i]
+    inputs = list(node.input)
+    if len(inputs) < 2 or not inputs[1]:
+        raise g.fail(i, "it has no weight W")
+    if inputs[0] != t or t in inputs[1:]:
+        raise g.fail(i, "the activations must be Conv's first input X, and only that")
+    w = float_constant(g, i, inputs[1], "weight")
+    if w.ndim not in (3, 4) or 0 in w.shape:
+        raise g.fail(i, f"weight {inputs[1]!r} has shape {w.shape}; trine takes 1-D convolutions "
+                     "(C_out, C_in, k) and 2-D ones (C_out, C_in, kh, kw)")
+    ndim = w.ndim - 2
+    kernel = tuple(w.shape[2:])
+    at = g.attrs[i]
+    group = int(at.get("group", 1))
+    if group != 1:
+        raise g.fail(i, f"group {group} is not supported (a grouped or depthwise convolution): "
+                     "trine needs group 1")
+    dilations = _ints(g, i, "dilations", [1] * ndim, ndim)
+    if any(d != 1 for d in dilations):
+        raise g.fail(i, f"dilations {list(dilations)} are not supported: trine needs dilation 1")
+    if "kernel_shape" in at and tuple(at["kernel_shape"]) != kernel:
+        raise g.fail(i, f"kernel_shape {list(at['kernel_shape'])} does not match its weight's "
+                     f"kernel {list(kernel)}")
+    stride = _ints(g, i, "strides", [1] * ndim, ndim)
+    if any(s < 1 for s in stride):
+        raise g.fail(i, f"strides {list(stride)} must be >= 1")
+    pads = (0,) * 2 * ndim if _auto_pad(g, i) == "VALID" else _ints(g, i, "pads", [0] * 2 * ndim,
+                                                                     2 * ndim)
+    begin, end = pads[:ndim], pads[ndim:]
+    if begin != end or any(p < 0 for p in pads):
+        raise g.fail(i, f"pads {list(pads)} are not supported: trine pads both ends of an axis "
+                     f"alike (begin {list(begin)}, end {list(end)})")
+    c, *spatial = _spatial_input(g, i, shape, ndim)
+    if c != w.shape[1]:
+        raise g.fail(i, f"its weight takes {w.shape[1]} input channels but it gets {c}: the "
+                     "shapes do not chain")
+    bias = np.zeros(w.shape[0])
+    if len(inputs) > 2 and inputs[2]:
+        b = float_constant(g, i, inputs[2], "bias")
+        if b.shape != (w.shape[0],):
+            raise g.fail(i, f"bias {inputs[2]!r} has shape {b.shape}, not ({w.shape[0]},)")
+        bias = b
+    out = []
+    for n, k, s, p in zip(spatial, kernel, stride, begin, strict=True):
+        if k > n + 2 * p:
+            raise g.fail(i, f"its kernel {k} is larger than its padded input {n + 2 * p}")
+        out.append((n + 2 * p - k) // s + 1)
+    return w, bias, stride, begin, (shape[0], w.shape[0], *out)
+
+
+def read_max_pool(g: Graph, i: int, shape: tuple | None) -> tuple[tuple[int, ...], tuple]:
+    """(kernel, output shape) of a ``MaxPool`` with kernel = stride that tiles its input."""
+    at = g.attrs[i]
+    if "kernel_shape" not in at:
+        raise g.fail(i, "it has no kernel_shape")
+    kernel = tuple(int(k) for k in at["kernel_shape"])
+    ndim = len(kernel)
+    if ndim not in (1, 2):
+        raise g.fail(i, f"kernel_shape {list(kernel)}: trine pools 1 or 2 spatial axes")
+    _unused_outputs(g, i, "the indices of the maxima")
+    stride = _ints(g, i, "strides", [1] * ndim, ndim)
+    if stride != kernel:
+        raise g.fail(i, f"strides {list(stride)} differ from kernel_shape {list(kernel)}: "
+                     "trine pools non-overlapping windows (stride = kernel)")
+    pads = _ints(g, i, "pads", [0] * 2 * ndim, 2 * ndim)
+    if _auto_pad(g, i) == "NOTSET" and any(pads):
+        raise g.fail(i, f"pads {list(pads)} are not supported: trine pools without padding")
+    dilations = _ints(g, i, "dilations", [1] * ndim, ndim)
+    if any(d != 1 for d in dilations):
+        raise g.fail(i, f"dilations {list(dilations)} are not supported: trine needs dilation 1")
+    if at.get("ceil_mode", 0):
+        raise g.fail(i, "ceil_mode 1 is not supported: trine's windows tile the input exactly")
+    c, *spatial = _spatial_input(g, i, shape, ndim)
+    for n, k in zip(spatial, kernel, strict=True):
+        if n % k:
+            raise g.fail(i, f"its window {k} does not divide its input size {n} (ONNX would drop "
+                         "the rest): trine's windows must tile the input")
+    return kernel, (shape[0], c, *(n // k for n, k in zip(spatial, kernel, strict=True)))
+
+
+def read_batch_norm(g: Graph, i: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, shift)`` (C,) of an inference ``BatchNormalization``: it computes
+    ``scale * x + shift`` per channel, ``scale = gamma / sqrt(var + epsilon)`` and
+    ``shift = beta - mean * scale``."""
+    node, at = g.nodes[i], g.attrs[i]
+    if len(node.input) != 5 or not all(node.input[1:]):
+        raise g.fail(i, f"it has {len(node.input)} inputs; BatchNormalization needs X, scale, "
+                     "B, input_mean and input_var")
+    if at.get("training_mode", 0):
+        raise g.fail(i, "training_mode 1 normalises with the batch's statistics; trine imports "
+                     "inference BatchNormalization (training_mode 0)")
+    if not at.get("spatial", 1):
+        raise g.fail(i, "spatial 0 (statistics per position, opset < 9) is not supported")
+    _unused_outputs(g, i, "training statistics")
+    gamma, beta, mean, var = (
+        float_constant(g, i, name, role)
+        for name, role in zip(node.input[1:], ("scale", "B", "input_mean", "input_var"),
+                              strict=True)
+    )
+    for name, v in zip(node.input[1:], (gamma, beta, mean, var), strict=True):
+        if v.shape != (channels,):
+            raise g.fail(i, f"{name!r} has shape {v.shape}; its input has {channels} channels")
+    eps = float(at.get("epsilon", 1e-5))
+    denominator = var + eps
+    bad = ~(denominator > 0)
+    if bad.any():
+        c = int(np.flatnonzero(bad)[0])
+        raise g.fail(i, f"input_var + epsilon must be > 0 in every channel, not {denominator[c]:g} "
+                     f"in channel {c}")
+    scale = gamma / np.sqrt(denominator)
+    if not np.all(np.isfinite(scale)):
+        c = int(np.flatnonzero(~np.isfinite(scale))[0])
+        raise g.fail(i, f"its scale gamma / sqrt(var + epsilon) is not finite in channel {c}")
+    return scale, beta - mean * scale

@@ -1,24 +1,40 @@
-"""Reading multilayer perceptrons from ONNX files and importing them as trine programs.
+"""Reading networks from ONNX files and importing them as trine programs.
 
-:func:`read_onnx_mlp` walks an ONNX graph from its one input to its output and returns the
-float MLP it computes, ``y = relu?(W x + b)`` layer by layer (:class:`OnnxMLP`);
-:func:`import_onnx` then ternarises it and folds it into an integer
-:class:`~trine.host.program.Program`
-with :func:`trine.host.ternarize.fold_to_program`.
+:func:`read_onnx_network` walks an ONNX graph from its one input to its output and returns the
+float network it computes (:class:`OnnxNetwork`): dense layers ``y = relu?(W x + b)``,
+1-D and 2-D convolutions, max-pooling and flatten, in the layer format of
+:mod:`trine.host.ternarize`. :func:`import_onnx` then ternarises it and folds it into an
+integer :class:`~trine.host.program.Program` with
+:func:`trine.host.ternarize.fold_to_program`. (:func:`read_onnx_mlp` and :class:`OnnxMLP`
+are the same under the names of the MLP-only importer.)
 
-What is accepted, as real exporters write it (``skl2onnx``, ``torch.onnx`` in both modes):
+What is accepted, as real exporters write it (``skl2onnx``; ``torch.onnx`` in both modes,
+the TorchScript exporter and ``dynamo=True``):
 
 * linear layers: ``MatMul`` with the activations first and a constant ``(K, M)`` weight,
   followed by ``Add`` of a constant bias (either operand order, shape ``(M,)``, ``(1, M)`` or a
   scalar); ``Gemm`` with ``transA = 0``, any ``transB``, ``alpha`` folded into ``W`` and
   ``beta`` into the bias ``C``;
-* ``Relu`` right after a layer (the layer's ``relu`` flag);
+* convolutions: ``Conv`` on ``(batch, C, L)`` or ``(batch, C, H, W)`` with a constant weight
+  (the kernel is the weight's), an optional constant bias, any strides, ``group`` 1,
+  ``dilations`` 1 and zero padding alike at both ends of each axis (``pads`` or
+  ``auto_pad`` ``NOTSET``/``VALID``);
+* ``MaxPool`` with ``strides`` = ``kernel_shape``, no padding, dilation 1, ``ceil_mode`` 0,
+  whose windows tile the input exactly (ONNX would drop a remainder; trine refuses it);
+* ``BatchNormalization`` (inference: constant statistics, ``training_mode`` 0) right after a
+  ``Conv`` or a ``Gemm``/``MatMul`` (+ ``Add``): folded into that layer's weights and bias,
+  ``W' = s W``, ``b' = s (b - mean) + beta`` per output channel with
+  ``s = gamma / sqrt(var + epsilon)``;
+* ``Relu`` after a layer (the layer's ``relu`` flag; a ``MaxPool`` or ``Flatten`` between
+  them commutes with it);
 * ``Flatten`` (axis 1) and ``Reshape`` to ``(batch, features)``, the target shape a constant or
   computed from the input's shape (``Shape``, ``Gather``, ``Unsqueeze``, ``Concat``, ... as
-  ``x.view(x.size(0), -1)`` exports); ``Identity``, ``Dropout`` (inference) and ``Cast`` to a
-  floating-point type pass through;
-* weights from initializers or ``Constant`` nodes (through ``Transpose``, ``Reshape``, ``Cast``
-  and friends when all their inputs are constant);
+  ``x.view(x.size(0), -1)`` exports); on the network input it only makes the input flat (an
+  MLP on images), after a convolution it is a :class:`~trine.contract.reference.Flatten` layer
+  (C order, as PyTorch's ``flatten(1)``); ``Identity``, ``Dropout`` (inference) and ``Cast`` to
+  a floating-point type pass through;
+* weights from initializers or ``Constant`` nodes (through ``Transpose``, ``Reshape``, ``Cast``,
+  ``Identity`` and friends when all their inputs are constant);
 * a classifier output after the last layer, which is *stripped* (the device outputs the
   logits; their argmax is the class the model predicts): ``Softmax`` / ``LogSoftmax`` /
   ``ArgMax`` over the class axis and what ``skl2onnx`` builds on them (``ZipMap``,
@@ -29,10 +45,12 @@ What is accepted, as real exporters write it (``skl2onnx``, ``torch.onnx`` in bo
   program's labels.
 
 Anything else raises :class:`OnnxImportError` naming the node (its name and op type) and the
-problem: other operators (``Conv``, ``Sigmoid`` or ``Tanh`` between layers, ...), a tensor that
-feeds two nodes (a branch), more than one input, weights that are not constants, ``transA``,
-weights that are not 2-D, non-finite or not floating point, layers whose shapes do not chain,
-and files that are not ONNX models.
+problem: other operators (``AveragePool``, ``Sigmoid`` or ``Tanh`` between layers, ...),
+grouped or dilated convolutions, asymmetric pads, overlapping or padded pooling, a
+``BatchNormalization`` after anything but a layer (or with ``var + epsilon <= 0``), a tensor
+that feeds two nodes (a branch), more than one input, weights that are not constants,
+``transA``, weights of the wrong rank, non-finite or not floating point, layers whose shapes do
+not chain, and files that are not ONNX models.
 
 Calibration is required: :func:`fold_to_program` chooses every layer's shift from the
 activations of representative inputs, and there is no data-free rule that does not give a
@@ -44,11 +62,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from trine.contract.reference import Flatten, MaxPool
 from trine.host.onnx_graph import (
     Dim,
     Graph,
@@ -57,14 +76,20 @@ from trine.host.onnx_graph import (
     fmt_shape,
     graph_input,
     load_model,
+    read_batch_norm,
+    read_bias,
+    read_conv,
+    read_flatten,
+    read_linear,
+    read_max_pool,
+    read_reshape,
 )
 from trine.host.program import Program
-from trine.host.ternarize import fold_to_program
+from trine.host.ternarize import FloatConv, fold_to_program, run_float
 
-__all__ = ["OnnxImportError", "OnnxMLP", "read_onnx_mlp", "import_onnx", "check_inputs"]
+__all__ = ["OnnxImportError", "OnnxNetwork", "OnnxMLP", "read_onnx_network", "read_onnx_mlp",
+           "import_onnx", "check_inputs"]
 
-
-FloatLayer = tuple[np.ndarray, np.ndarray, bool]
 
 # Cast targets that keep activations real-valued (TensorProto.FLOAT, FLOAT16, DOUBLE, BFLOAT16).
 _FLOAT_TYPES = {1: "FLOAT", 10: "FLOAT16", 11: "DOUBLE", 16: "BFLOAT16"}
@@ -79,15 +104,19 @@ _ACTIVATIONS = {
     "Sigmoid", "Tanh", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "HardSigmoid",
     "HardSwish", "Softplus", "Softsign", "Mish", "Clip", "ThresholdedRelu",
 }
-_NOT_MLP = {
-    "Conv", "ConvTranspose", "ConvInteger", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "GlobalMaxPool", "BatchNormalization", "LayerNormalization", "LSTM", "GRU", "RNN", "Attention",
-}
+_POOLS = {"AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
+          "MaxRoiPool", "MaxUnpool"}
 _SUPPORTED = (
-    "trine imports MLPs: MatMul or Gemm (+ Add), Relu, Flatten/Reshape, Identity, Dropout, Cast, "
-    "and a classifier output (Softmax, LogSoftmax, ArgMax, ZipMap, Sigmoid on one logit) that "
-    "is stripped"
+    "trine imports chains of Conv (1-D, 2-D), MaxPool, BatchNormalization, MatMul or Gemm "
+    "(+ Add), Relu, Flatten/Reshape, Identity, Dropout, Cast, and a classifier output (Softmax, "
+    "LogSoftmax, ArgMax, ZipMap, Sigmoid on one logit) that is stripped"
 )
+_LAYER_OPS = ("Conv", "MatMul", "Gemm")
+# How messages name what a node follows (the walk's state).
+_AFTER = {
+    "input": "the network input", "dense": "a linear layer", "conv": "a Conv",
+    "bn": "a BatchNormalization", "relu": "a Relu", "pool": "a MaxPool", "flatten": "a Flatten",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,140 +124,30 @@ _SUPPORTED = (
 # --------------------------------------------------------------------------------------------
 
 
-def _float_constant(g: Graph, i: int, name: str, role: str) -> np.ndarray:
-    v = g.value(name)
-    if v is None:
-        raise g.fail(
-            i, f"{role} {name!r} is not a constant: {g.why_not_constant(name)}; trine needs "
-            "weights stored in the model (initializers or Constant nodes)"
-        )
-    kind = v.dtype.kind
-    if not (kind == "f" or v.dtype.name == "bfloat16"):
-        raise g.fail(i, f"{role} {name!r} has dtype {v.dtype}, not floating point")
-    a = v.astype(np.float64)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        pos = tuple(int(p) for p in np.argwhere(bad)[0])
-        raise g.fail(i, f"{role} {name!r} is not finite: {a[pos]} at {pos}")
-    return a
+@dataclass(eq=False)
+class _Weighted:
+    """A layer with weights while the walk may still fold a bias, a BatchNormalization or a
+    Relu into it: dense ``w`` (M, K), or a convolution's (C_out, C_in, *kernel)."""
+
+    node: int
+    w: np.ndarray
+    b: np.ndarray
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    relu: bool = False
+
+    @property
+    def conv(self) -> bool:
+        return self.w.ndim > 2
+
+    def float_layer(self) -> Any:
+        if self.conv:
+            return FloatConv(self.w, self.b, self.stride, self.padding, self.relu)
+        return (self.w, self.b, self.relu)
 
 
-def _bias(g: Graph, i: int, name: str, m: int, role: str = "bias") -> np.ndarray:
-    c = _float_constant(g, i, name, role)
-    try:
-        return np.broadcast_to(c, (1, m))[0].copy()
-    except ValueError:
-        raise g.fail(
-            i, f"{role} {name!r} has shape {c.shape}, which does not broadcast to one value "
-            f"per output ({m},) or (1, {m})"
-        ) from None
-
-
-def _weight_matrix(g: Graph, i: int, name: str) -> np.ndarray:
-    w = _float_constant(g, i, name, "weight")
-    if w.ndim != 2:
-        raise g.fail(i, f"weight {name!r} has shape {w.shape}; trine needs a 2-D weight matrix")
-    return w
-
-
-def _check_2d(g: Graph, i: int, shape: tuple | None) -> None:
-    if shape is not None and len(shape) != 2:
-        raise g.fail(
-            i, f"its input has shape {fmt_shape(shape)}; a layer needs (batch, features): "
-            "flatten the input first (Flatten or Reshape)"
-        )
-
-
-def _linear(g: Graph, i: int, t: str, shape: tuple | None) -> tuple[np.ndarray, np.ndarray]:
-    """(W (M, K), b (M,)) of a MatMul or Gemm whose activations input is ``t``."""
-    node, at = g.nodes[i], g.attrs[i]
-    inputs = list(node.input)
-    if g.op(i) == "MatMul":
-        a, bname = inputs
-        if a == bname:
-            raise g.fail(i, "it multiplies the activations by themselves")
-        if bname == t:
-            raise g.fail(
-                i, "the activations are its second input (it computes W @ x); trine needs "
-                "x @ W, the activations first"
-            )
-        _check_2d(g, i, shape)
-        w = _weight_matrix(g, i, bname).T
-        return w, np.zeros(w.shape[0])
-    if inputs[0] != t:
-        raise g.fail(i, "the activations must be Gemm's first input A, not B or C")
-    if at.get("transA", 0):
-        raise g.fail(
-            i, "transA=1 transposes the activations (batch x features); trine needs transA=0"
-        )
-    _check_2d(g, i, shape)
-    b_mat = _weight_matrix(g, i, inputs[1])
-    w = b_mat if at.get("transB", 0) else b_mat.T
-    alpha, beta = float(at.get("alpha", 1.0)), float(at.get("beta", 1.0))
-    if not (math.isfinite(alpha) and math.isfinite(beta)):
-        raise g.fail(i, f"alpha {alpha} and beta {beta} must be finite")
-    w = alpha * w
-    bias = np.zeros(w.shape[0])
-    if len(inputs) > 2 and inputs[2]:
-        bias = beta * _bias(g, i, inputs[2], w.shape[0], role="bias C")
-    return w, bias
-
-
-def _reshape(g: Graph, i: int, shape: tuple | None) -> tuple:
-    node, at = g.nodes[i], g.attrs[i]
-    target = g.value(node.input[1])
-    if target is None:
-        raise g.fail(
-            i, f"its target shape {node.input[1]!r} is not a constant: "
-            f"{g.why_not_constant(node.input[1])}"
-        )
-    target = [d if isinstance(d, Dim) else int(d) for d in np.asarray(target).reshape(-1)]
-    batch = shape[0] if shape is not None else Dim("N")
-    feats = features(shape)
-    where = f"reshaping {fmt_shape(shape)} to {target}"
-    if len(target) != 2:
-        raise g.fail(i, f"{where} does not give (batch, features)")
-    dims = []
-    for k, d in enumerate(target):
-        if isinstance(d, Dim):
-            dims.append(d)
-        elif int(d) == 0 and not at.get("allowzero", 0):
-            if shape is None:
-                raise g.fail(i, f"{where}: 0 copies an input dimension of unknown size")
-            dims.append(shape[k])
-        else:
-            dims.append(int(d))
-    d0, d1 = dims
-    if d0 is batch or (isinstance(batch, int) and d0 == batch):
-        if isinstance(d1, int) and d1 != -1:
-            if d1 < 1 or (feats is not None and d1 != feats):
-                raise g.fail(i, f"{where} changes the {feats} features per sample to {d1}")
-            feats = d1
-    elif d0 == -1:
-        if not isinstance(d1, int) or d1 < 1:
-            raise g.fail(i, f"{where} does not keep the batch first")
-        if feats is not None and d1 != feats:
-            raise g.fail(
-                i, f"{where} changes the batch: each sample has {feats} features, not {d1}"
-            )
-        feats = d1
-    else:
-        raise g.fail(i, f"{where} fixes or changes the batch dimension to {d0}")
-    return (batch, feats) if feats is not None else (batch, Dim("features"))
-
-
-def _flatten(g: Graph, i: int, shape: tuple | None) -> tuple:
-    axis = g.attrs[i].get("axis", 1)
-    if shape is not None and axis < 0:
-        axis += len(shape)
-    if axis != 1:
-        raise g.fail(
-            i, f"axis {g.attrs[i].get('axis', 1)} on {fmt_shape(shape)} does not give "
-            "(batch, features); trine needs axis 1"
-        )
-    batch = shape[0] if shape is not None else Dim("N")
-    feats = features(shape)
-    return (batch, feats if feats is not None else Dim("features"))
+def _last_weighted(layers: list) -> _Weighted | None:
+    return next((x for x in reversed(layers) if isinstance(x, _Weighted)), None)
 
 
 def _downstream(g: Graph, t: str) -> list[int]:
@@ -244,10 +163,10 @@ def _downstream(g: Graph, t: str) -> list[int]:
 
 
 def _strip_tail(
-    g: Graph, t: str, layers: list[list], notes: list[str]
+    g: Graph, t: str, shape: tuple | None, layers: list, notes: list[str]
 ) -> tuple[list[int], tuple[str, ...] | None]:
-    """Check the classifier output after tensor ``t`` (the logits) and return its nodes and
-    labels; a binary Sigmoid output turns the last layer into two outputs."""
+    """Check the classifier output after tensor ``t`` (the logits, of ``shape``) and return its
+    nodes and labels; a binary Sigmoid output turns the last layer into two outputs."""
     starts = [j for j in g.consumers[t] if g.op(j) in _TAIL_START]
     first = starts[0]
     down = _downstream(g, t)
@@ -261,15 +180,19 @@ def _strip_tail(
                 f"({', '.join(g.desc(k) for k in sorted(direct))}); besides a classifier output "
                 "trine imports a single chain of layers, not branches"
             )
-        if g.op(j) in ("MatMul", "Gemm"):
+        if g.op(j) in _LAYER_OPS:
             raise g.fail(
                 first, f"{g.op(first)} between layers is not supported (followed by "
                 f"{g.desc(j)}): the device's only activation is ReLU; {g.op(first)} may only "
                 "end a classifier"
             )
-    if not layers:
-        raise g.fail(first, f"{g.op(first)} comes before any linear layer (MatMul or Gemm)")
-    m = layers[-1][0].shape[0]
+    if _last_weighted(layers) is None:
+        raise g.fail(first, f"{g.op(first)} comes before any linear layer (Conv, MatMul or "
+                     "Gemm)")
+    if shape is None or len(shape) != 2:
+        raise g.fail(first, f"its input has shape {fmt_shape(shape)}; a classifier output "
+                     "takes (batch, classes)")
+    m = shape[1]
     sigmoids = [j for j in direct if g.op(j) == "Sigmoid"]
     if sigmoids and m != 1:
         raise g.fail(
@@ -295,9 +218,14 @@ def _strip_tail(
         sign = -1.0 if _p_first(g, g.nodes[j].output[0], down) else 1.0
         # With a Relu before the Sigmoid the class is still 1 exactly when the logit is > 0,
         # so the Relu goes: the negated output must not be clamped.
-        w, b, relu = layers[-1]
-        layers[-1] = [np.vstack([-sign * w / 2, sign * w / 2]),
-                      np.concatenate([-sign * b / 2, sign * b / 2]), False]
+        last = layers[-1]
+        if not isinstance(last, _Weighted) or last.conv:
+            raise g.fail(j, "a binary Sigmoid needs a dense layer (MatMul or Gemm) right before "
+                         "it, whose one output trine turns into two")
+        w, b, relu = last.w, last.b, last.relu
+        last.w = np.vstack([-sign * w / 2, sign * w / 2])
+        last.b = np.concatenate([-sign * b / 2, sign * b / 2])
+        last.relu = False
         notes.append(
             f"binary classifier: {g.desc(j)} on one logit z; the program outputs "
             f"({'-z/2, +z/2' if sign > 0 else '+z/2, -z/2'}), whose argmax is the class the "
@@ -349,8 +277,8 @@ def _label_strings(raw: Any) -> tuple[str, ...] | None:
     return tuple(out)
 
 
-def read_onnx_mlp(path_or_model: Any) -> OnnxMLP:
-    """Read the float MLP an ONNX model computes.
+def read_onnx_network(path_or_model: Any) -> OnnxNetwork:
+    """Read the float network an ONNX model computes.
 
     Parameters
     ----------
@@ -359,9 +287,10 @@ def read_onnx_mlp(path_or_model: Any) -> OnnxMLP:
 
     Returns
     -------
-    OnnxMLP
-        The layers ``(W (M, K), b (M,), relu)`` in float64, the input's name and width, class
-        labels if the model names them, the stripped classifier-output nodes and notes.
+    OnnxNetwork
+        The layers in float64 (every BatchNormalization folded into the layer before it), the
+        input's name and shape, class labels if the model names them, the stripped
+        classifier-output nodes and notes.
 
     Raises
     ------
@@ -375,16 +304,21 @@ def read_onnx_mlp(path_or_model: Any) -> OnnxMLP:
     g = Graph(model, source)
     t, shape = graph_input(g)
     input_name = t
+    model_shape = None
+    if shape is not None and all(isinstance(d, int) for d in shape[1:]):
+        model_shape = tuple(shape[1:])
     g.shapes[t] = shape
-    layers: list[list] = []  # [W, b, relu]
-    state = "input"  # what t is: the input, a layer's linear output, or after its Relu
+    layers: list = []  # _Weighted, MaxPool, Flatten
+    # What t is: the input, a dense layer's linear output (also after its bias), a Conv's, a
+    # BatchNormalization's, or after a Relu, a MaxPool or a Flatten.
+    state = "input"
     stripped: list[int] = []
     notes: list[str] = []
     labels = None
     while True:
         data = [j for j in g.consumers.get(t, []) if g.op(j) != "Shape"]
         if any(g.op(j) in _TAIL_START for j in data):
-            stripped, labels = _strip_tail(g, t, layers, notes)
+            stripped, labels = _strip_tail(g, t, shape, layers, notes)
             g.used.update(stripped)
             break
         if not data:
@@ -403,37 +337,62 @@ def read_onnx_mlp(path_or_model: Any) -> OnnxMLP:
         node, op, at = g.nodes[i], g.op(i), g.attrs[i]
         g.used.add(i)
         if op in ("MatMul", "Gemm"):
-            w, b = _linear(g, i, t, shape)
+            w, b = read_linear(g, i, t, shape)
             k = features(shape)
             if k is not None and w.shape[1] != k:
                 raise g.fail(
                     i, f"its weight has {w.shape[1]} inputs but it gets {k} features: the "
                     "shapes do not chain"
                 )
-            layers.append([w, b, False])
-            state = "linear"
+            layers.append(_Weighted(i, w, b))
+            state = "dense"
             shape = (shape[0] if shape is not None else Dim("N"), w.shape[0])
+        elif op == "Conv":
+            w, b, stride, padding, shape = read_conv(g, i, t, shape)
+            layers.append(_Weighted(i, w, b, stride, padding))
+            state = "conv"
+        elif op == "MaxPool":
+            kernel, shape = read_max_pool(g, i, shape)
+            layers.append(MaxPool(kernel, ndim=len(kernel)))
+            state = "pool"
+        elif op == "BatchNormalization":
+            if state not in ("dense", "conv"):
+                raise g.fail(i, f"BatchNormalization after {_AFTER[state]} cannot be folded: "
+                             "trine folds it into the Conv, Gemm or MatMul right before it")
+            last = layers[-1]
+            scale, offset = read_batch_norm(g, i, last.w.shape[0])
+            last.w = last.w * scale.reshape(-1, *(1,) * (last.w.ndim - 1))
+            last.b = last.b * scale + offset
+            notes.append(f"folded {g.desc(i)} into {g.desc(last.node)}")
+            state = "bn"
         elif op == "Add":
             others = [n for n in node.input if n != t]
             if len(node.input) != 2 or len(others) != 1:
                 raise g.fail(i, "it adds the activations to themselves")
-            if state != "linear":
-                where = "the network input (preprocessing)" if state == "input" else "a Relu"
+            if state != "dense":
+                where = ("the network input (preprocessing)" if state == "input"
+                         else _AFTER[state])
                 raise g.fail(
                     i, f"Add after {where} is not supported: only a bias right after MatMul "
                     "or Gemm"
                 )
-            layers[-1][1] = layers[-1][1] + _bias(g, i, others[0], layers[-1][0].shape[0])
+            last = layers[-1]
+            last.b = last.b + read_bias(g, i, others[0], last.w.shape[0])
         elif op == "Relu":
-            if state == "input":
+            last = _last_weighted(layers)
+            if last is None:
                 raise g.fail(i, "Relu on the network input is not supported (the device "
                              "applies ReLU after a layer)")
-            layers[-1][2] = True
+            # Between the layer and here only pooling and flattening, which commute with it.
+            last.relu = True
             state = "relu"
-        elif op == "Flatten":
-            shape = _flatten(g, i, shape)
-        elif op == "Reshape":
-            shape = _reshape(g, i, shape)
+        elif op in ("Flatten", "Reshape"):
+            flat = read_flatten(g, i, shape) if op == "Flatten" else read_reshape(g, i, shape)
+            if shape is not None and len(shape) > 2 and layers:
+                layers.append(Flatten())
+                state = "flatten"
+            # On the network input a flatten only makes the input flat (an MLP on images).
+            shape = flat
         elif op == "Identity":
             pass
         elif op == "Cast":
@@ -454,16 +413,17 @@ def read_onnx_mlp(path_or_model: Any) -> OnnxMLP:
         elif op in _ACTIVATIONS:
             raise g.fail(i, f"activation {op} is not supported: the device's only activation "
                          "is ReLU")
-        elif op in _NOT_MLP:
-            raise g.fail(i, f"{op} is not part of an MLP: {_SUPPORTED}")
+        elif op in _POOLS:
+            raise g.fail(i, f"{op} is not supported: the device pools by maximum only, MaxPool "
+                         "with kernel = stride")
         else:
             raise g.fail(i, f"{op} is not supported: {_SUPPORTED}")
         t = node.output[0]
         g.shapes[t] = shape
 
-    if not layers:
-        raise OnnxImportError(f"{source}: no linear layer (MatMul or Gemm) between input and "
-                              "output")
+    if _last_weighted(layers) is None:
+        raise OnnxImportError(f"{source}: no linear layer (Conv, MatMul or Gemm) between input "
+                              "and output")
     for i in range(len(g.nodes)):
         if i not in g.used and g.op(i) != "Constant":
             raise g.fail(
@@ -473,14 +433,29 @@ def read_onnx_mlp(path_or_model: Any) -> OnnxMLP:
     if stripped:
         notes.insert(0, "stripped the classifier output after the last layer: "
                      + ", ".join(g.desc(j) for j in stripped))
-    return OnnxMLP(
-        layers=tuple((w, b, bool(r)) for w, b, r in layers),
+    first, last = layers[0], layers[-1]
+    if isinstance(first, _Weighted) and not first.conv:
+        input_shape = (first.w.shape[1],)
+    else:
+        assert model_shape is not None  # a Conv or MaxPool first needs a fixed input shape
+        input_shape = model_shape
+    return OnnxNetwork(
+        layers=tuple(x.float_layer() if isinstance(x, _Weighted) else x for x in layers),
         input_name=input_name,
+        input_shape=input_shape,
+        output_shape=(last.w.shape[0],) if isinstance(last, _Weighted) else tuple(shape[1:]),
         labels=labels,
         stripped=tuple(g.desc(j) for j in stripped),
         notes=tuple(notes),
         source=source,
+        model_input_shape=model_shape,
     )
+
+
+def read_onnx_mlp(path_or_model: Any) -> OnnxNetwork:
+    """:func:`read_onnx_network` under the name of the MLP-only importer (it reads every
+    network it reads; an MLP's ``layers`` are ``(W, b, relu)`` triples alone)."""
+    return read_onnx_network(path_or_model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,44 +463,60 @@ def read_onnx_mlp(path_or_model: Any) -> OnnxMLP:
 # --------------------------------------------------------------------------------------------
 
 
-def check_inputs(x: Any, width: int, name: str = "calibration_x") -> np.ndarray:
-    """Check raw float inputs ``(N, width)``, N >= 1, finite; return them as float64.
+def check_inputs(x: Any, shape: int | Sequence[int], name: str = "calibration_x",
+                 model_shape: Sequence[int] | None = None) -> np.ndarray:
+    """Check raw float inputs for a model whose one input has ``shape``; return them float64
+    ``(N, *shape)``.
 
-    ``name`` is what the messages call the data (a file or a command-line flag).
+    ``shape`` is an int ``K`` (or ``(K,)``) for a flat input, or ``(C, L)`` / ``(C, H, W)``.
+    Accepted are ``(N, prod(shape))`` (reshaped in C order), ``(N, *shape)`` and, if given,
+    ``(N, *model_shape)`` (the ONNX input's own shape, for an MLP that flattens it); N >= 1,
+    finite. ``name`` is what the messages call the data (a file or a command-line flag).
 
     Raises
     ------
     OnnxImportError
         For a non-float dtype, a wrong shape or width, or NaN / inf.
     """
+    shape = (int(shape),) if isinstance(shape, int | np.integer) else tuple(shape)
+    width = math.prod(shape)
+    forms = list(dict.fromkeys([(width,), shape] + ([tuple(model_shape)] if model_shape
+                                                      else [])))
+    text = " or ".join(f"(N, {', '.join(map(str, f))})" for f in forms)
     a = np.asarray(x)
     if a.dtype.kind != "f":
         raise OnnxImportError(
-            f"{name} must be a float array of raw inputs (N, {width}), not dtype {a.dtype}"
+            f"{name} must be a float array of raw inputs {text}, not dtype {a.dtype}"
         )
-    if a.ndim != 2 or a.shape[0] < 1:
-        raise OnnxImportError(f"{name} must have shape (N, {width}) with N >= 1, not {a.shape}")
-    if a.shape[1] != width:
+    if a.ndim < 2 or a.shape[0] < 1 or (a.ndim > 2 and a.shape[1:] not in forms):
+        raise OnnxImportError(f"{name} must have shape {text} with N >= 1, not {a.shape}")
+    if a.ndim == 2 and a.shape[1] != width:
         raise OnnxImportError(
             f"{name} has {a.shape[1]} features per sample, the model expects {width}"
         )
     bad = ~np.isfinite(a)
     if bad.any():
-        r, c = (int(v) for v in np.argwhere(bad)[0])
-        raise OnnxImportError(f"{name} must be finite: {a[r, c]} at ({r}, {c})")
-    return a.astype(np.float64)
+        pos = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise OnnxImportError(f"{name} must be finite: {a[pos]} at {pos}")
+    return a.astype(np.float64).reshape(len(a), *shape)
 
 
 @dataclass(frozen=True, eq=False)
-class OnnxMLP:
-    """A float MLP read from an ONNX model by :func:`read_onnx_mlp`.
+class OnnxNetwork:
+    """A float network read from an ONNX model by :func:`read_onnx_network`.
 
     Members
     -------
-    layers : tuple of (W (M, K) float64, b (M,) float64, relu bool)
-        ``y = relu?(W x + b)`` layer by layer; the input of :func:`fold_to_program`.
+    layers : tuple of layers
+        In the format of :mod:`trine.host.ternarize`: ``(W (M, K), b (M,), relu)`` for a
+        dense layer, :class:`~trine.host.ternarize.FloatConv`,
+        :class:`~trine.contract.reference.MaxPool`, :class:`~trine.contract.reference.Flatten`;
+        float64, the input of :func:`fold_to_program`.
     input_name : str
         The graph input's name.
+    input_shape, output_shape : tuple of int
+        One sample's input (``(K,)`` when the network starts with a dense layer, the graph
+        input's ``(C, L)`` or ``(C, H, W)`` otherwise) and output.
     labels : tuple of str or None
         Class names from the model's classifier output, one per output.
     stripped : tuple of str
@@ -534,34 +525,45 @@ class OnnxMLP:
         What the import changed or found, for the user.
     source : str
         The file name (or "model") used in messages.
+    model_input_shape : tuple of int or None
+        The graph input's own shape per sample, if the file fixes it (an MLP may flatten
+        ``(1, 8, 8)`` to its ``input_shape`` ``(64,)``); inputs of this shape are accepted too.
     """
 
-    layers: tuple[FloatLayer, ...]
+    layers: tuple
     input_name: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
     labels: tuple[str, ...] | None
     stripped: tuple[str, ...]
     notes: tuple[str, ...]
     source: str
+    model_input_shape: tuple[int, ...] | None = field(default=None)
+
+    @property
+    def is_mlp(self) -> bool:
+        """Dense layers alone (the input may still have been flattened from an image)."""
+        return all(isinstance(x, tuple) for x in self.layers)
 
     @property
     def input_width(self) -> int:
-        return self.layers[0][0].shape[1]
+        return math.prod(self.input_shape)
 
     @property
     def output_width(self) -> int:
-        return self.layers[-1][0].shape[0]
+        return math.prod(self.output_shape)
+
+    def check_inputs(self, x: Any, name: str = "x") -> np.ndarray:
+        """:func:`check_inputs` for this network: float64 ``(N, *input_shape)``."""
+        return check_inputs(x, self.input_shape, name, self.model_input_shape)
 
     def forward(self, x: Any) -> np.ndarray:
-        """The float logits, float64 ``(N, M)``, of raw inputs ``x`` ``(N, K)``.
+        """The float outputs, float64 ``(N, *output_shape)``, of raw inputs ``x``: flat
+        ``(N, K)`` or shaped (see :meth:`check_inputs`).
 
         Their argmax is the class the ONNX model predicts (the stripped output is monotonic).
         """
-        y = check_inputs(x, self.input_width, "x")
-        for w, b, relu in self.layers:
-            y = y @ w.T + b
-            if relu:
-                y = np.maximum(y, 0.0)
-        return y
+        return run_float(self.layers, self.check_inputs(x), self.input_shape)
 
     def to_program(
         self,
@@ -576,13 +578,14 @@ class OnnxMLP:
     ) -> Program:
         """Ternarise and fold into a :class:`Program` (see :func:`import_onnx`)."""
         if calibration_x is None:
+            dims = ", ".join(map(str, self.input_shape))
             raise OnnxImportError(
                 f"calibration data is needed to import {self.source}: every layer's shift is "
                 "chosen from the activations of representative inputs; give a few hundred "
-                f"training inputs, float (N, {self.input_width}) in the units the device will "
+                f"training inputs, float (N, {dims}) in the units the device will "
                 "get (trine import --calib X.npy)"
             )
-        x = check_inputs(calibration_x, self.input_width, calibration_name)
+        x = self.check_inputs(calibration_x, calibration_name)
         if labels is None:
             labels = self.labels
         elif isinstance(labels, str) or len(labels) != self.output_width:
@@ -593,7 +596,12 @@ class OnnxMLP:
         return fold_to_program(
             list(self.layers), x, method=method, per_channel=per_channel,
             input_scale=input_scale, labels=labels, percentile=percentile,
+            input_shape=self.input_shape,
         )
+
+
+#: :class:`OnnxNetwork` under the name of the MLP-only importer.
+OnnxMLP = OnnxNetwork
 
 
 def import_onnx(
@@ -606,13 +614,13 @@ def import_onnx(
     percentile: float = 100.0,
     labels: Sequence[str] | None = None,
 ) -> Program:
-    """Import an ONNX MLP as an integer :class:`Program`.
+    """Import an ONNX network (an MLP or a CNN) as an integer :class:`Program`.
 
     Parameters
     ----------
     path : str, os.PathLike, bytes or onnx.ModelProto
-        The model, as for :func:`read_onnx_mlp`.
-    calibration_x : float array (N, K), or the path of a ``.npy`` file holding one
+        The model, as for :func:`read_onnx_network`.
+    calibration_x : float array (N, K) or (N, *input_shape), or the path of a ``.npy`` file
         Representative raw inputs (training data, not the test set). Required: without it
         :class:`OnnxImportError` says so, as there is no safe data-free choice of the shifts.
     method, per_channel, input_scale, percentile
@@ -623,17 +631,18 @@ def import_onnx(
     Returns
     -------
     Program
-        With ``input_scale`` set, so raw float inputs can be given to it.
+        With ``input_scale`` and the network's ``input_shape`` set, so raw float inputs, flat
+        or shaped, can be given to it.
 
     Raises
     ------
     OnnxImportError
-        For a model that cannot be read (see :func:`read_onnx_mlp`), missing or malformed
+        For a model that cannot be read (see :func:`read_onnx_network`), missing or malformed
         calibration data (the message names it) or labels of the wrong count.
     trine.host.ternarize.TernarizeError
         For a bad ``method``, ``input_scale`` or ``percentile``.
     """
-    mlp = read_onnx_mlp(path)
+    net = read_onnx_network(path)
     name = "calibration_x"
     if isinstance(calibration_x, str | os.PathLike):
         name = os.fspath(calibration_x)
@@ -643,7 +652,7 @@ def import_onnx(
             raise OnnxImportError(f"cannot read calibration data {name}: {e}") from None
         if not isinstance(calibration_x, np.ndarray):
             raise OnnxImportError(f"calibration data {name} must be a .npy array, not .npz")
-    return mlp.to_program(
+    return net.to_program(
         calibration_x, method=method, per_channel=per_channel, input_scale=input_scale,
         percentile=percentile, labels=labels, calibration_name=name,
     )

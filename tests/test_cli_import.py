@@ -1,9 +1,11 @@
-"""trine import: the summary, the accuracies side by side, and nothing written on any error."""
+"""trine import: the summary, the accuracies side by side, and nothing written on any error;
+MLPs from scikit-learn, CNNs from the committed PyTorch exports (tests/fixtures)."""
 
 import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ skl2onnx = pytest.importorskip("skl2onnx")
 
 from trine.cli.main import main  # noqa: E402
 from trine.host.data import load_digits_split  # noqa: E402
-from trine.host.onnx_import import import_onnx, read_onnx_mlp  # noqa: E402
+from trine.host.onnx_import import import_onnx, read_onnx_mlp, read_onnx_network  # noqa: E402
 from trine.host.program import Program  # noqa: E402
 from trine.host.results import accuracy, program_accuracy  # noqa: E402
 from trine.host.ternarize import run_ternarized_float, ternarize_layers  # noqa: E402
@@ -88,11 +90,48 @@ def test_options_reach_the_program(files, tmp_path, capsys):
         100 * program_accuracy(program, files["data"][2], files["data"][3]), 1)
 
 
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["shaped", "flat"])
+def test_import_a_cnn(tmp_path, capsys, flat):
+    # The PyTorch outputs' argmax as labels: the float model is right on every sample.
+    saved = np.load(FIXTURES / "cnn1d.npz")
+    x, logits = saved["x"], saved["y"]
+    rng = np.random.default_rng(0)
+    calib = rng.normal(size=(200, 1, 40))
+    model = str(FIXTURES / "cnn1d_dynamo.onnx")
+    args = {"c": calib.reshape(200, -1) if flat else calib, "x": x, "y": logits.argmax(1)}
+    for name, a in args.items():
+        np.save(tmp_path / f"{name}.npy", a)
+    out = tmp_path / "cnn.trine"
+    rc = main(["import", model, "-o", str(out), "--calib", str(tmp_path / "c.npy"),
+               "--eval", str(tmp_path / "x.npy"), str(tmp_path / "y.npy")])
+    text = capsys.readouterr().out
+    assert rc == 0
+    program = Program.load(out)
+    assert program == import_onnx(model, calib)
+    assert program.input_shape == (1, 40)
+    assert ("input 'x' (1, 40), 5 layers (Conv1d, Conv1d, MaxPool1d, Flatten, Dense), "
+            "10 outputs") in text
+    assert re.search(r"0\s+Conv1d 5 s2 p1\s+\(8, 19\)\s+yes\s+\d+\s+[0-9.]+%", text)
+    assert re.search(r"1\s+Conv1d 3 s2 p1\s+\(8, 10\)\s+yes\s+\d+\s+[0-9.]+%", text)
+    assert re.search(r"2\s+MaxPool1d 2\s+\(8, 5\)\n", text)
+    assert re.search(r"4\s+Dense\s+\(10,\)\s+no\s+\d+\s+[0-9.]+%", text)
+    assert _pct(text, "float model (argmax of its float logits)") == 100.0
+    net = read_onnx_network(model)
+    tern = run_ternarized_float(ternarize_layers(list(net.layers)), x, net.input_shape)
+    assert _pct(text, "ternarised float model (alpha * trits)") == round(
+        100 * accuracy(tern, logits.argmax(1)), 1)
+    assert _pct(text, "integer program (reference, as on the device)") == round(
+        100 * program_accuracy(program, x, logits.argmax(1)), 1)
+
+
 def _conv_model(path):
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "K"], ["y"], name="conv1")], "g",
+        [helper.make_node("Conv", ["x", "K"], ["y"], name="conv1", dilations=[2, 2])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "K")],
@@ -108,8 +147,8 @@ FAILURES = {
                                    f["calib"]], "r.onnx is not an ONNX model"),
     "a .trine file": (lambda f, d: [_trine(d), "--calib", f["calib"]],
                       "is a trine program (.trine), not an ONNX model"),
-    "conv": (lambda f, d: [_conv_model(d / "c.onnx"), "--calib", f["calib"]],
-             "node 'conv1' (Conv): Conv is not part of an MLP"),
+    "dilated conv": (lambda f, d: [_conv_model(d / "c.onnx"), "--calib", f["calib"]],
+                     "node 'conv1' (Conv): dilations [2, 2] are not supported"),
     "missing model": (lambda f, d: [str(d / "none.onnx"), "--calib", f["calib"]],
                       "none.onnx: No such file or directory"),
     "calib of the wrong width": (
@@ -145,6 +184,14 @@ FAILURES = {
     "percentile out of range": (lambda f, d: [f["model"], "--calib", f["calib"],
                                               "--percentile", "0"],
                                 "percentile must be in (0, 100]"),
+    "cnn calib of the wrong shape": (
+        lambda f, d: [str(FIXTURES / "cnn2d_legacy.onnx"), "--calib",
+                      _npy(d / "s.npy", np.ones((5, 1, 8, 7)))],
+        "s.npy must have shape (N, 64) or (N, 1, 8, 8) with N >= 1, not (5, 1, 8, 7)"),
+    "cnn eval data of the wrong shape": (
+        lambda f, d: [str(FIXTURES / "cnn1d_legacy.onnx"), "--calib",
+                      _npy(d / "s.npy", np.ones((5, 1, 40))), "--eval", f["x"], f["y"]],
+        "xte.npy has 64 features per sample, the model expects 40"),
 }
 
 

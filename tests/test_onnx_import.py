@@ -1,4 +1,5 @@
-"""trine.host.onnx_import: ONNX MLPs from real exporters, hand-built graphs, every rejection."""
+"""trine.host.onnx_import: ONNX MLPs from real exporters, hand-built graphs, every rejection
+(the convolutional networks are in tests/test_onnx_cnn.py)."""
 
 import re
 import warnings
@@ -295,9 +296,14 @@ REJECTED = {
     "branch": (_branch, "tensor 'x' feeds 2 nodes (node 'left' (MatMul), node 'right' "
                "(MatMul)); trine imports a single chain of layers, not branches"),
     "residual": (_residual, "tensor 'h' feeds 2 nodes (node 'relu' (Relu), node 'skip' (Add))"),
-    "conv": (lambda: _model([helper.make_node("Conv", ["x", "K"], ["y"], name="c1")],
-                            {"K": np.ones((1, 1, 2, 2), np.float32)}, in_shape=("N", 1, 3, 3)),
-             "node 'c1' (Conv): Conv is not part of an MLP"),
+    "average pooling": (
+        lambda: _model([helper.make_node("AveragePool", ["x"], ["p"], name="ap",
+                                         kernel_shape=[2, 2], strides=[2, 2]),
+                        helper.make_node("Flatten", ["p"], ["f"]),
+                        helper.make_node("MatMul", ["f", "W1"], ["y"])],
+                       {"W1": W1}, in_shape=("N", 1, 4, 4)),
+        "node 'ap' (AveragePool): AveragePool is not supported: the device pools by maximum "
+        "only"),
     "sigmoid between layers": (
         lambda: _chain(helper.make_node("Sigmoid", ["h"], ["s"], name="sig"),
                        helper.make_node("MatMul", ["s", "W2"], ["y"], name="mm2"),
@@ -401,11 +407,11 @@ REJECTED = {
         lambda: _model([helper.make_node("Softmax", ["x"], ["y"], name="sm")]),
         "node 'sm' (Softmax): Softmax comes before any linear layer"),
     "no layer": (lambda: _model([helper.make_node("Identity", ["x"], ["y"])]),
-                 "no linear layer (MatMul or Gemm) between input and output"),
+                 "no linear layer (Conv, MatMul or Gemm) between input and output"),
     "node off the chain": (_off_chain_node, "node 'rand' (RandomNormal): it is not on the chain "
                            "from input 'x' to the output"),
     "unknown op": (lambda: _chain(helper.make_node("Mul", ["h", "B1"], ["y"], name="m")),
-                   "node 'm' (Mul): Mul is not supported: trine imports MLPs"),
+                   "node 'm' (Mul): Mul is not supported: trine imports chains of Conv"),
     "zipmap labels do not match": (
         _zipmap_wrong_labels, "node 'zip' (ai.onnx.ml.ZipMap): it names 3 classes but the "
         "network has 2 outputs"),

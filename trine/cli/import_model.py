@@ -1,4 +1,4 @@
-"""``trine import``: an ONNX MLP as a ternary program (``.trine``)."""
+"""``trine import``: an ONNX network (an MLP or a CNN) as a ternary program (``.trine``)."""
 
 from __future__ import annotations
 
@@ -7,27 +7,31 @@ import sys
 from typing import Any
 
 from trine.cli.common import UsageError, file_access, load_npy, optional_dependency
+from trine.contract.network import layer_kind
 
 __all__ = ["add_parsers"]
 
 _DESCRIPTION = """\
-Read a multilayer perceptron from an ONNX file (scikit-learn's MLPClassifier through skl2onnx,
-or a PyTorch nn.Linear/ReLU stack through torch.onnx.export), ternarise its weights and fold
-the scales into the integer program the device runs (trine.host.onnx_import, trine.host.ternarize).
+Read a network from an ONNX file (scikit-learn's MLPClassifier through skl2onnx, or a PyTorch
+model through torch.onnx.export: Linear, Conv1d/Conv2d, BatchNorm, ReLU, MaxPool with kernel =
+stride, Flatten), ternarise its weights and fold the scales into the integer program the device
+runs (trine.host.onnx_import, trine.host.ternarize). A BatchNormalization is folded into the
+layer before it.
 
 The program outputs the last layer's logits: a classifier output after it (Softmax, ArgMax,
 skl2onnx's ZipMap and labels) is stripped, its argmax is the same class. The layers' shifts are
 chosen from the activations of calibration inputs, so --calib is required: a few hundred
-training inputs as a float .npy of shape (N, K), in the units the device will get (not
-rescaled). With --eval, the float model's accuracy (argmax of its float logits), the
-ternarised float model's and the integer program's (the bit-exact reference of the device) are
-printed side by side.
+training inputs as a float .npy, flat (N, K) or shaped like the model's input (N, C, L) or
+(N, C, H, W), in the units the device will get (not rescaled). With --eval, the float model's
+accuracy (argmax of its float logits), the ternarised float model's and the integer program's
+(the bit-exact reference of the device) are printed side by side.
 
 Nothing is written when anything fails."""
 
 _EPILOG = """\
 example:
   trine import mlp.onnx -o mlp.trine --calib x_train.npy --eval x_test.npy y_test.npy
+  trine import cnn.onnx -o cnn.trine --calib x_train.npy
   trine infer --backend reference --program mlp.trine --input x_test.npy --output y.npy"""
 
 
@@ -35,7 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``trine import`` to the ``trine`` parser."""
     p = sub.add_parser(
         "import",
-        help="import an ONNX MLP as a ternary program (.trine)",
+        help="import an ONNX network (MLP or CNN) as a ternary program (.trine)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         # pre-wrapped paragraphs, kept as written
@@ -45,12 +49,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT.trine",
                    help="where to write the program")
     p.add_argument("--calib", metavar="X.npy",
-                   help="calibration inputs, float (N, K): required, see above")
+                   help="calibration inputs, float (N, K) or shaped like the model's input: "
+                   "required, see above")
     p.add_argument("--method", choices=["twn", "absmean"], default="twn",
                    help="ternariser: twn (threshold 0.7 mean|W|, the default) or absmean "
                    "(BitNet b1.58)")
     p.add_argument("--per-channel", action="store_true",
-                   help="choose the TWN threshold per output row (twn only)")
+                   help="choose the TWN threshold per output row or channel (twn only)")
     p.add_argument("--input-scale", type=float, metavar="S",
                    help="input quantisation step: x becomes round(x / S) as int8 (default: the "
                    "largest calibration input maps to 127)")
@@ -61,9 +66,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated output names (default: the model's class labels, if "
                    "it has them)")
     p.add_argument("--eval", nargs=2, metavar=("X.npy", "Y.npy"),
-                   help="labelled data to report accuracies on: float inputs (N, K) and class "
-                   "indices 0..M-1 (N,) as for trine eval, or class names if the program has "
-                   "labels")
+                   help="labelled data to report accuracies on: float inputs (as --calib) and "
+                   "class indices 0..M-1 (N,) as for trine eval, or class names if the program "
+                   "has labels")
     p.set_defaults(func=_cmd_import)
 
 
@@ -110,53 +115,65 @@ def _pct(v: float) -> str:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     with optional_dependency("trine import", "onnx"):
-        from trine.host.onnx_import import check_inputs, read_onnx_mlp
+        from trine.host.onnx_import import read_onnx_network
 
         with file_access(f"read {args.model}"):
-            mlp = read_onnx_mlp(args.model)
-    from trine.host.results import accuracy
+            net = read_onnx_network(args.model)
     from trine.host.ternarize import run_ternarized_float, ternarize_layers
 
-    k, m = mlp.input_width, mlp.output_width
+    m = net.output_width
     if args.calib is None:
+        dims = ", ".join(map(str, net.input_shape))
         raise UsageError(
             f"--calib X.npy is required: the layers' shifts are chosen from the activations of "
-            f"representative inputs (a few hundred training inputs, float (N, {k}))"
+            f"representative inputs (a few hundred training inputs, float (N, {dims}))"
         )
-    calib = check_inputs(load_npy(args.calib, "--calib"), k, f"--calib {args.calib}")
+    calib = net.check_inputs(load_npy(args.calib, "--calib"), f"--calib {args.calib}")
     labels = _parse_labels(args.labels) if args.labels is not None else None
     if labels is not None and len(labels) != m:
         raise UsageError(
             f"--labels has {len(labels)} names but {args.model} has {m} outputs"
         )
-    program = mlp.to_program(
+    program = net.to_program(
         calib, method=args.method, per_channel=args.per_channel, input_scale=args.input_scale,
         percentile=args.percentile, labels=labels, calibration_name=f"--calib {args.calib}",
     )
     scores = None
     if args.eval:
         xf, yf = args.eval
-        x = check_inputs(load_npy(xf, "--eval X"), k, f"--eval X {xf}")
+        x = net.check_inputs(load_npy(xf, "--eval X"), f"--eval X {xf}")
         y = _eval_labels(load_npy(yf, "--eval Y"), len(x), m, program.labels, f"--eval Y {yf}")
-        tern = ternarize_layers(list(mlp.layers), method=args.method,
+        tern = ternarize_layers(list(net.layers), method=args.method,
                                 per_channel=args.per_channel)
         scores = (
             len(x),
-            accuracy(mlp.forward(x), y),
-            accuracy(run_ternarized_float(tern, x), y),
-            accuracy(program.run_reference(x), y),
+            _accuracy(net.forward(x), y),
+            _accuracy(run_ternarized_float(tern, x, net.input_shape), y),
+            _accuracy(program.run_reference(x), y),
         )
     with file_access(f"write {args.output}"):
         program.save(args.output)  # atomic; the last step, so a failure above writes nothing
-    _print_summary(args, mlp, program, len(calib), scores)
+    _print_summary(args, net, program, len(calib), scores)
     return 0
 
 
-def _print_summary(args, mlp, program, n_calib: int, scores) -> None:
+def _accuracy(outputs, y) -> float:
+    """The accuracy of outputs (N, ...) whose argmax over each sample's values is the class."""
+    from trine.host.results import accuracy
+
+    return accuracy(outputs.reshape(len(outputs), -1), y)
+
+
+def _print_summary(args, net, program, n_calib: int, scores) -> None:
     out = sys.stdout
-    print(f"read {args.model}: input {mlp.input_name!r} ({mlp.input_width} features), "
-          f"{len(mlp.layers)} linear layer(s), {mlp.output_width} outputs", file=out)
-    for note in mlp.notes:
+    if net.is_mlp:
+        print(f"read {args.model}: input {net.input_name!r} ({net.input_width} features), "
+              f"{len(net.layers)} linear layer(s), {net.output_width} outputs", file=out)
+    else:
+        kinds = ", ".join(layer_kind(x) for x in program.layers)
+        print(f"read {args.model}: input {net.input_name!r} {net.input_shape}, "
+              f"{len(program.layers)} layers ({kinds}), {net.output_width} outputs", file=out)
+    for note in net.notes:
         print(f"  {note}", file=out)
     if program.labels is not None:
         shown = ", ".join(program.labels[:12]) + (", ..." if len(program.labels) > 12 else "")
@@ -167,11 +184,10 @@ def _print_summary(args, mlp, program, n_calib: int, scores) -> None:
           f"(percentile {args.percentile:g}); input_scale {program.input_scale:.6g} ({scale})",
           file=out)
     stats = program.stats()
-    print("  layer  outputs x inputs  relu  shift  zero weights", file=out)
-    for i, (layer, zero) in enumerate(zip(program.layers, stats["sparsity"], strict=True)):
-        shape = f"{layer.fan_out} x {layer.fan_in}"
-        print(f"  {i:>5}  {shape:>16}  {'yes' if layer.relu else 'no':>4}  {layer.shift:>5}  "
-              f"{_pct(zero):>12}", file=out)
+    if net.is_mlp:
+        _dense_table(program, stats, out)
+    else:
+        _network_table(program, stats, out)
     print(f"wrote {args.output}: {stats['weights']:,} weights, {stats['file_bytes']:,} bytes "
           f"({stats['packed_bytes']:,} of packed weights; {stats['bits_per_weight']:.2f} bits "
           "per weight with biases and header)", file=out)
@@ -181,3 +197,33 @@ def _print_summary(args, mlp, program, n_calib: int, scores) -> None:
         print(f"  float model (argmax of its float logits)      {_pct(acc_float):>6}", file=out)
         print(f"  ternarised float model (alpha * trits)         {_pct(acc_tern):>6}", file=out)
         print(f"  integer program (reference, as on the device)  {_pct(acc_int):>6}", file=out)
+
+
+def _dense_table(program, stats, out) -> None:
+    print("  layer  outputs x inputs  relu  shift  zero weights", file=out)
+    for i, (layer, zero) in enumerate(zip(program.layers, stats["sparsity"], strict=True)):
+        shape = f"{layer.fan_out} x {layer.fan_in}"
+        print(f"  {i:>5}  {shape:>16}  {'yes' if layer.relu else 'no':>4}  {layer.shift:>5}  "
+              f"{_pct(zero):>12}", file=out)
+
+
+def _network_table(program, stats, out) -> None:
+    """Every layer: its kind and geometry, its output shape and, if it has weights, its ReLU,
+    shift and sparsity."""
+    from trine.contract.reference import Conv, Layer, MaxPool
+
+    print(f"  input {program.input_shape}", file=out)
+    print("  layer  kind                  output         relu  shift  zero weights", file=out)
+    zeros = iter(stats["sparsity"])
+    for i, (layer, shape) in enumerate(zip(program.layers, program.shapes[1:], strict=True)):
+        kind = layer_kind(layer)
+        if isinstance(layer, Conv):
+            kind += (f" {'x'.join(map(str, layer.kernel))} s{'x'.join(map(str, layer.stride))}"
+                     f" p{'x'.join(map(str, layer.padding))}")
+        elif isinstance(layer, MaxPool):
+            kind += f" {'x'.join(map(str, layer.kernel))}"
+        row = f"  {i:>5}  {kind:<20}  {str(shape):<13}"
+        if isinstance(layer, Layer | Conv):
+            row += (f"  {'yes' if layer.relu else 'no':>4}  {layer.shift:>5}  "
+                    f"{_pct(next(zeros)):>12}")
+        print(row.rstrip(), file=out)
