@@ -226,7 +226,7 @@ class SocketBridge:
         self._answers = FrameDecoder()
         self._stats = SessionStats()
         self._last_active_cycle = 0
-        self._awaiting = False  # a complete request has not been answered yet
+        self._outstanding = 0  # complete requests not answered yet
 
     def _now(self) -> int:
         return int(get_sim_time("ps")) // self.cfg.period_ps
@@ -301,17 +301,15 @@ class SocketBridge:
         start_cycle, start_wall = self._now(), time.perf_counter()
         # Let the device finish what the previous client started, then give it a quiet line,
         # so that a half-sent frame is dropped; whatever it sends meanwhile is discarded.
-        while (self._awaiting or link.busy) and not self._quiet_too_long():
+        while (self._outstanding > stats.answers or link.busy) and not self._quiet_too_long():
             self._wake.clear()
             await First(Timer(cfg.chunk_cycles * cfg.period_ps, "ps"), self._wake.wait())
-            self._awaiting = self._awaiting and stats.answers == 0
-        self._awaiting = False
+        self._outstanding = 0
         await self._silence()
         self._stats = stats = SessionStats()
         self._out.clear()
         self._answers = FrameDecoder()
         requests = FrameDecoder()
-        answers_seen = 0
         last_input = time.monotonic()
         while not self._told_to_stop():
             data, closed = _receive(conn)
@@ -324,12 +322,12 @@ class SocketBridge:
                 complete = len(requests.feed(data)) + len(requests.errors)
                 requests.errors.clear()  # a bad-CRC frame with a good header is NAKed
                 if complete:
+                    # every complete request is answered (or the device dropped it, which
+                    # the quiet timeout below finds): simulate until the answers are out
                     stats.requests += complete
-                    self._awaiting = True
+                    self._outstanding += complete
                     self._last_active_cycle = self._now()
-            if stats.answers != answers_seen:
-                answers_seen = stats.answers
-                self._awaiting = False
+            awaiting = self._outstanding > stats.answers
             if self._out:
                 sent = _send(conn, self._out)
                 if sent < 0:
@@ -338,12 +336,13 @@ class SocketBridge:
                     del self._out[:sent]
             if closed:
                 break
-            if self._awaiting and self._quiet_too_long():
+            if awaiting and self._quiet_too_long():
                 cocotb.log.warning(
                     "no answer after %d cycles; the device missed a frame?", cfg.max_quiet_cycles
                 )
-                self._awaiting = False
-            if link.busy or self._awaiting:
+                self._outstanding = stats.answers
+                awaiting = False
+            if link.busy or awaiting:
                 t0, c0 = time.perf_counter(), self._now()
                 self._wake.clear()
                 await First(Timer(cfg.chunk_cycles * cfg.period_ps, "ps"), self._wake.wait())
@@ -353,6 +352,7 @@ class SocketBridge:
             else:
                 select.select([conn], [conn] if self._out else [], [], cfg.poll_s)
         link.clear()
+        self._outstanding = max(0, self._outstanding - stats.answers)  # left for the next one
         stats.cycles = self._now() - start_cycle
         stats.wall_s = time.perf_counter() - start_wall
         return stats

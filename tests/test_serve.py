@@ -207,3 +207,20 @@ def test_configuration_is_checked_at_once():
         DeviceConfig(mode="usb")
     with pytest.raises(ValueError, match="at least 4"):
         DeviceConfig(baud=6_000_000)
+
+
+def test_a_burst_with_dropped_bytes_gets_every_answer_at_once(device_server):
+    """INFO, garbage, INFO in one write: both answers come without more bytes being sent
+    (the bridge keeps simulating while a complete request is unanswered)."""
+    url = device_server("icarus", "byte")
+    port = serial.serial_for_url(url, timeout=ANSWER_TIMEOUT)
+    try:
+        port.write(encode_frame(Op.INFO, 1) + bytes(160) + encode_frame(Op.INFO, 2))
+        decoder = FrameDecoder()
+        frames = []
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        while len(frames) < 2 and time.monotonic() < deadline:
+            frames += decoder.feed(port.read(1) + port.read(port.in_waiting or 0))
+        assert [f.seq for f in frames] == [1, 2]
+    finally:
+        port.close()
