@@ -20,9 +20,10 @@ beat, so the array takes a beat per clock while the requantiser keeps up
 ``rows`` cycles. The feed has no backpressure (every stage advances every cycle, so no stall
 signal fans out from the array to the memories), and every decision of the sequencer is taken
 on flags registered a cycle earlier. The only bubbles are at layer boundaries (the next layer
-needs this layer's outputs, and the table entry takes 10 cycles to read and check) and the
-array's latency. Everything is multiply-free: addresses advance by increments, the host
-supplies loop counts in the layer table.
+needs this layer's outputs, and reading and checking the table entry takes
+``trine.hw.memories.TABLE_HALFWORDS + 3`` cycles) and the array's latency. Everything is
+multiply-free: addresses advance by increments, the host supplies loop counts in the layer
+table.
 
 The memories (:class:`~trine.hw.memories.CoreMemories`): the weights sit in a single-port
 memory (:class:`trine.hw.ice40.SinglePortMemory`) that the host writes while the core is idle
@@ -96,8 +97,8 @@ class AcceleratorCore(wiring.Component):
         seq, gen, mem = self.sequencer, self.addresses, self.memories
         feed, rq = self.feed, self.requantizer
         # In the order of the dataflow. The order changes nothing but the order of the
-        # netlist, to which the iCE40 mapping (Yosys's abc9) is sensitive: a few MHz of Fmax
-        # either way for the same logic.
+        # netlist, to which the iCE40 mapping (Yosys's abc9) is sensitive: the same logic in
+        # another order may map to deeper paths.
         m.submodules.memories = mem
         m.submodules.addresses = gen
         m.submodules.feed = feed

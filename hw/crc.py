@@ -1,20 +1,16 @@
 """The link's two checksums in gateware: one CRC engine taking a byte per cycle (or serially).
 
-The algorithms are the ones of :mod:`trine.contract.protocol` (header CRC-8 and frame CRC-16), named
-as
-:class:`amaranth.lib.crc.Algorithm` entries of Amaranth's catalogue (whose software
+The algorithms are the ones of :mod:`trine.contract.protocol` (header CRC-8 and frame CRC-16),
+named as :class:`amaranth.lib.crc.Algorithm` entries of Amaranth's catalogue (whose software
 ``compute`` the tests hold against :func:`trine.contract.protocol.crc8` /
 :func:`trine.contract.protocol.crc16`).
 :func:`crc_step` is the one place where the register update is written.
 
-Byte-parallel by default, because it measured no larger. A bit-serial engine would be fast
-enough (a UART byte takes ``10 * divisor`` >= 40 cycles, the CRC 8) and its register needs
+Byte-parallel by default, because it is no larger in practice: a bit-serial engine would be
+fast enough (a UART byte takes ``10 * divisor`` >= 40 cycles, the CRC 8) and its register needs
 almost no logic, but each engine then needs a 7-bit shift register and a bit counter, and its
-user must stall for 7 cycles per byte. The CCITT byte update shares most of its XOR terms.
-iCE40 (synth_ice40, one engine): CRC-16 25 LUT4 + 16 FF parallel, 18 LUT4 + 26 FF serial;
-CRC-8 18 + 8 against 18 + 18. The whole link (UART RX and TX, FrameReceiver with 1024 bytes,
-FrameTransmitter) came to 409 LUT4 + 257 FF parallel against 416 LUT4 + 305 FF serial.
-``bits_per_cycle`` = 1, 2 or 4 remain available.
+user must stall for 7 cycles per byte, while the CCITT byte update shares most of its XOR
+terms. ``bits_per_cycle`` = 1, 2 or 4 remain available.
 """
 
 from __future__ import annotations

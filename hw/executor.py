@@ -5,7 +5,8 @@ it parses the request from the receiver's payload memory, checks every address *
 writes anything (a WRITE or READ that would leave its memory is refused whole with
 ``BAD_ADDRESS``), executes it on the accelerator core's host port
 (:class:`trine.hw.host_port.HostPortSignature`), answers with an ACK or a NAK, and only then
-releases the receiver. A RUN repeated with the same sequence number (a retry) is answered
+releases the receiver. Checking and copying take two cycles per byte each, sending four, far
+fewer than a UART byte. A RUN repeated with the same sequence number (a retry) is answered
 from the last run's result without running again; an INFO or a WRITE forgets that result.
 Addresses advance by counting, never by multiplying.
 
@@ -418,8 +419,8 @@ class CommandExecutor(wiring.Component):
                 m.d.sync += byte_valid.eq(0)
                 fsm.go("SENT")
         with fsm.state("SENT"):
-            # STATUS leaves from a shift register: a 16-way byte multiplexer was 4 to 5 LUTs
-            # deep. Other answers shift it too; it is loaded again by the next STATUS.
+            # STATUS leaves from a shift register: a byte multiplexer over all of it is several
+            # LUTs deep. Other answers shift it too; it is loaded again by the next STATUS.
             m.d.sync += [index.eq(index_inc), status.eq(status >> 8)]
             count_down()
             step_word()  # a READ's next byte; for other answers word and lane do not matter

@@ -34,9 +34,9 @@ CYCLE_COUNTER_WIDTH = 32
 class HostWriteSignature(ParamsSignature):
     """A host write of one byte: byte ``lane`` of word ``addr`` of memory ``target``.
 
-    The core takes it in any cycle with ``en`` high while it is idle and ignores it while it
-    runs; a write outside the target memory (``addr`` past its depth, ``lane`` past its word)
-    is ignored too. It takes effect a cycle later.
+    The core takes it in any cycle with ``en`` high while it is idle, except the cycle of a
+    start, and ignores it while it runs; a write outside the target memory (``addr`` past its
+    depth, ``lane`` past its word) is ignored too. It takes effect a cycle later.
 
     Members
     -------

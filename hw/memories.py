@@ -93,8 +93,9 @@ class CoreMemories(wiring.Component):
 
     A host write (``write``) is taken while ``busy`` is low and lands a cycle later, from
     registers (address, data and each memory's byte enables), so that the executor's logic and
-    the range checks do not form one path into the memories; one outside its memory's depth or
-    word is dropped. A host read (``read``) gives its byte a cycle later, while ``busy`` is low.
+    the range checks do not form one path into the memories; ``busy`` must still be low then.
+    A write outside its memory's depth or word is dropped. A host read (``read``) gives its
+    byte a cycle later, while ``busy`` is low.
 
     While ``busy`` is high the datapath has the ports: a read port gives the word at the address
     of the previous cycle (``lib.memory`` timing; ``en`` is ignored, a word is read every cycle),

@@ -2,10 +2,11 @@
 
 Amaranth's ``m.FSM()`` encodes its state in binary: every state test decodes several bits, and
 each register's enable is an OR over every state that assigns it, so a large machine's
-next-state logic gets deep (on an iCE40UP5K a 24-state command executor measured ten LUT
-levels, about 30 ns). Yosys re-encodes such a register as one-hot only with an attribute, and
-then ignores its initial value. Here each state is a flip-flop of its own: a state test is one
-wire, and a transition clears the current state's bit and sets the next one's.
+next-state logic gets deep (a command executor of two dozen states is then far too slow for
+an iCE40UP5K at its target clock). Yosys re-encodes such a register as one-hot only with an
+attribute, and then ignores its initial value. Here each state is a flip-flop of its own: a
+state test is one wire, and a transition clears the current state's bit and sets the next
+one's.
 """
 
 from __future__ import annotations

@@ -70,9 +70,12 @@ class Requantizer(wiring.Component):
 
     A block is taken from ``i_stream`` when the previous block's last row is taken (or when
     none is held): ``i_stream.ready`` is high while no block is held and in the cycle the last
-    row goes, so that blocks offered back to back take ``rows`` cycles each. Each row's byte is
-    written five cycles after it is taken. ``flush`` empties the pipeline (nothing is written,
-    no row is taken). The sum is exact: ``max(acc_width, BIAS_STORE_WIDTH) + 1`` bits.
+    row goes, so that blocks offered back to back take ``rows`` cycles each. A row's byte is on
+    ``o_write`` five cycles after the cycle it is taken (unless ``dest.write`` was low). In a
+    cycle with ``flush`` high no row is taken and the rows held or in the pipeline are dropped;
+    a block offered in that cycle is not taken although ``i_stream.ready`` may be high, so its
+    source must be flushed with it. The sum is exact: ``max(acc_width, BIAS_STORE_WIDTH) + 1``
+    bits.
 
     Parameters
     ----------

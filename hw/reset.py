@@ -16,7 +16,7 @@ class PowerOnReset(Elaboratable):
     synchronise, ``delay`` to count, one for the output register), and rises again two to
     three clocks after ``locked`` falls. ``rst`` comes straight from a flip-flop: it reaches
     every flip-flop of the device, and a comparator in front of that net would put its LUTs
-    on the device's slowest paths (measured: 45.3 -> 49.3 MHz on the iCEBreaker).
+    on the device's slowest paths.
 
     ``domain`` must be a domain that is never reset (it makes the reset).
     """

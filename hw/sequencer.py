@@ -72,6 +72,9 @@ class LayerSequencer(wiring.Component):
                                   shape=16))
         The layer table, read synchronously.
     loops : Out(trine.hw.address_generator.LoopControlSignature(params))
+        ``setup`` is high for one cycle per layer, once its table entry has been read and
+        checked (``TABLE_HALFWORDS + 3`` cycles); ``stop`` in the cycle of a start and in the
+        cycle a run aborts.
     requantizer : Out(trine.hw.requantizer.REQUANTIZER_CONFIG)
         The current layer's shift and ReLU.
     busy : Out(1)
