@@ -227,6 +227,7 @@ class SocketBridge:
         self._stats = SessionStats()
         self._last_active_cycle = 0
         self._outstanding = 0  # complete requests not answered yet
+        self._last_request_cycle = self._last_answer_cycle = 0
 
     def _now(self) -> int:
         return int(get_sim_time("ps")) // self.cfg.period_ps
@@ -237,6 +238,7 @@ class SocketBridge:
         self._last_active_cycle = self._now()
         if self._answers.feed(bytes([byte])):
             self._stats.answers += 1
+            self._last_answer_cycle = self._now()
             self._wake.set()
 
     def _on_drained(self) -> None:
@@ -301,7 +303,10 @@ class SocketBridge:
         start_cycle, start_wall = self._now(), time.perf_counter()
         # Let the device finish what the previous client started, then give it a quiet line,
         # so that a half-sent frame is dropped; whatever it sends meanwhile is discarded.
-        while (self._outstanding > stats.answers or link.busy) and not self._quiet_too_long():
+        # (at most the previous client's last request can still be answered: the device takes
+        # one frame at a time and drops what comes meanwhile)
+        while ((self._outstanding and stats.answers == 0) or link.busy) \
+                and not self._quiet_too_long():
             self._wake.clear()
             await First(Timer(cfg.chunk_cycles * cfg.period_ps, "ps"), self._wake.wait())
         self._outstanding = 0
@@ -326,7 +331,7 @@ class SocketBridge:
                     # the quiet timeout below finds): simulate until the answers are out
                     stats.requests += complete
                     self._outstanding += complete
-                    self._last_active_cycle = self._now()
+                    self._last_active_cycle = self._last_request_cycle = self._now()
             awaiting = self._outstanding > stats.answers
             if self._out:
                 sent = _send(conn, self._out)
@@ -352,7 +357,8 @@ class SocketBridge:
             else:
                 select.select([conn], [conn] if self._out else [], [], cfg.poll_s)
         link.clear()
-        self._outstanding = max(0, self._outstanding - stats.answers)  # left for the next one
+        # left for the next client's wait: whether the last request is still unanswered
+        self._outstanding = int(self._last_request_cycle > self._last_answer_cycle)
         stats.cycles = self._now() - start_cycle
         stats.wall_s = time.perf_counter() - start_wall
         return stats
