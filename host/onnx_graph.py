@@ -25,7 +25,8 @@ import numpy as np
 from trine.contract.errors import TrineError
 from trine.host.program import MAGIC
 
-__all__ = ["OnnxImportError", "Dim", "Graph", "fmt_shape", "features", "load_model",
+__all__ = ["OnnxImportError", "MAX_MODEL_BYTES", "Dim", "Graph", "fmt_shape", "features",
+           "load_model",
            "graph_input", "float_constant", "read_bias", "read_linear", "read_conv",
            "read_max_pool", "read_batch_norm", "read_reshape", "read_flatten"]
 
@@ -99,18 +100,63 @@ class Graph:
         self.consumers: dict[str, list[int]] = {}
         for i, node in enumerate(self.nodes):
             for name in node.output:
-                if name:
-                    self.producer[name] = i
+                if not name:
+                    continue
+                if name in node.input:
+                    raise self.fail(i, f"it reads its own output {name!r}: the graph has a "
+                                    "cycle, which an ONNX graph must not have")
+                if name in self.producer or name in self.inits:
+                    first = (f"initializer {name!r}" if name in self.inits
+                             else self.desc(self.producer[name]))
+                    raise self.fail(i, f"its output {name!r} is also defined by {first}: every "
+                                    "tensor of an ONNX graph has one definition")
+                self.producer[name] = i
             for name in dict.fromkeys(node.input):
                 if name:
                     self.consumers.setdefault(name, []).append(i)
+        self._check_acyclic()
         self.values: dict[str, np.ndarray] = {}
         self.shapes: dict[str, tuple | None] = {}  # tensors of the chain, as walked
         self.used: set[int] = set()
-        self._folding: set[str] = set()
         self.opset = max(
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1
         )
+
+    def _inputs_of(self, i: int) -> list[int]:
+        """The nodes whose outputs node ``i`` reads (itself included, if it does)."""
+        return [self.producer[n] for n in dict.fromkeys(self.nodes[i].input)
+                if n in self.producer]
+
+    def _check_acyclic(self) -> None:
+        """Refuse a graph whose nodes feed each other in a cycle (Kahn's algorithm), naming
+        the nodes of one cycle: a walk along such a graph would never end."""
+        waiting = [len(self._inputs_of(i)) for i in range(len(self.nodes))]
+        ready = [i for i, w in enumerate(waiting) if w == 0]
+        done = 0
+        while ready:
+            i = ready.pop()
+            done += 1
+            for name in self.nodes[i].output:
+                for j in self.consumers.get(name, []) if name else []:
+                    waiting[j] -= 1
+                    if waiting[j] == 0:
+                        ready.append(j)
+        if done == len(self.nodes):
+            return
+        stuck = {i for i, w in enumerate(waiting) if w > 0}
+        start = min(stuck)
+        # Walk back along inputs that are still waiting until a node repeats: that is a cycle.
+        path, seen, i = [], {}, start
+        while i not in seen:
+            seen[i] = len(path)
+            path.append(i)
+            i = next(j for j in self._inputs_of(i) if j in stuck)
+        cycle = path[seen[i]:][::-1]
+        first = cycle.index(min(cycle))  # start at the node that comes first in the file
+        cycle = cycle[first:] + cycle[:first]
+        text = " -> ".join(self.desc(j) for j in [*cycle, cycle[0]])
+        raise OnnxImportError(f"{self.source}: the graph has a cycle ({text}), which an ONNX "
+                              "graph must not have")
 
     def op(self, i: int) -> str:
         node = self.nodes[i]
@@ -126,31 +172,60 @@ class Graph:
         return OnnxImportError(f"{self.source}: {self.desc(i)}: {problem}")
 
     def value(self, name: str) -> np.ndarray | None:
-        """The tensor's value if it is a constant (folded from constants), else None."""
+        """The tensor's value if it is a constant (folded from constants), else None.
+
+        Folding walks the producers iteratively, so a chain of any length (hundreds of
+        ``Identity`` nodes on a weight) needs no recursion; the graph is acyclic (checked
+        when it was indexed), so the walk ends.
+        """
+        if not name:
+            return None
         if name in self.values:
             return self.values[name]
-        if not name or name in self._folding:
-            return None
-        if name in self.inits:
-            from onnx import numpy_helper
+        absent: set[str] = set()  # not constant, as far as this call is concerned
+        todo: list[tuple[str, bool]] = [(name, False)]
+        while todo:
+            t, expanded = todo.pop()
+            if t in self.values or t in absent:
+                continue
+            if t in self.inits:
+                self.values[t] = self._initializer(t)
+                continue
+            if t not in self.producer:
+                absent.add(t)
+                continue
+            i = self.producer[t]
+            needs = [n for n in self._constant_inputs(i) if n not in self.values]
+            if not expanded and needs:
+                todo.append((t, True))
+                todo.extend((n, False) for n in needs if n not in absent)
+                continue
+            v = self._fold(i, t)
+            if v is None:
+                absent.add(t)
+            else:
+                self.values[t] = v
+        return self.values.get(name)
 
-            try:
-                v = numpy_helper.to_array(self.inits[name])
-            except Exception as e:  # e.g. external data that was not loaded
-                raise OnnxImportError(
-                    f"{self.source}: initializer {name!r} cannot be read: {e}"
-                ) from None
-        elif name in self.producer:
-            self._folding.add(name)
-            try:
-                v = self._fold(self.producer[name], name)
-            finally:
-                self._folding.discard(name)
-        else:
-            return None
-        if v is not None:
-            self.values[name] = v
-        return v
+    def _initializer(self, name: str) -> np.ndarray:
+        from onnx import numpy_helper
+
+        try:
+            return numpy_helper.to_array(self.inits[name])
+        except MemoryError:
+            raise OnnxImportError(f"{self.source}: initializer {name!r} does not fit in "
+                                  "memory") from None
+        except Exception as e:  # e.g. external data that was not loaded
+            raise OnnxImportError(
+                f"{self.source}: initializer {name!r} cannot be read: {e}"
+            ) from None
+
+    def _constant_inputs(self, i: int) -> list[str]:
+        """The inputs node ``i`` needs as constants to be folded itself."""
+        op = self.op(i)
+        if op not in FOLDABLE:
+            return []
+        return [n for n in self.nodes[i].input if n]
 
     def _fold(self, i: int, name: str) -> np.ndarray | None:
         from onnx import helper, numpy_helper
@@ -177,7 +252,7 @@ class Graph:
             return np.array(dims, dtype=np.int64 if fixed else object)
         if op not in FOLDABLE:
             return None
-        args = [self.value(n) if n else None for n in node.input]
+        args = [self.values.get(n) if n else None for n in node.input]  # folded by value()
         needed = FOLDABLE[op]
         if any(a is None for a in args[:needed]):
             return None
@@ -273,7 +348,9 @@ def load_model(path_or_model: Any) -> tuple[Any, str]:
         For anything that is not a complete ONNX model: a ``.trine`` program, an empty file,
         bytes protobuf cannot decode, a message without a graph, nodes of a domain the model
         declares no opset for (what a file cut short after its graph looks like), external
-        weight files that are missing.
+        weight files that are missing, truncated, outside the model's folder or that do not
+        match their tensors, and a model or weights larger than :data:`MAX_MODEL_BYTES` or
+        than the memory left (the reason is said; nothing larger is ever read).
     OSError
         If the file cannot be read.
     """
@@ -287,8 +364,7 @@ def load_model(path_or_model: Any) -> tuple[Any, str]:
         data, source = bytes(path_or_model), "model bytes"
     elif isinstance(path_or_model, str | os.PathLike):
         source = os.fspath(path_or_model)
-        with open(source, "rb") as f:
-            data = f.read()
+        data = _read_bounded(source, "the model")
     else:
         raise OnnxImportError(
             "expected a path, bytes or an onnx.ModelProto, not "
@@ -300,24 +376,153 @@ def load_model(path_or_model: Any) -> tuple[Any, str]:
         raise OnnxImportError(f"{source} is empty, not an ONNX model")
     try:
         model = onnx.load_model_from_string(data)
+    except MemoryError:
+        raise OnnxImportError(f"{source}: not enough memory to decode the model "
+                              f"({_size_text(len(data))})") from None
     except Exception as e:  # protobuf raises DecodeError, RuntimeWarning-like and others
         raise OnnxImportError(
             f"{source} is not an ONNX model (or is truncated): {type(e).__name__}: {e}"
         ) from None
     _check_complete(model, source)
-    if isinstance(path_or_model, str | os.PathLike) and any(
-        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
-    ):
-        from onnx.external_data_helper import load_external_data_for_model
-
-        try:
-            load_external_data_for_model(model, os.path.dirname(os.path.abspath(source)))
-        except OSError:
-            raise
-        except Exception as e:  # onnx's checker refuses missing files and paths outside
-            raise OnnxImportError(f"{source}: its external weight data cannot be loaded: {e}") \
-                from None
+    if isinstance(path_or_model, str | os.PathLike):
+        _load_external_data(model, source)
     return model, source
+
+
+#: The most bytes an import reads: the model file, and all its external weight data together.
+#: Far more than any trine device holds (its weights are ternary, at most a few hundred
+#: thousand), so only a hostile or unrelated file reaches it, and an import's memory stays
+#: bounded by it.
+MAX_MODEL_BYTES = 1 << 30
+
+
+def _size_text(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n:,} bytes"
+
+
+def _read_bounded(path: str, what: str, offset: int = 0, length: int | None = None,
+                  limit: int = MAX_MODEL_BYTES) -> bytes:
+    """``length`` bytes of the regular file ``path`` from ``offset`` (by default all of it),
+    refused with a reason when it holds fewer or more than ``limit``; never more is read."""
+    import errno
+    import stat
+
+    st = os.stat(path)  # OSError (missing, unreadable) is the caller's to report
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+        raise OnnxImportError(f"{path}: {what} is not a regular file")
+    if length is None:
+        length = st.st_size - offset
+    if length > limit:
+        raise OnnxImportError(
+            f"{path}: {what} is {_size_text(length)}, more than trine imports "
+            f"({_size_text(limit)})"
+        )
+    if offset + length > st.st_size:
+        raise OnnxImportError(
+            f"{path} has {st.st_size:,} bytes; {what} needs {length:,} bytes from offset "
+            f"{offset:,}: the file is truncated"
+        )
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+    except MemoryError:
+        raise OnnxImportError(f"{path}: not enough memory to read {what} "
+                              f"({_size_text(length)})") from None
+    if len(data) != length:
+        raise OnnxImportError(f"{path}: {what} ended after {len(data):,} of {length:,} bytes "
+                              "(the file changed while it was read)")
+    return data
+
+
+def _external_tensors(model: Any) -> list:
+    """The tensors of ``model`` stored in external files: initializers and Constant values."""
+    import onnx
+
+    out = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    for node in model.graph.node:
+        for a in node.attribute:
+            if a.HasField("t") and a.t.data_location == onnx.TensorProto.EXTERNAL:
+                out.append(a.t)
+    return out
+
+
+def _tensor_bytes(tensor: Any) -> int | None:
+    """The size of a tensor's raw data from its dims and type, None for types without one."""
+    import onnx
+
+    count = math.prod(tensor.dims)
+    four_bit = {getattr(onnx.TensorProto, n, None) for n in ("INT4", "UINT4", "FLOAT4E2M1")}
+    if tensor.data_type in four_bit:
+        return (count + 1) // 2
+    if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return None
+    try:
+        from onnx import helper
+
+        return count * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _load_external_data(model: Any, source: str) -> None:
+    """Read the tensors stored in files next to ``source`` into ``model``, each one checked
+    first: a relative location inside the model's folder, a regular file, a declared length
+    that matches the tensor's shape and type, all of it present, and at most
+    :data:`MAX_MODEL_BYTES` in all (so a hostile file cannot exhaust the memory)."""
+    import onnx
+
+    tensors = _external_tensors(model)
+    if not tensors:
+        return
+    base = os.path.dirname(os.path.abspath(source))
+    total = 0
+    for t in tensors:
+        info = {e.key: e.value for e in t.external_data}
+        where = f"{source}: tensor {t.name!r}"
+        location = info.get("location", "")
+        if not location or os.path.isabs(location) or os.path.normpath(location).startswith(
+                os.pardir) or "\0" in location:
+            raise OnnxImportError(f"{where} is stored at {location!r}: external data must be a "
+                                  "file in the model's own folder")
+        path = os.path.join(base, location)
+        real_base = os.path.realpath(base)
+        if os.path.commonpath([real_base, os.path.realpath(path)]) != real_base:
+            raise OnnxImportError(f"{where} is stored at {location!r}, which leads out of the "
+                                  "model's folder")
+        size = _tensor_bytes(t)
+        if size is None:
+            raise OnnxImportError(f"{where} has data type {t.data_type}, which trine does not "
+                                  "read from external files")
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info.get("length", size))
+        except ValueError:
+            raise OnnxImportError(f"{where} has a non-integer offset or length "
+                                  f"({info.get('offset')!r}, {info.get('length')!r})") from None
+        if offset < 0 or length != size:
+            raise OnnxImportError(
+                f"{where}: its shape {list(t.dims)} needs {size:,} bytes, but the file "
+                f"declares {length:,} from offset {offset:,}"
+            )
+        total += size
+        if total > MAX_MODEL_BYTES:
+            raise OnnxImportError(
+                f"{where}: the external weight data is {_size_text(total)} or more, more than "
+                f"trine imports ({_size_text(MAX_MODEL_BYTES)})"
+            )
+        try:
+            t.raw_data = _read_bounded(path, f"the data of tensor {t.name!r}", offset, size)
+        except FileNotFoundError:
+            raise OnnxImportError(f"{where}: its external data file {location!r} is missing") \
+                from None
+        except OSError as e:
+            raise OnnxImportError(f"{where}: cannot read its external data file {location!r}: "
+                                  f"{e.strerror or e}") from None
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.DEFAULT
 
 
 def _check_complete(model: Any, source: str) -> None:

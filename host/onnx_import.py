@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,11 +89,14 @@ from trine.host.program import Program
 from trine.host.ternarize import FloatConv, fold_to_program, run_float
 
 __all__ = ["OnnxImportError", "OnnxNetwork", "OnnxMLP", "read_onnx_network", "read_onnx_mlp",
-           "import_onnx", "check_inputs"]
+           "import_onnx", "check_inputs", "printable", "escape"]
 
 
 # Cast targets that keep activations real-valued (TensorProto.FLOAT, FLOAT16, DOUBLE, BFLOAT16).
 _FLOAT_TYPES = {1: "FLOAT", 10: "FLOAT16", 11: "DOUBLE", 16: "BFLOAT16"}
+# Unicode categories of characters a terminal acts on or that hide text: control, format
+# (bidirectional overrides, zero-width), surrogate, private use, unassigned, line separators.
+_UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 # Ops that may end the network (class axis only); everything after them is stripped.
 _TAIL_START = {"Softmax", "LogSoftmax", "ArgMax", "Sigmoid"}
 # What classifier outputs are built from after the start of the tail: formatting only.
@@ -163,7 +167,7 @@ def _downstream(g: Graph, t: str) -> list[int]:
 
 
 def _strip_tail(
-    g: Graph, t: str, shape: tuple | None, layers: list, notes: list[str]
+    g: Graph, t: str, shape: tuple | None, layers: list, notes: list[str], read_labels: bool
 ) -> tuple[list[int], tuple[str, ...] | None]:
     """Check the classifier output after tensor ``t`` (the logits, of ``shape``) and return its
     nodes and labels; a binary Sigmoid output turns the last layer into two outputs."""
@@ -247,9 +251,19 @@ def _strip_tail(
                 if classes is not None and classes.ndim == 1:
                     labels, where = _label_strings(classes), j
                     break
+    if labels is not None and not read_labels:
+        notes.append(f"class labels of {g.desc(where)} not read (given instead)")
+        labels = None
     if labels is not None:
         if len(labels) != m:
             raise g.fail(where, f"it names {len(labels)} classes but the network has {m} outputs")
+        for j, label in enumerate(labels):
+            if not printable(label):
+                raise g.fail(
+                    where, f"class label {j}, {label!r}, holds control or invisible characters "
+                    "(a terminal would act on them); name the classes yourself (labels=, "
+                    "trine import --labels A,B,...)"
+                )
         notes.append(f"class labels from {g.desc(where)}")
     return down, labels
 
@@ -261,6 +275,18 @@ def _p_first(g: Graph, p: str, down: list[int]) -> bool:
         if g.op(j) == "Concat" and p in ins:
             return ins.index(p) == 0 and len(ins) == 2
     return False
+
+
+def printable(text: str) -> bool:
+    """True if ``text`` has no control, format (bidirectional overrides, zero-width), private,
+    unassigned or line-separator characters: nothing a terminal would act on or hide."""
+    return not any(unicodedata.category(c) in _UNPRINTABLE for c in text)
+
+
+def escape(text: str) -> str:
+    """``text`` with every character :func:`printable` refuses written as a Python escape
+    (``\\x1b``, ``\\u202e``), for printing what a file holds."""
+    return "".join(c if printable(c) else repr(c)[1:-1] for c in text)
 
 
 def _label_strings(raw: Any) -> tuple[str, ...] | None:
@@ -277,13 +303,16 @@ def _label_strings(raw: Any) -> tuple[str, ...] | None:
     return tuple(out)
 
 
-def read_onnx_network(path_or_model: Any) -> OnnxNetwork:
+def read_onnx_network(path_or_model: Any, *, read_labels: bool = True) -> OnnxNetwork:
     """Read the float network an ONNX model computes.
 
     Parameters
     ----------
     path_or_model : str, os.PathLike, bytes or onnx.ModelProto
         An ``.onnx`` file (external weight files next to it are loaded), its bytes or a model.
+    read_labels : bool
+        Take the class labels of the classifier output (false when the caller names the
+        classes itself: the model's labels are then neither checked nor kept).
 
     Returns
     -------
@@ -296,7 +325,8 @@ def read_onnx_network(path_or_model: Any) -> OnnxNetwork:
     ------
     OnnxImportError
         For data that is not an ONNX model and for any graph that is not a single chain of the
-        supported operators (see the module docstring); the message names the node.
+        supported operators (see the module docstring), a graph with a cycle, and class labels
+        with control characters; the message names the node.
     OSError
         If the file cannot be read.
     """
@@ -318,7 +348,7 @@ def read_onnx_network(path_or_model: Any) -> OnnxNetwork:
     while True:
         data = [j for j in g.consumers.get(t, []) if g.op(j) != "Shape"]
         if any(g.op(j) in _TAIL_START for j in data):
-            stripped, labels = _strip_tail(g, t, shape, layers, notes)
+            stripped, labels = _strip_tail(g, t, shape, layers, notes, read_labels)
             g.used.update(stripped)
             break
         if not data:
@@ -335,6 +365,7 @@ def read_onnx_network(path_or_model: Any) -> OnnxNetwork:
             )
         i = data[0]
         node, op, at = g.nodes[i], g.op(i), g.attrs[i]
+        assert i not in g.used, "the graph is acyclic, so the walk visits each node once"
         g.used.add(i)
         if op in ("MatMul", "Gemm"):
             w, b = read_linear(g, i, t, shape)

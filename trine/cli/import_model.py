@@ -118,7 +118,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         from trine.host.onnx_import import read_onnx_network
 
         with file_access(f"read {args.model}"):
-            net = read_onnx_network(args.model)
+            net = read_onnx_network(args.model, read_labels=args.labels is None)
     from trine.host.ternarize import run_ternarized_float, ternarize_layers
 
     m = net.output_width
@@ -165,6 +165,8 @@ def _accuracy(outputs, y) -> float:
 
 
 def _print_summary(args, net, program, n_calib: int, scores) -> None:
+    from trine.host.onnx_import import escape
+
     out = sys.stdout
     if net.is_mlp:
         print(f"read {args.model}: input {net.input_name!r} ({net.input_width} features), "
@@ -174,9 +176,10 @@ def _print_summary(args, net, program, n_calib: int, scores) -> None:
         print(f"read {args.model}: input {net.input_name!r} {net.input_shape}, "
               f"{len(program.layers)} layers ({kinds}), {net.output_width} outputs", file=out)
     for note in net.notes:
-        print(f"  {note}", file=out)
+        print(f"  {escape(note)}", file=out)
     if program.labels is not None:
-        shown = ", ".join(program.labels[:12]) + (", ..." if len(program.labels) > 12 else "")
+        shown = ", ".join(map(escape, program.labels[:12])) + (
+            ", ..." if len(program.labels) > 12 else "")
         print(f"  labels: {shown}", file=out)
     method = args.method + (" per channel" if args.per_channel else "")
     scale = "given" if args.input_scale is not None else "largest calibration input -> 127"
