@@ -55,6 +55,13 @@ not chain, and files that are not ONNX models.
 Calibration is required: :func:`fold_to_program` chooses every layer's shift from the
 activations of representative inputs, and there is no data-free rule that does not give a
 badly scaled program. Without calibration data :func:`import_onnx` raises, it never guesses.
+By default (``method="gptq"``) the calibration inputs also choose the trits: each layer is
+fitted to the float model's output on them (:mod:`trine.host.ptq`).
+
+:func:`import_onnx` then checks the program against the float model on the calibration inputs
+(:mod:`trine.host.import_check`) and raises :class:`ImportCheckError` if they agree on fewer
+than half of them; with ``distill`` it first fine-tunes the program to mimic the float model
+(:mod:`trine.host.distill`). No labels are needed for either.
 """
 
 from __future__ import annotations
@@ -88,8 +95,8 @@ from trine.host.onnx_graph import (
 from trine.host.program import Program
 from trine.host.ternarize import FloatConv, fold_to_program, run_float
 
-__all__ = ["OnnxImportError", "OnnxNetwork", "OnnxMLP", "read_onnx_network", "read_onnx_mlp",
-           "import_onnx", "check_inputs", "printable", "escape"]
+__all__ = ["OnnxImportError", "ImportCheckError", "OnnxNetwork", "OnnxMLP", "read_onnx_network",
+           "read_onnx_mlp", "import_onnx", "check_inputs", "printable", "escape"]
 
 
 # Cast targets that keep activations real-valued (TensorProto.FLOAT, FLOAT16, DOUBLE, BFLOAT16).
@@ -600,7 +607,7 @@ class OnnxNetwork:
         self,
         calibration_x: Any,
         *,
-        method: str = "twn",
+        method: str = "gptq",
         per_channel: bool = False,
         input_scale: float | None = None,
         percentile: float = 100.0,
@@ -635,15 +642,22 @@ class OnnxNetwork:
 OnnxMLP = OnnxNetwork
 
 
+class ImportCheckError(OnnxImportError):
+    """The imported program does not compute what the float model computes (see
+    :mod:`trine.host.import_check`)."""
+
+
 def import_onnx(
     path: Any,
     calibration_x: Any = None,
     *,
-    method: str = "twn",
+    method: str = "gptq",
     per_channel: bool = False,
     input_scale: float | None = None,
     percentile: float = 100.0,
     labels: Sequence[str] | None = None,
+    distill: bool | dict[str, Any] = False,
+    force: bool = False,
 ) -> Program:
     """Import an ONNX network (an MLP or a CNN) as an integer :class:`Program`.
 
@@ -655,9 +669,15 @@ def import_onnx(
         Representative raw inputs (training data, not the test set). Required: without it
         :class:`OnnxImportError` says so, as there is no safe data-free choice of the shifts.
     method, per_channel, input_scale, percentile
-        As in :func:`trine.host.ternarize.fold_to_program`.
+        As in :func:`trine.host.ternarize.fold_to_program` (``gptq`` by default: each layer
+        fitted to the float model's output on the calibration inputs).
     labels : list of str, optional
         Output names; by default the class labels found in the model, if any.
+    distill : bool or dict
+        Fine-tune the program to mimic the float model on the calibration inputs
+        (:func:`trine.host.distill.distill`; a dict gives its keyword arguments).
+    force : bool
+        Return the program even if it fails the check below.
 
     Returns
     -------
@@ -670,10 +690,14 @@ def import_onnx(
     OnnxImportError
         For a model that cannot be read (see :func:`read_onnx_network`), missing or malformed
         calibration data (the message names it) or labels of the wrong count.
+    ImportCheckError
+        Unless ``force``: if the program agrees with the float model on fewer than half of
+        the calibration inputs (:func:`trine.host.import_check.check_program`; the message
+        names the layer that loses the most).
     trine.host.ternarize.TernarizeError
         For a bad ``method``, ``input_scale`` or ``percentile``.
     """
-    net = read_onnx_network(path)
+    net = read_onnx_network(path, read_labels=labels is None)
     name = "calibration_x"
     if isinstance(calibration_x, str | os.PathLike):
         name = os.fspath(calibration_x)
@@ -683,7 +707,22 @@ def import_onnx(
             raise OnnxImportError(f"cannot read calibration data {name}: {e}") from None
         if not isinstance(calibration_x, np.ndarray):
             raise OnnxImportError(f"calibration data {name} must be a .npy array, not .npz")
-    return net.to_program(
+    program = net.to_program(
         calibration_x, method=method, per_channel=per_channel, input_scale=input_scale,
         percentile=percentile, labels=labels, calibration_name=name,
     )
+    x = net.check_inputs(calibration_x, name)
+    if distill is not False:
+        from trine.host.distill import distill as run_distill
+
+        options = distill if isinstance(distill, dict) else {}
+        program = run_distill(program, net.forward, x, **options).program
+    if not force:
+        from trine.host.import_check import check_program
+
+        reason = check_program(net.layers, program, x).refusal()
+        if reason is not None:
+            raise ImportCheckError(f"{net.source}: {reason}"
+                                   + ("" if distill is not False else "; try distill=True")
+                                   + ", or force=True to keep it")
+    return program

@@ -17,10 +17,12 @@ A float network is a list of layers, each one of
 * :class:`trine.contract.reference.MaxPool` and :class:`trine.contract.reference.Flatten`,
   which carry no weights and act on float and integer activations alike.
 
-:func:`fold_to_program` turns a ternarised float network into the integer-only chain of
+:func:`fold_to_program` turns a float network into the integer-only chain of
 :mod:`trine.contract.reference` layers the device runs (see its docstring for the scale
-bookkeeping); :func:`run_float` is the float network and :func:`run_ternarized_float` the
-ternarised float model the program approximates, for accuracy comparisons.
+bookkeeping), ternarised by one of those or, with ``method="gptq"``, by fitting each layer's
+output on the calibration data (:mod:`trine.host.ptq`); :func:`run_float` is the float
+network and :func:`run_ternarized_float` the ternarised float model the program approximates,
+for accuracy comparisons.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ __all__ = [
     "sparsity",
     "ternarize_layers",
     "run_float",
+    "float_activations",
     "run_ternarized_float",
     "fold_to_program",
 ]
@@ -65,6 +68,9 @@ __all__ = [
 TWN_DELTA_FACTOR = 0.7  # Li et al.: delta* ~ 0.7 E|W| for Gaussian-like weights
 ABSMEAN_EPS = 1e-8  # keeps W / gamma finite for an all-zero matrix
 METHODS = ("twn", "absmean")
+#: What :func:`fold_to_program` takes: the weight-only ternarisers, and ``gptq``, which fits
+#: each layer's output on the calibration data (:mod:`trine.host.ptq`).
+FOLD_METHODS = ("gptq", *METHODS)
 
 # (trits (M, K) int8, alpha: scalar or (M,) float64, bias (M,) float64, relu)
 TernarizedLayer = tuple[np.ndarray, np.ndarray, np.ndarray, bool]
@@ -449,6 +455,25 @@ def run_float(float_layers: Sequence, x: Any, input_shape: Sequence[int] | None 
     return y
 
 
+def float_activations(float_layers: Sequence, x: Any,
+                      input_shape: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Every layer's output of the float network on a batch ``x``, float64: the list of
+    what :func:`run_float` computes on the way (its last entry is :func:`run_float`'s result
+    for a batch). ``x`` and ``input_shape`` as for :func:`run_float`."""
+    layers = _check_float_layers(float_layers)
+    if _is_mlp(layers, input_shape):
+        y = np.asarray(x, dtype=np.float64)
+        if y.ndim != 2:
+            raise TernarizeError(f"x must be a batch (N, K), not shape {y.shape}")
+    else:
+        y = _float_input(layers, x, input_shape)
+    out = []
+    for layer in layers:
+        y = _float_step(layer, y)
+        out.append(y)
+    return out
+
+
 def ternarize_layers(
     float_layers: Sequence,
     *,
@@ -573,6 +598,35 @@ def _scales(acc: np.ndarray, alpha: np.ndarray, b: np.ndarray, relu: bool, s_in:
     return bias, shift, unit
 
 
+def _float_step(layer: Any, y: np.ndarray) -> np.ndarray:
+    """One float layer on a batch ``y``, as :func:`run_float` computes it."""
+    if isinstance(layer, FloatConv):
+        return _conv_float(y, layer.matrix, None, layer.bias, layer.kernel, layer.stride,
+                           layer.padding, layer.relu)
+    if isinstance(layer, _PASS_THROUGH):
+        return layer(y)
+    w, b, relu = layer
+    y = y @ w.T + b
+    return np.maximum(y, 0.0) if relu else y
+
+
+def _fit(layer: Any, a: np.ndarray, s_in: float, x_f: np.ndarray, fit: Any) -> Any:
+    """A weighted float layer ternarised by :func:`trine.host.ptq.fit_layer` on its inputs:
+    ``a`` as the integer program has them (int8, scale ``s_in``), ``x_f`` as the float model
+    has them."""
+    from trine.host.ptq import fit_layer
+
+    if isinstance(layer, FloatConv):
+        rows_q = im2col(a, layer.kernel, layer.stride, layer.padding, np.float64) * s_in
+        rows_f = im2col(x_f, layer.kernel, layer.stride, layer.padding, np.float64)
+        trits, alpha, bias = fit_layer(layer.matrix, layer.bias, rows_q, rows_f, fit)
+        return TernarizedConv(trits.reshape(layer.weights.shape), np.asarray(alpha), bias,
+                              layer.stride, layer.padding, layer.relu)
+    w, b, relu = layer
+    trits, alpha, bias = fit_layer(w, b, a.astype(np.float64) * s_in, x_f, fit)
+    return (trits, np.asarray(alpha), bias, relu)
+
+
 def fold_to_program(
     float_layers: Sequence,
     calibration_x: Any,
@@ -583,6 +637,7 @@ def fold_to_program(
     labels: Sequence[str] | None = None,
     percentile: float = 100.0,
     input_shape: Sequence[int] | None = None,
+    fit: Any = None,
 ) -> Program:
     """Ternarise a float network and fold its scales into integer biases and shifts.
 
@@ -622,8 +677,15 @@ def fold_to_program(
     calibration_x : float array (N, K), or (N, *input_shape)
         Representative raw inputs, in the same units as the inputs at inference; flat inputs
         are reshaped in C order.
-    method, per_channel
-        As in :func:`ternarize_layers`.
+    method : {"twn", "absmean", "gptq"}
+        ``twn`` and ``absmean`` ternarise each weight matrix on its own (see
+        :func:`ternarize_layers`); ``gptq`` chooses each layer's trits, scale and bias to
+        reproduce the float model's output on the calibration data, layer by layer on what
+        the integer layers before it compute (:mod:`trine.host.ptq`).
+    per_channel
+        As in :func:`ternarize_layers` (``twn`` only).
+    fit : trine.host.ptq.OutputFit, optional
+        The parts of the ``gptq`` fit to use (default all of them).
     input_scale : float, optional
         Fixes the input quantisation step instead of deriving it from the calibration set.
     labels : list of str, optional
@@ -644,16 +706,32 @@ def fold_to_program(
     ------
     TernarizeError
         For malformed layers or layers whose shapes do not chain (naming the layer),
-        calibration data of the wrong dtype or shape, a bad ``input_scale`` or
+        calibration data of the wrong dtype or shape, an unknown ``method``, ``per_channel``
+        or ``fit`` with a method they do not apply to, a bad ``input_scale`` or
         ``percentile``, or an all-zero calibration set without ``input_scale``.
     """
-    tern = ternarize_layers(float_layers, method=method, per_channel=per_channel)
-    mlp = _is_mlp(tern, input_shape)
+    if method not in FOLD_METHODS:
+        raise TernarizeError(f"method must be one of {', '.join(FOLD_METHODS)}, not {method!r}")
+    if method == "gptq":
+        if per_channel:
+            raise TernarizeError("per_channel is only supported with method 'twn', not 'gptq' "
+                                 "(which fits one scale per layer to the outputs)")
+        from trine.host.ptq import OutputFit
+
+        fit = OutputFit() if fit is None else fit
+        checked = _check_float_layers(float_layers)
+        tern = None
+    else:
+        if fit is not None:
+            raise TernarizeError(f"fit only applies with method 'gptq', not {method!r}")
+        tern = ternarize_layers(float_layers, method=method, per_channel=per_channel)
+        checked = tern
+    mlp = _is_mlp(checked, input_shape)
     if mlp:
-        shape = (tern[0][0].shape[1],)
+        shape = (checked[0][0].shape[1],)
         x = _check_calibration(calibration_x, shape[0])
     else:
-        shape = _network_shapes(tern, input_shape)[0]
+        shape = _network_shapes(checked, input_shape)[0]
         x = _batch(calibration_x, shape, "calibration_x")
     if (
         isinstance(percentile, bool)
@@ -677,9 +755,16 @@ def fold_to_program(
     s_in = float(input_scale)
     # The same rule as Program.quantize_input, so calibration sees the device's inputs.
     a = np.clip(np.rint(x / s_in), ACT_MIN, ACT_MAX).astype(np.int8)
+    x_f = x  # the float model's activations, followed along for the output fit
 
     layers: list = []
-    for t in tern:
+    for k, item in enumerate(checked):
+        if tern is not None:
+            t = item
+        elif isinstance(item, _PASS_THROUGH):
+            t = item
+        else:
+            t = _fit(item, a, s_in, x_f, fit)
         if isinstance(t, _PASS_THROUGH):
             layer = t
         elif isinstance(t, TernarizedConv):
@@ -696,6 +781,8 @@ def fold_to_program(
             s_in = unit * 2.0**shift
         layers.append(layer)
         a = ternary_layer(a, layer) if isinstance(layer, Layer) else layer(a)
+        if tern is None and k + 1 < len(checked):
+            x_f = _float_step(item, x_f)
     if mlp:
         return Program(layers, input_scale, labels)
     return Program(layers, input_scale, labels, input_shape=shape)

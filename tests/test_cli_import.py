@@ -15,10 +15,9 @@ skl2onnx = pytest.importorskip("skl2onnx")
 
 from trine.cli.main import main  # noqa: E402
 from trine.host.data import load_digits_split  # noqa: E402
-from trine.host.onnx_import import import_onnx, read_onnx_mlp, read_onnx_network  # noqa: E402
+from trine.host.onnx_import import import_onnx  # noqa: E402
 from trine.host.program import Program  # noqa: E402
-from trine.host.results import accuracy, program_accuracy  # noqa: E402
-from trine.host.ternarize import run_ternarized_float, ternarize_layers  # noqa: E402
+from trine.host.results import program_accuracy  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +58,15 @@ def test_import_writes_the_program_and_reports_accuracies(files, tmp_path, capsy
     assert program.labels == tuple("0123456789")
     assert "input 'X' (64 features), 2 linear layer(s), 10 outputs" in text
     assert "stripped the classifier output after the last layer: node 'Relu1' (Softmax)" in text
-    assert re.search(r"0\s+32 x 64\s+yes\s+\d+\s+[0-9.]+%", text)
-    assert re.search(r"1\s+10 x 32\s+no\s+\d+\s+[0-9.]+%", text)
+    assert re.search(r"0\s+32 x 64\s+yes\s+\d+\s+[0-9.]+%\s+0\.\d{3}\n", text)
+    assert re.search(r"1\s+10 x 32\s+no\s+\d+\s+[0-9.]+%\s+0\.\d{3}\n", text)
     assert f"{program.stats()['file_bytes']:,} bytes" in text
-    mlp = read_onnx_mlp(files["model"])
-    tern = run_ternarized_float(ternarize_layers(list(mlp.layers)), x_test)
+    assert re.search(r"check, post-training: agrees with the float model on [0-9.]+% of the "
+                     r"calibration inputs, output correlation 0\.\d{3}\n", text)
+    assert "distilled" not in text
     assert _pct(text, "float model (argmax of its float logits)") == round(
         100 * files["clf"].score(x_test, y_test), 1)
-    assert _pct(text, "ternarised float model (alpha * trits)") == round(
-        100 * accuracy(tern, y_test), 1)
-    assert _pct(text, "integer program (reference, as on the device)") == round(
+    assert _pct(text, "post-training program (the device's reference)") == round(
         100 * program_accuracy(program, x_test, y_test), 1)
 
 
@@ -86,7 +84,7 @@ def test_options_reach_the_program(files, tmp_path, capsys):
                                   input_scale=0.2, percentile=99.5, labels=names.split(","))
     assert "ternarised with absmean" in text and "input_scale 0.2 (given)" in text
     # Class names in Y are looked up in the labels: the same accuracy as indices.
-    assert _pct(text, "integer program (reference, as on the device)") == round(
+    assert _pct(text, "post-training program (the device's reference)") == round(
         100 * program_accuracy(program, files["data"][2], files["data"][3]), 1)
 
 
@@ -119,11 +117,7 @@ def test_import_a_cnn(tmp_path, capsys, flat):
     assert re.search(r"2\s+MaxPool1d 2\s+\(8, 5\)\n", text)
     assert re.search(r"4\s+Dense\s+\(10,\)\s+no\s+\d+\s+[0-9.]+%", text)
     assert _pct(text, "float model (argmax of its float logits)") == 100.0
-    net = read_onnx_network(model)
-    tern = run_ternarized_float(ternarize_layers(list(net.layers)), x, net.input_shape)
-    assert _pct(text, "ternarised float model (alpha * trits)") == round(
-        100 * accuracy(tern, logits.argmax(1)), 1)
-    assert _pct(text, "integer program (reference, as on the device)") == round(
+    assert _pct(text, "post-training program (the device's reference)") == round(
         100 * program_accuracy(program, x, logits.argmax(1)), 1)
 
 
@@ -247,7 +241,40 @@ def test_help_explains_the_command(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     for needle in ("MODEL.onnx", "-o OUT.trine", "--calib X.npy", "--eval X.npy Y.npy",
-                   "--method {twn,absmean}", "--per-channel", "--input-scale S",
+                   "--method {gptq,twn,absmean}", "--per-channel", "--input-scale S",
                    "--percentile P", "--labels A,B,...", "is stripped", "--calib is required",
+                   "--distill", "--epochs N", "--seed S", "--force", "No labels are needed",
+                   "below 50% agreement nothing is written",
                    "Nothing is written when anything fails", "example:"):
         assert needle in text
+
+
+def test_distill_prints_the_three_side_by_side(files, tmp_path, capsys):
+    out, again = tmp_path / "d.trine", tmp_path / "e.trine"
+    argv = ["import", files["model"], "--calib", files["calib"], "--distill", "--epochs", "3",
+            "--seed", "4", "--eval", files["x"], files["y"]]
+    assert main([*argv, "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    text = captured.out
+    program = Program.load(out)
+    x_test, y_test = files["data"][2:]
+    assert "distilled from the float model on the calibration inputs and mixtures of them " \
+        "(1347 inputs; seed 4)" in text
+    assert re.search(r"check, post-training: agrees .*\ncheck, distilled: agrees with the "
+                     r"float model on [0-9.]+%", text)
+    assert _pct(text, "distilled program (the device's reference)") == round(
+        100 * program_accuracy(program, x_test, y_test), 1)
+    assert program != import_onnx(files["model"], files["data"][0])  # it did train
+    assert "distilling 100% epoch 3 agreement" in captured.err  # the progress bar, off a tty
+    assert main([*argv, "-o", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()  # the same seed, the same program
+    capsys.readouterr()
+
+
+def test_distillation_options_need_distill(files, tmp_path, capsys):
+    rc = main(["import", files["model"], "--calib", files["calib"], "--epochs", "3", "-o",
+               str(tmp_path / "x.trine")])
+    assert rc == 2
+    assert "--epochs and --seed set the distillation: give --distill too" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "x.trine").exists()

@@ -203,7 +203,7 @@ def test_the_integer_program_tracks_the_ternarised_float_model(model):
     # flatten, or a wrong conv accumulator, makes it several times larger.
     net = read_onnx_network(_fixture(f"{model}_legacy_bn"))
     calib, test = _calibration(model, 500, 1), _calibration(model, 500, 2)
-    program = net.to_program(calib)
+    program = net.to_program(calib, method="twn")
     tern = ternarize_layers(list(net.layers))
     scale = program.input_scale
     weighted = [t for t in tern if isinstance(t, tuple | TernarizedConv)]

@@ -225,7 +225,7 @@ def test_fold_rejects_bad_calibration(x, match):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"method": "xnor"}, "method must be one of twn, absmean"),
+        ({"method": "xnor"}, "method must be one of gptq, twn, absmean"),
         ({"method": "absmean", "per_channel": True}, "per_channel is only supported"),
         ({"input_scale": -1.0}, "input_scale must be a positive"),
         ({"percentile": 0}, "percentile"),

@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from trine.cli.common import UsageError, file_access, load_npy, optional_dependency
+from trine.cli.common import (
+    ProgressBar,
+    UsageError,
+    file_access,
+    load_npy,
+    optional_dependency,
+    positive_int,
+)
 from trine.contract.network import layer_kind
 
 __all__ = ["add_parsers"]
@@ -15,24 +22,39 @@ _DESCRIPTION = """\
 Read a network from an ONNX file (scikit-learn's MLPClassifier through skl2onnx, or a PyTorch
 model through torch.onnx.export: Linear, Conv1d/Conv2d, BatchNorm, ReLU, MaxPool with kernel =
 stride, Flatten), ternarise its weights and fold the scales into the integer program the device
-runs (trine.host.onnx_import, trine.host.ternarize). A BatchNormalization is folded into the
-layer before it.
+runs (trine.host.onnx_import, trine.host.ternarize, trine.host.ptq). A BatchNormalization is
+folded into the layer before it.
 
 The program outputs the last layer's logits: a classifier output after it (Softmax, ArgMax,
-skl2onnx's ZipMap and labels) is stripped, its argmax is the same class. The layers' shifts are
-chosen from the activations of calibration inputs, so --calib is required: a few hundred
-training inputs as a float .npy, flat (N, K) or shaped like the model's input (N, C, L) or
-(N, C, H, W), in the units the device will get (not rescaled). With --eval, the float model's
-accuracy (argmax of its float logits), the ternarised float model's and the integer program's
-(the bit-exact reference of the device) are printed side by side.
+skl2onnx's ZipMap and labels) is stripped, its argmax is the same class. The layers' scales,
+shifts and (with --method gptq, the default) trits are chosen from calibration inputs, so
+--calib is required: a few hundred training inputs as a float .npy, flat (N, K) or shaped like
+the model's input (N, C, L) or (N, C, H, W), in the units the device will get (not rescaled).
+No labels are needed.
+
+--distill then fine-tunes the program with the project's QAT (the device's integer path in the
+loop) to reproduce the float model's predictions on the calibration inputs and on mixtures of
+them, which the float model labels (trine.host.distill); reproducible with --seed.
+
+The import checks itself: the program's top-1 agreement with the float model on the
+calibration inputs and the correlation of their outputs (overall and after every layer) are
+printed, and below 50% agreement nothing is written (unless --force) and the layer that loses
+the most is named. With --eval, the accuracies of the float model and of the post-training and
+distilled programs (the bit-exact reference of the device) are printed side by side.
 
 Nothing is written when anything fails."""
 
 _EPILOG = """\
 example:
   trine import mlp.onnx -o mlp.trine --calib x_train.npy --eval x_test.npy y_test.npy
-  trine import cnn.onnx -o cnn.trine --calib x_train.npy
+  trine import cnn.onnx -o cnn.trine --calib x_train.npy --distill --eval x_test.npy y_test.npy
   trine infer --backend reference --program mlp.trine --input x_test.npy --output y.npy"""
+
+
+def _distill_default(name: str) -> Any:
+    from trine.host.distill import DISTILL_DEFAULTS
+
+    return DISTILL_DEFAULTS[name]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -51,9 +73,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", metavar="X.npy",
                    help="calibration inputs, float (N, K) or shaped like the model's input: "
                    "required, see above")
-    p.add_argument("--method", choices=["twn", "absmean"], default="twn",
-                   help="ternariser: twn (threshold 0.7 mean|W|, the default) or absmean "
-                   "(BitNet b1.58)")
+    p.add_argument("--method", choices=["gptq", "twn", "absmean"], default="gptq",
+                   help="ternariser: gptq (the default: each layer's trits, scale and bias "
+                   "fitted to the float model's outputs on the calibration inputs, layer by "
+                   "layer, with GPTQ's error feedback), twn (threshold 0.7 mean|W|) or absmean "
+                   "(BitNet b1.58), which see the weights only")
     p.add_argument("--per-channel", action="store_true",
                    help="choose the TWN threshold per output row or channel (twn only)")
     p.add_argument("--input-scale", type=float, metavar="S",
@@ -65,6 +89,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", metavar="A,B,...",
                    help="comma-separated output names (default: the model's class labels, if "
                    "it has them)")
+    p.add_argument("--distill", action="store_true",
+                   help="then fine-tune the program with QAT to mimic the float model on the "
+                   "calibration inputs (no labels needed; see above)")
+    p.add_argument("--epochs", type=positive_int, metavar="N",
+                   help="distillation epochs (default "
+                   f"{_distill_default('epochs')})")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="distillation seed: the same seed gives the same program (default 0)")
+    p.add_argument("--force", action="store_true",
+                   help="write the program even when it agrees with the float model on fewer "
+                   "than half of the calibration inputs")
     p.add_argument("--eval", nargs=2, metavar=("X.npy", "Y.npy"),
                    help="labelled data to report accuracies on: float inputs (as --calib) and "
                    "class indices 0..M-1 (N,) as for trine eval, or class names if the program "
@@ -119,7 +154,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
         with file_access(f"read {args.model}"):
             net = read_onnx_network(args.model, read_labels=args.labels is None)
-    from trine.host.ternarize import run_ternarized_float, ternarize_layers
+    from trine.host.import_check import check_program
 
     m = net.output_width
     if args.calib is None:
@@ -134,26 +169,42 @@ def _cmd_import(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--labels has {len(labels)} names but {args.model} has {m} outputs"
         )
-    program = net.to_program(
+    if not args.distill and (args.epochs is not None or args.seed is not None):
+        raise UsageError("--epochs and --seed set the distillation: give --distill too")
+    eval_data = None
+    if args.eval:  # read before the work, so a bad file fails at once
+        xf, yf = args.eval
+        x = net.check_inputs(load_npy(xf, "--eval X"), f"--eval X {xf}")
+        eval_data = (x, load_npy(yf, "--eval Y"))
+    post = net.to_program(
         calib, method=args.method, per_channel=args.per_channel, input_scale=args.input_scale,
         percentile=args.percentile, labels=labels, calibration_name=f"--calib {args.calib}",
     )
+    checks = [("post-training", post, check_program(net.layers, post, calib))]
+    if args.distill:
+        from trine.host.distill import DISTILL_DEFAULTS, distill
+
+        epochs = DISTILL_DEFAULTS["epochs"] if args.epochs is None else args.epochs
+        result = distill(post, net.forward, calib, epochs=epochs,
+                         seed=0 if args.seed is None else args.seed,
+                         progress=ProgressBar("distilling"))
+        checks.append(("distilled", result.program,
+                       check_program(net.layers, result.program, calib)))
+    name, program, check = checks[-1]
+    reason = check.refusal()
+    if reason is not None and not args.force:
+        hint = "" if args.distill else "; try --distill (fine-tunes it to the float model)"
+        raise UsageError(f"{args.model}: {name} {reason.removeprefix('the ')}{hint}, or "
+                         "--force to write it anyway")
     scores = None
-    if args.eval:
-        xf, yf = args.eval
-        x = net.check_inputs(load_npy(xf, "--eval X"), f"--eval X {xf}")
-        y = _eval_labels(load_npy(yf, "--eval Y"), len(x), m, program.labels, f"--eval Y {yf}")
-        tern = ternarize_layers(list(net.layers), method=args.method,
-                                per_channel=args.per_channel)
-        scores = (
-            len(x),
-            _accuracy(net.forward(x), y),
-            _accuracy(run_ternarized_float(tern, x, net.input_shape), y),
-            _accuracy(program.run_reference(x), y),
-        )
+    if eval_data is not None:
+        x, y_raw = eval_data
+        y = _eval_labels(y_raw, len(x), m, program.labels, f"--eval Y {args.eval[1]}")
+        scores = (len(x), _accuracy(net.forward(x), y),
+                  [(label, _accuracy(p.run_reference(x), y)) for label, p, _ in checks])
     with file_access(f"write {args.output}"):
         program.save(args.output)  # atomic; the last step, so a failure above writes nothing
-    _print_summary(args, net, program, len(calib), scores)
+    _print_summary(args, net, program, len(calib), checks, scores)
     return 0
 
 
@@ -164,7 +215,7 @@ def _accuracy(outputs, y) -> float:
     return accuracy(outputs.reshape(len(outputs), -1), y)
 
 
-def _print_summary(args, net, program, n_calib: int, scores) -> None:
+def _print_summary(args, net, program, n_calib: int, checks, scores) -> None:
     from trine.host.onnx_import import escape
 
     out = sys.stdout
@@ -186,37 +237,54 @@ def _print_summary(args, net, program, n_calib: int, scores) -> None:
     print(f"ternarised with {method}, calibrated on {n_calib} inputs of {args.calib} "
           f"(percentile {args.percentile:g}); input_scale {program.input_scale:.6g} ({scale})",
           file=out)
+    if args.distill:
+        print(f"distilled from the float model on the calibration inputs and mixtures of them "
+              f"({checks[-1][2].n} inputs; seed {0 if args.seed is None else args.seed})",
+              file=out)
     stats = program.stats()
+    check = checks[-1][2]
     if net.is_mlp:
-        _dense_table(program, stats, out)
+        _dense_table(program, stats, check, out)
     else:
-        _network_table(program, stats, out)
+        _network_table(program, stats, check, out)
+    for label, _, c in checks:
+        flag = "" if c.checkable else (f" (the float model's top-1 is a tie on "
+                                       f"{_pct(1 - c.float_decided)} of them: not a check)")
+        print(f"check, {label}: agrees with the float model on {_pct(c.agreement)} of the "
+              f"calibration inputs, output correlation {c.correlation:.3f}{flag}", file=out)
     print(f"wrote {args.output}: {stats['weights']:,} weights, {stats['file_bytes']:,} bytes "
           f"({stats['packed_bytes']:,} of packed weights; {stats['bits_per_weight']:.2f} bits "
           "per weight with biases and header)", file=out)
     if scores is not None:
-        n, acc_float, acc_tern, acc_int = scores
+        n, acc_float, programs = scores
         print(f"accuracy on {n} samples of {args.eval[0]}:", file=out)
-        print(f"  float model (argmax of its float logits)      {_pct(acc_float):>6}", file=out)
-        print(f"  ternarised float model (alpha * trits)         {_pct(acc_tern):>6}", file=out)
-        print(f"  integer program (reference, as on the device)  {_pct(acc_int):>6}", file=out)
+        print(f"  {'float model (argmax of its float logits)':<46}  {_pct(acc_float):>6}",
+              file=out)
+        for label, acc in programs:
+            text = f"{label} program (the device's reference)"
+            print(f"  {text:<46}  {_pct(acc):>6}", file=out)
 
 
-def _dense_table(program, stats, out) -> None:
-    print("  layer  outputs x inputs  relu  shift  zero weights", file=out)
+def _dense_table(program, stats, check, out) -> None:
+    """Every layer: its shape, ReLU, shift, sparsity and its outputs' correlation with the
+    float model's."""
+    print("  layer  outputs x inputs  relu  shift  zero weights  correlation", file=out)
+    corr = {c.index: c.correlation for c in check.layers}
     for i, (layer, zero) in enumerate(zip(program.layers, stats["sparsity"], strict=True)):
         shape = f"{layer.fan_out} x {layer.fan_in}"
         print(f"  {i:>5}  {shape:>16}  {'yes' if layer.relu else 'no':>4}  {layer.shift:>5}  "
-              f"{_pct(zero):>12}", file=out)
+              f"{_pct(zero):>12}  {corr[i]:>11.3f}", file=out)
 
 
-def _network_table(program, stats, out) -> None:
+def _network_table(program, stats, check, out) -> None:
     """Every layer: its kind and geometry, its output shape and, if it has weights, its ReLU,
-    shift and sparsity."""
+    shift, sparsity and its outputs' correlation with the float model's."""
     from trine.contract.reference import Conv, Layer, MaxPool
 
+    corr = {c.index: c.correlation for c in check.layers}
     print(f"  input {program.input_shape}", file=out)
-    print("  layer  kind                  output         relu  shift  zero weights", file=out)
+    print("  layer  kind                  output         relu  shift  zero weights  "
+          "correlation", file=out)
     zeros = iter(stats["sparsity"])
     for i, (layer, shape) in enumerate(zip(program.layers, program.shapes[1:], strict=True)):
         kind = layer_kind(layer)
@@ -228,5 +296,5 @@ def _network_table(program, stats, out) -> None:
         row = f"  {i:>5}  {kind:<20}  {str(shape):<13}"
         if isinstance(layer, Layer | Conv):
             row += (f"  {'yes' if layer.relu else 'no':>4}  {layer.shift:>5}  "
-                    f"{_pct(next(zeros)):>12}")
+                    f"{_pct(next(zeros)):>12}  {corr[i]:>11.3f}")
         print(row.rstrip(), file=out)
