@@ -357,7 +357,7 @@ class Program:
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
-        parts = _decode_file(bytes(data))
+        parts = _decode_file(data if isinstance(data, bytes) else bytes(data))
         return cls(parts.layers, parts.input_scale, parts.labels, parts.input_shape)
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -248,7 +248,7 @@ def _crc_ends_at(data: bytes, end: int) -> bool:
     """Whether ``data[end-4:end]`` is the CRC-32 of everything before it."""
     if end < _HEADER.size + _U32.size or end > len(data):
         return False
-    return zlib.crc32(data[: end - 4]) == _U32.unpack_from(data, end - 4)[0]
+    return zlib.crc32(memoryview(data)[: end - 4]) == _U32.unpack_from(data, end - 4)[0]
 
 
 def declared_size(header: bytes) -> int | None:
@@ -308,7 +308,7 @@ def decode(data: bytes) -> ProgramParts:
             f"checksum mismatch: the file is corrupt (it has {n} bytes, file_size says {file_size})"
         )
     stored = _U32.unpack_from(data, n - 4)[0]
-    computed = zlib.crc32(data[: n - 4])
+    computed = zlib.crc32(memoryview(data)[: n - 4])  # no copy of a large file
     if stored != computed:
         raise ProgramFormatError(
             f"checksum mismatch: crc32 is 0x{stored:08x} but the contents give "
@@ -330,7 +330,9 @@ def _read_bias_and_weights(r: _Reader, i: int, m: int, shape: tuple[int, ...]):
     packed = r.take(packed_size(count), f"layer {i} weights ({' x '.join(map(str, shape))} "
                                         "trits)")
     try:
-        weights = unpack_trits(packed, count).reshape(shape)
+        weights = unpack_trits(packed, count)
+        weights.setflags(write=False)  # the layer keeps this very array
+        weights = weights.reshape(shape)
     except ValueError as e:
         raise ProgramFormatError(f"layer {i} weights: {e}") from None
     return bias.astype(np.int64), weights

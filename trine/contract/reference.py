@@ -83,7 +83,6 @@ class Layer:
     bias: np.ndarray
     shift: int = 0
     relu: bool = False
-    _f32: np.ndarray | None = field(default=None, repr=False, compare=False)
     _bias_rounded: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -113,12 +112,10 @@ class Layer:
             raise FormatError(f"shift must be in [0, {SHIFT_MAX}], not {shift}")
         if not isinstance(self.relu, bool | np.bool_):
             raise FormatError(f"relu must be a bool, not {self.relu!r}")
-        w = w.copy()
+        if w.flags.writeable or w.base is not None and w.base.flags.writeable:
+            w = w.copy()  # a read-only array (a file's trits) is kept as it is: no copy
         w.setflags(write=False)
         b.setflags(write=False)
-        # Stored as the transpose of a C-ordered (M, K) array: the fastest layout for BLAS here.
-        f32 = w.astype(np.float32 if 128 * k <= _F32_EXACT_LIMIT else np.float64).T
-        f32.setflags(write=False)
         # Requantisation in int32 when |acc + bias + rounding| provably fits, else int64.
         half = rounding_constant(shift)
         fits32 = 128 * k + int(np.abs(b).max()) + half < (1 << 31)
@@ -129,7 +126,20 @@ class Layer:
         object.__setattr__(self, "bias", b)
         object.__setattr__(self, "shift", int(shift))
         object.__setattr__(self, "relu", bool(self.relu))
-        object.__setattr__(self, "_f32", f32)
+
+    @property
+    def _f32(self) -> np.ndarray:
+        """The trits as floats for the exact BLAS path, the transpose of a C-ordered (M, K)
+        array (the fastest layout here); made on first use, so that a loaded program holds
+        its trits once until it runs."""
+        cached = self.__dict__.get("_f32_cache")
+        if cached is None:
+            k = self.weights.shape[1]
+            cached = self.weights.astype(np.float32 if 128 * k <= _F32_EXACT_LIMIT
+                                         else np.float64).T
+            cached.setflags(write=False)
+            object.__setattr__(self, "_f32_cache", cached)
+        return cached
 
     @property
     def fan_in(self) -> int:

@@ -130,6 +130,9 @@ def _first_index(mask: np.ndarray, shape: tuple[int, ...]) -> tuple[int, ...] | 
     return tuple(int(i) for i in np.unravel_index(flat, shape))
 
 
+_CHECK_CHUNK = 1 << 16  # elements at a time in as_trits and unpack_trits (bounded temporaries)
+
+
 def as_trits(w, name: str = "weights") -> np.ndarray:
     """Return ``w`` as an ``int8`` array of trits, or raise ``ValueError`` naming the problem.
 
@@ -156,8 +159,17 @@ def as_trits(w, name: str = "weights") -> np.ndarray:
             )
         return a.astype(np.int8)
     if a.dtype == np.int8:
-        # One unsigned compare finds everything outside {-1, 0, 1}.
-        bad = (a.view(np.uint8) + np.uint8(1)) > 2
+        # One unsigned compare finds everything outside {-1, 0, 1}; in chunks, so that a
+        # large program's trits are not held again (twice) to be checked.
+        flat = a.reshape(-1)
+        bad = None
+        for start in range(0, flat.size, _CHECK_CHUNK):
+            part = flat[start:start + _CHECK_CHUNK].view(np.uint8)
+            if ((part + np.uint8(1)) > 2).any():
+                bad = (a.view(np.uint8) + np.uint8(1)) > 2
+                break
+        if bad is None:
+            return a
     else:
         bad = (a < -1) | (a > 1)
     if bad.any():
@@ -286,10 +298,19 @@ def unpack_trits(data, count: int) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise FormatError(f"illegal packed byte {int(b[i])} (> {_MAX_DENSE_BYTE}) at byte {i}")
-    out = _DENSE_DECODE[b].reshape(-1)
-    if out.size != count and np.any(out[count:] != 0):
-        raise FormatError(f"padding trits of the last byte (byte {b.size - 1}) are not zero")
-    return out[:count].copy()
+    whole = count // TRITS_PER_BYTE  # bytes of five trits, then maybe one partial byte
+    out = np.empty(count, dtype=np.int8)  # owns its data: the one copy of the trits
+    rows = out[: whole * TRITS_PER_BYTE].reshape(whole, TRITS_PER_BYTE)
+    for start in range(0, whole, _CHECK_CHUNK):  # in chunks: the indices are made intp
+        end = min(start + _CHECK_CHUNK, whole)
+        np.take(_DENSE_DECODE, b[start:end], axis=0, out=rows[start:end], mode="clip")
+    if whole < b.size:
+        last = _DENSE_DECODE[b[whole]]
+        used = count - whole * TRITS_PER_BYTE
+        if np.any(last[used:] != 0):
+            raise FormatError(f"padding trits of the last byte (byte {b.size - 1}) are not zero")
+        out[whole * TRITS_PER_BYTE:] = last[:used]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
