@@ -116,6 +116,8 @@ class Graph:
                     self.consumers.setdefault(name, []).append(i)
         self._check_acyclic()
         self.values: dict[str, np.ndarray] = {}
+        # constants made by a QONNX quantiser (through pass-through ops): its parameters
+        self.quant_of: dict[str, Any] = {}
         self.shapes: dict[str, tuple | None] = {}  # tensors of the chain, as walked
         self.used: set[int] = set()
         self.opset = max(
@@ -223,9 +225,19 @@ class Graph:
     def _constant_inputs(self, i: int) -> list[str]:
         """The inputs node ``i`` needs as constants to be folded itself."""
         op = self.op(i)
-        if op not in FOLDABLE:
+        if op not in FOLDABLE and self._quantizer(i) is None:
             return []
         return [n for n in self.nodes[i].input if n]
+
+    def _quantizer(self, i: int) -> str | None:
+        """``Quant``, ``IntQuant`` or ``BipolarQuant`` if node ``i`` is that QONNX quantiser."""
+        node = self.nodes[i]
+        from trine.host.qonnx_import import QONNX_DOMAINS
+
+        if node.domain in QONNX_DOMAINS and node.op_type in ("Quant", "IntQuant",
+                                                             "BipolarQuant"):
+            return node.op_type
+        return None
 
     def _fold(self, i: int, name: str) -> np.ndarray | None:
         from onnx import helper, numpy_helper
@@ -250,6 +262,17 @@ class Graph:
             fixed = all(isinstance(d, int) for d in dims)
             self.used.add(i)
             return np.array(dims, dtype=np.int64 if fixed else object)
+        if self._quantizer(i) is not None:
+            from trine.host.qonnx_import import quantize_constant, read_quant
+
+            x = self.values.get(node.input[0]) if node.input else None
+            if x is None:
+                return None
+            params = read_quant(self, i)
+            v = quantize_constant(np.asarray(x), params)[1]
+            self.quant_of[name] = params
+            self.used.add(i)
+            return v
         if op not in FOLDABLE:
             return None
         args = [self.values.get(n) if n else None for n in node.input]  # folded by value()
@@ -264,16 +287,25 @@ class Graph:
             raise self.fail(i, f"cannot evaluate it on its constant inputs: {e}") from None
         if v is not None:
             self.used.add(i)
+            if op in PASS_THROUGH and node.input[0] in self.quant_of:
+                self.quant_of[name] = self.quant_of[node.input[0]]
         return v
 
     def why_not_constant(self, name: str) -> str:
         if name in self.producer:
+            from trine.host.qonnx_import import refused
+
+            err = refused(self, self.producer[name])
+            if err is not None:  # a quantiser trine never reads, on a weight
+                return f"it is computed by {str(err).removeprefix(self.source + ': ')}"
             return f"it is computed by {self.desc(self.producer[name])}"
         if any(g.name == name for g in self.graph.input):
             return "it is a graph input (weights given at run time)"
         return "nothing in the graph defines it"
 
 
+# Ops that move or relabel a constant's values and keep them what they were (its quantiser).
+PASS_THROUGH = {"Identity", "Cast", "Transpose", "Reshape", "Unsqueeze", "Squeeze"}
 # Foldable ops and how many leading inputs must be constant.
 FOLDABLE = {
     "Identity": 1, "Cast": 1, "Gather": 2, "Unsqueeze": 1, "Squeeze": 1, "Concat": 0,

@@ -93,7 +93,17 @@ from trine.host.onnx_graph import (
     read_reshape,
 )
 from trine.host.program import Program
-from trine.host.ternarize import FloatConv, fold_to_program, run_float
+from trine.host.qonnx_import import (
+    Quantization,
+    activation_quant,
+    apply_activation,
+    fold_quantized,
+    qonnx_op,
+    quantization_notes,
+    weight_trits,
+)
+from trine.host.qonnx_import import refused as qonnx_refused
+from trine.host.ternarize import FloatConv, float_step, fold_to_program, run_float
 
 __all__ = ["OnnxImportError", "ImportCheckError", "OnnxNetwork", "OnnxMLP", "read_onnx_network",
            "read_onnx_mlp", "import_onnx", "check_inputs", "printable", "escape"]
@@ -127,6 +137,7 @@ _LAYER_OPS = ("Conv", "MatMul", "Gemm")
 _AFTER = {
     "input": "the network input", "dense": "a linear layer", "conv": "a Conv",
     "bn": "a BatchNormalization", "relu": "a Relu", "pool": "a MaxPool", "flatten": "a Flatten",
+    "quant": "an activation quantiser",
 }
 
 
@@ -146,6 +157,7 @@ class _Weighted:
     stride: tuple[int, ...] = ()
     padding: tuple[int, ...] = ()
     relu: bool = False
+    quantizer: Any = None  # the QONNX quantiser of the weight, if it has one
 
     @property
     def conv(self) -> bool:
@@ -352,6 +364,7 @@ def read_onnx_network(path_or_model: Any, *, read_labels: bool = True) -> OnnxNe
     stripped: list[int] = []
     notes: list[str] = []
     labels = None
+    acts: dict[int, Any] = {}  # QONNX activation quantisers by weighted layer (-1: the input)
     while True:
         data = [j for j in g.consumers.get(t, []) if g.op(j) != "Shape"]
         if any(g.op(j) in _TAIL_START for j in data):
@@ -382,13 +395,26 @@ def read_onnx_network(path_or_model: Any, *, read_labels: bool = True) -> OnnxNe
                     i, f"its weight has {w.shape[1]} inputs but it gets {k} features: the "
                     "shapes do not chain"
                 )
-            layers.append(_Weighted(i, w, b))
+            layers.append(_Weighted(i, w, b, quantizer=g.quant_of.get(node.input[1])))
             state = "dense"
             shape = (shape[0] if shape is not None else Dim("N"), w.shape[0])
         elif op == "Conv":
             w, b, stride, padding, shape = read_conv(g, i, t, shape)
-            layers.append(_Weighted(i, w, b, stride, padding))
+            layers.append(_Weighted(i, w, b, stride, padding, quantizer=g.quant_of.get(
+                node.input[1])))
             state = "conv"
+        elif qonnx_op(g, i) is not None:
+            err = qonnx_refused(g, i)
+            if err is not None:
+                raise err
+            weighted = sum(isinstance(x, _Weighted) for x in layers)
+            key = weighted - 1 if state != "input" else -1
+            if key in acts:
+                raise g.fail(i, f"a second activation quantiser after {acts[key].node}: trine "
+                             "takes one per layer output")
+            acts[key] = activation_quant(g, i)
+            if state != "input":
+                state = "quant"
         elif op == "MaxPool":
             kernel, shape = read_max_pool(g, i, shape)
             layers.append(MaxPool(kernel, ndim=len(kernel)))
@@ -471,6 +497,13 @@ def read_onnx_network(path_or_model: Any, *, read_labels: bool = True) -> OnnxNe
     if stripped:
         notes.insert(0, "stripped the classifier output after the last layer: "
                      + ", ".join(g.desc(j) for j in stripped))
+    weighted = [x for x in layers if isinstance(x, _Weighted)]
+    quantization = None
+    if acts or any(x.quantizer is not None for x in weighted):
+        quantization = _quantization(g, weighted, acts)
+        notes.append(f"quantised (QONNX): trits read from {len(weighted)} weight "
+                     f"quantiser(s), {len(acts)} activation quantiser(s) give the scales")
+        notes.extend(quantization_notes(quantization, [x.relu for x in weighted]))
     first, last = layers[0], layers[-1]
     if isinstance(first, _Weighted) and not first.conv:
         input_shape = (first.w.shape[1],)
@@ -487,7 +520,21 @@ def read_onnx_network(path_or_model: Any, *, read_labels: bool = True) -> OnnxNe
         notes=tuple(notes),
         source=source,
         model_input_shape=model_shape,
+        quantization=quantization,
     )
+
+
+def _quantization(g: Graph, weighted: list[_Weighted], acts: dict[int, Any]) -> Quantization:
+    """The quantisers of a QONNX network; every weighted layer must have a weight quantiser."""
+    missing = [x for x in weighted if x.quantizer is None]
+    if missing:
+        have = next((x for x in weighted if x.quantizer is not None), None)
+        other = (f"those of {g.desc(have.node)} are" if have is not None
+                 else "its activations are")
+        raise g.fail(missing[0].node, f"its weights are float but {other} quantised: trine "
+                     "imports a QONNX model whose every layer has a ternary weight quantiser")
+    return Quantization(tuple(weight_trits(g, x.node, x.w, x.quantizer) for x in weighted),
+                        dict(acts))
 
 
 def read_onnx_mlp(path_or_model: Any) -> OnnxNetwork:
@@ -566,6 +613,8 @@ class OnnxNetwork:
     model_input_shape : tuple of int or None
         The graph input's own shape per sample, if the file fixes it (an MLP may flatten
         ``(1, 8, 8)`` to its ``input_shape`` ``(64,)``); inputs of this shape are accepted too.
+    quantization : trine.host.qonnx_import.Quantization or None
+        For a QONNX model: its trits and scales (``layers`` hold the dequantised weights).
     """
 
     layers: tuple
@@ -577,6 +626,7 @@ class OnnxNetwork:
     notes: tuple[str, ...]
     source: str
     model_input_shape: tuple[int, ...] | None = field(default=None)
+    quantization: Quantization | None = field(default=None)
 
     @property
     def is_mlp(self) -> bool:
@@ -600,8 +650,22 @@ class OnnxNetwork:
         ``(N, K)`` or shaped (see :meth:`check_inputs`).
 
         Their argmax is the class the ONNX model predicts (the stripped output is monotonic).
+        A QONNX model's activation quantisers are applied (fake quantisation, as its own
+        executor computes them), its weights are the dequantised ones.
         """
-        return run_float(self.layers, self.check_inputs(x), self.input_shape)
+        x = self.check_inputs(x)
+        if self.quantization is None:
+            return run_float(self.layers, x, self.input_shape)
+        acts = self.quantization.activations
+        y = apply_activation(x, acts[-1]) if -1 in acts else x
+        k = 0
+        for layer in self.layers:
+            y = float_step(layer, y)
+            if not isinstance(layer, MaxPool | Flatten):
+                if k in acts:
+                    y = apply_activation(y, acts[k])
+                k += 1
+        return y
 
     def to_program(
         self,
@@ -614,7 +678,16 @@ class OnnxNetwork:
         labels: Sequence[str] | None = None,
         calibration_name: str = "calibration_x",
     ) -> Program:
-        """Ternarise and fold into a :class:`Program` (see :func:`import_onnx`)."""
+        """Ternarise and fold into a :class:`Program` (see :func:`import_onnx`).
+
+        A QONNX model's trits are its own and its quantisers give the scales
+        (:func:`trine.host.qonnx_import.fold_quantized`): ``method``, ``per_channel`` and
+        ``input_scale`` do not apply, and calibration inputs are needed only where a scale is
+        missing."""
+        if calibration_x is None and self.quantization is not None:
+            return fold_quantized(list(self.layers), self.quantization, self.input_shape,
+                                  None, percentile=percentile,
+                                  labels=self._labels(labels))[0]
         if calibration_x is None:
             dims = ", ".join(map(str, self.input_shape))
             raise OnnxImportError(
@@ -624,18 +697,26 @@ class OnnxNetwork:
                 "get (trine import --calib X.npy)"
             )
         x = self.check_inputs(calibration_x, calibration_name)
-        if labels is None:
-            labels = self.labels
-        elif isinstance(labels, str) or len(labels) != self.output_width:
-            n = "a str" if isinstance(labels, str) else f"{len(labels)} names"
-            raise OnnxImportError(
-                f"labels has {n}; {self.source} has {self.output_width} outputs"
-            )
+        labels = self._labels(labels)
+        if self.quantization is not None:
+            return fold_quantized(list(self.layers), self.quantization, self.input_shape, x,
+                                  percentile=percentile, labels=labels)[0]
         return fold_to_program(
             list(self.layers), x, method=method, per_channel=per_channel,
             input_scale=input_scale, labels=labels, percentile=percentile,
             input_shape=self.input_shape,
         )
+
+
+    def _labels(self, labels: Sequence[str] | None) -> Sequence[str] | None:
+        if labels is None:
+            return self.labels
+        if isinstance(labels, str) or len(labels) != self.output_width:
+            n = "a str" if isinstance(labels, str) else f"{len(labels)} names"
+            raise OnnxImportError(
+                f"labels has {n}; {self.source} has {self.output_width} outputs"
+            )
+        return labels
 
 
 #: :class:`OnnxNetwork` under the name of the MLP-only importer.

@@ -61,6 +61,7 @@ __all__ = [
     "ternarize_layers",
     "run_float",
     "float_activations",
+    "float_step",
     "run_ternarized_float",
     "fold_to_program",
 ]
@@ -469,7 +470,7 @@ def float_activations(float_layers: Sequence, x: Any,
         y = _float_input(layers, x, input_shape)
     out = []
     for layer in layers:
-        y = _float_step(layer, y)
+        y = float_step(layer, y)
         out.append(y)
     return out
 
@@ -598,8 +599,9 @@ def _scales(acc: np.ndarray, alpha: np.ndarray, b: np.ndarray, relu: bool, s_in:
     return bias, shift, unit
 
 
-def _float_step(layer: Any, y: np.ndarray) -> np.ndarray:
-    """One float layer on a batch ``y``, as :func:`run_float` computes it."""
+def float_step(layer: Any, y: np.ndarray) -> np.ndarray:
+    """One float layer on a batch ``y`` (float64, ``(N, ...)``, unchecked), as
+    :func:`run_float` computes it."""
     if isinstance(layer, FloatConv):
         return _conv_float(y, layer.matrix, None, layer.bias, layer.kernel, layer.stride,
                            layer.padding, layer.relu)
@@ -782,7 +784,7 @@ def fold_to_program(
         layers.append(layer)
         a = ternary_layer(a, layer) if isinstance(layer, Layer) else layer(a)
         if tern is None and k + 1 < len(checked):
-            x_f = _float_step(item, x_f)
+            x_f = float_step(item, x_f)
     if mlp:
         return Program(layers, input_scale, labels)
     return Program(layers, input_scale, labels, input_shape=shape)

@@ -232,11 +232,18 @@ def _print_summary(args, net, program, n_calib: int, checks, scores) -> None:
         shown = ", ".join(map(escape, program.labels[:12])) + (
             ", ..." if len(program.labels) > 12 else "")
         print(f"  labels: {shown}", file=out)
-    method = args.method + (" per channel" if args.per_channel else "")
-    scale = "given" if args.input_scale is not None else "largest calibration input -> 127"
-    print(f"ternarised with {method}, calibrated on {n_calib} inputs of {args.calib} "
-          f"(percentile {args.percentile:g}); input_scale {program.input_scale:.6g} ({scale})",
-          file=out)
+    if net.quantization is not None:
+        source = ("its input quantiser" if -1 in net.quantization.activations
+                  else "largest calibration input -> 127")
+        print(f"trits read from the model's weight quantisers, scales from its activation "
+              f"quantisers (where one is missing, from {n_calib} inputs of {args.calib}); "
+              f"input_scale {program.input_scale:.6g} ({source})", file=out)
+    else:
+        method = args.method + (" per channel" if args.per_channel else "")
+        scale = "given" if args.input_scale is not None else "largest calibration input -> 127"
+        print(f"ternarised with {method}, calibrated on {n_calib} inputs of {args.calib} "
+              f"(percentile {args.percentile:g}); input_scale {program.input_scale:.6g} "
+              f"({scale})", file=out)
     if args.distill:
         print(f"distilled from the float model on the calibration inputs and mixtures of them "
               f"({checks[-1][2].n} inputs; seed {0 if args.seed is None else args.seed})",
