@@ -66,7 +66,6 @@ from typing import Any
 
 import numpy as np
 
-from trine.contract.errors import TrineError
 from trine.contract.reference import Layer
 from trine.contract.spec import ACT_MAX, MAX_FAN_IN
 from trine.host.evolve_net import (
@@ -77,7 +76,14 @@ from trine.host.evolve_net import (
     forward,
     requantize,
 )
-from trine.host.learning import single_threaded_blas
+from trine.host.learning import (
+    TrainError,
+    check_features,
+    check_float,
+    check_int,
+    check_labels,
+    single_threaded_blas,
+)
 from trine.host.program import Program, ProgramError
 from trine.host.results import Stopwatch, TrainResult, accuracy
 
@@ -107,72 +113,25 @@ _HIDDEN_SPREAD = 32.0  # target std of a hidden unit's pre-activation, in int8 u
 _OUTPUT_SPREAD = 24.0  # the same for the outputs
 
 
-class EvolveError(TrineError, ValueError):
-    """Training data or settings that :func:`train_evolve` cannot use."""
+#: The trainers' one error (:class:`trine.host.learning.TrainError`) under this module's name.
+EvolveError = TrainError
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation
+# Validation (the checks every trainer shares, plus evolution's fan-in limit)
 # ---------------------------------------------------------------------------------------------
 
 
 def _check_x(x: Any, name: str, width: int | None = None) -> np.ndarray:
-    try:
-        a = np.asarray(x)
-    except (ValueError, TypeError) as e:
-        raise EvolveError(f"{name} must be a rectangular numeric array: {e}") from None
-    if a.dtype.kind not in "iuf" or a.dtype == np.bool_:
-        raise EvolveError(f"{name} must be a real numeric array, not dtype {a.dtype}")
-    if a.ndim != 2:
-        raise EvolveError(f"{name} must have shape (N, K), not {a.shape}")
-    if a.shape[0] < 1:
-        raise EvolveError(f"{name} is empty: it needs at least one sample")
-    if not 1 <= a.shape[1] <= MAX_FAN_IN:
-        raise EvolveError(f"{name} has {a.shape[1]} features, outside [1, {MAX_FAN_IN}]")
-    if width is not None and a.shape[1] != width:
-        raise EvolveError(f"{name} has {a.shape[1]} features, x_train has {width}")
-    a = a.astype(np.float64)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        i, j = (int(v) for v in np.argwhere(bad)[0])
-        raise EvolveError(f"{name} must be finite: {a[i, j]} at ({i}, {j})")
+    a = check_features(x, name, width)
+    if a.shape[1] > MAX_FAN_IN:
+        raise EvolveError(f"{name} has {a.shape[1]} features, more than the fan-in limit "
+                          f"{MAX_FAN_IN}")
     return a
 
 
-def _check_y(y: Any, name: str, n: int, n_classes: int | None) -> np.ndarray:
-    a = np.asarray(y)
-    if a.dtype.kind not in "iu" or a.dtype == np.bool_:
-        if a.dtype.kind == "f" and a.size and np.all(np.isfinite(a)) and np.all(a == np.rint(a)):
-            a = a.astype(np.int64)
-        else:
-            raise EvolveError(f"{name} must be integer class labels, not dtype {a.dtype}")
-    if a.shape != (n,):
-        raise EvolveError(f"{name} must have shape ({n},) to match the inputs, not {a.shape}")
-    a = a.astype(np.int64)
-    hi = n_classes if n_classes is not None else None
-    bad = (a < 0) if hi is None else (a < 0) | (a >= hi)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        limit = "must be >= 0" if hi is None else f"must be in [0, {hi - 1}]"
-        raise EvolveError(f"{name} {limit}: label {int(a[i])} at {i}")
-    return a
-
-
-def _positive_int(v: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
-        raise EvolveError(f"{name} must be an integer >= {minimum}, not {v!r}")
-    return int(v)
-
-
-def _real(v: Any, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
-    ok = not isinstance(v, bool) and isinstance(v, int | float | np.integer | np.floating)
-    if ok:
-        f = float(v)
-        ok = math.isfinite(f) and (f > lo if lo_open else f >= lo) and f <= hi
-    if not ok:
-        left = "(" if lo_open else "["
-        raise EvolveError(f"{name} must be a number in {left}{lo}, {hi}], not {v!r}")
-    return float(v)
+def _setting(p: dict, name: str, lo: float, hi: float, *, strict: bool) -> float:
+    return check_float(p[name], name, minimum=lo, maximum=hi, strict=strict)
 
 
 @dataclass(frozen=True)
@@ -197,7 +156,7 @@ def _check_settings(n: int, hidden: Any, hp: dict[str, Any]) -> _Settings:
         hidden = (hidden,)
     if isinstance(hidden, str | bytes) or not isinstance(hidden, Sequence):
         raise EvolveError(f"hidden must be a sequence of layer widths, not {hidden!r}")
-    widths = tuple(_positive_int(h, f"hidden[{i}]") for i, h in enumerate(hidden))
+    widths = tuple(check_int(h, f"hidden[{i}]") for i, h in enumerate(hidden))
     for i, h in enumerate(widths):
         if h > MAX_FAN_IN:
             raise EvolveError(f"hidden[{i}] = {h} is wider than the fan-in limit {MAX_FAN_IN}")
@@ -210,22 +169,22 @@ def _check_settings(n: int, hidden: Any, hp: dict[str, Any]) -> _Settings:
         bs = (bs, bs)
     if isinstance(bs, str | bytes) or not isinstance(bs, Sequence) or len(bs) != 2:
         raise EvolveError(f"batch_size must be an int or a pair (start, end), not {bs!r}")
-    start = n if bs[0] is None else _positive_int(bs[0], "batch_size[0]")
-    end = n if bs[1] is None else _positive_int(bs[1], "batch_size[1]")
+    start = n if bs[0] is None else check_int(bs[0], "batch_size[0]")
+    end = n if bs[1] is None else check_int(bs[1], "batch_size[1]")
     return _Settings(
         hidden=widths,
-        offspring=_positive_int(p["offspring"], "offspring"),
+        offspring=check_int(p["offspring"], "offspring"),
         batch_start=min(start, n),
         batch_end=min(end, n),
-        temperature=_real(p["temperature"], "temperature", MIN_TEMPERATURE, 1e6),
-        density=_real(p["density"], "density", 0.0, 1.0, lo_open=True),
-        flip_p=_real(p["flip_p"], "flip_p", 0.0, 1.0, lo_open=True),
-        flip_width=_positive_int(p["flip_width"], "flip_width"),
-        bias_rate=_real(p["bias_rate"], "bias_rate", 0.0, 1.0),
-        bias_step=_real(p["bias_step"], "bias_step", 0.0, 1e6),
-        shift_rate=_real(p["shift_rate"], "shift_rate", 0.0, 1.0),
-        input_quantile=_real(p["input_quantile"], "input_quantile", 0.0, 1.0, lo_open=True),
-        history_points=_positive_int(p["history_points"], "history_points"),
+        temperature=_setting(p, "temperature", MIN_TEMPERATURE, 1e6, strict=False),
+        density=_setting(p, "density", 0.0, 1.0, strict=True),
+        flip_p=_setting(p, "flip_p", 0.0, 1.0, strict=True),
+        flip_width=check_int(p["flip_width"], "flip_width"),
+        bias_rate=_setting(p, "bias_rate", 0.0, 1.0, strict=False),
+        bias_step=_setting(p, "bias_step", 0.0, 1e6, strict=False),
+        shift_rate=_setting(p, "shift_rate", 0.0, 1.0, strict=False),
+        input_quantile=_setting(p, "input_quantile", 0.0, 1.0, strict=True),
+        history_points=check_int(p["history_points"], "history_points"),
     )
 
 
@@ -455,8 +414,8 @@ def train_evolve(
     x = _check_x(x_train, "x_train")
     n, k = x.shape
     if n_classes is not None:
-        n_classes = _positive_int(n_classes, "n_classes", 2)
-    y = _check_y(y_train, "y_train", n, n_classes)
+        n_classes = check_int(n_classes, "n_classes", 2)
+    y = check_labels(y_train, "y_train", n, n_classes)
     if n_classes is None:
         n_classes = int(y.max()) + 1
         if n_classes < 2:
@@ -466,14 +425,14 @@ def train_evolve(
     xt = yt = None
     if x_test is not None:
         xt = _check_x(x_test, "x_test", k)
-        yt = _check_y(y_test, "y_test", len(xt), n_classes)
+        yt = check_labels(y_test, "y_test", len(xt), n_classes)
     if budget_s is not None:
-        budget_s = _real(budget_s, "budget_s", 0.0, 1e9, lo_open=True)
+        budget_s = check_float(budget_s, "budget_s", minimum=0.0, maximum=1e9, strict=True)
     if max_generations is not None:
-        max_generations = _positive_int(max_generations, "max_generations")
+        max_generations = check_int(max_generations, "max_generations")
     if budget_s is None and max_generations is None:
         raise EvolveError("give budget_s or max_generations (or both): the run needs a limit")
-    seed = _positive_int(seed, "seed", 0)
+    seed = check_int(seed, "seed", 0)
     if progress is not None and not callable(progress):
         raise EvolveError(f"progress must be callable, not {type(progress).__name__}")
     if labels is not None:

@@ -24,9 +24,8 @@ The build folder then holds:
 The YoWASP tools compile their WebAssembly on first use into ``YOWASP_CACHE_DIR``; a build
 puts that cache in ``.yowasp-cache`` next to the build folder unless told otherwise, so a build
 does not depend on a user-wide cache. The first build with an empty cache therefore takes
-longer: measured (``python -m bench.boards``, 2 cores) 59 s against 23 s warm for a small
-iCEBreaker device and 70 s against 31 s on the ULX3S-85F on an idle machine (154 / 56 s and
-193 / 52 s under a load of about 5): 35 to 140 s of compiling, once per cache.
+longer (the WebAssembly is compiled once per cache; ``python -m bench boards`` measures by how
+much, see the README).
 
 The environment variables that point Amaranth at the tools (``YOSYS``, ``NEXTPNR_ICE40``, ...)
 are set for the build script only: never in this process, where ``YOSYS`` would silently switch
