@@ -202,15 +202,17 @@ def evolve_table(d: dict) -> list[str]:
     out = ["Gradient-free evolution of the ternary weights against QAT and the float MLP, same "
            "shape, same run (`python -m bench evolve`; curves in `bench/results/evolve_*.png`)."
            + (" Quick run (short budgets)." if d.get("quick") else ""), "",
-           "| run | method | hidden | test accuracy | seconds | generations |",
+           "| run | method | network | test accuracy | seconds | generations |",
            "|---|---|---|---:|---:|---:|"]
     names = {"evolve": "evolution", "qat": "QAT", "float": "float MLP"}
     for run_name, run in d["runs"].items():
         for r in run["results"]:
             m = r.get("metrics", {})
             acc = m.get("test_acc")
-            hidden = "-".join(str(w) for w in r.get("settings", {}).get("hidden", run["hidden"]))
-            out.append(f"| {run_name} | {names.get(r['method'], r['method'])} | {hidden} "
+            settings = r.get("settings", {})
+            shape = settings.get("arch") or run.get("arch") or "hidden " + "-".join(
+                str(w) for w in settings.get("hidden", run.get("hidden", [])))
+            out.append(f"| {run_name} | {names.get(r['method'], r['method'])} | {shape} "
                        f"| {_fmt(acc and 100 * acc, '.2f')}% | {_fmt(m.get('seconds'), '.0f')} "
                        f"| {m.get('generations', '-')} |")
     return out
