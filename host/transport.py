@@ -51,6 +51,7 @@ __all__ = [
     "LinkError",
     "DeviceError",
     "DeviceRefusedError",
+    "PortBusyError",
     "Transport",
     "SerialTransport",
     "LinkStats",
@@ -86,6 +87,10 @@ class LinkError(TrineError):
 
 class DeviceError(LinkError):
     """The device cannot be reached, does not answer, or answers against the protocol."""
+
+
+class PortBusyError(DeviceError):
+    """The serial port is held by another program (trine opens ports exclusively)."""
 
 
 class DeviceRefusedError(DeviceError):
@@ -146,13 +151,23 @@ class SerialTransport:
     ------
     DeviceError
         If the port cannot be opened; the message names ``url`` and the reason.
+    PortBusyError
+        If another program holds the port: it is opened exclusively (an advisory lock on
+        POSIX, what Windows does anyway; ``socket://`` has no such lock).
     """
 
     def __init__(self, url: str, baud: int) -> None:
         self.url = url
         try:
-            self._port = serial.serial_for_url(url, baudrate=baud, timeout=0)
+            # exclusive: a second trine (or any program that asks the same) on this port is
+            # refused instead of sharing the line and reading the other's answers
+            self._port = serial.serial_for_url(url, baudrate=baud, timeout=0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as e:
+            if "exclusively lock" in str(e):
+                raise PortBusyError(
+                    f"cannot open {url}: it is in use by another program (another trine?); "
+                    "trine opens serial ports exclusively so that two hosts never share a "
+                    "device") from e
             raise DeviceError(f"cannot open {url}: {_open_failure(url, e)}") from e
 
     def write(self, data: bytes) -> None:
