@@ -133,8 +133,8 @@ def add_board_option(parser: argparse.ArgumentParser, *, required: bool, help: s
 PARAM_OPTIONS = {
     "weight_words": "weight-memory words (one rows x lanes tile each)",
     "bias_depth": "bias memory entries",
-    "max_layers": "layer-table entries",
-    "max_width": "widest layer (activations per buffer)",
+    "act_words": "activation-pool words (lanes bytes each)",
+    "table_words": "layer-table words (16 bits each)",
     "max_batch": "largest batch of one RUN",
 }
 
@@ -153,8 +153,8 @@ def add_params_options(parser: argparse.ArgumentParser, default: str) -> None:
                        help=f"dot products in parallel (default: {default})")
     group.add_argument("--small", action="store_true",
                        help=f"the smallest useful device ({SMALL.lanes} lanes x {SMALL.rows} "
-                       f"row, {SMALL.weight_words} weight words, layers up to "
-                       f"{SMALL.max_width} wide): a quick build to try the flow")
+                       f"row, {SMALL.weight_words} weight words, a pool of "
+                       f"{SMALL.act_words * SMALL.lanes} bytes): a quick build to try the flow")
     for name, text in PARAM_OPTIONS.items():
         group.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name, metavar="N",
                            help=f"{text} (default: {default})")
