@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator
 
 import trine
-from trine.cli import board, import_model, infer, sim, train, verilog
+from trine.cli import board, import_model, infer, regions, sim, train, verilog
 from trine.cli import eval as eval_command
 from trine.cli.common import HelpFormatter
 from trine.contract.errors import TrineError
@@ -29,7 +29,7 @@ from trine.contract.errors import TrineError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The command modules, in the order ``trine --help`` lists them.
-COMMANDS = (train, eval_command, import_model, infer, sim, board, verilog)
+COMMANDS = (train, eval_command, import_model, infer, sim, board, verilog, regions)
 #: Exit status for a TrineError: the same as argparse's for a usage error.
 ERROR_STATUS = 2
 #: Exit status on Ctrl-C (128 + SIGINT, as a shell reports it).
