@@ -36,14 +36,20 @@ activation regions on which the network's output is one affine map of the whole 
 (``x -> J x + c``, every output). Two adjacent activation regions merge when their maps are the
 same, which happens when the neuron that switches between them does not reach the output (a
 zero outgoing trit, a dead neuron downstream) or its effects cancel. ``regions <=
-activation_regions``; for networks with generic float weights they are equal.
+activation_regions``; for networks with generic float weights they are equal. Because the
+network is continuous, two adjacent pieces have the same affine map exactly when they have the
+same linear part ``J``; ``J`` is compared through ``J D`` for the identity ``D`` on inputs of
+at most 4 values and for 4 fixed Gaussian directions ``D`` on wider ones (equal ``J`` give
+equal ``J D``; different ones differ with probability 1).
 
 Arithmetic is float64. Roots and crossings are computed from each piece's affine map;
 a neuron whose pre-activation changes sign by less than ``1e-9`` of its magnitude on a piece
 does not split it, splits closer than ``1e-12`` (in ``t``, or ``1e-12 R`` in the plane) to a
-piece's end are not made, and two affine maps are the same when they agree to ``1e-9`` of the
-largest coefficient. Ternary programs (dyadic weights and biases) are exact in float64 for
-all practical sizes; these tolerances only absorb rounding in the last bits.
+piece's end are not made, and two linear parts are the same when they agree to ``1e-9`` of
+the largest coefficient. Ternary programs (dyadic weights and biases) are exact in float64
+for all practical sizes; these tolerances only absorb rounding in the last bits. In the
+plane, faces of one map are grouped by rounding ``J D`` to ``1e-7`` of its largest value and
+joined when they share an edge.
 
 Bounded work: ``limit`` caps the number of pieces (intervals or polygons) at any point of the
 walk; past it :class:`TooManyRegionsError` is raised, never unbounded memory.
@@ -61,7 +67,7 @@ import numpy as np
 
 from trine.contract.errors import TrineError
 from trine.contract.network import network_shapes
-from trine.contract.reference import Conv, Flatten, MaxPool, im2col
+from trine.contract.reference import Conv, Flatten, Layer, MaxPool, im2col
 from trine.contract.spec import ACT_MAX, ACT_MIN
 
 __all__ = [
@@ -82,6 +88,7 @@ __all__ = [
     "sample_line_patterns",
     "sample_slice_patterns",
     "general_lower_bound",
+    "sawtooth_program",
 ]
 
 #: Most pieces a count may hold at once unless told otherwise.
@@ -818,6 +825,39 @@ def sample_slice_patterns(net: PLNetwork, a: Any, d1: Any, d2: Any, extent: floa
         x = np.asarray(a) + np.outer(uv[s:s + 8192, 0], d1) + np.outer(uv[s:s + 8192, 1], d2)
         seen.update(row.tobytes() for row in net.patterns(x))
     return len(seen)
+
+
+def sawtooth_program(n: int, depth: int) -> Any:
+    """A ternary program whose output on ``[0, n**depth]`` is a zig-zag of ``n**depth`` linear
+    pieces (0 at even integers, 1 at odd ones), ``depth`` hidden layers of ``2 n - 1`` ReLUs.
+
+    Montufar et al.'s construction in trits: hidden layer ``l`` computes
+    ``relu(y - i n**(depth - l))`` for ``i = 0 .. n-1`` from the zig-zag ``y`` of the layer
+    before (the input ``x`` for ``l = 1``), each ``i >= 1`` twice, so that the next layer's trits
+    ``+1, -1, -1, +1, +1, ...`` weigh it by the zig-zag's coefficient 2; each zig-zag folds its
+    input range ``n`` times onto ``1/n`` of it. Integer biases, shift 0, every value within
+    int8 for ``n**depth <= 127``: the integer path computes exactly the real-valued function.
+
+    Raises
+    ------
+    RegionsError
+        Unless ``n >= 2``, ``depth >= 1`` and ``n**depth <= 127``.
+    """
+    from trine.host.program import Program
+
+    if not (isinstance(n, int) and isinstance(depth, int) and n >= 2 and depth >= 1
+            and n ** depth <= ACT_MAX):
+        raise RegionsError(f"the sawtooth needs n >= 2, depth >= 1 and n**depth <= {ACT_MAX}, "
+                           f"not n={n!r}, depth={depth!r}")
+    signs = np.array([1] + [s for i in range(1, n) for s in ((-1) ** i, (-1) ** i)], np.int8)
+    offsets = np.array([0] + [i for i in range(1, n) for _ in (0, 1)])
+    width = 2 * n - 1
+    layers = []
+    for level in range(1, depth + 1):
+        w = np.ones((width, 1), np.int8) if level == 1 else np.tile(signs, (width, 1))
+        layers.append(Layer(w, (-offsets * n ** (depth - level)).astype(np.int32), 0, True))
+    layers.append(Layer(signs.reshape(1, width), np.zeros(1, np.int32), 0, False))
+    return Program(layers)
 
 
 def general_lower_bound(n0: int, widths: Sequence[int]) -> int:

@@ -27,21 +27,6 @@ def one_hidden_program(breaks, out_trits, in_trits=None) -> Program:
     return Program([hidden, out])
 
 
-def sawtooth_program(n: int, depth: int) -> Program:
-    """A ternary ReLU network whose output on [0, n**depth] is a zig-zag of n**depth linear
-    pieces: every hidden layer has 2n - 1 ReLUs relu(y - i n**(depth - l)) (i >= 1 twice, so
-    that the trits give the zig-zag's weight 2), integer biases, no shift."""
-    signs = np.array([1] + [s for i in range(1, n) for s in ((-1) ** i, (-1) ** i)], np.int8)
-    offsets = np.array([0] + [i for i in range(1, n) for _ in (0, 1)])
-    width = 2 * n - 1
-    layers = []
-    for level in range(1, depth + 1):
-        w = np.ones((width, 1), np.int8) if level == 1 else np.tile(signs, (width, 1))
-        layers.append(Layer(w, (-offsets * n ** (depth - level)).astype(np.int32), 0, True))
-    layers.append(Layer(signs.reshape(1, width), np.zeros(1, np.int32), 0, False))
-    return Program(layers)
-
-
 # ---- networks with known counts -----------------------------------------------------------
 
 
@@ -122,7 +107,7 @@ def test_slice_merges_only_adjacent_faces_with_one_map():
 
 @pytest.mark.parametrize("n,depth", [(2, 3), (3, 3), (4, 3), (5, 2)])
 def test_ternary_sawtooth_reaches_n_to_the_depth(n, depth):
-    program = sawtooth_program(n, depth)
+    program = R.sawtooth_program(n, depth)
     top = n ** depth
     x = np.arange(top + 1).reshape(-1, 1)
     y = program.run_reference(x)[:, 0]
@@ -288,7 +273,7 @@ def test_general_lower_bound():
 
 
 def test_limit_stops_the_count_with_a_clear_error():
-    program = sawtooth_program(3, 3)
+    program = R.sawtooth_program(3, 3)
     with pytest.raises(R.TooManyRegionsError, match="more than 20 intervals"):
         R.count_line(R.from_program(program), [0], [27], limit=20)
     net = R.random_network([2, 16, 16, 1], seed=0)
@@ -350,7 +335,7 @@ def test_cli_random_line_writes_json(tmp_path, capsys):
 
 def test_cli_program_line_and_slice(tmp_path, capsys):
     path = tmp_path / "saw.trine"
-    sawtooth_program(3, 3).save(path)
+    R.sawtooth_program(3, 3).save(path)
     out = tmp_path / "r.json"
     assert run_cli(path, "--line", 0, 27, "--json", out) == 0
     assert json.loads(out.read_text())["regions"] == 27
