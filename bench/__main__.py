@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHES = ["packing", "reference", "device", "area", "boards", "qat", "evolve"]
+BENCHES = ["packing", "reference", "device", "area", "boards", "qat", "evolve", "regions"]
 
 
 def main() -> None:
