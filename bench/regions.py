@@ -45,10 +45,10 @@ from trine.host import regions as R
 
 LINE = 100.0
 SQUARE = 10.0
-LINE_WIDTHS = [2, 4, 8, 16, 32, 64]
-LINE_DEPTHS = [1, 2, 3, 4, 5, 6, 8]
-SLICE_WIDTHS = [2, 4, 8, 16, 24]
-SLICE_DEPTHS = [1, 2, 3, 4]
+LINE_WIDTHS = [2, 4, 8, 16, 32, 64, 128]
+LINE_DEPTHS = [1, 2, 3, 4, 5, 6, 8, 10]
+SLICE_WIDTHS = [2, 4, 8, 16, 32]
+SLICE_DEPTHS = [1, 2, 3, 4, 5]
 SPARSITIES = [0.0, 0.25, 0.5, 0.75, 0.9]
 
 
@@ -95,9 +95,11 @@ def sawtooth() -> list[dict[str, Any]]:
         for depth in (1, 2, 3):
             if n ** depth > 127:
                 continue
-            r = R.count_line(R.from_program(R.sawtooth_program(n, depth)), [0], [n ** depth])
+            net = R.from_program(R.sawtooth_program(n, depth))
+            r = R.count_line(net, [0], [n ** depth])
+            whole = R.count_line(net, [-1e4], [1e4])  # every breakpoint is in [0, n**depth]
             out.append({"n": n, "depth": depth, "ternary_width": 2 * n - 1,
-                        "regions": r.regions,
+                        "regions": r.regions, "regions_whole_line": whole.regions,
                         "general_bound_width_n": R.general_lower_bound(1, [n] * depth)})
     return out
 
@@ -112,7 +114,7 @@ def _segments(x: np.ndarray, y: np.ndarray, count: int, seed: int) -> list[tuple
     return pairs
 
 
-def trained(segments: int = 20) -> list[dict[str, Any]]:
+def trained(segments: int = 40) -> list[dict[str, Any]]:
     from trine.host.data import load_dataset
     from trine.host.mlp import train_float_mlp
     from trine.host.qat import train_qat
@@ -158,13 +160,21 @@ def trained(segments: int = 20) -> list[dict[str, Any]]:
 
 
 def equivalence(lines: dict[str, list], slices: dict[str, list]) -> list[dict[str, Any]]:
-    """Ternary width n**2 against float width n, ternary depth 2L against float depth L."""
+    """Ternary width 2n and n**2 against float width n, ternary depth 2L against float depth
+    L (the other size held)."""
     rows = []
     for label, res in (("lines", lines), ("slices", slices)):
         by_width = {r["shape"][1]: r for r in res["width"]}
         by_depth = {len(r["shape"]) - 2: r for r in res["depth"]}
         for n in sorted(by_width):
-            if n * n in by_width:
+            if 2 * n in by_width:
+                rows.append({"data": label, "compare": f"ternary width {2 * n} / float width {n}",
+                             "ternary": by_width[2 * n]["ternary"]["mean"],
+                             "float": by_width[n]["float"]["mean"],
+                             "same_shape_ratio": by_width[n]["ternary"]["mean"]
+                             / by_width[n]["float"]["mean"]})
+        for n in sorted(by_width):
+            if n * n in by_width and n * n != 2 * n:
                 rows.append({"data": label, "compare": f"ternary width {n * n} / float width {n}",
                              "ternary": by_width[n * n]["ternary"]["mean"],
                              "float": by_width[n]["float"]["mean"],
@@ -202,6 +212,8 @@ def _plot_sweeps(res: dict[str, list], title: str, path) -> None:
         ax.plot(x, [r["general_bound"] for r in rows], "k--",
                 label="lower bound on the maximum, general ReLU net")
         ax.set_yscale("log")
+        if key == "width":
+            ax.set_xscale("log", base=2)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("linear regions")
         fixed = rows[0]["shape"]
@@ -263,12 +275,14 @@ def table(d: dict) -> list[str]:
            "float networks of one shape share their biases; lines: 1 input, "
            f"[-{LINE:g}, {LINE:g}]; slices: 2 inputs, [-{SQUARE:g}, {SQUARE:g}]^2. The bound is "
            "Montufar et al.'s lower bound on the *maximum* for a general ReLU network.", "",
-           "| input | shape | ternary | float | general bound |", "|---|---|---:|---:|---:|"]
+           "| input | shape | ternary | (its activation regions) | float | general bound |",
+           "|---|---|---:|---:|---:|---:|"]
     for label in ("lines", "slices"):
         for key in ("width", "depth"):
             for r in d[label][key]:
                 out.append(f"| {label} ({key}) | {'-'.join(map(str, r['shape']))} "
                            f"| {r['ternary']['mean']:.1f} ± {r['ternary']['std']:.1f} "
+                           f"| {r['ternary_activation']['mean']:.1f} "
                            f"| {r['float']['mean']:.1f} ± {r['float']['std']:.1f} "
                            f"| {r['general_bound']:,} |")
     out += ["", "| the paper's equivalence, measured | ternary | float | ratio | ratio at the "
@@ -286,10 +300,12 @@ def table(d: dict) -> list[str]:
                        f"| {r['random_float']['mean']:.1f} |")
     saw = d.get("sawtooth", [])
     if saw:
-        out += ["", "Ternary sawtooth (width 2n-1, integer biases, a runnable `.trine`): "
-                + ", ".join(f"n={r['n']} L={r['depth']}: {r['regions']} "
-                            f"(general bound at width n: {r['general_bound_width_n']})"
-                            for r in saw) + "."]
+        out += ["", "Ternary sawtooth (`trine.host.regions.sawtooth_program`: width 2n-1, "
+                "integer biases, a runnable `.trine`), linear regions on [0, n^L] / on the whole "
+                "line, against the general bound at width n: "
+                + ", ".join(f"n={r['n']} L={r['depth']}: {r['regions']} / "
+                            f"{r['regions_whole_line']} ({r['general_bound_width_n']})"
+                            for r in saw if r["depth"] > 1) + "."]
     return out
 
 
@@ -297,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 seeds, no training")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=8)
     args = parser.parse_args(argv)
     seeds = 2 if args.quick else args.seeds
     t0 = time.perf_counter()
