@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from bench._common import RESULTS
+from bench.regions import table as regions_table
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -220,7 +221,8 @@ def evolve_table(d: dict) -> list[str]:
 
 def render() -> str:
     parts = []
-    for name, fn in (("qat", qat_table), ("evolve", evolve_table), ("area", area_tables),
+    for name, fn in (("qat", qat_table), ("evolve", evolve_table), ("regions", regions_table),
+                     ("area", area_tables),
                      ("boards", boards_table), ("device", device_tables),
                      ("packing", packing_table), ("reference", reference_table)):
         d = _load(name)
