@@ -354,6 +354,10 @@ def train_evolve(
     labels: Sequence[str] | None = None,
     arch: str | None = None,
     input_shape: Sequence[int] | None = None,
+    islands: int | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    migrate_every: int | None = None,
     **hyper: Any,
 ) -> TrainResult:
     """Evolve a ternary MLP ``K -> hidden... -> n_classes`` on the exact integer outputs.
@@ -392,6 +396,13 @@ def train_evolve(
         ``(start, end)`` pair, None meaning all the training data), ``temperature``,
         ``density``, ``flip_p``, ``flip_width``, ``bias_rate``, ``bias_step``, ``shift_rate``,
         ``input_quantile``, ``history_points``.
+    islands, workers, ray_address, migrate_every : optional
+        The island search of :mod:`trine.host.evolve_islands`: ``islands`` searches (default
+        :data:`~trine.host.evolve_islands.DEFAULT_ISLANDS` when ``workers`` or
+        ``ray_address`` is given, else one: the plain search) that all continue from the
+        fittest every ``migrate_every`` generations, evaluated on ``workers`` local Ray
+        processes or on the Ray cluster at ``ray_address`` (in this process without either).
+        The result depends on ``islands``, never on ``workers``. MLPs only.
 
     Returns
     -------
@@ -441,6 +452,24 @@ def train_evolve(
                     labels=labels)
         except ProgramError as e:
             raise EvolveError(str(e)) from None
+    island_mode = any(v is not None for v in (islands, workers, ray_address, migrate_every))
+    if island_mode and arch is not None:
+        raise EvolveError("the island search (islands, workers, ray_address) evolves MLPs "
+                          "(hidden); a convolutional network evolves as one search")
+    if island_mode:
+        from trine.host.evolve_islands import DEFAULT_ISLANDS, DEFAULT_MIGRATE_EVERY
+
+        island_mode = {
+            "islands": check_int(DEFAULT_ISLANDS if islands is None else islands, "islands", 1),
+            "workers": None if workers is None else check_int(workers, "workers", 1),
+            "address": ray_address,
+            "migrate_every": check_int(DEFAULT_MIGRATE_EVERY if migrate_every is None
+                                       else migrate_every, "migrate_every", 1),
+        }
+        if ray_address is not None and not (isinstance(ray_address, str) and ray_address):
+            raise EvolveError(f"ray_address must be a non-empty str, not {ray_address!r}")
+        if ray_address is not None and workers is not None:
+            raise EvolveError("give workers (a local Ray instance) or ray_address, not both")
     if arch is not None:
         from trine.host.arch import ArchError
         from trine.host.evolve_cnn import evolve_network
@@ -468,11 +497,11 @@ def train_evolve(
 
     with single_threaded_blas():
         return _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, seed,
-                    progress, labels)
+                    progress, labels, island_mode or None)
 
 
 def _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, seed, progress,
-         labels) -> TrainResult:
+         labels, island: dict[str, Any] | None = None) -> TrainResult:
     k = x.shape[1]
     clock = Stopwatch()
     rng = np.random.default_rng(seed)
@@ -508,9 +537,22 @@ def _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, s
         history.append(point)
         return point
 
-    record(0)
-    gen, next_mark = 0, 1
-    while True:
+    run: dict[str, Any] = {}
+    if island is not None:
+        from trine.host.evolve_islands import run_islands
+
+        net, history, run = run_islands(
+            x_q, y, net, s, islands=island["islands"], migrate_every=island["migrate_every"],
+            seed=seed, budget_s=budget_s, max_generations=max_generations, xt_q=xt_q, yt=yt,
+            workers=island["workers"], address=island["address"], progress=progress)
+        search.evaluations, search.accepted = run["evaluations"], run["accepted"]
+        search.sample_evaluations = run["sample_evaluations"]
+        gen = run["generations"]
+    else:
+        record(0)
+        gen = 0
+    next_mark = 1
+    while island is None:
         f = done(gen)
         if f >= 1.0:
             break
@@ -522,7 +564,7 @@ def _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, s
                 progress(f, f"gen {gen} train {p['train_acc']:.3f}{test}")
         search.step(fraction(gen))
         gen += 1
-    if history[-1]["generation"] != gen:
+    if island is None and history[-1]["generation"] != gen:
         record(gen)
 
     program = Program(net.layers(), input_scale=scale, labels=labels)
@@ -542,6 +584,7 @@ def _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, s
         "sparsity": float(sum(int(np.sum(w == 0)) for w in net.w) / weights),
         "weights": weights,
         "shifts": list(net.shift),
+        **{k: run[k] for k in ("islands", "epochs", "engine", "workers") if k in run},
     }
     if progress is not None:
         progress(1.0, f"gen {gen} train {metrics['train_acc']:.3f}")
@@ -563,5 +606,7 @@ def _run(x, y, xt, yt, n_classes, widths, relus, s, budget_s, max_generations, s
         "input_quantile": s.input_quantile,
         "history_points": s.history_points,
     }
+    if island is not None:
+        settings.update(islands=island["islands"], migrate_every=island["migrate_every"])
     return TrainResult(program=program, method="evolve", settings=settings,
                        history=history, metrics=metrics)

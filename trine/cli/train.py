@@ -42,6 +42,10 @@ def _train(args: argparse.Namespace) -> int:
     cnn = args.model == "cnn" or args.arch is not None
     if cnn and args.hidden is not None:
         raise UsageError("--hidden is for an MLP; give a convolutional network with --arch")
+    island = [o for o in ("islands", "workers", "ray", "migrate_every")
+              if getattr(args, o) is not None]
+    if island and args.method != "evolve":
+        raise UsageError(f"--{island[0].replace('_', '-')} is for --method evolve")
     if args.method == "qat":
         from trine.host.qat import train_qat
 
@@ -75,6 +79,10 @@ def _train(args: argparse.Namespace) -> int:
             kw["max_generations"] = args.generations
             if args.budget is None:
                 kw["budget_s"] = None
+        for option, name in (("islands", "islands"), ("workers", "workers"),
+                             ("ray", "ray_address"), ("migrate_every", "migrate_every")):
+            if getattr(args, option) is not None:
+                kw[name] = getattr(args, option)
         train = train_evolve
     hidden = kw.get("hidden", (64,))
 
@@ -173,6 +181,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="wall-clock budget in seconds (evolve; also caps QAT)")
     tr.add_argument("--generations", type=int,
                     help="evolve: stop after this many generations (reproducible on any machine)")
+    isl = tr.add_argument_group(
+        "evolution at scale (--method evolve, MLPs)",
+        "the island search: ISLANDS searches that all continue from the fittest every "
+        "--migrate-every generations, on Ray workers (pip install 'trine[ray]'); the result "
+        "depends on --seed and --islands, never on the number of workers")
+    isl.add_argument("--islands", type=int, metavar="N",
+                     help="searches run side by side (default 4 with --workers or --ray)")
+    where = isl.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="evaluate the islands on N local Ray worker processes")
+    where.add_argument("--ray", metavar="ADDRESS",
+                       help="... or on the Ray cluster at ADDRESS (auto, HOST:PORT, "
+                            "ray://HOST:PORT)")
+    isl.add_argument("--migrate-every", type=int, metavar="G",
+                     help="generations between migrations (default 500)")
     tr.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     tr.add_argument("--no-float", action="store_true", help="skip the float MLP baseline")
     tr.add_argument("-o", "--output", required=True, help="the .trine program to write")

@@ -1,49 +1,67 @@
 """What an accelerator's memories hold for a network: the device image (pure NumPy).
 
-The host compiles a list of :class:`trine.contract.reference.Layer` into this image; the gateware
-runs it;
-the testbenches build it the same way. It is defined once, here.
+The host compiles a program (dense, convolution, max-pooling and flatten layers,
+:mod:`trine.contract.reference`) into this image; the gateware runs it; the testbenches and
+:mod:`trine.contract.device_model` build it the same way. It is defined once, here.
+
+Activations: one pool, position-major
+    The device keeps every activation in one memory of ``act_words`` words of ``lanes`` bytes.
+    A tensor of shape ``(C, L)`` or ``(C, H, W)`` is stored position by position (row-major
+    over ``(y, x)``), each position taking ``cw = ceil(C / lanes)`` words: channel ``c`` at
+    byte ``c % lanes`` of the position's word ``c // lanes``; the bytes past ``C`` are
+    padding that no weight reads. A flat tensor ``(K,)`` is one position of ``K`` channels.
+    Each layer reads its input region and writes its output region, one sample after the
+    other (``sample_words`` apart); the regions of a layer are at opposite ends of the pool,
+    so a layer runs whenever ``batch * (input + output sample words) <= act_words``.
+    Zero padding is not stored: the device feeds zeros for window words outside the input.
 
 Weights, in tile order
-    For each layer, for each block of ``rows`` outputs ``j``, for each chunk of ``lanes`` inputs
-    ``c``: one *beat* of ``rows x lanes`` trits, row-major (trit ``r * lanes + l`` is output
-    ``j * rows + r``, input ``c * lanes + l``), ragged edges padded with 0-trits, packed 5 per
-    byte (:func:`trine.contract.spec.pack_trits`) into ``beat_bytes(lanes, rows)`` bytes. One beat
-    is one word
-    of the weight memory, so the device reads one word per clock and never reorders anything.
+    Each weighted layer is a dense layer of fan-in ``K`` over the device's view of its input:
+    for a convolution the window, in the order ``(ty, tx, c)`` with channels padded to
+    ``cw * lanes`` (``K = kh * kw * cw * lanes``); for a dense layer after a flatten the whole
+    position-major tensor (``K = positions * cw * lanes``); otherwise its ``K`` inputs. Padded
+    inputs get zero trits. For each block of ``rows`` outputs, for each chunk of ``lanes``
+    inputs: one beat of ``rows x lanes`` trits, row-major (trit ``r * lanes + l`` is output
+    ``j * rows + r``, input ``c * lanes + l``), packed 5 per byte into
+    ``beat_bytes(lanes, rows)`` bytes: one word of the weight memory.
 
 Biases, folded
     The MAC array runs with ``correction=False`` (it outputs ``acc - count(w == -1)``), and the
-    requantiser computes ``(acc' + bias') >> shift`` without a rounding adder. So the stored bias is
-    ``bias + count(w[j] == -1) + (2**(shift-1) if shift else 0)``, which equals the reference's
-    ``floor((acc + bias + 2**(shift-1)) / 2**shift)`` exactly. It needs
-    :data:`BIAS_STORE_WIDTH` bits.
+    requantiser computes ``(acc' + bias') >> shift`` without a rounding adder. So the stored
+    bias is ``bias + count(w[j] == -1) + (2**(shift-1) if shift else 0)``, which equals the
+    reference's ``floor((acc + bias + 2**(shift-1)) / 2**shift)`` exactly; it needs
+    :data:`BIAS_STORE_WIDTH` bits. A max-pooling after a convolution is done by the
+    requantiser (the maximum of requantised values, as the reference: requantisation is
+    monotonic), so it has no table entry of its own; a flatten only changes how the next
+    dense layer's weights are ordered.
 
 Layer table
-    One :class:`LayerEntry` per layer, :data:`LAYER_ENTRY_SIZE` bytes little-endian.
+    One :class:`LayerEntry` per weighted layer: 16-bit words, little-endian, back to back
+    (:data:`DENSE_ENTRY_WORDS` for a dense layer, :data:`CONV_ENTRY_WORDS` for a convolution);
+    see :class:`LayerEntry` for what the loops do with them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import struct
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from trine.contract.errors import FormatError
-from trine.contract.reference import Layer
+from trine.contract.network import network_shapes
+from trine.contract.params import CapacityError
+from trine.contract.reference import Conv, Flatten, Layer, MaxPool
 from trine.contract.spec import BIAS_MAX, MAX_FAN_IN, pack_trits, packed_size
 
 __all__ = [
     "BIAS_STORE_WIDTH",
     "BIAS_STORE_BYTES",
-    "LAYER_ENTRY_SIZE",
+    "DENSE_ENTRY_WORDS",
+    "CONV_ENTRY_WORDS",
+    "POSITION_LEVELS",
     "beat_bytes",
-    "word_size",
-    "weight_words",
-    "bias_entries",
-    "tile_layer",
+    "TensorLayout",
     "LayerEntry",
     "DeviceImage",
     "compile_image",
@@ -53,10 +71,12 @@ __all__ = [
 BIAS_STORE_WIDTH = 34
 BIAS_STORE_BYTES = 5
 assert BIAS_MAX + MAX_FAN_IN + (1 << 30) < 1 << (BIAS_STORE_WIDTH - 1)
-
-_ENTRY = struct.Struct("<IHHHHBB")
-#: Bytes per layer-table entry.
-LAYER_ENTRY_SIZE = _ENTRY.size
+#: Table words of a dense layer's entry and of a convolution's.
+DENSE_ENTRY_WORDS = 10
+CONV_ENTRY_WORDS = 37
+#: Loop levels over output positions (2-D pooling needs four: dx, dy, X, Y).
+POSITION_LEVELS = 4
+_U16 = 1 << 16
 
 
 def beat_bytes(lanes: int, rows: int) -> int:
@@ -64,27 +84,204 @@ def beat_bytes(lanes: int, rows: int) -> int:
     return packed_size(lanes * rows)
 
 
-def word_size(target: int, lanes: int, rows: int) -> int:
-    """Bytes per word of a device memory (:class:`trine.contract.protocol.Target` order: weights,
-    biases,
-    layer table, activation buffers). WRITE and READ advance one word every this many bytes."""
-    sizes = (beat_bytes(lanes, rows), BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, lanes)
-    if not 0 <= int(target) < len(sizes):
-        raise FormatError(f"no memory target {target}")
-    return sizes[int(target)]
+@dataclasses.dataclass(frozen=True)
+class TensorLayout:
+    """Where a tensor of ``shape`` sits in the activation pool: sample ``b`` from word
+    ``base + b * sample_words``, ``cw`` words per position (see the module notes)."""
+
+    shape: tuple[int, ...]
+    base: int
+    lanes: int
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0] if len(self.shape) > 1 else self.shape[0]
+
+    @property
+    def positions(self) -> int:
+        return math.prod(self.shape[1:]) if len(self.shape) > 1 else 1
+
+    @property
+    def cw(self) -> int:
+        return -(-self.channels // self.lanes)
+
+    @property
+    def sample_words(self) -> int:
+        return self.positions * self.cw
+
+    def pack(self, x: np.ndarray) -> np.ndarray:
+        """int8 samples ``(N, *shape)`` as the pool's bytes, ``(N, sample_words * lanes)``
+        (zero in the padding)."""
+        n = len(x)
+        c = self.channels
+        out = np.zeros((n, self.positions, self.cw * self.lanes), np.int8)
+        flat = x.reshape(n, c, self.positions)  # channel-major, as the reference holds it
+        out[:, :, :c] = flat.transpose(0, 2, 1)
+        return out.reshape(n, -1)
+
+    def unpack(self, data: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`pack`: ``(N, sample_words * lanes)`` bytes to int8
+        ``(N, *shape)``."""
+        n = len(data)
+        pos = np.asarray(data, np.int8).reshape(n, self.positions, self.cw * self.lanes)
+        return pos[:, :, : self.channels].transpose(0, 2, 1).reshape(n, *self.shape).copy()
+
+    def flat_index(self) -> np.ndarray:
+        """For each byte of a packed sample, the index into the reference's flattened tensor
+        (C order, as ``Flatten``), or -1 for padding."""
+        c, p = self.channels, self.positions
+        idx = np.full((p, self.cw * self.lanes), -1, np.int64)
+        idx[:, :c] = (np.arange(c)[None, :] * p + np.arange(p)[:, None])
+        return idx.reshape(-1)
 
 
-def weight_words(layers: Sequence[Layer], lanes: int, rows: int) -> int:
-    """Weight-memory words the layers take: ``ceil(M / rows) * ceil(K / lanes)`` tiles each."""
-    return sum(-(-x.fan_out // rows) * -(-x.fan_in // lanes) for x in layers)
+@dataclasses.dataclass(frozen=True)
+class LayerEntry:
+    """One layer-table entry: where a weighted layer's weights, biases and activations are,
+    and the loops that walk them. All fields are 16-bit; ``*_step`` fields are signed (two's
+    complement, taken modulo the memory's size).
+
+    What the core does with an entry, for each sample ``b`` of the batch::
+
+        in_s, out_s = in_base + b * in_sample_words, out_base + b * out_sample_words
+        for block j in range(blocks):                 # rows outputs j*rows .. j*rows+rows-1
+            start, pos, x, y = in_s, out_s, x0, y0    # reset at every block
+            for each output position, level p0 fastest (counts p_counts):
+                acc[r] = sum over the window of w * a, where the window is
+                    for ty in range(kh): for tx in range(kw): for g in range(cw):
+                        word = start + ty * (kw * cw - 1 + row_step) + tx * cw + g
+                        a = pool[word] if 0 <= x + tx < in_width and 0 <= y + ty < in_height
+                            else 0                    # zero padding, never stored
+                    and w the next word of weights (weight_base + j * window words + ...)
+                out[r] = requantise(acc[r] + bias[bias_base + j * rows + r])
+                with pooling, the maximum of out[r] over the pool window (levels p0, or p0
+                and p1) is written once, at the window's last position; the bytes written are
+                pos * lanes + j * rows + r, for j * rows + r < fan_out
+                then, for the level l that advances (the lower ones wrap):
+                    start += act_steps[l]; pos += out_steps[l]
+                    x += x_steps[l]; y += y_steps[l]
+
+    A dense layer (``conv`` false) has ``kw = kh = 1``, one position and ``cw`` = its chunks;
+    its table entry stops after ``out_sample_words``.
+    """
+
+    weight_base: int
+    bias_base: int
+    blocks: int
+    fan_out: int
+    cw: int
+    in_base: int
+    in_sample_words: int
+    out_base: int
+    out_sample_words: int
+    shift: int
+    relu: bool
+    conv: bool = False
+    pool_levels: int = 0
+    kw: int = 1
+    kh: int = 1
+    row_step: int = 0
+    p_counts: tuple[int, ...] = (1, 1, 1, 1)
+    act_steps: tuple[int, ...] = (0, 0, 0, 0)
+    out_steps: tuple[int, ...] = (0, 0, 0, 0)
+    in_width: int = 1
+    in_height: int = 1
+    x0: int = 0
+    y0: int = 0
+    x_steps: tuple[int, ...] = (0, 0, 0, 0)
+    y_steps: tuple[int, ...] = (0, 0, 0, 0)
+
+    @property
+    def words(self) -> int:
+        return CONV_ENTRY_WORDS if self.conv else DENSE_ENTRY_WORDS
+
+    @property
+    def window_words(self) -> int:
+        return self.kh * self.kw * self.cw
+
+    def to_words(self) -> list[int]:
+        """The entry as table words (unsigned 16-bit)."""
+        flags = self.shift | int(self.relu) << 5 | self.pool_levels << 6 | int(self.conv) << 8
+        words = [flags, self.weight_base, self.bias_base, self.blocks, self.fan_out, self.cw,
+                 self.in_base, self.in_sample_words, self.out_base, self.out_sample_words]
+        if self.conv:
+            words += [self.kw, self.kh, self.row_step, *self.p_counts, *self.act_steps,
+                      *self.out_steps, self.in_width, self.in_height, self.x0, self.y0,
+                      *self.x_steps, *self.y_steps]
+        for v in words:
+            if not -(1 << 15) <= v < _U16:
+                raise CapacityError(f"a layer-table field is {v}, outside 16 bits")
+        return [v % _U16 for v in words]
+
+    @classmethod
+    def from_words(cls, words: Sequence[int]) -> LayerEntry:
+        """Decode an entry from the start of ``words`` (unsigned 16-bit values)."""
+        def signed(v):
+            return v - _U16 if v >= 1 << 15 else v
+
+        flags = words[0]
+        conv = bool(flags >> 8 & 1)
+        head = dict(weight_base=words[1], bias_base=words[2], blocks=words[3],
+                    fan_out=words[4], cw=words[5], in_base=words[6], in_sample_words=words[7],
+                    out_base=words[8], out_sample_words=words[9], shift=flags & 31,
+                    relu=bool(flags >> 5 & 1), conv=conv, pool_levels=flags >> 6 & 3)
+        if not conv:
+            return cls(**head)
+        w = list(words[10:CONV_ENTRY_WORDS])
+        return cls(**head, kw=w[0], kh=w[1], row_step=signed(w[2]), p_counts=tuple(w[3:7]),
+                   act_steps=tuple(map(signed, w[7:11])),
+                   out_steps=tuple(map(signed, w[11:15])), in_width=w[15], in_height=w[16],
+                   x0=signed(w[17]), y0=signed(w[18]), x_steps=tuple(map(signed, w[19:23])),
+                   y_steps=tuple(map(signed, w[23:27])))
 
 
-def bias_entries(layers: Sequence[Layer], rows: int) -> int:
-    """Bias-memory entries the layers take: ``rows`` per block of outputs."""
-    return sum(-(-x.fan_out // rows) * rows for x in layers)
+@dataclasses.dataclass(frozen=True)
+class DeviceImage:
+    """Everything a program puts into the device, and where its inputs and outputs are.
+
+    Members
+    -------
+    lanes, rows : the array's shape the image is for
+    weights : bytes, ``beat_bytes`` per word, all layers back to back
+    biases : int64 array of folded biases, all layers back to back (block-padded)
+    entries : the layer table
+    input, output : TensorLayout of the network's input and output in the pool
+    batch : the most samples one RUN may take with this image (the pool's capacity, at most
+        the device's ``max_batch``)
+    """
+
+    lanes: int
+    rows: int
+    weights: bytes
+    biases: np.ndarray
+    entries: tuple[LayerEntry, ...]
+    input: TensorLayout
+    output: TensorLayout
+    batch: int
+
+    @property
+    def weight_words(self) -> int:
+        return len(self.weights) // beat_bytes(self.lanes, self.rows)
+
+    @property
+    def table_words(self) -> int:
+        return sum(e.words for e in self.entries)
+
+    def bias_bytes(self) -> bytes:
+        """Biases as ``BIAS_STORE_BYTES``-byte little-endian two's complement values."""
+        b = self.biases.astype("<i8").view(np.uint8).reshape(-1, 8)
+        return b[:, :BIAS_STORE_BYTES].tobytes()
+
+    def table_bytes(self) -> bytes:
+        return b"".join(np.asarray(e.to_words(), "<u2").tobytes() for e in self.entries)
 
 
-def tile_layer(weights: np.ndarray, lanes: int, rows: int) -> np.ndarray:
+# --------------------------------------------------------------------------------------------
+# Compiling
+# --------------------------------------------------------------------------------------------
+
+
+def _tiles(weights: np.ndarray, lanes: int, rows: int) -> np.ndarray:
     """Weights ``(M, K)`` in tile order: ``(blocks, chunks, rows, lanes)``, zero padded."""
     m, k = weights.shape
     blocks, chunks = -(-m // rows), -(-k // lanes)
@@ -93,75 +290,185 @@ def tile_layer(weights: np.ndarray, lanes: int, rows: int) -> np.ndarray:
     return padded.reshape(blocks, rows, chunks, lanes).transpose(0, 2, 1, 3)
 
 
-@dataclasses.dataclass(frozen=True)
-class LayerEntry:
-    """One layer-table entry: where the layer's weights and biases are and how to loop."""
-
-    weight_base: int  # word address of the first beat
-    bias_base: int  # index of the first (folded) bias
-    chunks: int  # ceil(K / lanes): beats per output block
-    blocks: int  # ceil(M / rows)
-    fan_out: int  # M: outputs written (the last block may be partial)
-    shift: int
-    relu: bool
-
-    def to_bytes(self) -> bytes:
-        return _ENTRY.pack(self.weight_base, self.bias_base, self.chunks, self.blocks,
-                           self.fan_out, self.shift, int(self.relu))
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> LayerEntry:
-        wb, bb, chunks, blocks, fan_out, shift, relu = _ENTRY.unpack(data)
-        return cls(wb, bb, chunks, blocks, fan_out, shift, bool(relu))
+def _conv_weights(conv: Conv, cw: int, lanes: int) -> np.ndarray:
+    """A convolution's trits over the device's window order ``(ty, tx, channel byte)``."""
+    w = conv.weights if conv.ndim == 2 else conv.weights[:, :, None, :]
+    c_out, c_in, kh, kw = w.shape
+    out = np.zeros((c_out, kh, kw, cw * lanes), np.int8)
+    out[:, :, :, :c_in] = w.transpose(0, 2, 3, 1)
+    return out.reshape(c_out, -1)
 
 
-@dataclasses.dataclass(frozen=True)
-class DeviceImage:
-    """Everything a program puts into the device.
+def _position_nest(conv: Conv, in_shape, out_shape, pool: MaxPool | None, cw: int,
+                   out_cw: int):
+    """Counts and per-level steps of the output-position loops (p0 fastest) for ``conv`` on an
+    input of ``in_shape`` (no halo: addresses of padded positions are never read)."""
+    spatial = list(in_shape[1:])
+    if conv.ndim == 1:
+        height, width = 1, spatial[0]
+        (kw,), (sx,), (px,) = conv.kernel, conv.stride, conv.padding
+        kh, sy, py = 1, 1, 0
+        ho, wo = 1, (width + 2 * px - kw) // sx + 1
+    else:
+        height, width = spatial
+        (kh, kw), (sy, sx), (py, px) = conv.kernel, conv.stride, conv.padding
+        ho, wo = ((height + 2 * py - kh) // sy + 1, (width + 2 * px - kw) // sx + 1)
+    pk = (1, 1) if pool is None else ((1, *pool.kernel) if pool.ndim == 1 else pool.kernel)
+    pky, pkx = pk
+    # levels, fastest first: (name, count); a position is (qy, qx) of the conv's output
+    if pool is None:
+        levels = [("qx", wo), ("qy", ho)]
+    elif conv.ndim == 1:
+        levels = [("dx", pkx), ("X", wo // pkx)]
+    else:
+        levels = [("dx", pkx), ("dy", pky), ("X", wo // pkx), ("Y", ho // pky)]
+    counts = [n for _, n in levels]
 
-    Members
-    -------
-    weights : bytes, ``beat_bytes`` per word, all layers back to back
-    biases : int64 array of folded biases, all layers back to back (block-padded)
-    entries : the layer table
+    def position(idx):
+        v = dict(zip([name for name, _ in levels], idx, strict=True))
+        if pool is None:
+            qx, qy = v["qx"], v.get("qy", 0)
+            out_index = qy * wo + qx
+        else:
+            qx = v["X"] * pkx + v["dx"]
+            qy = v.get("Y", 0) * pky + v.get("dy", 0)
+            out_index = v.get("Y", 0) * (wo // pkx) + v["X"]
+        x, y = qx * sx - px, qy * sy - py
+        return (y * width + x) * cw, out_index * out_cw, x, y
+
+    act, out, xs, ys = [], [], [], []
+    for level in range(len(levels)):
+        before = [n - 1 if i < level else 0 for i, n in enumerate(counts)]
+        after = [1 if i == level else 0 for i in range(len(counts))]
+        a, b = position(before), position(after)
+        act.append(b[0] - a[0])
+        out.append(b[1] - a[1])
+        xs.append(b[2] - a[2])
+        ys.append(b[3] - a[3])
+    x0, y0 = -px, -py
+    pad = POSITION_LEVELS - len(levels)
+    return dict(
+        start_offset=position([0] * len(levels))[0],
+        pool_levels=0 if pool is None else pool.ndim, kw=kw, kh=kh,
+        row_step=width * cw - (kw * cw - 1), p_counts=tuple(counts + [1] * pad),
+        act_steps=tuple(act + [0] * pad), out_steps=tuple(out + [0] * pad),
+        in_width=width, in_height=height, x0=x0, y0=y0, x_steps=tuple(xs + [0] * pad),
+        y_steps=tuple(ys + [0] * pad))
+
+
+def _weighted_plan(layers, input_shape):
+    """Each weighted layer with the shape it reads, the pooling fused after it, and whether a
+    flatten came before it; refuses what the device cannot run."""
+    shapes = network_shapes(layers, input_shape)
+    plan, i = [], 0
+    flattened = False
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, Flatten):
+            flattened = True
+            i += 1
+            continue
+        if isinstance(layer, MaxPool):
+            raise CapacityError(f"layer {i} ({layer.kind}): the device pools only right after "
+                                "a convolution")
+        pool = None
+        if isinstance(layer, Conv) and i + 1 < len(layers) and isinstance(layers[i + 1],
+                                                                        MaxPool):
+            pool = layers[i + 1]
+        plan.append((i, layer, shapes[i], pool, flattened))
+        flattened = False
+        i += 2 if pool is not None else 1
+    return plan, shapes
+
+
+def compile_image(layers: Sequence, input_shape, lanes: int, rows: int, act_words: int,
+                  max_batch: int = 1) -> DeviceImage:
+    """Lay a network out for a ``lanes x rows`` array and an activation pool of ``act_words``.
+
+    Raises
+    ------
+    CapacityError
+        For a network the device cannot run at all: a max-pooling that does not follow a
+        convolution, a layer whose input and output do not fit the pool for one sample
+        (naming the layer and the words it needs), or a table field outside 16 bits. The
+        other capacities (weights, biases, table, layers) are checked by
+        :func:`trine.contract.params.check_fits`.
     """
+    layers = tuple(layers)
+    plan, shapes = _weighted_plan(layers, input_shape)
+    # layouts of the tensors each weighted layer reads and writes
+    tensors = []
+    for index, _layer, in_shape, pool, flattened in plan:
+        end = index + (2 if pool is not None else 1)
+        out_shape = shapes[end]
+        read = in_shape if not flattened else shapes[index - 1] if index else in_shape
+        tensors.append((read, out_shape))
+    # the batch the pool holds: every layer's input and output at once
+    need = [TensorLayout(r, 0, lanes).sample_words + TensorLayout(o, 0, lanes).sample_words
+            for r, o in tensors]
+    worst = int(np.argmax(need))
+    if need[worst] > act_words:
+        i, layer = plan[worst][0], plan[worst][1]
+        kind = "Dense" if isinstance(layer, Layer) else layer.kind
+        out_words = TensorLayout(tensors[worst][1], 0, lanes).sample_words
+        raise CapacityError(
+            f"program does not fit the device: layer {i} ({kind}) needs {need[worst]} words "
+            f"of activation memory for one sample (input {need[worst] - out_words} + output "
+            f"{out_words}), more than act_words = {act_words}")
+    batch = max(1, min(max_batch, act_words // max(need)))
 
-    lanes: int
-    rows: int
-    weights: bytes
-    biases: np.ndarray
-    entries: tuple[LayerEntry, ...]
-
-    @property
-    def weight_words(self) -> int:
-        return len(self.weights) // beat_bytes(self.lanes, self.rows)
-
-    def bias_bytes(self) -> bytes:
-        """Biases as ``BIAS_STORE_BYTES``-byte little-endian two's complement values."""
-        b = self.biases.astype("<i8").view(np.uint8).reshape(-1, 8)
-        return b[:, :BIAS_STORE_BYTES].tobytes()
-
-    def table_bytes(self) -> bytes:
-        return b"".join(e.to_bytes() for e in self.entries)
-
-
-def compile_image(layers: Sequence[Layer], lanes: int, rows: int) -> DeviceImage:
-    """Lay ``layers`` out for a ``lanes x rows`` array (no capacity checks: the caller's job)."""
     words, biases, entries = [], [], []
     weight_base = bias_base = 0
-    for layer in layers:
-        w = layer.weights
-        tiles = tile_layer(w, lanes, rows)
+    low = True  # the layer's input sits at the low end of the pool, its output at the high end
+    first_input = last_output = None
+    for (_, layer, _, pool, _), (read, out_shape) in zip(plan, tensors, strict=True):
+        in_layout_probe = TensorLayout(read, 0, lanes)
+        out_probe = TensorLayout(out_shape, 0, lanes)
+        if low:
+            in_layout = TensorLayout(read, 0, lanes)
+            out_layout = TensorLayout(out_shape, act_words - batch * out_probe.sample_words,
+                                      lanes)
+        else:
+            in_layout = TensorLayout(read, act_words - batch * in_layout_probe.sample_words,
+                                     lanes)
+            out_layout = TensorLayout(out_shape, 0, lanes)
+        if first_input is None:
+            first_input = in_layout
+        last_output = out_layout
+        low = not low
+        if isinstance(layer, Conv):
+            w_dev = _conv_weights(layer, in_layout.cw, lanes)
+            nest = _position_nest(layer, read, out_shape, pool, in_layout.cw, out_layout.cw)
+        else:
+            if len(read) > 1:  # after a flatten: columns in the pool's byte order
+                idx = in_layout.flat_index()
+                w_dev = np.zeros((layer.fan_out, idx.size), np.int8)
+                used = idx >= 0
+                w_dev[:, used] = layer.weights[:, idx[used]]
+            else:
+                w_dev = layer.weights
+            nest = {}
+        tiles = _tiles(w_dev, lanes, rows)
         blocks, chunks = tiles.shape[:2]
         for beat in tiles.reshape(blocks * chunks, rows * lanes):
             words.append(pack_trits(beat))
+        m = w_dev.shape[0]
         bias = np.zeros(blocks * rows, np.int64)
-        bias[: w.shape[0]] = layer.bias + (w == -1).sum(axis=1)
+        bias[:m] = layer.bias + (w_dev == -1).sum(axis=1)
         if layer.shift:
             bias += 1 << (layer.shift - 1)
         biases.append(bias)
-        entries.append(LayerEntry(weight_base, bias_base, chunks, blocks, w.shape[0],
-                                  layer.shift, layer.relu))
+        cw = chunks if isinstance(layer, Layer) else in_layout.cw
+        # a convolution's first window starts before its input when it is padded: the
+        # offset is folded into the base (16-bit arithmetic wraps; padded words are not read)
+        first = nest.pop("start_offset", 0)
+        entry = LayerEntry(weight_base, bias_base, blocks, m, cw,
+                           (in_layout.base + first) % _U16, in_layout.sample_words,
+                           out_layout.base, out_layout.sample_words, layer.shift, layer.relu,
+                           conv=isinstance(layer, Conv), **nest)
+        entry.to_words()  # every field within 16 bits, or a CapacityError
+        entries.append(entry)
         weight_base += blocks * chunks
         bias_base += blocks * rows
-    return DeviceImage(lanes, rows, b"".join(words), np.concatenate(biases), tuple(entries))
+    return DeviceImage(lanes, rows, b"".join(words), np.concatenate(biases), tuple(entries),
+                       first_input, last_output, batch)
