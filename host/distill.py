@@ -26,7 +26,10 @@ Per epoch:
 * Adam on a cosine schedule, then every shift re-chosen from the calibration inputs
   (:meth:`QATNet.calibrate`), as :func:`trine.host.qat.train_qat` does, with a high
   percentile (99.99): a shift that flips between two values from epoch to epoch costs more
-  than the few outputs it saturates.
+  than the few outputs it saturates;
+* the program returned is that of the epoch (the start included) that agrees best with the
+  teacher on held-out mixtures made the same way, never trained on: a QAT step can flip many
+  trits at once, and an epoch can end worse than it began.
 
 The same program, teacher, inputs and settings give the same program, byte for byte.
 """
@@ -59,7 +62,7 @@ __all__ = ["DISTILL_DEFAULTS", "DistillResult", "distill", "soft_targets", "logi
 #: and the MNIST-1D CNN of ``python -m bench import_accuracy``).
 DISTILL_DEFAULTS: dict[str, Any] = dict(
     epochs=60, batch_size=32, lr=0.01, bias_lr=0.1, temperature=1.0, augment=12, noise=0.3,
-    act_percentile=99.99, recalibrate=True,
+    act_percentile=99.99, recalibrate=True, select=8,
 )
 
 
@@ -73,9 +76,11 @@ class DistillResult:
         The distilled program (labels and input shape of the starting one).
     history : list of dict
         Per epoch (0 is the start): ``epoch``, ``agreement`` (top-1 agreement with the teacher
-        on the calibration inputs), ``loss`` (NaN at epoch 0).
+        on the calibration inputs), ``held_out_agreement`` (on the held-out mixtures),
+        ``loss`` (NaN at epoch 0).
     settings : dict
-        Every setting used, ``seed`` included.
+        Every setting used, ``seed`` included, the ``logit_scale`` ``tau / T`` and the
+        ``selected_epoch``.
     """
 
     program: Program
@@ -129,6 +134,7 @@ def distill(
     noise: float = DISTILL_DEFAULTS["noise"],
     act_percentile: float = DISTILL_DEFAULTS["act_percentile"],
     recalibrate: bool = DISTILL_DEFAULTS["recalibrate"],
+    select: int = DISTILL_DEFAULTS["select"],
     seed: int = 0,
     progress: Progress | None = None,
 ) -> DistillResult:
@@ -157,6 +163,10 @@ def distill(
     recalibrate : bool
         Re-choose the shifts after every epoch (:meth:`QATNet.calibrate`); else keep the
         starting program's.
+    select : int
+        Held-out mixtures per calibration input (made once, never trained on): the program
+        of the epoch that agrees best with the teacher on them is returned, the start
+        included. 0: the last epoch's.
     seed : int
         Augmentation, batch order and the drawn classes.
     progress : callable(fraction, message), optional
@@ -182,7 +192,8 @@ def distill(
         augment=check_int(augment, "augment", minimum=0),
         noise=check_float(noise, "noise", strict=False),
         act_percentile=check_float(act_percentile, "act_percentile", maximum=100.0),
-        recalibrate=bool(recalibrate), seed=check_int(seed, "seed", minimum=0),
+        recalibrate=bool(recalibrate), select=check_int(select, "select", minimum=0),
+        seed=check_int(seed, "seed", minimum=0),
     )
     progress = check_progress(progress)
     shape = program.input_shape
@@ -220,9 +231,28 @@ def distill(
             progress(epoch / settings["epochs"],
                      f"epoch {epoch} agreement {entry['agreement']:.3f}")
 
+    # Inputs never trained on, made like the training mixtures: the epoch whose program
+    # agrees best with the teacher on them is the one returned (a QAT step can flip many
+    # trits at once, and an epoch can end worse than it began).
+    held = _augmented(x, spread, settings["select"], settings["noise"],
+                      np.random.default_rng([settings["seed"], 1]))[len(x):]
+    held_class = (_flat_logits(teacher(held), len(held), "the teacher").argmax(axis=1)
+                  if len(held) else None)
+    best: list = [-1.0, None, 0]
+
+    def keep(epoch: int) -> None:
+        if held_class is None:
+            return
+        agree = float(np.mean(net.forward(held).reshape(len(held), -1).argmax(axis=1)
+                              == held_class))
+        history[-1]["held_out_agreement"] = agree
+        if agree > best[0]:
+            best[:] = [agree, net.to_program(program.labels), epoch]
+
     step = 0
     with single_threaded_blas():
         record(0, math.nan)
+        keep(0)
         for epoch in range(1, settings["epochs"] + 1):
             inputs = _augmented(x, spread, settings["augment"], settings["noise"], rng)
             q = soft_targets(z_calib if inputs is x else
@@ -243,8 +273,11 @@ def distill(
             if settings["recalibrate"]:
                 net.calibrate(a_calib, settings["act_percentile"], opt)
             record(epoch, float(np.mean(losses)))
-    result = net.to_program(program.labels)
-    return DistillResult(result, history, settings)
+            keep(epoch)
+    if best[1] is None:
+        return DistillResult(net.to_program(program.labels), history, settings)
+    settings["selected_epoch"] = best[2]
+    return DistillResult(best[1], history, settings)
 
 
 def _augmented(x: np.ndarray, spread: np.ndarray, augment: int, noise: float,

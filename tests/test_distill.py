@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from trine.host.data import load_digits_split
-from trine.host.distill import DISTILL_DEFAULTS, _draw, distill, logit_scale, soft_targets
+from trine.host.distill import (
+    DISTILL_DEFAULTS,
+    _augmented,
+    _draw,
+    distill,
+    logit_scale,
+    soft_targets,
+)
 from trine.host.learning import TrainError
 from trine.host.program import Program
 from trine.host.results import program_accuracy
@@ -101,3 +108,29 @@ def test_distillation_refusals(digits):
         distill(start, net.forward, calib, temperature=0)
     with pytest.raises(TrainError, match="augment must be an integer >= 0, not -1"):
         distill(start, net.forward, calib, augment=-1)
+    with pytest.raises(TrainError, match="select must be an integer >= 0, not -1"):
+        distill(start, net.forward, calib, select=-1)
+
+
+def test_the_epoch_returned_is_the_best_on_held_out_mixtures(digits):
+    # The held-out mixtures are rebuilt here as distill makes them (seed [seed, 1]): the
+    # program returned must be the one whose agreement on them the history records as best.
+    net, calib, _, _ = digits
+    start = net.to_program(calib, method="twn")
+    result = distill(start, net.forward, calib, epochs=4, seed=5, select=3)
+    held_out = [h["held_out_agreement"] for h in result.history]
+    chosen = result.settings["selected_epoch"]
+    assert held_out[chosen] == max(held_out) and held_out.index(max(held_out)) == chosen
+    spread = calib.std(axis=0)
+    held = _augmented(calib, spread, 3, DISTILL_DEFAULTS["noise"],
+                      np.random.default_rng([5, 1]))[len(calib):]
+    agree = np.mean(result.program.run_reference(held).argmax(1) ==
+                    net.forward(held).argmax(1))
+    assert agree == held_out[chosen]
+    # the same training without the selection returns the last epoch, which is chosen only
+    # when it is the best
+    last = distill(start, net.forward, calib, epochs=4, seed=5, select=0)
+    assert "selected_epoch" not in last.settings
+    assert all("held_out_agreement" not in h for h in last.history)
+    assert [h["agreement"] for h in last.history] == [h["agreement"] for h in result.history]
+    assert (last.program.to_bytes() == result.program.to_bytes()) == (chosen == 4)
