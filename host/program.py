@@ -373,10 +373,14 @@ class Program:
         without bound.
         """
         name = os.fspath(path)
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ProgramFormatError(f"{name}: not a regular file")
+        # O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise wait for a
+        # writer for ever; a regular file ignores the flag
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise ProgramFormatError(f"{name}: not a regular file")
+        with open(fd, "rb") as f:
             head = f.read(HEADER_SIZE)
             declared = declared_size(head)
             if info.st_size > MAX_FILE_SIZE or (declared is not None
