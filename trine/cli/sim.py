@@ -1,6 +1,8 @@
 """``trine sim serve``: the device's RTL in a simulator, behind a TCP socket.
 
-The server runs in this process (:func:`trine.sim.serve.run_server`); ``--board B`` simulates
+Two engines serve the same device: ``native`` (:func:`trine.sim.native.run_native_server`:
+Verilator with a C++ bridge, no Python in the loop) and ``cocotb``
+(:func:`trine.sim.serve.run_server`: cocotb on Icarus or Verilator). ``--board B`` simulates
 the device ``trine build --board B`` makes, with the same parameter options, clock and baud.
 """
 
@@ -15,6 +17,7 @@ import threading
 
 from trine.cli.common import (
     HelpFormatter,
+    UsageError,
     add_board_option,
     add_params_options,
     params_changes,
@@ -24,7 +27,7 @@ from trine.cli.common import (
 from trine.contract.params import DECODERS, SIMULATED, WEIGHT_MEMORIES
 from trine.contract.protocol import DEFAULT_BAUD
 
-__all__ = ["add_parsers", "device_config"]
+__all__ = ["add_parsers", "device_config", "engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ logger = logging.getLogger(__name__)
 #: cocotb, too slow for building the parser); a test checks that the two agree.
 SIM_CLOCK_HZ = 12_000_000
 _MHZ = 1_000_000
+#: The cocotb engine's simulator unless --sim names one.
+DEFAULT_SIM = "verilator"
 
 
 def device_config(args: argparse.Namespace):
@@ -81,26 +86,54 @@ def _sigterm_sets(stop: threading.Event):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from trine.sim.serve import run_server
+def engine(args: argparse.Namespace) -> str:
+    """The engine the options ask for: ``--engine``, else cocotb if ``--sim`` names its
+    simulator, else native.
 
+    Raises
+    ------
+    UsageError
+        For ``--sim`` or ``--trace`` with an engine that does not take it.
+    """
+    chosen = args.engine or ("cocotb" if args.sim else "native")
+    if chosen == "native" and args.sim:
+        raise UsageError(f"--sim {args.sim} is for --engine cocotb; the native engine is "
+                         "Verilator without Python")
+    if chosen == "cocotb" and args.trace:
+        raise UsageError("--trace needs --engine native")
+    return chosen
+
+
+def _serve(args: argparse.Namespace) -> int:
+    kind = engine(args)
     config = device_config(args)
+    simulator = "native" if kind == "native" else args.sim or DEFAULT_SIM
     p = config.params
     logger.info("simulating %s%s: %s at %g MHz, %d baud, %s mode, on %s",
                 f"the {args.board}'s device" if args.board else "the default device",
                 "" if not params_changes(args) else " (changed)",
                 ", ".join(f"{f.name}={getattr(p, f.name)}" for f in dataclasses.fields(p)),
-                config.clock_hz / _MHZ, config.baud, config.mode, args.sim)
+                config.clock_hz / _MHZ, config.baud, config.mode,
+                "the native engine" if kind == "native" else f"cocotb and {simulator}")
 
     def ready(port: int) -> None:
-        print(f"listening on {args.host}:{port} ({args.sim}, {args.mode} mode)", flush=True)
+        print(f"listening on {args.host}:{port} ({simulator}, {args.mode} mode)", flush=True)
         logger.info("point the host at socket://%s:%d%s", args.host, port,
                     "; the server stops when the first client leaves" if args.once else "")
 
     stop = threading.Event()
     with _sigterm_sets(stop):
-        run_server(args.sim, config, port=args.port, host=args.host, once=args.once,
-                   stats_file=args.stats, on_ready=ready, stop=stop)
+        if kind == "native":
+            from trine.sim.native import run_native_server
+
+            run_native_server(config, port=args.port, host=args.host, once=args.once,
+                              stats_file=args.stats, trace=args.trace, on_ready=ready,
+                              stop=stop)
+        else:
+            from trine.sim.serve import run_server
+
+            run_server(simulator, config, port=args.port, host=args.host, once=args.once,
+                       stats_file=args.stats, on_ready=ready, stop=stop)
     return 0
 
 
@@ -114,23 +147,37 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="run the device's RTL in a simulator behind a TCP socket",
         formatter_class=HelpFormatter,
-        description="Build the accelerator's Verilog, run it under cocotb on Icarus Verilog or "
-        "Verilator, and bridge 127.0.0.1:PORT to its UART pins (--mode uart, bit level) or to "
-        "its byte streams (--mode byte: the UART skipped, 6-8x faster). Point the host at "
+        description="Build the accelerator's Verilog, simulate it, and bridge 127.0.0.1:PORT "
+        "to its UART pins (--mode uart, bit level) or to its byte streams (--mode byte: the "
+        "UART skipped, about 10x fewer cycles per byte). Point the host at "
         "socket://127.0.0.1:PORT. Once the socket listens, `listening on 127.0.0.1:PORT` is "
         "printed on stdout.\n\n"
+        "Two engines, the same device and the same answers: native (the default: the Verilog "
+        "compiled by Verilator with a C++ bridge of trine's own, no Python in the loop; the "
+        "first build of a configuration takes a minute or two, later starts are instant) and "
+        "cocotb (--engine cocotb or --sim: cocotb 2 on Icarus Verilog or Verilator, Python on "
+        "every byte, much slower).\n\n"
         f"The device is the default simulated one ({SIMULATED.lanes} lanes x {SIMULATED.rows} "
         f"rows, batches of up to {SIMULATED.max_batch}, {SIM_CLOCK_HZ / _MHZ:g} MHz, "
         f"{DEFAULT_BAUD / 1e6:g} Mbaud) or, with --board, exactly the device `trine build "
         "--board` makes: the board's parameters, clock and baud rate, so INFO answers the "
         "same. The device parameter options change either, as they do for `trine build`.",
         epilog="examples:\n"
-        "  trine sim serve --sim verilator --port 5555 --mode byte\n"
+        "  trine sim serve --port 5555 --mode byte\n"
+        "  trine sim serve --port 5555 --mode byte --trace run.fst --once\n"
+        "  trine sim serve --engine cocotb --sim icarus --port 5555\n"
         "  trine sim serve --board icebreaker --port 0 --once\n"
         "then: trine infer --port socket://127.0.0.1:PORT ...",
     )
-    serve.add_argument("--sim", choices=["icarus", "verilator"], default="verilator",
-                       help="the simulator (default verilator)")
+    serve.add_argument("--engine", choices=["native", "cocotb"],
+                       help="native: Verilator and a C++ bridge (the default); cocotb: cocotb "
+                       "on --sim")
+    serve.add_argument("--sim", choices=["icarus", "verilator"],
+                       help=f"the cocotb engine's simulator (default {DEFAULT_SIM}); implies "
+                       "--engine cocotb")
+    serve.add_argument("--trace", metavar="FILE.fst",
+                       help="native engine: write every simulated cycle to this FST waveform "
+                       "(a model built with tracing, slower; view it with gtkwave)")
     serve.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one")
     serve.add_argument("--mode", choices=["uart", "byte"], default="uart",
                        help="uart: drive the rx/tx pins bit by bit (the default); byte: the "

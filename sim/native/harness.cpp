@@ -1,0 +1,561 @@
+// The simulated device on a TCP socket with no Python in the loop: trine.sim.native's engine.
+//
+// The device's Verilog is compiled by Verilator into the class Vdevice (--prefix Vdevice), behind
+// a wrapper module that trine.sim.native writes: it holds the device in reset for its first
+// cycles itself (a reset input would put every flip-flop's next-state logic into the logic
+// Verilator re-evaluates whenever an input may have changed, twice per cycle) and gives the
+// link plain port names. This file is its clock, its link and a loopback TCP server, and
+// behaves like trine.sim.bridge's SocketBridge under cocotb, so a socket:// client cannot tell
+// the two apart:
+//
+// * byte mode (TRINE_UART undefined): bytes go into the byte stream in_data/in_valid/in_ready
+//   (LinkedAccelerator's i_stream; one beat per cycle while it is ready) and come out of
+//   out_data/out_valid (its o_stream, always ready).
+// * UART mode (TRINE_UART): bytes are driven on the rx pin as 8N1 at `divisor` cycles per
+//   bit, and tx is sampled mid-bit from the start bit's falling edge.
+//
+// One client at a time. Simulated time moves only while there is work: bytes queued or on the
+// line, or a complete request not yet answered (both directions are cut into frames by
+// frames.h to know). It then runs in chunks of `chunk` cycles, or until the input queue has
+// drained or an answer is complete, and polls the socket in between. A host that pauses for
+// more than `pause` seconds, and every new client, first gets a quiet line of the device's
+// inter-byte timeout plus a margin, so that a partial frame left behind is dropped as on a
+// board. A new client also waits until the device has answered the previous client's last
+// request (or gave up on it after `max-quiet` cycles), and whatever that produces is discarded.
+//
+// It stops on SIGTERM or SIGINT, when the process that started it is gone (PR_SET_PDEATHSIG and
+// --parent-pid), when --stop-file appears, and, with --once, after the first client.
+// With --stats FILE it appends one JSON line per client (the keys of the bridge's SessionStats).
+// Built with TRINE_TRACE it writes every simulated cycle to an FST file (--trace FILE).
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "Vdevice.h"
+#include "frames.h"
+#include "verilated.h"
+#ifdef TRINE_TRACE
+#include "verilated_fst_c.h"
+#endif
+
+namespace {
+
+#ifndef TRINE_RESET_CYCLES
+#define TRINE_RESET_CYCLES 4  // the wrapper's reset, as trine.sim.device_tb's
+#endif
+constexpr int RESET_CYCLES = TRINE_RESET_CYCLES;
+constexpr int SILENCE_MARGIN = 64;  // as trine.sim.bridge.SILENCE_MARGIN
+
+volatile sig_atomic_t g_signalled = 0;
+
+void on_signal(int) { g_signalled = 1; }
+
+double seconds(clockid_t clock) {
+    timespec ts;
+    clock_gettime(clock, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+double now_s() { return seconds(CLOCK_MONOTONIC); }
+// This process's CPU time: the simulation's own cost, whatever else runs on the machine.
+double cpu_s() { return seconds(CLOCK_PROCESS_CPUTIME_ID); }
+
+struct Options {
+    std::string host = "127.0.0.1";
+    int port = 0;
+    bool once = false;
+    std::string ready_file, stats_file, stop_file, trace_file, label = "native";
+    long parent_pid = 0;
+    long divisor = 4;
+    long timeout_cycles = 2560;
+    long long max_quiet_cycles = 1000000;
+    long chunk_cycles = 512;
+    double pause_s = 0.02;
+    double poll_s = 0.05;
+    long period_ps = 83334;
+};
+
+[[noreturn]] void usage_error(const char* what) {
+    std::fprintf(stderr, "harness: %s\n", what);
+    std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) usage_error(("missing value after " + a).c_str());
+            return argv[++i];
+        };
+        if (a == "--host") o.host = value();
+        else if (a == "--port") o.port = std::atoi(value().c_str());
+        else if (a == "--once") o.once = true;
+        else if (a == "--ready-file") o.ready_file = value();
+        else if (a == "--stats") o.stats_file = value();
+        else if (a == "--stop-file") o.stop_file = value();
+        else if (a == "--trace") o.trace_file = value();
+        else if (a == "--label") o.label = value();
+        else if (a == "--parent-pid") o.parent_pid = std::atol(value().c_str());
+        else if (a == "--divisor") o.divisor = std::atol(value().c_str());
+        else if (a == "--timeout-cycles") o.timeout_cycles = std::atol(value().c_str());
+        else if (a == "--max-quiet-cycles") o.max_quiet_cycles = std::atoll(value().c_str());
+        else if (a == "--chunk-cycles") o.chunk_cycles = std::atol(value().c_str());
+        else if (a == "--pause-s") o.pause_s = std::atof(value().c_str());
+        else if (a == "--poll-s") o.poll_s = std::atof(value().c_str());
+        else if (a == "--period-ps") o.period_ps = std::atol(value().c_str());
+        else usage_error(("unknown option " + a).c_str());
+    }
+    if (o.divisor < 1 || o.chunk_cycles < 1 || o.period_ps < 2)
+        usage_error("divisor, chunk cycles and period must be positive");
+#ifndef TRINE_TRACE
+    if (!o.trace_file.empty()) usage_error("this build has no tracing (build it with trace=True)");
+#endif
+    return o;
+}
+
+// The device, its clock and its link. `step()` is one clock cycle: the inputs change on the
+// falling edge, the design settles, the rising edge is applied and the outputs are read.
+class Device {
+  public:
+    explicit Device(const Options& o) : opt_(o) {
+        ctx_ = std::make_unique<VerilatedContext>();
+#ifdef TRINE_TRACE
+        if (!o.trace_file.empty()) ctx_->traceEverOn(true);
+#endif
+        top_ = std::make_unique<Vdevice>(ctx_.get(), "device");
+#ifdef TRINE_TRACE
+        if (!o.trace_file.empty()) {
+            trace_ = std::make_unique<VerilatedFstC>();
+            top_->trace(trace_.get(), 99);
+            trace_->open(o.trace_file.c_str());
+        }
+#endif
+#ifdef TRINE_UART
+        top_->rx = 1;
+#else
+        top_->in_valid = 0;
+        top_->out_ready = 1;
+#endif
+        top_->clk = 0;
+        for (int i = 0; i < RESET_CYCLES; i++) step();
+        cycle = 0;
+    }
+
+    ~Device() {
+        top_->final();
+#ifdef TRINE_TRACE
+        if (trace_) trace_->close();
+#endif
+    }
+
+    void send(const uint8_t* data, size_t n) { queue_.insert(queue_.end(), data, data + n); }
+    void clear() { queue_.clear(); }
+
+#ifdef TRINE_UART
+    bool busy() const { return !queue_.empty() || tx_bit_ >= 0 || rx_left_ >= 0; }
+#else
+    bool busy() const { return !queue_.empty() || offering_; }
+#endif
+
+    // Simulates up to `cycles` cycles, or fewer once `wake` is set (by drained() or an answer).
+    void run(long long cycles) {
+        wake = false;
+        for (long long i = 0; i < cycles && !wake; i++) step();
+    }
+
+    uint64_t cycle = 0;
+    bool wake = false;
+    std::vector<uint8_t> out;  // bytes the device sent, not yet taken by the bridge
+    trine::FrameCounter answers;  // cuts them into frames
+    uint64_t answer_count = 0;    // complete answers since the last reset_answers()
+    uint64_t last_byte_cycle = 0, last_answer_cycle = 0;
+
+    void reset_answers() {
+        answers.reset();
+        answer_count = 0;
+    }
+
+  private:
+    void dump() {
+#ifdef TRINE_TRACE
+        if (trace_) trace_->dump(ctx_->time());
+#endif
+    }
+
+    void step() {
+#ifdef TRINE_UART
+        drive_rx();
+#else
+        if (!offering_ && !queue_.empty()) {
+            offer_ = queue_.front();
+            queue_.pop_front();
+            offering_ = true;
+        }
+        top_->in_valid = offering_;
+        top_->in_data = offer_;
+#endif
+        top_->clk = 0;
+        top_->eval();
+        dump();
+        ctx_->timeInc(opt_.period_ps / 2);
+#ifndef TRINE_UART
+        const bool taken = offering_ && top_->in_ready;
+        const bool answered = top_->out_valid;
+        const uint8_t byte = top_->out_data;
+#endif
+        top_->clk = 1;
+        top_->eval();
+        dump();
+        ctx_->timeInc(opt_.period_ps / 2);
+        cycle++;
+#ifdef TRINE_UART
+        sample_tx();
+#else
+        if (taken) {
+            offering_ = false;
+            if (queue_.empty()) wake = true;  // drained
+        }
+        if (answered) on_byte(byte);
+#endif
+    }
+
+    // Every byte the device sends; a complete answer ends the current run().
+    void on_byte(uint8_t byte) {
+        out.push_back(byte);
+        last_byte_cycle = cycle;
+        if (answers.feed(&byte, 1).frames) {
+            answer_count++;
+            last_answer_cycle = cycle;
+            wake = true;
+        }
+    }
+
+#ifdef TRINE_UART
+    // 8N1 on rx: start bit, 8 data bits LSB first, stop bit, `divisor` cycles each.
+    void drive_rx() {
+        if (tx_bit_ < 0) {
+            if (queue_.empty()) return;
+            frame_ = (uint16_t(queue_.front()) << 1) | (1u << 9);
+            queue_.pop_front();
+            tx_bit_ = 0;
+            tx_left_ = opt_.divisor;
+        }
+        top_->rx = (frame_ >> tx_bit_) & 1;
+        if (--tx_left_ == 0) {
+            tx_left_ = opt_.divisor;
+            if (++tx_bit_ == 10) {
+                tx_bit_ = -1;
+                if (queue_.empty()) wake = true;  // drained
+            }
+        }
+    }
+
+    // tx sampled after each rising edge: a falling edge starts a byte; the start bit is checked
+    // half a bit later and every bit after that a whole bit later.
+    void sample_tx() {
+        const int tx = top_->tx;
+        if (rx_left_ < 0) {
+            if (last_tx_ == 1 && tx == 0) {
+                rx_left_ = opt_.divisor / 2 - 1;
+                rx_bit_ = 0;
+                rx_byte_ = 0;
+            }
+        } else if (rx_left_ > 0) {
+            rx_left_--;
+        } else if (rx_bit_ == 0 && tx != 0) {
+            rx_left_ = -1;  // not a start bit (the device never glitches; be safe)
+        } else if (rx_bit_ < 9) {
+            if (rx_bit_ > 0) rx_byte_ |= tx << (rx_bit_ - 1);
+            rx_bit_++;
+            rx_left_ = opt_.divisor - 1;
+        } else {
+            rx_left_ = -1;
+            if (tx == 1) {
+                on_byte(uint8_t(rx_byte_));
+            } else {
+                framing_errors++;
+                std::fprintf(stderr, "framing error: low stop bit after 0x%02x\n", rx_byte_);
+            }
+        }
+        last_tx_ = tx;
+    }
+
+    int tx_bit_ = -1;  // the bit of frame_ on rx, -1 when idle
+    long tx_left_ = 0;
+    uint16_t frame_ = 0;
+    long rx_left_ = -1;  // cycles to the next sample of tx, -1 when idle
+    int rx_bit_ = 0, rx_byte_ = 0, last_tx_ = 1;
+
+  public:
+    unsigned long framing_errors = 0;
+
+  private:
+#else
+    bool offering_ = false;
+    uint8_t offer_ = 0;
+#endif
+    const Options& opt_;
+    std::unique_ptr<VerilatedContext> ctx_;
+    std::unique_ptr<Vdevice> top_;
+#ifdef TRINE_TRACE
+    std::unique_ptr<VerilatedFstC> trace_;
+#endif
+    std::deque<uint8_t> queue_;
+};
+
+struct SessionStats {
+    unsigned long long bytes_in = 0, bytes_out = 0, requests = 0, answers = 0;
+    unsigned long long cycles = 0, busy_cycles = 0;
+    double busy_wall_s = 0, wall_s = 0, busy_cpu_s = 0;
+
+    std::string json() const {
+        char rate[32] = "null";
+        if (busy_wall_s > 0 && busy_cycles > 0)
+            std::snprintf(rate, sizeof rate, "%.0f", double(busy_cycles) / busy_wall_s);
+        char cpu_rate[32] = "null";
+        if (busy_cpu_s > 0 && busy_cycles > 0)
+            std::snprintf(cpu_rate, sizeof cpu_rate, "%.0f", double(busy_cycles) / busy_cpu_s);
+        char buf[512];
+        std::snprintf(buf, sizeof buf,
+                      "{\"bytes_in\": %llu, \"bytes_out\": %llu, \"requests\": %llu, "
+                      "\"answers\": %llu, \"cycles\": %llu, \"busy_cycles\": %llu, "
+                      "\"busy_wall_s\": %.4f, \"wall_s\": %.4f, \"cycles_per_s\": %s, "
+                      "\"busy_cpu_s\": %.4f, \"cycles_per_cpu_s\": %s}",
+                      bytes_in, bytes_out, requests, answers, cycles, busy_cycles, busy_wall_s,
+                      wall_s, rate, busy_cpu_s, cpu_rate);
+        return buf;
+    }
+};
+
+class Bridge {
+  public:
+    Bridge(const Options& o, Device& d) : opt_(o), dev_(d) {}
+
+    int serve() {
+        int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (listener < 0) return fail("socket");
+        int one = 1;
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(uint16_t(opt_.port));
+        if (inet_pton(AF_INET, opt_.host.c_str(), &addr.sin_addr) != 1)
+            return fail("bad host address");
+        if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+            return fail("bind");
+        if (listen(listener, 1) < 0) return fail("listen");
+        socklen_t len = sizeof addr;
+        getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+        const int port = ntohs(addr.sin_port);
+        if (!opt_.ready_file.empty()) {
+            std::string tmp = opt_.ready_file + ".tmp";
+            FILE* f = std::fopen(tmp.c_str(), "w");
+            if (!f) return fail("ready file");
+            std::fprintf(f, "%d\n", port);
+            std::fclose(f);
+            std::rename(tmp.c_str(), opt_.ready_file.c_str());
+        }
+        std::fprintf(stderr, "listening on %s:%d (%s mode)\n", opt_.host.c_str(), port,
+#ifdef TRINE_UART
+                     "uart"
+#else
+                     "byte"
+#endif
+        );
+        std::fflush(stderr);
+        for (int clients = 1;; clients++) {
+            int conn = -1;
+            while (conn < 0) {
+                pollfd p{listener, POLLIN, 0};
+                poll(&p, 1, int(opt_.poll_s * 1000));
+                if (told_to_stop()) {
+                    std::fprintf(stderr, "told to stop, or the serving process is gone\n");
+                    close(listener);
+                    return 0;
+                }
+                if (p.revents & POLLIN) conn = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+            }
+            fcntl(conn, F_SETFL, fcntl(conn, F_GETFL) | O_NONBLOCK);
+            setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            std::fprintf(stderr, "client %d connected\n", clients);
+            SessionStats stats = session(conn);
+            close(conn);
+            std::string summary = stats.json();
+            std::fprintf(stderr, "client %d gone: %s\n", clients, summary.c_str());
+            std::fflush(stderr);
+            if (!opt_.stats_file.empty()) {
+                if (FILE* f = std::fopen(opt_.stats_file.c_str(), "a")) {
+                    std::fprintf(f, "%s\n", summary.c_str());
+                    std::fclose(f);
+                }
+            }
+            if (opt_.once || told_to_stop()) {
+                close(listener);
+                return 0;
+            }
+        }
+    }
+
+  private:
+    int fail(const char* what) {
+        std::fprintf(stderr, "harness: %s: %s\n", what, std::strerror(errno));
+        return 1;
+    }
+
+    bool told_to_stop() const {
+        if (g_signalled) return true;
+        if (opt_.parent_pid != 0 && getppid() != opt_.parent_pid) return true;
+        struct stat st;
+        return !opt_.stop_file.empty() && stat(opt_.stop_file.c_str(), &st) == 0;
+    }
+
+    // Runs the device for up to `cycles` cycles (less once the input has drained or an answer
+    // is complete) and collects what it sent.
+    void simulate(long long cycles) {
+        const uint64_t answered = dev_.answer_count;
+        dev_.run(cycles);
+        stats_.answers += dev_.answer_count - answered;
+        if (dev_.out.empty()) return;
+        stats_.bytes_out += dev_.out.size();
+        last_active_cycle_ = dev_.last_byte_cycle;
+        last_answer_cycle_ = dev_.last_answer_cycle;
+        pending_.insert(pending_.end(), dev_.out.begin(), dev_.out.end());
+        dev_.out.clear();
+    }
+
+    void chunk() { simulate(opt_.chunk_cycles); }
+
+    bool quiet_too_long() const {
+        return !dev_.busy() &&
+               static_cast<long long>(dev_.cycle - last_active_cycle_) > opt_.max_quiet_cycles;
+    }
+
+    void silence() {
+        long long left = opt_.timeout_cycles + SILENCE_MARGIN;
+        while (left > 0) {
+            const uint64_t c0 = dev_.cycle;
+            simulate(left);
+            left -= static_cast<long long>(dev_.cycle - c0);
+        }
+    }
+
+    SessionStats session(int conn) {
+        stats_ = SessionStats();
+        const uint64_t start_cycle = dev_.cycle;
+        const double start_wall = now_s();
+        // Let the device finish what the previous client started (at most its last request:
+        // the device takes one frame at a time), then a quiet line so that a half-sent frame
+        // is dropped; whatever the device sends meanwhile is discarded.
+        while (((outstanding_ && stats_.answers == 0) || dev_.busy()) && !quiet_too_long() &&
+               !told_to_stop())
+            chunk();
+        outstanding_ = 0;
+        silence();
+        stats_ = SessionStats();
+        pending_.clear();
+        dev_.reset_answers();
+        trine::FrameCounter requests;
+        double last_input = now_s();
+        std::vector<uint8_t> buf(1 << 16);
+        while (!told_to_stop()) {
+            bool closed = false;
+            ssize_t n = recv(conn, buf.data(), buf.size(), 0);
+            if (n == 0) closed = true;
+            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                closed = true;
+            if (n > 0) {
+                if (!dev_.busy() && now_s() - last_input > opt_.pause_s)
+                    silence();  // the host paused: the line was quiet meanwhile
+                last_input = now_s();
+                dev_.send(buf.data(), size_t(n));
+                stats_.bytes_in += uint64_t(n);
+                auto r = requests.feed(buf.data(), size_t(n));
+                // every complete request is answered (a bad-CRC frame with a good header is
+                // NAKed), or the device dropped it, which the quiet limit below finds
+                if (unsigned complete = r.frames + r.errors) {
+                    stats_.requests += complete;
+                    outstanding_ += complete;
+                    last_active_cycle_ = last_request_cycle_ = dev_.cycle;
+                }
+            }
+            bool awaiting = outstanding_ > stats_.answers;
+            if (!pending_.empty()) {
+                ssize_t sent = ::send(conn, pending_.data(), pending_.size(), MSG_NOSIGNAL);
+                if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                    closed = true;
+                else if (sent > 0)
+                    pending_.erase(pending_.begin(), pending_.begin() + sent);
+            }
+            if (closed) break;
+            if (awaiting && quiet_too_long()) {
+                std::fprintf(stderr, "no answer after %lld cycles; the device missed a frame?\n",
+                             opt_.max_quiet_cycles);
+                outstanding_ = stats_.answers;
+                awaiting = false;
+            }
+            if (dev_.busy() || awaiting) {
+                const double t0 = now_s(), cpu0 = cpu_s();
+                const uint64_t c0 = dev_.cycle;
+                chunk();
+                stats_.busy_wall_s += now_s() - t0;
+                stats_.busy_cpu_s += cpu_s() - cpu0;
+                stats_.busy_cycles += dev_.cycle - c0;
+                last_input = now_s();  // the host's pause starts after the answer
+            } else {
+                pollfd p{conn, short(POLLIN | (pending_.empty() ? 0 : POLLOUT)), 0};
+                poll(&p, 1, int(opt_.poll_s * 1000));
+            }
+        }
+        dev_.clear();
+        // left for the next client's wait: whether the last request is still unanswered
+        outstanding_ = last_request_cycle_ > last_answer_cycle_ ? 1 : 0;
+        stats_.cycles = dev_.cycle - start_cycle;
+        stats_.wall_s = now_s() - start_wall;
+        return stats_;
+    }
+
+    const Options& opt_;
+    Device& dev_;
+    SessionStats stats_;
+    std::vector<uint8_t> pending_;  // answer bytes not yet taken by the socket
+    unsigned long long outstanding_ = 0;
+    uint64_t last_active_cycle_ = 0, last_request_cycle_ = 0, last_answer_cycle_ = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options opt = parse(argc, argv);
+    // Stop with the process that started this one, even if it was killed.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (opt.parent_pid != 0 && getppid() != opt.parent_pid) return 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+    Device device(opt);
+    Bridge bridge(opt, device);
+    return bridge.serve();
+}
