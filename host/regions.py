@@ -582,6 +582,15 @@ def _cut(poly: np.ndarray, s: np.ndarray, tol: float) -> tuple[np.ndarray, np.nd
     return np.array(neg), np.array(pos)
 
 
+def _dedupe(poly: np.ndarray, eps: float) -> np.ndarray:
+    """Drop vertices within ``eps`` of the one before (cuts through a vertex make them)."""
+    if len(poly) < 2:
+        return poly
+    step = np.abs(poly - np.roll(poly, 1, axis=0)).max(axis=1)
+    keep = step > eps
+    return poly[keep] if keep.any() else poly[:1]
+
+
 def _area(poly: np.ndarray) -> float:
     x, y = poly[:, 0], poly[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
@@ -617,6 +626,7 @@ def _split_polygon(poly, z0, zu, zv, units, min_area, tol_scale):
             tol = _ZTOL * (abs(z0[j]) + (abs(zu[j]) + abs(zv[j])) * tol_scale)
             if s.max() > tol and s.min() < -tol:
                 for half in _cut(pg, s, tol):
+                    half = _dedupe(half, _TTOL * tol_scale)
                     if len(half) >= 3 and _area(half) > min_area:
                         nxt.append(half)
             else:
@@ -673,7 +683,7 @@ def count_slice(net: PLNetwork, a: Any, d1: Any, d2: Any, extent: float, *,
                     groups.setdefault(arg.astype(np.int32).tobytes(), []).append(part)
                 for key, members in groups.items():
                     new_polys.append(members[0] if len(members) == 1
-                                     else _hull(np.concatenate(members)))
+                                     else _dedupe(_hull(np.concatenate(members)), _TTOL * r))
                     parents.append(n)
                     keys.append(np.frombuffer(key, np.int32))
                 _too_many(len(new_polys), limit, "faces")

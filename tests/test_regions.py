@@ -148,16 +148,9 @@ def test_slice_count_against_dense_sampling(ternary):
     a, d1, d2, extent = R.random_plane(net, np.random.default_rng(0))
     s = R.count_slice(net, a, d1, d2, extent)
     grid = 301
-    sampled = R.sample_slice_patterns(net, a, d1, d2, extent, grid)
-    g = np.linspace(-extent, extent, grid)
-    u, v = np.meshgrid(g, g)
-    pts = np.stack([u.ravel(), v.ravel()], axis=1)
-    hit = 0
-    for poly in s.polygons:
-        e = np.roll(poly, -1, axis=0) - poly
-        rel = pts[:, None, :] - poly[None]
-        cross = e[None, :, 0] * rel[:, :, 1] - e[None, :, 1] * rel[:, :, 0]
-        hit += bool(np.any(np.all(cross > 1e-9, axis=1)))
+    inside = extent * (1 - 1e-4)
+    sampled = R.sample_slice_patterns(net, a, d1, d2, inside, grid)
+    hit = _faces_hit(s.polygons, inside, grid)
     assert sampled <= s.activation_regions
     assert sampled == hit
     assert sampled >= 0.9 * s.activation_regions
@@ -232,6 +225,48 @@ def test_convolution_and_pooling_program_against_sampling():
     s = R.count_slice(net, a, d1, d2, 30.0)
     assert R.sample_slice_patterns(net, a, d1, d2, 30.0, 201) <= s.activation_regions
     assert abs(sum(R._area(p) for p in s.polygons) - 60.0 ** 2) < 1e-6
+
+
+def _faces_hit(polygons, extent: float, grid: int) -> int:
+    """How many of the convex ``polygons`` hold at least one point of the sampling grid."""
+    g = np.linspace(-extent, extent, grid)
+    u, v = np.meshgrid(g, g)
+    pts = np.stack([u.ravel(), v.ravel()], axis=1)
+    hit = 0
+    for poly in polygons:
+        e = np.roll(poly, -1, axis=0) - poly
+        rel = pts[:, None, :] - poly[None]
+        cross = e[None, :, 0] * rel[:, :, 1] - e[None, :, 1] * rel[:, :, 0]
+        hit += bool(np.any(np.all(cross > 1e-9, axis=1)))
+    return hit
+
+
+@pytest.mark.parametrize("pool,shape", [(3, (2, 9)), ((2, 2), (1, 4, 4))])
+def test_pooling_windows_wider_than_two_merge_their_pieces(pool, shape):
+    # crossings between two losers of a window split nothing: the pieces must merge again
+    rng = np.random.default_rng(11)
+    c_in = shape[0]
+    kernel = (3,) if len(shape) == 2 else (3, 3)
+    conv = Conv(rng.integers(-1, 2, (3, c_in, *kernel)).astype(np.int8),
+                rng.integers(-60, 60, 3).astype(np.int32), padding=1, shift=0, relu=True)
+    positions = math.prod(shape[1:]) // math.prod(pool if isinstance(pool, tuple) else (pool,))
+    layers = [conv, MaxPool(pool), Flatten(),
+              Layer(rng.integers(-1, 2, (2, 3 * positions)).astype(np.int8),
+                    np.zeros(2, np.int32), 0, False)]
+    net = R.from_program(Program(layers, input_shape=shape))
+    for seed in range(2):
+        a, b = R.random_chord(net, np.random.default_rng(seed))
+        r = R.count_line(net, a, b)
+        t = np.linspace(0, 1, 20001)
+        assert R.sample_line_patterns(net, a, b, len(t)) == _intervals_hit(r.breaks, t)
+    d = np.random.default_rng(5).normal(size=(2, net.input_width))
+    s = R.count_slice(net, np.zeros(net.input_width), d[0], d[1], 40.0)
+    assert s.activation_regions > 10
+    # grid points on the square's edges lie in no face's interior; an even grid misses the
+    # origin, where the difference lines of a channel's positions in a window all meet (ties)
+    inside = 40.0 * (1 - 1e-4)
+    assert R.sample_slice_patterns(net, np.zeros(net.input_width), d[0], d[1], inside,
+                                   150) == _faces_hit(s.polygons, inside, 150)
 
 
 def test_onnx_model_is_its_float_network():
