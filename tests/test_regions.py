@@ -190,6 +190,55 @@ def test_program_function_is_the_integer_path_without_rounding():
     assert np.abs(real - program.run_reference(x)).max() <= 0.5 + 16 * 0.5 / 4
 
 
+def exact_breaks(program: Program, a, b) -> list:
+    """The activation pattern's breakpoints on the segment, in exact rational arithmetic: a
+    plain transcription of the walk (dense layers only), to check the float64 one against."""
+    from fractions import Fraction
+
+    pieces = [(Fraction(0), Fraction(1), [Fraction(int(v)) for v in a],
+               [Fraction(int(v) - int(u)) for u, v in zip(a, b, strict=True)])]
+    for layer in program.layers:
+        s = Fraction(1, 2 ** layer.shift)
+        w = [[int(t) for t in row] for row in layer.weights]
+        bias = [Fraction(int(v)) * s for v in layer.bias]
+        out = []
+        for lo, hi, p, q in pieces:
+            z0 = [s * sum(wi * pi for wi, pi in zip(row, p, strict=True)) + bi
+                  for row, bi in zip(w, bias, strict=True)]
+            z1 = [s * sum(wi * qi for wi, qi in zip(row, q, strict=True)) for row in w]
+            if not layer.relu:
+                out.append((lo, hi, z0, z1))
+                continue
+            cuts = sorted({-c0 / c1 for c0, c1 in zip(z0, z1, strict=True)
+                           if c1 != 0 and lo < -c0 / c1 < hi})
+            ends = [lo, *cuts, hi]
+            for left, right in zip(ends[:-1], ends[1:], strict=True):
+                mid = (left + right) / 2
+                on = [c0 + c1 * mid > 0 for c0, c1 in zip(z0, z1, strict=True)]
+                out.append((left, right,
+                            [c if o else Fraction(0) for c, o in zip(z0, on, strict=True)],
+                            [c if o else Fraction(0) for c, o in zip(z1, on, strict=True)]))
+        pieces = out
+    return [piece[0] for piece in pieces[1:]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_line_walk_equals_exact_rational_arithmetic(seed):
+    rng = np.random.default_rng(seed)
+    widths = [4, 16, 16, 16, 3]
+    layers = [Layer(np.where(rng.random((m, k)) < 0.4, 0, rng.choice([-1, 1], (m, k))
+                             ).astype(np.int8),
+                    rng.integers(-100, 100, m).astype(np.int32), int(rng.integers(0, 3)),
+                    i < len(widths) - 2)
+              for i, (k, m) in enumerate(zip(widths[:-1], widths[1:], strict=True))]
+    program = Program(layers)
+    a, b = rng.integers(-128, 128, (2, 4))
+    exact = exact_breaks(program, a, b)
+    r = R.count_line(R.from_program(program), a, b)
+    assert r.activation_regions == len(exact) + 1 > 5
+    assert np.allclose(r.breaks, [float(t) for t in exact], rtol=0, atol=1e-13)
+
+
 def test_convolution_and_pooling_program_against_sampling():
     rng = np.random.default_rng(2)
     layers = [Conv(rng.integers(-1, 2, (4, 2, 3)).astype(np.int8),
