@@ -2,6 +2,7 @@
 an error (a TrineError is one line and exit status 2, anything else keeps its traceback)."""
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -216,6 +217,19 @@ def _bad_input(tmp_path, case):
         np.save(path, np.array([{}, 1], dtype=object), allow_pickle=True)
     elif case == "string input":
         np.save(path, np.array(["a"] * 5))
+    elif case == "forged shape":  # a header declaring 5 TB of data, followed by 64 bytes
+        from numpy.lib import format as npy_format
+
+        with open(path, "wb") as f:
+            npy_format.write_array_header_1_0(
+                f, {"descr": "<f8", "fortran_order": False, "shape": (10**10, 64)})
+            f.write(bytes(64))
+    elif case == "fifo input":  # no writer: a plain open() would wait for ever
+        path = tmp_path / "fifo.npy"
+        os.mkfifo(path)
+    elif case == "folder input":
+        path = tmp_path / "folder.npy"
+        path.mkdir()
     elif case == "float-no-scale":
         np.save(path, np.zeros((2, 5), np.float32))
     elif case == "wrong-width":
@@ -240,6 +254,10 @@ def _bad_input(tmp_path, case):
         ("npz input", r"--input: \S*x.npz holds several arrays \(.npz\); give one .npy array"),
         ("pickled input", r"--input: cannot read \S*x.npy as a .npy array: Object arrays"),
         ("string input", r"--input: \S*x.npy must hold numbers, not dtype <U1"),
+        ("forged shape", r"--input: \S*x.npy declares 5,120,000,000,000 bytes of data in "
+                         r"\(10000000000, 64\) but holds 64: truncated or forged"),
+        ("fifo input", r"--input: \S*fifo.npy is not a regular file"),
+        ("folder input", r"--input: \S*folder.npy is not a regular file"),
         ("unwritable output", r"cannot write \S*/file/y.npy: "),
     ],
 )

@@ -2,9 +2,9 @@
 made to read without bound. (Version 1 is tested byte for byte in tests/test_program.py.)"""
 
 import os
+import struct
 import subprocess
 import sys
-import struct
 import time
 import zlib
 

@@ -212,20 +212,51 @@ def load_npy(path: str, flag: str, *, kinds: str | None = None, what: str = "num
         For a missing or unreadable file, one that is not a ``.npy`` array (a ``.npz`` of
         several, pickled objects, anything else) or an array of another dtype kind.
     """
+    import stat
+
     import numpy as np
+    from numpy.lib import format as npy_format
 
     try:
-        a = np.load(path, allow_pickle=False)
+        # non-blocking: a FIFO with no writer would otherwise keep open() waiting for ever
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise UsageError(f"{flag}: no such file: {path}") from None
     except OSError as e:
         raise UsageError(f"{flag}: cannot read {path}: {_reason(e)}") from None
-    except (ValueError, EOFError) as e:  # not a .npy (pickled data, text, an empty file)
-        raise UsageError(f"{flag}: cannot read {path} as a .npy array: {e or 'empty file'}") \
-            from None
-    if not isinstance(a, np.ndarray):
-        a.close()
-        raise UsageError(f"{flag}: {path} holds several arrays (.npz); give one .npy array")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise UsageError(f"{flag}: {path} is not a regular file")
+    size = info.st_size
+    with open(fd, "rb") as f:
+        try:
+            if f.read(4) == b"PK\x03\x04":
+                raise UsageError(f"{flag}: {path} holds several arrays (.npz); give one .npy "
+                                 "array")
+            f.seek(0)
+            # the header first: the data it declares must be in the file, so a forged shape
+            # never makes NumPy allocate more than the file holds
+            version = npy_format.read_magic(f)
+            read_header = {(1, 0): npy_format.read_array_header_1_0,
+                           (2, 0): npy_format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f".npy format version {version[0]}.{version[1]} is not read "
+                                 "here (1.0 and 2.0 are)")
+            shape, _, dtype = read_header(f)
+            if dtype.hasobject:
+                raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+            need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if need > size - f.tell():
+                raise UsageError(f"{flag}: {path} declares {need:,} bytes of data in {shape} "
+                                 f"but holds {max(0, size - f.tell()):,}: truncated or forged")
+            f.seek(0)
+            a = np.load(f, allow_pickle=False)
+        except OSError as e:
+            raise UsageError(f"{flag}: cannot read {path}: {_reason(e)}") from None
+        except (ValueError, EOFError, SyntaxError) as e:  # not a .npy (pickles, text, empty)
+            raise UsageError(f"{flag}: cannot read {path} as a .npy array: "
+                             f"{e or 'empty file'}") from None
     if kinds is not None and a.dtype.kind not in kinds:
         raise UsageError(f"{flag}: {path} must hold {what}, not dtype {a.dtype}")
     return a
