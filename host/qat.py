@@ -111,9 +111,9 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "float": dict(hidden=(64,), epochs=300, batch_size=64, lr=1e-3, weight_decay=0.1),
         "qat": dict(hidden=(64,), epochs=200, batch_size=64, lr=0.03, logit_scale=0.1,
                     threshold="layer"),
-        "cnn": dict(arch="c16k3p1,m2,c32k3p1,m2", input_shape=(1, 8, 8), epochs=100,
+        "cnn": dict(arch="c32k3p1,m2,c64k3p1,m2", input_shape=(1, 8, 8), epochs=100,
                     batch_size=64, lr=0.03, logit_scale=0.2, threshold="layer",
-                    act_percentile=99.99),
+                    act_percentile=99.99, weight_decay=0.1),
     },
     "mnist1d": {
         "float": dict(hidden=(256, 128, 128), epochs=100, batch_size=32, lr=1e-2,
