@@ -15,7 +15,7 @@ skl2onnx = pytest.importorskip("skl2onnx")
 
 from trine.cli.main import main  # noqa: E402
 from trine.host.data import load_digits_split  # noqa: E402
-from trine.host.onnx_import import import_onnx  # noqa: E402
+from trine.host.onnx_import import import_onnx, read_onnx_network  # noqa: E402
 from trine.host.program import Program  # noqa: E402
 from trine.host.results import program_accuracy  # noqa: E402
 
@@ -62,7 +62,10 @@ def test_import_writes_the_program_and_reports_accuracies(files, tmp_path, capsy
     assert re.search(r"1\s+10 x 32\s+no\s+\d+\s+[0-9.]+%\s+0\.\d{3}\n", text)
     assert f"{program.stats()['file_bytes']:,} bytes" in text
     assert re.search(r"check, post-training: agrees with the float model on [0-9.]+% of the "
-                     r"calibration inputs, output correlation 0\.\d{3}\n", text)
+                     r"1347 calibration inputs, output correlation 0\.\d{3}\n", text)
+    # the calibration inputs are those the fit saw: the check is made on --eval's too
+    assert re.search(r"check on --eval \S+\.npy, post-training: agrees with the float model "
+                     r"on [0-9.]+% of the 450 inputs, output correlation 0\.\d{3}\n", text)
     assert "distilled" not in text
     assert _pct(text, "float model (argmax of its float logits)") == round(
         100 * files["clf"].score(x_test, y_test), 1)
@@ -258,8 +261,9 @@ def test_distill_prints_the_three_side_by_side(files, tmp_path, capsys):
     text = captured.out
     program = Program.load(out)
     x_test, y_test = files["data"][2:]
-    assert "distilled from the float model on the calibration inputs and mixtures of them " \
-        "(1347 inputs; seed 4)" in text
+    assert re.search(r"distilled from the float model on the calibration inputs and mixtures of "
+                     r"them \(1347 inputs; seed 4; the program of epoch [0-3], the one that "
+                     r"agrees best with it on held-out mixtures\)", text)
     assert re.search(r"check, post-training: agrees .*\ncheck, distilled: agrees with the "
                      r"float model on [0-9.]+%", text)
     assert _pct(text, "distilled program (the device's reference)") == round(
@@ -269,6 +273,40 @@ def test_distill_prints_the_three_side_by_side(files, tmp_path, capsys):
     assert main([*argv, "-o", str(again)]) == 0
     assert again.read_bytes() == out.read_bytes()  # the same seed, the same program
     capsys.readouterr()
+
+
+def test_a_qonnx_model_needs_no_calibration(tmp_path, capsys):
+    # Brevitas' quantisers give every scale: the import is exact without --calib; the check
+    # is then made on the --eval inputs
+    saved = np.load(FIXTURES / "brevitas_mlp.npz")
+    np.save(tmp_path / "x.npy", saved["x"])
+    np.save(tmp_path / "y.npy", saved["y_int"].argmax(1))
+    out = tmp_path / "b.trine"
+    rc = main(["import", str(FIXTURES / "brevitas_mlp.onnx"), "-o", str(out), "--eval",
+               str(tmp_path / "x.npy"), str(tmp_path / "y.npy")])
+    text = capsys.readouterr().out
+    assert rc == 0
+    program = Program.load(out)
+    assert program == read_onnx_network(FIXTURES / "brevitas_mlp.onnx").to_program(None)
+    assert "scales from its activation quantisers; input_scale" in text
+    assert re.search(r"check, post-training: agrees with the float model on [0-9.]+% of the 256 "
+                     r"inputs of --eval \S+\.npy", text)
+    assert "check on --eval" not in text
+    rc = main(["import", str(FIXTURES / "brevitas_mlp.onnx"), "-o", str(out), "--calib",
+               str(tmp_path / "x.npy")])
+    assert rc == 0 and Program.load(out) == program
+    assert re.search(r"check, post-training: agrees with the float model on 100\.0% of the 256 "
+                     r"calibration inputs", capsys.readouterr().out)
+    # without any inputs the check is not made, and said so
+    assert main(["import", str(FIXTURES / "brevitas_mlp.onnx"), "-o", str(out)]) == 0
+    assert "check, post-training: not made (no --calib or --eval inputs" in \
+        capsys.readouterr().out
+    # distillation learns from calibration inputs
+    out.unlink()
+    assert main(["import", str(FIXTURES / "brevitas_mlp.onnx"), "-o", str(out),
+                 "--distill"]) == 2
+    assert "--calib X.npy is required: --distill learns from them" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_distillation_options_need_distill(files, tmp_path, capsys):

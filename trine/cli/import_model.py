@@ -157,13 +157,17 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from trine.host.import_check import check_program
 
     m = net.output_width
-    if args.calib is None:
+    exact = net.quantization is not None  # a QONNX model: trits and scales are its own
+    if args.calib is None and (not exact or args.distill):
         dims = ", ".join(map(str, net.input_shape))
+        why = ("--distill learns from them" if exact else "the layers' shifts are chosen from "
+               "the activations of representative inputs")
         raise UsageError(
-            f"--calib X.npy is required: the layers' shifts are chosen from the activations of "
-            f"representative inputs (a few hundred training inputs, float (N, {dims}))"
+            f"--calib X.npy is required: {why} (a few hundred training inputs, float "
+            f"(N, {dims}))"
         )
-    calib = net.check_inputs(load_npy(args.calib, "--calib"), f"--calib {args.calib}")
+    calib = (None if args.calib is None else
+             net.check_inputs(load_npy(args.calib, "--calib"), f"--calib {args.calib}"))
     labels = _parse_labels(args.labels) if args.labels is not None else None
     if labels is not None and len(labels) != m:
         raise UsageError(
@@ -180,7 +184,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
         calib, method=args.method, per_channel=args.per_channel, input_scale=args.input_scale,
         percentile=args.percentile, labels=labels, calibration_name=f"--calib {args.calib}",
     )
-    checks = [("post-training", post, check_program(net.layers, post, calib))]
+    # the check runs on the calibration inputs (an exact QONNX import without them: on the
+    # --eval inputs, or not at all)
+    check_x = calib if calib is not None else (eval_data[0] if eval_data else None)
+
+    def check(p):
+        return None if check_x is None else check_program(net.layers, p, check_x)
+
+    checks = [("post-training", post, check(post))]
     if args.distill:
         from trine.host.distill import DISTILL_DEFAULTS, distill
 
@@ -188,23 +199,27 @@ def _cmd_import(args: argparse.Namespace) -> int:
         result = distill(post, net.forward, calib, epochs=epochs,
                          seed=0 if args.seed is None else args.seed,
                          progress=ProgressBar("distilling"))
-        checks.append(("distilled", result.program,
-                       check_program(net.layers, result.program, calib)))
-    name, program, check = checks[-1]
-    reason = check.refusal()
+        checks.append(("distilled", result.program, check(result.program)))
+        args.selected_epoch = result.settings.get("selected_epoch")
+    name, program, last = checks[-1]
+    reason = None if last is None else last.refusal()
     if reason is not None and not args.force:
         hint = "" if args.distill else "; try --distill (fine-tunes it to the float model)"
+        where = "calibration" if calib is not None else "--eval"
+        reason = reason.replace("calibration inputs", f"{where} inputs")
         raise UsageError(f"{args.model}: {name} {reason.removeprefix('the ')}{hint}, or "
                          "--force to write it anyway")
     scores = None
     if eval_data is not None:
         x, y_raw = eval_data
         y = _eval_labels(y_raw, len(x), m, program.labels, f"--eval Y {args.eval[1]}")
+        held = [(label, check_program(net.layers, p, x) if calib is not None else c)
+                for label, p, c in checks]
         scores = (len(x), _accuracy(net.forward(x), y),
-                  [(label, _accuracy(p.run_reference(x), y)) for label, p, _ in checks])
+                  [(label, _accuracy(p.run_reference(x), y)) for label, p, _ in checks], held)
     with file_access(f"write {args.output}"):
         program.save(args.output)  # atomic; the last step, so a failure above writes nothing
-    _print_summary(args, net, program, len(calib), checks, scores)
+    _print_summary(args, net, program, calib, checks, scores)
     return 0
 
 
@@ -215,7 +230,7 @@ def _accuracy(outputs, y) -> float:
     return accuracy(outputs.reshape(len(outputs), -1), y)
 
 
-def _print_summary(args, net, program, n_calib: int, checks, scores) -> None:
+def _print_summary(args, net, program, calib, checks, scores) -> None:
     from trine.host.onnx_import import escape
 
     out = sys.stdout
@@ -232,12 +247,15 @@ def _print_summary(args, net, program, n_calib: int, checks, scores) -> None:
         shown = ", ".join(map(escape, program.labels[:12])) + (
             ", ..." if len(program.labels) > 12 else "")
         print(f"  labels: {shown}", file=out)
+    n_calib = 0 if calib is None else len(calib)
     if net.quantization is not None:
         source = ("its input quantiser" if -1 in net.quantization.activations
                   else "largest calibration input -> 127")
+        missing = ("" if calib is None else
+                   f" (where one is missing, from {n_calib} inputs of {args.calib})")
         print(f"trits read from the model's weight quantisers, scales from its activation "
-              f"quantisers (where one is missing, from {n_calib} inputs of {args.calib}); "
-              f"input_scale {program.input_scale:.6g} ({source})", file=out)
+              f"quantisers{missing}; input_scale {program.input_scale:.6g} ({source})",
+              file=out)
     else:
         method = args.method + (" per channel" if args.per_channel else "")
         scale = "given" if args.input_scale is not None else "largest calibration input -> 127"
@@ -245,8 +263,11 @@ def _print_summary(args, net, program, n_calib: int, checks, scores) -> None:
               f"(percentile {args.percentile:g}); input_scale {program.input_scale:.6g} "
               f"({scale})", file=out)
     if args.distill:
+        chosen = getattr(args, "selected_epoch", None)
+        epoch = "" if chosen is None else (f"; the program of epoch {chosen}, the one that "
+                                           "agrees best with it on held-out mixtures")
         print(f"distilled from the float model on the calibration inputs and mixtures of them "
-              f"({checks[-1][2].n} inputs; seed {0 if args.seed is None else args.seed})",
+              f"({n_calib} inputs; seed {0 if args.seed is None else args.seed}{epoch})",
               file=out)
     stats = program.stats()
     check = checks[-1][2]
@@ -254,16 +275,23 @@ def _print_summary(args, net, program, n_calib: int, checks, scores) -> None:
         _dense_table(program, stats, check, out)
     else:
         _network_table(program, stats, check, out)
+    where = "calibration inputs" if calib is not None else f"inputs of --eval {args.eval[0]}" \
+        if args.eval else None
     for label, _, c in checks:
-        flag = "" if c.checkable else (f" (the float model's top-1 is a tie on "
-                                       f"{_pct(1 - c.float_decided)} of them: not a check)")
-        print(f"check, {label}: agrees with the float model on {_pct(c.agreement)} of the "
-              f"calibration inputs, output correlation {c.correlation:.3f}{flag}", file=out)
+        if c is None:
+            print(f"check, {label}: not made (no --calib or --eval inputs to compare the program "
+                  "and the float model on)", file=out)
+            continue
+        print(f"check, {label}: {_agreement(c, where)}", file=out)
+    if scores is not None and calib is not None:  # the fit saw the calibration inputs, not these
+        for label, c in scores[3]:
+            print(f"check on --eval {args.eval[0]}, {label}: {_agreement(c, 'inputs')}",
+                  file=out)
     print(f"wrote {args.output}: {stats['weights']:,} weights, {stats['file_bytes']:,} bytes "
           f"({stats['packed_bytes']:,} of packed weights; {stats['bits_per_weight']:.2f} bits "
           "per weight with biases and header)", file=out)
     if scores is not None:
-        n, acc_float, programs = scores
+        n, acc_float, programs, _ = scores
         print(f"accuracy on {n} samples of {args.eval[0]}:", file=out)
         print(f"  {'float model (argmax of its float logits)':<46}  {_pct(acc_float):>6}",
               file=out)
@@ -272,15 +300,22 @@ def _print_summary(args, net, program, n_calib: int, checks, scores) -> None:
             print(f"  {text:<46}  {_pct(acc):>6}", file=out)
 
 
+def _agreement(c, where: str) -> str:
+    flag = "" if c.checkable else (f" (the float model's top-1 is a tie on "
+                                   f"{_pct(1 - c.float_decided)} of them: not a check)")
+    return (f"agrees with the float model on {_pct(c.agreement)} of the {c.n} {where}, output "
+            f"correlation {c.correlation:.3f}{flag}")
+
+
 def _dense_table(program, stats, check, out) -> None:
     """Every layer: its shape, ReLU, shift, sparsity and its outputs' correlation with the
     float model's."""
     print("  layer  outputs x inputs  relu  shift  zero weights  correlation", file=out)
-    corr = {c.index: c.correlation for c in check.layers}
+    corr = {} if check is None else {c.index: c.correlation for c in check.layers}
     for i, (layer, zero) in enumerate(zip(program.layers, stats["sparsity"], strict=True)):
         shape = f"{layer.fan_out} x {layer.fan_in}"
         print(f"  {i:>5}  {shape:>16}  {'yes' if layer.relu else 'no':>4}  {layer.shift:>5}  "
-              f"{_pct(zero):>12}  {corr[i]:>11.3f}", file=out)
+              f"{_pct(zero):>12}  {_corr(corr, i)}", file=out)
 
 
 def _network_table(program, stats, check, out) -> None:
@@ -288,7 +323,7 @@ def _network_table(program, stats, check, out) -> None:
     shift, sparsity and its outputs' correlation with the float model's."""
     from trine.contract.reference import Conv, Layer, MaxPool
 
-    corr = {c.index: c.correlation for c in check.layers}
+    corr = {} if check is None else {c.index: c.correlation for c in check.layers}
     print(f"  input {program.input_shape}", file=out)
     print("  layer  kind                  output         relu  shift  zero weights  "
           "correlation", file=out)
@@ -303,5 +338,9 @@ def _network_table(program, stats, check, out) -> None:
         row = f"  {i:>5}  {kind:<20}  {str(shape):<13}"
         if isinstance(layer, Layer | Conv):
             row += (f"  {'yes' if layer.relu else 'no':>4}  {layer.shift:>5}  "
-                    f"{_pct(next(zeros)):>12}  {corr[i]:>11.3f}")
+                    f"{_pct(next(zeros)):>12}  {_corr(corr, i)}")
         print(row.rstrip(), file=out)
+
+
+def _corr(corr: dict, i: int) -> str:
+    return f"{corr[i]:>11.3f}" if i in corr else f"{'-':>11}"
