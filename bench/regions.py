@@ -14,9 +14,11 @@ Every count is exact (:mod:`trine.host.regions`), never sampled. What is measure
   ``.trine`` program): ``n**L`` pieces at depth ``L``, against the general bound at width ``n``;
 * trained networks: QAT's ternary MLPs (digits 64-64-10, MNIST-1D 40-128-128-10,
   :func:`trine.host.qat.train_qat`) and float MLPs of the same shape
-  (:func:`trine.host.mlp.train_float_mlp`), on segments between pairs of test inputs (the
-  same segments in input space for both; a program's in its int8 units), beside random
-  networks of the same shape on the same segments with the inputs standardised;
+  (:func:`trine.host.mlp.train_float_mlp`), on segments between pairs of test inputs of
+  different classes and in the parallelograms spanned by three test inputs (the same in input
+  space for both; a program's in its int8 units), beside random networks of the same shape on
+  the same segments and slices with the inputs standardised; and QAT's digits CNN (its default
+  architecture, 30 epochs) on the first 20 of the digits MLP's segments;
 * beside them the lower bound on the maximal number of regions of a general ReLU network
   (Montufar et al. 2014), the bound the lower-bound paper for ternary networks compares with:
   it says a ternary network reaches a comparable bound with its width squared or its depth
@@ -114,7 +116,7 @@ def _segments(x: np.ndarray, y: np.ndarray, count: int, seed: int) -> list[tuple
     return pairs
 
 
-def trained(segments: int = 40) -> list[dict[str, Any]]:
+def trained(segments: int = 40, slices: int = 2) -> list[dict[str, Any]]:
     from trine.host.data import load_dataset
     from trine.host.mlp import train_float_mlp
     from trine.host.qat import train_qat
@@ -146,7 +148,24 @@ def trained(segments: int = 40) -> list[dict[str, Any]]:
             for key, ternary in (("random_ternary", True), ("random_float", False)):
                 net = R.random_network(widths, ternary=ternary, seed=k)
                 counts[key].append(R.count_line(net, za, zb).regions)
+        planes: dict[str, list[int]] = {k: [] for k in counts}
+        rng = np.random.default_rng(2)
+        for k in range(slices):
+            # the parallelogram of three test inputs: a + u (b - a) + v (c - a), u, v in [0, 1]
+            i, j, m = rng.choice(len(x_test), 3, replace=False)
+            a, d1, d2 = x_test[i], x_test[j] - x_test[i], x_test[m] - x_test[i]
+            centre = a + (d1 + d2) / 2
+            s = qat.program.input_scale
+            planes["qat"].append(R.count_slice(program_net, centre / s, d1 / s, d2 / s,
+                                               0.5).regions)
+            planes["float"].append(R.count_slice(float_net, centre, d1, d2, 0.5).regions)
+            for key, ternary in (("random_ternary", True), ("random_float", False)):
+                net = R.random_network(widths, ternary=ternary, seed=k)
+                planes[key].append(R.count_slice(net, (centre - mean) / std, d1 / std, d2 / std,
+                                                 0.5).regions)
         row = {"data": name, "shape": "-".join(map(str, widths)), "segments": segments,
+               "slices": slices,
+               "slice_regions": {k: _stats(v) for k, v in planes.items()},
                "neurons": sum(hidden), "qat_test_acc": qat.metrics["test_acc"],
                "float_test_acc": fl.metrics["test_acc"],
                "sparsity": [float(np.mean(layer.weights == 0)) for layer in qat.program.layers],
@@ -157,6 +176,33 @@ def trained(segments: int = 40) -> list[dict[str, Any]]:
               f"{row['float']['mean']:.1f}, random ternary {row['random_ternary']['mean']:.1f}, "
               f"random float {row['random_float']['mean']:.1f} regions per segment", flush=True)
     return out
+
+
+def trained_cnn(segments: int = 20) -> dict[str, Any]:
+    """QAT's digits CNN (its default architecture, fewer epochs) on the digits MLP's segments."""
+    from trine.host.data import load_dataset
+    from trine.host.qat import DEFAULTS, train_qat
+
+    x_train, y_train, x_test, y_test = load_dataset("digits")
+    options = {**DEFAULTS["digits"]["cnn"], "epochs": 30}
+    t0 = time.perf_counter()
+    qat = train_qat(x_train, y_train, x_test=x_test, y_test=y_test, seed=0, **options)
+    train_s = time.perf_counter() - t0
+    net = R.from_program(qat.program)
+    s = qat.program.input_scale
+    counts, activation = [], []
+    t0 = time.perf_counter()
+    for i, j in _segments(x_test, y_test, segments, seed=1):
+        r = R.count_line(net, x_test[i] / s, x_test[j] / s)
+        counts.append(r.regions)
+        activation.append(r.activation_regions)
+    row = {"data": "digits", "arch": options["arch"], "epochs": options["epochs"],
+           "relu_units": net.neurons, "qat_test_acc": qat.metrics["test_acc"],
+           "segments": segments, "qat": _stats(counts), "qat_activation": _stats(activation),
+           "train_seconds": train_s, "count_seconds": time.perf_counter() - t0}
+    print(f"  digits CNN {options['arch']}: {row['qat']['mean']:.1f} regions per segment "
+          f"({net.neurons} ReLUs)", flush=True)
+    return row
 
 
 def equivalence(lines: dict[str, list], slices: dict[str, list]) -> list[dict[str, Any]]:
@@ -298,6 +344,21 @@ def table(d: dict) -> list[str]:
                        f"{r['float_test_acc']:.1%} | {r['qat']['mean']:.1f} "
                        f"| {r['float']['mean']:.1f} | {r['random_ternary']['mean']:.1f} "
                        f"| {r['random_float']['mean']:.1f} |")
+    if d.get("trained"):
+        out += ["", "| trained MLP, slices through three test inputs | QAT | float "
+                "| random ternary | random float |", "|---|---:|---:|---:|---:|"]
+        for r in d["trained"]:
+            sr = r["slice_regions"]
+            out.append(f"| {r['data']} {r['shape']} ({r['slices']} slices) "
+                       f"| {sr['qat']['mean']:.0f} | {sr['float']['mean']:.0f} "
+                       f"| {sr['random_ternary']['mean']:.0f} | {sr['random_float']['mean']:.0f} |")
+    cnn = d.get("trained_cnn")
+    if cnn:
+        out += ["", f"QAT's digits CNN ({cnn['arch']}, {cnn['epochs']} epochs, "
+                f"{cnn['qat_test_acc']:.1%}, {cnn['relu_units']} ReLUs) on the first "
+                f"{cnn['segments']} of the digits MLPs' segments: "
+                f"{cnn['qat']['mean']:.1f} ± {cnn['qat']['std']:.1f} linear regions "
+                f"({cnn['qat_activation']['mean']:.1f} activation regions) per segment."]
     saw = d.get("sawtooth", [])
     if saw:
         out += ["", "Ternary sawtooth (`trine.host.regions.sawtooth_program`: width 2n-1, "
@@ -338,6 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.quick:
         print("trained MLPs:")
         record["trained"] = trained()
+        record["trained_cnn"] = trained_cnn()  # the first 20 of the MLPs' segments
     record["seconds"] = time.perf_counter() - t0
     stem = "regions_quick" if args.quick else "regions"
     _plot_sweeps(lines, "lines, 1 input", RESULTS / f"{stem}_lines.png")
