@@ -777,17 +777,20 @@ def _connected_regions(polys, jac, r: float) -> np.ndarray:
 
 
 def random_chord(net: PLNetwork, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A random segment through the input box ``net.box`` in every coordinate: the line
-    through a uniform point of the box in a uniform random direction, clipped to the box."""
+    """A random segment across the input box (``net.box`` in every coordinate): the line
+    through two independent uniform points of the box, extended both ways to the box's
+    boundary. (A line through one uniform point in a uniform direction would be short in many
+    dimensions, stopped by the nearest face; two points make it typically
+    ``0.4 sqrt(K)`` sides long.)"""
     lo, hi = net.box
     k = net.input_width
-    centre = rng.uniform(lo, hi, k)
-    d = rng.normal(size=k)
+    p, q = rng.uniform(lo, hi, (2, k))
+    d = q - p
     d /= np.linalg.norm(d)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t1 = np.where(d > 0, (hi - centre) / d, np.where(d < 0, (lo - centre) / d, np.inf))
-        t0 = np.where(d > 0, (lo - centre) / d, np.where(d < 0, (hi - centre) / d, -np.inf))
-    return centre + t0.max() * d, centre + t1.min() * d
+        t1 = np.where(d > 0, (hi - p) / d, np.where(d < 0, (lo - p) / d, np.inf))
+        t0 = np.where(d > 0, (lo - p) / d, np.where(d < 0, (hi - p) / d, -np.inf))
+    return p + t0.max() * d, p + t1.min() * d
 
 
 def random_plane(net: PLNetwork, rng: np.random.Generator

@@ -172,6 +172,19 @@ def test_random_network_is_determined_by_its_seed():
     assert 0.3 < np.mean(trits == 0) < 0.7
 
 
+def test_random_chord_crosses_the_box():
+    program = Program([Layer(np.ones((2, 64), np.int8), np.zeros(2, np.int32), 0, True)])
+    net = R.from_program(program)
+    lengths = []
+    for seed in range(10):
+        a, b = R.random_chord(net, np.random.default_rng(seed))
+        for end in (a, b):
+            assert end.min() >= -128 - 1e-9 and end.max() <= 127 + 1e-9
+            assert np.isclose(np.abs(end + 0.5).max(), 127.5)  # on the box's boundary
+        lengths.append(np.linalg.norm(b - a))
+    assert np.mean(lengths) > 0.3 * np.sqrt(64) * 255
+
+
 def test_program_function_is_the_integer_path_without_rounding():
     rng = np.random.default_rng(0)
     layers = [Layer(rng.integers(-1, 2, (16, 5)).astype(np.int8),
