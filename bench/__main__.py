@@ -6,8 +6,8 @@ import argparse
 import importlib
 import time
 
-BENCHES = ["packing", "reference", "device", "area", "boards", "qat", "evolve", "evolve_islands",
-           "regions"]
+BENCHES = ["packing", "reference", "device", "sim_engines", "area", "boards", "qat", "evolve",
+           "evolve_islands", "regions"]
 
 
 def main() -> None:

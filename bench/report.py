@@ -219,11 +219,39 @@ def evolve_table(d: dict) -> list[str]:
     return out
 
 
+def sim_engines_table(d: dict) -> list[str]:
+    la = d.get("load_average") or [None]
+    out = [f"The simulated device ({d['device']}) on both engines in one run (`python -m bench "
+           f"sim_engines`): native (Verilator, no Python in the loop) and cocotb on "
+           f"{d['cocotb_simulator']}. Simulated cycles per second of wall time while work was "
+           "pending (the servers' own count), for the compute workload (RUNs of a batch of 16 "
+           "through a 64-192-192-10 MLP) and over every workload; the native engine's figure "
+           "per second of its own CPU time beside it (less affected by the machine's other "
+           "load, not immune: the cores' caches are shared); and the wall time of whole "
+           "workloads through the host client (every output "
+           f"equal to the reference). Load average during the run: {_fmt(la[0])} on "
+           f"{d['context']['cpus']} cores.", "",
+           "| engine | mode | cycles/s (compute) | cycles/s (all) | cycles per CPU-s | startup s "
+           "| workload wall times |", "|---|---|---:|---:|---:|---:|---|"]
+    for r in d["runs"]:
+        walls = "; ".join(f"{w['what']}: {w['wall_s']:.1f} s" for w in r["workloads"].values())
+        out.append(f"| {r['engine']} | {r['mode']} | {_fmt(r['cycles_per_s'], ',.0f')} "
+                   f"| {_fmt(r['cycles_per_s_all'], ',.0f')} "
+                   f"| {_fmt(r.get('cycles_per_cpu_s'), ',.0f')} | {r['startup_s']:.1f} "
+                   f"| {walls} |")
+    for mode, s in d.get("speedup", {}).items():
+        rest = ", ".join(f"{k} {v:.1f}x" for k, v in s.items() if k != "cycles")
+        out += ["", f"Native over cocotb, {mode} mode: {s['cycles']:.1f}x the simulated cycles "
+                f"per second; wall time of the workloads {rest}."]
+    return out
+
+
 def render() -> str:
     parts = []
     for name, fn in (("qat", qat_table), ("evolve", evolve_table), ("regions", regions_table),
                      ("area", area_tables),
                      ("boards", boards_table), ("device", device_tables),
+                     ("sim_engines", sim_engines_table),
                      ("packing", packing_table), ("reference", reference_table)):
         d = _load(name)
         parts.append("\n".join(fn(d)) if d else f"(no {name} results yet: run `make bench`)")

@@ -161,9 +161,9 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _build_key(sources: dict[str, str], defines: list[str]) -> str:
+def _build_key(sources: dict[str, str], flags: list[str]) -> str:
     digest = hashlib.sha256()
-    for part in (*sources, *sources.values(), protocol_header(), *defines, *VERILATOR_FLAGS,
+    for part in (*sources, *sources.values(), protocol_header(), *flags, *VERILATOR_FLAGS,
                  *CXX_FLAGS, importlib.metadata.version("verilator")):
         digest.update(part.encode() + b"\0")
     for name in HARNESS_SOURCES:
@@ -172,12 +172,13 @@ def _build_key(sources: dict[str, str], defines: list[str]) -> str:
 
 
 def build_model(sources: dict[str, str], label: str, *, uart: bool, trace: bool = False,
-                reset_cycles: int = RESET_CYCLES, build_root: Path | None = None,
-                jobs: int = 2) -> Path:
+                reset_cycles: int = RESET_CYCLES, extra_flags: tuple[str, ...] = (),
+                build_root: Path | None = None, jobs: int = 2) -> Path:
     """Build the Verilog ``sources`` (file name: text; top module :data:`WRAPPER` with a
     ``clk`` input and the rx/tx pins if ``uart``, else the byte streams of
     :func:`rtl_wrapper`) with the harness unless built already; return the executable.
-    The harness clocks the model ``reset_cycles`` times before it listens.
+    The harness clocks the model ``reset_cycles`` times before it listens; ``extra_flags``
+    go to Verilator.
 
     Raises
     ------
@@ -187,7 +188,7 @@ def build_model(sources: dict[str, str], label: str, *, uart: bool, trace: bool 
     verilator = _verilator()
     defines = ((["-DTRINE_UART"] if uart else []) + (["-DTRINE_TRACE"] if trace else [])
                + [f"-DTRINE_RESET_CYCLES={reset_cycles}"])
-    key = _build_key(sources, defines)
+    key = _build_key(sources, [*defines, *extra_flags])
     root = Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
     build_dir = root / f"native-{label}{'-trace' if trace else ''}-{key}"
     exe = build_dir / "harness"
@@ -206,7 +207,7 @@ def build_model(sources: dict[str, str], label: str, *, uart: bool, trace: bool 
         cflags = " ".join([*CXX_FLAGS, *defines, f"-I{build_dir}"])
         cmd = [str(verilator), "--cc", "--exe", "--build", "-j", str(jobs),
                "--top-module", WRAPPER, "--prefix", "Vdevice", "--Mdir", "obj",
-               *VERILATOR_FLAGS, *(["--trace-fst"] if trace else []),
+               *VERILATOR_FLAGS, *extra_flags, *(["--trace-fst"] if trace else []),
                "-CFLAGS", cflags, "-o", "../harness.tmp", *sources, "harness.cpp"]
         if trace:
             cmd += ["-LDFLAGS", "-lz"]
