@@ -23,14 +23,17 @@ Read a network from an ONNX file (scikit-learn's MLPClassifier through skl2onnx,
 model through torch.onnx.export: Linear, Conv1d/Conv2d, BatchNorm, ReLU, MaxPool with kernel =
 stride, Flatten), ternarise its weights and fold the scales into the integer program the device
 runs (trine.host.onnx_import, trine.host.ternarize, trine.host.ptq). A BatchNormalization is
-folded into the layer before it.
+folded into the layer before it. A Brevitas model exported as QONNX (ternary weight Quant
+nodes, activation Quant nodes of 8 bits or fewer) is read as it is: its trits are its own
+(trine.host.qonnx_import).
 
 The program outputs the last layer's logits: a classifier output after it (Softmax, ArgMax,
 skl2onnx's ZipMap and labels) is stripped, its argmax is the same class. The layers' scales,
 shifts and (with --method gptq, the default) trits are chosen from calibration inputs, so
 --calib is required: a few hundred training inputs as a float .npy, flat (N, K) or shaped like
 the model's input (N, C, L) or (N, C, H, W), in the units the device will get (not rescaled).
-No labels are needed.
+No labels are needed. A QONNX model (Brevitas) whose quantisers give every scale needs none:
+its trits and scales are read, not chosen.
 
 --distill then fine-tunes the program with the project's QAT (the device's integer path in the
 loop) to reproduce the float model's predictions on the calibration inputs and on mixtures of
@@ -39,8 +42,9 @@ them, which the float model labels (trine.host.distill); reproducible with --see
 The import checks itself: the program's top-1 agreement with the float model on the
 calibration inputs and the correlation of their outputs (overall and after every layer) are
 printed, and below 50% agreement nothing is written (unless --force) and the layer that loses
-the most is named. With --eval, the accuracies of the float model and of the post-training and
-distilled programs (the bit-exact reference of the device) are printed side by side.
+the most is named. With --eval, the agreement is measured on those inputs too (the fit never
+saw them), and the accuracies of the float model and of the post-training and distilled
+programs (the bit-exact reference of the device) are printed side by side.
 
 Nothing is written when anything fails."""
 
@@ -72,7 +76,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="where to write the program")
     p.add_argument("--calib", metavar="X.npy",
                    help="calibration inputs, float (N, K) or shaped like the model's input: "
-                   "required, see above")
+                   "required (except for a QONNX model whose quantisers give every scale), see "
+                   "above; a CNN's dense layers see one row per input, so more inputs (a "
+                   "thousand or more) fit it better")
     p.add_argument("--method", choices=["gptq", "twn", "absmean"], default="gptq",
                    help="ternariser: gptq (the default: each layer's trits, scale and bias "
                    "fitted to the float model's outputs on the calibration inputs, layer by "
