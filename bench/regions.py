@@ -10,6 +10,9 @@ Every count is exact (:mod:`trine.host.regions`), never sampled. What is measure
 * random ternary networks (trits with half zeros times the He-scaled per-layer scale) and
   random Gaussian float networks of the same shapes and biases (:func:`random_network`),
   several seeds each (mean and standard deviation), and a sparsity sweep of the ternary ones;
+* the paper's own architecture: 2L ternary layers, linear and ReLU alternating
+  (``random_network(alternate=True)``), at width 8 and 16, against float networks of L ReLU
+  layers at width 8;
 * the ternary sawtooth of width ``2n - 1`` (:func:`trine.host.regions.sawtooth_program`, a
   ``.trine`` program): ``n**L`` pieces at depth ``L``, against the general bound at width ``n``;
 * trained networks: QAT's ternary MLPs (digits 64-64-10, MNIST-1D 40-128-128-10,
@@ -60,8 +63,10 @@ def _stats(values: list[int]) -> dict[str, Any]:
             "max": int(a.max()), "values": [int(v) for v in values]}
 
 
-def _count(shape: list[int], ternary: bool, seed: int, sparsity: float = 0.5) -> tuple[int, int]:
-    net = R.random_network(shape, ternary=ternary, sparsity=sparsity, seed=seed)
+def _count(shape: list[int], ternary: bool, seed: int, sparsity: float = 0.5,
+           alternate: bool = False) -> tuple[int, int]:
+    net = R.random_network(shape, ternary=ternary, sparsity=sparsity, alternate=alternate,
+                           seed=seed)
     if shape[0] == 1:
         r = R.count_line(net, [-LINE], [LINE])
     else:
@@ -88,6 +93,27 @@ def sweep(shapes: list[list[int]], seeds: int, sparsity: float = 0.5,
               + (f"  float {row['float']['mean']:9.1f}" if "float" in row else "")
               + f"  bound {row['general_bound']:,}", flush=True)
     return out
+
+
+def paper_architecture(seeds: int) -> list[dict[str, Any]]:
+    """The paper's ternary architecture (linear and ReLU layers alternating, 2L layers for L
+    ReLU layers) at width n and 2n, against float networks of L ReLU layers at width n."""
+    rows = []
+    for label, n0, depths in (("lines", 1, LINE_DEPTHS[:5]), ("slices", 2, SLICE_DEPTHS[:3])):
+        n = 8
+        for depth in depths:
+            row: dict[str, Any] = {"data": label, "relu_layers": depth, "width": n}
+            fl = [_count([n0, *[n] * depth, 1], False, s)[0] for s in range(seeds)]
+            row["float"] = _stats(fl)
+            for key, w in (("ternary_alternating", n), ("ternary_alternating_2n", 2 * n)):
+                row[key] = _stats([_count([n0, *[w] * (2 * depth), 1], True, s,
+                                          alternate=True)[0] for s in range(seeds)])
+            rows.append(row)
+            print(f"  {label} {depth} ReLU layers: float width {n} {row['float']['mean']:.1f}, "
+                  f"ternary alternating 2L at width {n} "
+                  f"{row['ternary_alternating']['mean']:.1f}, at {2 * n} "
+                  f"{row['ternary_alternating_2n']['mean']:.1f}", flush=True)
+    return rows
 
 
 def sawtooth() -> list[dict[str, Any]]:
@@ -336,6 +362,16 @@ def table(d: dict) -> list[str]:
     for r in d["equivalence"]:
         out.append(f"| {r['data']}: {r['compare']} | {r['ternary']:.1f} | {r['float']:.1f} "
                    f"| {r['ratio']:.2f} | {r['same_shape_ratio']:.2f} |")
+    if d.get("paper_architecture"):
+        out += ["", "The paper's architecture: 2L ternary layers, linear and ReLU alternating "
+                "(L ReLU layers), against a float network of L ReLU layers at width 8.", "",
+                "| input | L | float, width 8 | ternary alternating, width 8 | ratio "
+                "| ternary alternating, width 16 | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in d["paper_architecture"]:
+            f, t1, t2 = (r[k]["mean"] for k in ("float", "ternary_alternating",
+                                                 "ternary_alternating_2n"))
+            out.append(f"| {r['data']} | {r['relu_layers']} | {f:.1f} | {t1:.1f} | {t1 / f:.2f} "
+                       f"| {t2:.1f} | {t2 / f:.2f} |")
     if d.get("trained"):
         out += ["", "| trained MLP | test acc. QAT / float | regions per segment: QAT | float "
                 "| random ternary | random float |", "|---|---:|---:|---:|---:|---:|"]
@@ -391,10 +427,13 @@ def main(argv: list[str] | None = None) -> dict:
     slices = {"width": sweep([[2, w, w, 1] for w in SLICE_WIDTHS], seeds)}
     print("slices, depth sweep, width 8:")
     slices["depth"] = sweep([[2, *[8] * d, 1] for d in SLICE_DEPTHS], seeds)
+    print("the paper's architecture (linear and ReLU layers alternating), width 8 and 16:")
+    paper = paper_architecture(seeds)
     saw = sawtooth()
     record: dict[str, Any] = {"context": context(), "quick": args.quick, "seeds": seeds,
                               "line": [-LINE, LINE], "square": [-SQUARE, SQUARE],
                               "lines": lines, "slices": slices, "sparsity": sparsity,
+                              "paper_architecture": paper,
                               "sawtooth": saw, "equivalence": equivalence(lines, slices)}
     if not args.quick:
         print("trained MLPs:")

@@ -335,10 +335,12 @@ def from_onnx(path: str | os.PathLike[str]) -> PLNetwork:
 
 
 def random_network(widths: Sequence[int], *, ternary: bool = True, sparsity: float = 0.5,
-                   scale: float | None = None, bias_std: float = 1.0,
+                   scale: float | None = None, bias_std: float = 1.0, alternate: bool = False,
                    seed: int = 0) -> PLNetwork:
-    """A random dense network ``widths[0] -> ... -> widths[-1]``, ReLU on every hidden layer,
-    the last layer linear.
+    """A random dense network ``widths[0] -> ... -> widths[-1]``, ReLU on every hidden layer
+    (with ``alternate``, on the even-numbered ones only, the odd-numbered linear: the lower-bound
+    paper's architecture, where two ternary layers with no ReLU between them compose into one
+    layer of integer weights), the last layer linear.
 
     Ternary: each weight is 0 with probability ``sparsity``, else +1 or -1 with equal
     probability, times the layer's ``scale`` (by default ``sqrt(2 / (fan_in (1 -
@@ -375,8 +377,11 @@ def random_network(widths: Sequence[int], *, ternary: bool = True, sparsity: flo
         else:
             w = rng.normal(0.0, math.sqrt(2.0 / k), (m, k))
         b = rng.normal(0.0, bias_std, m)
-        ops.append(_as_affine(w, b, i < len(widths) - 2, (k,), (m,)))
+        relu = i < len(widths) - 2 and (not alternate or i % 2 == 1)
+        ops.append(_as_affine(w, b, relu, (k,), (m,)))
     kind = f"ternary, sparsity {sparsity:g}" if ternary else "float"
+    if alternate:
+        kind += ", linear and ReLU layers alternating"
     return PLNetwork(tuple(ops), (widths[0],), (-1.0, 1.0),
                      f"random {kind} {'-'.join(map(str, widths))}, seed {seed}")
 

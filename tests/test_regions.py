@@ -172,6 +172,17 @@ def test_random_network_is_determined_by_its_seed():
     assert 0.3 < np.mean(trits == 0) < 0.7
 
 
+def test_alternating_network_has_the_papers_layers():
+    net = R.random_network([2, 4, 4, 4, 4, 1], alternate=True, seed=0)
+    assert [op.relu for op in net.ops] == [False, True, False, True, False]
+    assert [op.relu for op in R.random_network([2, 4, 4, 1]).ops] == [True, True, False]
+    # two ternary layers with no ReLU between them are one layer of integer weights (times
+    # the scales): the composed matrix is not ternary
+    w = (net.ops[1].matrix @ net.ops[0].matrix) / (np.abs(net.ops[1].matrix).max()
+                                                   * np.abs(net.ops[0].matrix).max())
+    assert np.allclose(w, np.round(w)) and np.abs(w).max() >= 2
+
+
 def test_random_chord_crosses_the_box():
     program = Program([Layer(np.ones((2, 64), np.int8), np.zeros(2, np.int32), 0, True)])
     net = R.from_program(program)
