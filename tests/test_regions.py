@@ -454,8 +454,17 @@ def test_cli_program_line_and_slice(tmp_path, capsys):
                    2, "--json", out) == 0
     record = json.loads(out.read_text())
     net = R.random_network([2, 8, 1], ternary=False, seed=0)
+    assert record["network"]["alternate"] is False
     assert record["regions"] == R.count_slice(net, [0, 0], [1, 0], [0, 1], 2.0).regions
     assert record["mode"] == "slice"
+
+
+def test_cli_alternate(tmp_path):
+    out = tmp_path / "r.json"
+    assert run_cli("--random", "1,8,8,8,8,1", "--alternate", "--line", -5, 5, "--json",
+                   out) == 0
+    net = R.random_network([1, 8, 8, 8, 8, 1], alternate=True, seed=0)
+    assert json.loads(out.read_text())["regions"] == R.count_line(net, [-5], [5]).regions
 
 
 def test_cli_onnx(capsys):
@@ -473,6 +482,7 @@ def test_cli_onnx(capsys):
     (("--random", "2,4,1", "--range", "1", "0"), "LO < HI"),
     (("--random", "1,4,1", "--plane"), "no 2-D slice"),
     (("--random", "2,64,64,1", "--limit", "5"), "more than 5"),
+    (("x.trine", "--alternate"), "--alternate applies to --random networks only"),
 ])
 def test_cli_errors_exit_2(argv, message, capsys):
     assert run_cli(*argv) == 2

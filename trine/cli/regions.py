@@ -74,9 +74,11 @@ def _network(args: argparse.Namespace):
     if args.source is None:
         return regions.random_network(args.random, ternary=not args.float,
                                       sparsity=args.sparsity, scale=args.scale,
-                                      bias_std=args.bias_std, seed=args.seed)
-    if args.float:
-        raise UsageError("--float applies to --random networks only")
+                                      bias_std=args.bias_std, alternate=args.alternate,
+                                      seed=args.seed)
+    if args.float or args.alternate:
+        raise UsageError(f"{'--float' if args.float else '--alternate'} applies to --random "
+                         "networks only")
     if not os.path.exists(args.source):
         raise UsageError(f"no such file: {args.source}")
     if args.source.endswith(".onnx"):
@@ -110,7 +112,8 @@ def _regions(args: argparse.Namespace) -> int:
     if args.random is not None:
         record["network"] = {"shape": args.random, "ternary": not args.float,
                              "sparsity": args.sparsity if not args.float else None,
-                             "scale": args.scale, "bias_std": args.bias_std}
+                             "scale": args.scale, "bias_std": args.bias_std,
+                             "alternate": args.alternate}
     if args.slice is not None or args.plane:
         if args.slice is not None:
             if args.extent is None:
@@ -190,6 +193,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                      "the hidden layers)")
     net.add_argument("--float", action="store_true",
                      help="Gaussian float weights N(0, 2/fan_in) instead of trits")
+    net.add_argument("--alternate", action="store_true",
+                     help="ReLU on the even-numbered hidden layers only, the odd-numbered "
+                     "linear (the lower-bound paper's architecture)")
     net.add_argument("--sparsity", type=_fraction, default=0.5, metavar="P",
                      help="fraction of zero trits (default 0.5)")
     net.add_argument("--scale", type=positive_float, metavar="S",
