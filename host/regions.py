@@ -591,14 +591,14 @@ def _dedupe(poly: np.ndarray, eps: float) -> np.ndarray:
     """Drop vertices within ``eps`` of the one before (cuts through a vertex make them)."""
     if len(poly) < 2:
         return poly
-    step = np.abs(poly - np.roll(poly, 1, axis=0)).max(axis=1)
+    step = np.abs(np.diff(poly, axis=0, prepend=poly[-1:])).max(axis=1)
     keep = step > eps
     return poly[keep] if keep.any() else poly[:1]
 
 
 def _area(poly: np.ndarray) -> float:
     x, y = poly[:, 0], poly[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return 0.5 * abs(float(x[:-1] @ y[1:] - y[:-1] @ x[1:] + x[-1] * y[0] - y[-1] * x[0]))
 
 
 def _hull(points: np.ndarray) -> np.ndarray:
