@@ -265,7 +265,7 @@ def equivalence(lines: dict[str, list], slices: dict[str, list]) -> list[dict[st
     return rows
 
 
-def _plot_sweeps(res: dict[str, list], title: str, path) -> None:
+def _plot_sweeps(res: dict[str, list], title: str, path, paper: list | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,6 +283,13 @@ def _plot_sweeps(res: dict[str, list], title: str, path) -> None:
                         label=f"random {kind} (mean, std over seeds)")
         ax.plot(x, [r["general_bound"] for r in rows], "k--",
                 label="lower bound on the maximum, general ReLU net")
+        if key == "depth" and paper:
+            for k, style, w in (("ternary_alternating", "v:", 8),
+                                ("ternary_alternating_2n", "^:", 16)):
+                ax.plot([r["relu_layers"] for r in paper], [r[k]["mean"] for r in paper], style,
+                        color="tab:green" if w == 16 else "tab:olive",
+                        label=f"ternary, 2L layers linear/ReLU alternating, width {w} "
+                        "(x = L ReLU layers)")
         ax.set_yscale("log")
         if key == "width":
             ax.set_xscale("log", base=2)
@@ -292,7 +299,7 @@ def _plot_sweeps(res: dict[str, list], title: str, path) -> None:
         held = f"depth {len(fixed) - 2}" if key == "width" else f"width {fixed[1]}"
         ax.set_title(f"{title}: {held}")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, loc="lower right" if key == "width" else "upper left")
     _save(fig, path)
 
 
@@ -441,8 +448,10 @@ def main(argv: list[str] | None = None) -> dict:
         record["trained_cnn"] = trained_cnn()  # the first 20 of the MLPs' segments
     record["seconds"] = time.perf_counter() - t0
     stem = "regions_quick" if args.quick else "regions"
-    _plot_sweeps(lines, "lines, 1 input", RESULTS / f"{stem}_lines.png")
-    _plot_sweeps(slices, "slices, 2 inputs", RESULTS / f"{stem}_slices.png")
+    _plot_sweeps(lines, "lines, 1 input", RESULTS / f"{stem}_lines.png",
+                 [r for r in paper if r["data"] == "lines"])
+    _plot_sweeps(slices, "slices, 2 inputs", RESULTS / f"{stem}_slices.png",
+                 [r for r in paper if r["data"] == "slices"])
     if record.get("trained"):
         _plot_trained(record["trained"], saw, RESULTS / f"{stem}_trained.png")
     write_atomic(RESULTS / f"{stem}.json", json.dumps(record, indent=2) + "\n")
