@@ -325,9 +325,20 @@ def from_float_layers(layers: Sequence, input_shape: Sequence[int] | None = None
     return PLNetwork(_ops_from(layers, shapes, affine), tuple(shapes[0]), (-1.0, 1.0), source)
 
 
-def from_onnx(path: str | os.PathLike[str]) -> PLNetwork:
-    """The float network an ONNX model computes (:func:`~trine.host.onnx_import.read_onnx_network`),
-    before ternarisation; its input range for default segments is ``(-1, 1)``."""
+def from_onnx(path: str | os.PathLike[str], calibration_x: Any = None) -> PLNetwork:
+    """An ONNX model's network.
+
+    Without ``calibration_x``: the float network the file computes
+    (:func:`~trine.host.onnx_import.read_onnx_network`), before ternarisation, its input range
+    for default segments ``(-1, 1)``. With it: the program trine's importer makes of it on
+    those calibration inputs (:func:`~trine.host.onnx_import.import_onnx`, its defaults), as
+    :func:`from_program` counts it (int8 input units, the int8 box).
+    """
+    if calibration_x is not None:
+        from trine.host.onnx_import import import_onnx
+
+        program = import_onnx(path, calibration_x)
+        return from_program(program, source=f"{os.fspath(path)} (imported)")
     from trine.host.onnx_import import read_onnx_network
 
     net = read_onnx_network(path, read_labels=False)

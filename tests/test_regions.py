@@ -355,6 +355,25 @@ def test_onnx_model_is_its_float_network():
     assert R.sample_line_patterns(net, a, b, 20001) <= r.activation_regions
 
 
+def test_onnx_model_imported_is_its_program(tmp_path, capsys):
+    from trine.host.data import load_dataset
+    from trine.host.onnx_import import import_onnx
+
+    path = FIXTURES / "digits_mlp_skl.onnx"
+    x = load_dataset("digits")[0][:200]
+    program = import_onnx(path, x)
+    net = R.from_onnx(path, x)
+    a, b = x[3] / program.input_scale, x[4] / program.input_scale
+    assert np.array_equal(R.count_line(net, a, b).breaks,
+                          R.count_line(R.from_program(program), a, b).breaks)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "r.json"
+    assert run_cli(path, "--calib", tmp_path / "x.npy", "--line", ",".join(map(str, a)),
+                   ",".join(map(str, b)), "--json", out) == 0
+    assert json.loads(out.read_text())["regions"] == R.count_line(net, a, b).regions
+    assert "(imported)" in capsys.readouterr().out
+
+
 def test_jacobian_probes_agree_with_the_whole_jacobian():
     net = R.random_network([12, 16, 16, 3], ternary=True, seed=4)
     a, b = R.random_chord(net, np.random.default_rng(4))
@@ -483,6 +502,7 @@ def test_cli_onnx(capsys):
     (("--random", "1,4,1", "--plane"), "no 2-D slice"),
     (("--random", "2,64,64,1", "--limit", "5"), "more than 5"),
     (("x.trine", "--alternate"), "--alternate applies to --random networks only"),
+    (("--random", "2,4,1", "--calib", "x.npy"), "--calib applies to an .onnx model only"),
 ])
 def test_cli_errors_exit_2(argv, message, capsys):
     assert run_cli(*argv) == 2

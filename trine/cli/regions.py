@@ -71,6 +71,8 @@ def _network(args: argparse.Namespace):
 
     if (args.source is None) == (args.random is None):
         raise UsageError("give a PROGRAM.trine or MODEL.onnx, or --random SHAPE (one of them)")
+    if args.calib is not None and not (args.source or "").endswith(".onnx"):
+        raise UsageError("--calib applies to an .onnx model only")
     if args.source is None:
         return regions.random_network(args.random, ternary=not args.float,
                                       sparsity=args.sparsity, scale=args.scale,
@@ -82,8 +84,13 @@ def _network(args: argparse.Namespace):
     if not os.path.exists(args.source):
         raise UsageError(f"no such file: {args.source}")
     if args.source.endswith(".onnx"):
+        calib = None
+        if args.calib is not None:
+            from trine.cli.common import load_npy
+
+            calib = load_npy(args.calib, "--calib", kinds="iuf", what="numbers")
         with file_access(f"read {args.source}"):
-            return regions.from_onnx(args.source)
+            return regions.from_onnx(args.source, calib)
     from trine.cli.common import read_program
 
     return regions.from_program(read_program(args.source), source=args.source)
@@ -162,8 +169,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "a + u d1 + v d2, |u|, |v| <= R. For a .trine program the function is the integer "
         "path's real-valued counterpart: (trits @ y + bias) / 2**shift, ReLU, on the int8 "
         "input values taken as reals, without the rounding and the int8 clip. An .onnx model "
-        "is counted as the float network it computes (import it to a .trine first to count "
-        "its ternary function). --random builds a network of the given widths: ternary "
+        "is counted as the float network it computes, or with --calib as the program "
+        "trine's importer makes of it. --random builds a network of the given widths: ternary "
         "(trits with --sparsity zeros times a per-layer scale) or, with --float, Gaussian.\n"
         "\n"
         "By default the segment is a random chord of the input box: the line through two "
@@ -187,6 +194,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", nargs="?", metavar="PROGRAM.trine|MODEL.onnx",
                    help="the network to count (or --random)")
+    p.add_argument("--calib", metavar="X.npy",
+                   help="with an .onnx model: import it as trine import does (its defaults) "
+                   "on these calibration inputs and count the ternary program instead of the "
+                   "float network")
     net = p.add_argument_group("random network")
     net.add_argument("--random", type=_shape, metavar="SHAPE",
                      help="a random dense network of these widths, e.g. 2,16,16,1 (ReLU on "
