@@ -21,9 +21,9 @@ their (linear) matrices, max-pooling is the maximum of each window, flatten is t
 the C-order vector. What the device adds is left out: the half-up rounding after each shift
 and the int8 clip. For an ONNX model (:func:`trine.host.onnx_import.read_onnx_network`) it is
 the float network the file computes, before any ternarisation (a QONNX model's dequantised
-weights, without its activation quantisers): import it to a ``.trine`` first to count the
-ternary function. :func:`random_network` builds ternary (trits times a per-layer scale) or
-Gaussian float networks with Gaussian biases.
+weights, without its activation quantisers), or with calibration inputs the program trine's
+importer makes of it (:func:`from_onnx`). :func:`random_network` builds ternary (trits times
+a per-layer scale) or Gaussian float networks with Gaussian biases.
 
 Two counts
 ----------
@@ -46,8 +46,9 @@ Arithmetic is float64. Roots and crossings are computed from each piece's affine
 a neuron whose pre-activation changes sign by less than ``1e-9`` of its magnitude on a piece
 does not split it, splits closer than ``1e-12`` (in ``t``, or ``1e-12 R`` in the plane) to a
 piece's end are not made, and two linear parts are the same when they agree to ``1e-9`` of
-the largest coefficient. Ternary programs (dyadic weights and biases) are exact in float64
-for all practical sizes; these tolerances only absorb rounding in the last bits. In the
+the largest coefficient. A ternary program's coefficients are dyadic, exact in float64; the
+roots are rational and rounded once, and the tests check every breakpoint of such programs
+against the same walk in exact rational arithmetic. In the
 plane, faces of one map are grouped by rounding ``J D`` to ``1e-7`` of its largest value and
 joined when they share an edge.
 
