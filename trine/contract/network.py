@@ -5,7 +5,8 @@ The layers are those of :mod:`trine.contract.reference`: :class:`~trine.contract
 :class:`~trine.contract.reference.MaxPool` and :class:`~trine.contract.reference.Flatten`.
 :func:`network_shapes` follows the shapes through the chain and names the first layer that
 does not fit what comes before it; :func:`run_network` is the normative forward pass, on one
-sample or a batch (a leading sample axis).
+sample or a batch (a leading sample axis); :func:`ternary_inputs` says which layers receive
+trits (the outputs of a layer with ternary activations, through any pooling and flatten).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from trine.contract.reference import (
 )
 from trine.contract.spec import ACT_MAX, ACT_MIN
 
-__all__ = ["LAYER_TYPES", "layer_kind", "default_input_shape", "network_shapes", "run_network"]
+__all__ = ["LAYER_TYPES", "layer_kind", "default_input_shape", "network_shapes", "run_network",
+           "ternary_inputs"]
 
 #: Everything a network is made of.
 LAYER_TYPES = (Layer, Conv, MaxPool, Flatten)
@@ -98,6 +100,31 @@ def network_shapes(layers: Sequence, input_shape=None) -> list[tuple[int, ...]]:
                 raise FormatError(f"layer {i} ({kind}): {e}") from None
         shapes.append(shape)
     return shapes
+
+
+def ternary_inputs(layers: Sequence) -> tuple[bool, ...]:
+    """For each layer, whether what it receives is trits: the network's input is int8; a
+    dense or convolution layer's output is trits exactly when it has a
+    ``ternary_threshold``; max-pooling and flatten pass on what they receive (the maximum of
+    trits is a trit). A weighted layer with ternary inputs computes the same integer dot
+    product as with int8 ones (:mod:`trine.contract.reference`); the flag says where a
+    device may use a trit-by-trit datapath and keep the activations 5 per byte.
+
+    Raises
+    ------
+    FormatError
+        For an element that is no layer, naming it.
+    """
+    out = []
+    trits = False
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, LAYER_TYPES):
+            raise FormatError(f"layer {i} must be a trine.contract.reference.Layer, Conv, "
+                              f"MaxPool or Flatten, not {type(layer).__name__}")
+        out.append(trits)
+        if isinstance(layer, Layer | Conv):
+            trits = layer.ternary_threshold is not None
+    return tuple(out)
 
 
 def run_network(x, layers: Sequence, input_shape=None) -> np.ndarray:

@@ -9,6 +9,18 @@ For one layer, with int8 activations ``x`` (shape ``(K,)`` or ``(N, K)``), terna
     if relu:      v = max(v, 0)
     y      = clip(v, -128, 127)  as int8
 
+Ternary activations (a per-layer option, ``ternary_threshold=t`` with ``t`` an integer in
+``[1, 127]``; ``None``, the default, keeps int8 outputs): the int8 ``y`` above becomes a trit::
+
+    y_t = +1 if y >= t,  -1 if y <= -t,  else 0          (int8 array of -1 / 0 / +1)
+
+(:func:`ternarize`). Since ``1 <= t <= 127``, comparing the clipped ``y`` or the unclipped
+``v`` gives the same trit, so the device can compare the requantiser's int8 result. With
+``relu`` the trits are 0 or +1. The next layer receives these trits and computes the same
+integer dot product (trits times trits, ``|acc| <= K``); nothing else about a layer changes
+with what its input is. A network may mix both kinds (e.g. an int8 input layer, ternary
+hidden layers and an int8 output layer for the logits).
+
 Every other implementation (the gateware, the host's software inference, accuracy figures)
 must agree with :func:`ternary_layer` exactly. Pure NumPy; imports without Amaranth.
 
@@ -34,12 +46,15 @@ from trine.contract.spec import (
     BIAS_MIN,
     MAX_FAN_IN,
     SHIFT_MAX,
+    TERNARY_THRESHOLD_MAX,
+    TERNARY_THRESHOLD_MIN,
     as_trits,
 )
 
 __all__ = ["Layer", "Dense", "Conv", "MaxPool", "Flatten", "im2col", "ternary_matmul",
            "rounding_constant",
            "shift_inplace", "saturate", "requantize_inplace", "requantize", "ternary_layer",
+           "ternarize", "check_ternary_threshold",
            "run_network"]
 
 _F32_EXACT_LIMIT = 1 << 24  # every integer of magnitude <= 2**24 is a float32
@@ -68,7 +83,9 @@ def _check_activations(x, fan_in: int | None = None, name: str = "x") -> np.ndar
 
 @dataclass(frozen=True, eq=False)
 class Layer:
-    """One ternary layer: ``weights`` (M x K, trits), ``bias`` (M, int32), ``shift``, ``relu``.
+    """One ternary layer: ``weights`` (M x K, trits), ``bias`` (M, int32), ``shift``, ``relu``,
+    and (keyword only) ``ternary_threshold``: ``None`` for int8 outputs, or ``t`` in
+    ``[1, 127]`` for ternary outputs (:func:`ternarize` of the int8 result).
 
     Validated at construction; the arrays are stored read-only as ``int8`` / ``int64``.
 
@@ -76,7 +93,8 @@ class Layer:
     ------
     ValueError
         For non-ternary weights, a bias of the wrong length or outside int32, a shift outside
-        ``[0, 31]``, or a fan-in outside ``[1, MAX_FAN_IN]``.
+        ``[0, 31]``, a fan-in outside ``[1, MAX_FAN_IN]``, or a ternary threshold that is
+        not ``None`` or an integer in ``[1, 127]``.
     """
 
     weights: np.ndarray
@@ -84,6 +102,7 @@ class Layer:
     shift: int = 0
     relu: bool = False
     _bias_rounded: np.ndarray | None = field(default=None, repr=False, compare=False)
+    ternary_threshold: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
         w = as_trits(self.weights, "weights")
@@ -112,6 +131,7 @@ class Layer:
             raise FormatError(f"shift must be in [0, {SHIFT_MAX}], not {shift}")
         if not isinstance(self.relu, bool | np.bool_):
             raise FormatError(f"relu must be a bool, not {self.relu!r}")
+        threshold = check_ternary_threshold(self.ternary_threshold)
         if w.flags.writeable or w.base is not None and w.base.flags.writeable:
             w = w.copy()  # a read-only array (a file's trits) is kept as it is: no copy
         w.setflags(write=False)
@@ -126,6 +146,12 @@ class Layer:
         object.__setattr__(self, "bias", b)
         object.__setattr__(self, "shift", int(shift))
         object.__setattr__(self, "relu", bool(self.relu))
+        object.__setattr__(self, "ternary_threshold", threshold)
+
+    @property
+    def ternary_output(self) -> bool:
+        """Whether the outputs are trits (``ternary_threshold`` is set) rather than int8."""
+        return self.ternary_threshold is not None
 
     @property
     def _f32(self) -> np.ndarray:
@@ -157,7 +183,10 @@ def _layer_forward(x: np.ndarray, layer: Layer) -> np.ndarray:
     """:func:`requantize` fused with the matmul, in place, in the narrowest exact integer type."""
     v = np.matmul(x.astype(layer._f32.dtype), layer._f32).astype(layer._bias_rounded.dtype)
     v += layer._bias_rounded
-    return requantize_inplace(v, layer.shift, layer.relu).astype(np.int8)
+    y = requantize_inplace(v, layer.shift, layer.relu)
+    if layer.ternary_threshold is not None:
+        return ternarize(y, layer.ternary_threshold)
+    return y.astype(np.int8)
 
 
 def _matmul_exact(x: np.ndarray, wt: np.ndarray) -> np.ndarray:
@@ -206,7 +235,43 @@ def requantize(acc, bias, shift: int, relu: bool) -> np.ndarray:
     return requantize_inplace(v, shift, relu).astype(np.int8)
 
 
-def ternary_layer(x, w, bias=None, shift: int = 0, relu: bool = False) -> np.ndarray:
+def check_ternary_threshold(threshold, name: str = "ternary_threshold") -> int | None:
+    """``threshold`` as ``None`` or an ``int`` in ``[1, 127]``, or :class:`FormatError`."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, int | np.integer):
+        raise FormatError(f"{name} must be None (int8 outputs) or an integer in "
+                          f"[{TERNARY_THRESHOLD_MIN}, {TERNARY_THRESHOLD_MAX}], not {threshold!r}")
+    if not TERNARY_THRESHOLD_MIN <= threshold <= TERNARY_THRESHOLD_MAX:
+        raise FormatError(f"{name} must be in [{TERNARY_THRESHOLD_MIN}, "
+                          f"{TERNARY_THRESHOLD_MAX}] (None for int8 outputs), not {threshold}")
+    return int(threshold)
+
+
+def ternarize(y, threshold: int) -> np.ndarray:
+    """The ternary activation of requantised values ``y`` (normative)::
+
+        +1 if y >= t,   -1 if y <= -t,   0 otherwise
+
+    with ``t = threshold`` in ``[1, 127]``. ``y`` is the int8 result of :func:`requantize`
+    (any integer array gives the same trits as its int8 clip, because ``1 <= t <= 127``).
+    Returns int8 trits of ``y``'s shape.
+
+    Raises
+    ------
+    FormatError
+        For a threshold outside ``[1, 127]``.
+    """
+    t = check_ternary_threshold(threshold, "threshold")
+    if t is None:
+        raise FormatError("threshold must be an integer in "
+                          f"[{TERNARY_THRESHOLD_MIN}, {TERNARY_THRESHOLD_MAX}], not None")
+    y = np.asarray(y)
+    return ((y >= t).astype(np.int8) - (y <= -t).astype(np.int8))
+
+
+def ternary_layer(x, w, bias=None, shift: int = 0, relu: bool = False, *,
+                  ternary_threshold: int | None = None) -> np.ndarray:
     """One ternary layer, exactly as the hardware computes it.
 
     Parameters
@@ -217,10 +282,12 @@ def ternary_layer(x, w, bias=None, shift: int = 0, relu: bool = False) -> np.nda
     bias : int array, shape (M,), int32 range
     shift : int in [0, 31]
     relu : bool
+    ternary_threshold : None or int in [1, 127]
+        ``None``: int8 outputs; else trits, :func:`ternarize` of them.
 
     Returns
     -------
-    np.ndarray of int8, shape (M,) or (N, M)
+    np.ndarray of int8, shape (M,) or (N, M); values in {-1, 0, +1} for ternary outputs
 
     Raises
     ------
@@ -228,13 +295,14 @@ def ternary_layer(x, w, bias=None, shift: int = 0, relu: bool = False) -> np.nda
         For any argument outside the ranges above, naming it.
     """
     if isinstance(w, Layer):
-        if bias is not None:
-            raise FormatError("give either a Layer or weights with bias/shift/relu, not both")
+        if bias is not None or ternary_threshold is not None:
+            raise FormatError("give either a Layer or weights with bias/shift/relu/"
+                              "ternary_threshold, not both")
         layer = w
     else:
         if bias is None:
             raise FormatError("bias is required with raw weights (use zeros for none)")
-        layer = Layer(w, bias, shift, relu)
+        layer = Layer(w, bias, shift, relu, ternary_threshold=ternary_threshold)
     return _layer_forward(_check_activations(x, layer.fan_in), layer)
 
 
@@ -293,6 +361,7 @@ class Conv:
     shift: int = 0
     relu: bool = False
     dense: Layer | None = field(default=None, repr=False, compare=False)
+    ternary_threshold: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
         w = as_trits(self.weights, "weights")
@@ -302,7 +371,8 @@ class Conv:
         ndim = w.ndim - 2
         stride = _per_axis(self.stride, "stride", 1, ndim)
         padding = _per_axis(self.padding, "padding", 0, ndim)
-        dense = Layer(w.reshape(w.shape[0], -1), self.bias, self.shift, self.relu)
+        dense = Layer(w.reshape(w.shape[0], -1), self.bias, self.shift, self.relu,
+                      ternary_threshold=self.ternary_threshold)
         w = dense.weights.reshape(w.shape)
         object.__setattr__(self, "weights", w)
         object.__setattr__(self, "bias", dense.bias)
@@ -311,6 +381,12 @@ class Conv:
         object.__setattr__(self, "stride", stride)
         object.__setattr__(self, "padding", padding)
         object.__setattr__(self, "dense", dense)
+        object.__setattr__(self, "ternary_threshold", dense.ternary_threshold)
+
+    @property
+    def ternary_output(self) -> bool:
+        """Whether the outputs are trits (``ternary_threshold`` is set) rather than int8."""
+        return self.ternary_threshold is not None
 
     @property
     def ndim(self) -> int:
@@ -369,7 +445,9 @@ class Conv:
         cols = im2col(x, self.kernel, self.stride, self.padding, self.dense._f32.dtype)
         v = np.matmul(cols, self.dense._f32).astype(self.dense._bias_rounded.dtype)
         v += self.dense._bias_rounded
-        y = requantize_inplace(v, self.shift, self.relu).astype(np.int8)
+        y = requantize_inplace(v, self.shift, self.relu)
+        y = (ternarize(y, self.ternary_threshold) if self.ternary_threshold is not None
+             else y.astype(np.int8))
         # (N * positions, C_out) -> (N, C_out, *spatial)
         y = y.reshape(n, *out_shape[1:], self.out_channels)
         return np.ascontiguousarray(np.moveaxis(y, -1, 1))

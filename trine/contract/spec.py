@@ -35,6 +35,16 @@ weights, ``|sum_k w_k x_k| <= 2**(act_width-1) * K``. The bound is reached
 ``act_width + ceil(log2 K) + 1`` bits: see :func:`accumulator_width`. Hardware
 accumulates with wrap-around, which is exact because the true sum always fits.
 The supported fan-in is ``1 <= K <= MAX_FAN_IN``.
+
+Ternary activations (optional, per layer)
+-----------------------------------------
+A dense or convolution layer may requantise its outputs to trits instead of int8 (the rule
+and its threshold ``t`` in ``[TERNARY_THRESHOLD_MIN, TERNARY_THRESHOLD_MAX]`` are defined in
+:func:`trine.contract.reference.ternarize`). Ternary activations are trits like weights:
+wherever they are stored or sent they use the same packing, :func:`pack_trits` (5 per byte)
+and :func:`unpack_trits`, and the same 2-bit :class:`TritCode` inside the hardware (a sign
+plane and a mask plane). A layer whose *inputs* are trits has ``|acc| <= K``: see
+:func:`ternary_accumulator_width`.
 """
 
 from __future__ import annotations
@@ -59,6 +69,9 @@ __all__ = [
     "TRITS_PER_BYTE_2BIT",
     "TritCode",
     "accumulator_width",
+    "ternary_accumulator_width",
+    "TERNARY_THRESHOLD_MIN",
+    "TERNARY_THRESHOLD_MAX",
     "trits_to_codes",
     "codes_to_trits",
     "pack_trits",
@@ -88,6 +101,12 @@ BIAS_MAX = (1 << 31) - 1
 
 TRITS_PER_BYTE = 5
 TRITS_PER_BYTE_2BIT = 4
+
+#: Range of a ternary-activation threshold, compared with the int8 requantised value: 1 keeps
+#: every nonzero value, 127 only the saturated ones (any larger one would make 0 of every
+#: positive output).
+TERNARY_THRESHOLD_MIN = 1
+TERNARY_THRESHOLD_MAX = ACT_MAX
 _MAX_DENSE_BYTE = 3**TRITS_PER_BYTE - 1  # 242
 
 
@@ -116,6 +135,23 @@ def accumulator_width(fan_in: int, act_width: int = ACT_WIDTH) -> int:
     if not isinstance(act_width, int | np.integer) or act_width < 2:
         raise FormatError(f"activation width must be an integer >= 2, not {act_width!r}")
     return int(act_width) + math.ceil(math.log2(int(fan_in))) + 1
+
+
+def ternary_accumulator_width(fan_in: int) -> int:
+    """Signed accumulator width that holds any ``sum_k w_k x_k`` of trits times trits.
+
+    ``|sum| <= K``, so ``ceil(log2(K + 1)) + 1`` bits (two's complement ``[-K, K]``): one
+    bit less than :func:`accumulator_width` with ``act_width=2`` gives.
+
+    Raises
+    ------
+    FormatError
+        If ``fan_in`` is not an integer in ``[1, MAX_FAN_IN]``.
+    """
+    if (isinstance(fan_in, bool) or not isinstance(fan_in, int | np.integer)
+            or not 1 <= fan_in <= MAX_FAN_IN):
+        raise FormatError(f"fan-in must be an integer in [1, {MAX_FAN_IN}], not {fan_in!r}")
+    return math.ceil(math.log2(int(fan_in) + 1)) + 1
 
 
 # --------------------------------------------------------------------------------------------
