@@ -1,18 +1,21 @@
 """The ``.trine`` file: what a :class:`trine.host.program.Program` is on disk.
 
-Little-endian throughout; the fields follow each other without gaps or alignment. Two format
+Little-endian throughout; the fields follow each other without gaps or alignment. Three format
 versions exist. A writer uses the oldest that can hold the program: a chain of dense layers
 with a flat input is written as version 1, which every trine release reads; anything with a
-convolution, a pooling, a flatten or a shaped input as version 2. A reader takes both.
+convolution, a pooling, a flatten or a shaped input as version 2; a program with a layer of
+ternary activations (:mod:`trine.contract.reference`) as version 3. A reader takes all three.
+A program without ternary activations is never written as version 3, so that readers that
+predate them keep reading every program that does not use them.
 
-The fixed header (24 bytes, both versions)
+The fixed header (24 bytes, every version)
 ------------------------------------------
 ====================  ====================  ===================================================
 field                 type                  contents and rule
 ====================  ====================  ===================================================
 magic                 8 bytes (offset 0)    ``b"TRINE\\x00\\r\\n"``: NUL marks it binary, CR LF
                                             catches newline translation
-format_version        u16 (offset 8)        1 or 2 (:data:`SUPPORTED_VERSIONS`)
+format_version        u16 (offset 8)        1, 2 or 3 (:data:`SUPPORTED_VERSIONS`)
 spec_version          u16 (offset 10)       the :data:`trine.contract.spec.SPEC_VERSION` whose
                                             packing and requantisation the program follows
 file_size             u64 (offset 12)       length of the whole file, checksum included
@@ -51,7 +54,16 @@ kernel                ndim x u32            >= 1 (stride = kernel)
 *flatten:*            (nothing)
 ====================  ====================  ===================================================
 
-The trailer (both versions)
+Version 3: version 2 with ternary activations
+---------------------------------------------
+As version 2, except that every dense and conv record has one more byte right after ``relu``:
+
+====================  ====================  ===================================================
+ternary_threshold     u8                    0: int8 outputs; ``t`` in ``[1, 127]``: ternary
+                                            outputs with threshold ``t``
+====================  ====================  ===================================================
+
+The trailer (every version)
 ---------------------------
 ====================  ====================  ===================================================
 has_input_scale       u8                    0 or 1
@@ -97,6 +109,8 @@ from trine.contract.spec import (
     MAX_FAN_IN,
     SHIFT_MAX,
     SPEC_VERSION,
+    TERNARY_THRESHOLD_MAX,
+    TERNARY_THRESHOLD_MIN,
     pack_trits,
     packed_size,
     unpack_trits,
@@ -118,9 +132,9 @@ __all__ = [
 
 MAGIC = b"TRINE\x00\r\n"
 #: The newest version; :func:`encode` writes the oldest that holds the program.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: The versions :func:`decode` reads.
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
 #: Largest input dimension and padding a file may declare.
 MAX_DIM = 1 << 16
 
@@ -167,16 +181,24 @@ def _dims(values: Sequence[int]) -> bytes:
     return b"".join(_U32.pack(int(v)) for v in values)
 
 
-def _dense_record(layer: Layer) -> bytes:
+def _threshold(layer, version: int) -> bytes:
+    """Version 3's ternary_threshold byte (nothing in older versions)."""
+    return _U8.pack(layer.ternary_threshold or 0) if version >= 3 else b""
+
+
+def _dense_record(layer: Layer, version: int = 1) -> bytes:
     return (_U32.pack(layer.fan_out) + _U32.pack(layer.fan_in) + _U8.pack(layer.shift)
-            + _U8.pack(int(layer.relu)) + layer.bias.astype("<i4").tobytes()
-            + pack_trits(layer.weights))
+            + _U8.pack(int(layer.relu)) + _threshold(layer, version)
+            + layer.bias.astype("<i4").tobytes() + pack_trits(layer.weights))
 
 
 def encode(parts: ProgramParts) -> bytes:
-    """The bytes of a ``.trine`` file (version 1 if it can hold the program, else 2)."""
+    """The bytes of a ``.trine`` file (version 1 if it can hold the program, else 2, or 3 if
+    a layer has ternary activations)."""
     layers, shape = parts.layers, parts.input_shape
     version = 1 if all(isinstance(x, Layer) for x in layers) and len(shape) == 1 else 2
+    if any(getattr(x, "ternary_threshold", None) is not None for x in layers):
+        version = 3
     out = bytearray(_HEADER.pack(MAGIC, version, SPEC_VERSION, 0, len(layers)))
     if version == 1:
         for layer in layers:
@@ -185,12 +207,13 @@ def encode(parts: ProgramParts) -> bytes:
         out += _U8.pack(len(shape)) + _dims(shape)
         for layer in layers:
             if isinstance(layer, Layer):
-                out += _U8.pack(_DENSE) + _dense_record(layer)
+                out += _U8.pack(_DENSE) + _dense_record(layer, version)
             elif isinstance(layer, Conv):
                 out += _U8.pack(_CONV) + _U8.pack(layer.ndim)
                 out += _U32.pack(layer.out_channels) + _U32.pack(layer.in_channels)
                 out += _dims(layer.kernel) + _dims(layer.stride) + _dims(layer.padding)
                 out += _U8.pack(layer.shift) + _U8.pack(int(layer.relu))
+                out += _threshold(layer, version)
                 out += layer.bias.astype("<i4").tobytes() + pack_trits(layer.weights)
             elif isinstance(layer, MaxPool):
                 out += _U8.pack(_POOL) + _U8.pack(layer.ndim) + _dims(layer.kernel)
@@ -279,7 +302,8 @@ def decode(data: bytes) -> ProgramParts:
     head.take(len(MAGIC), "magic")
     version = head.read(_U16, "format_version")
     if version not in SUPPORTED_VERSIONS:
-        supported = " and ".join(str(v) for v in SUPPORTED_VERSIONS)
+        supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS[:-1])
+        supported += f" and {SUPPORTED_VERSIONS[-1]}"
         raise ProgramFormatError(
             f"unsupported format_version {version}: this reader supports versions {supported}"
         )
@@ -348,7 +372,17 @@ def _shift_relu(r: _Reader, i: int) -> tuple[int, bool]:
     return shift, bool(relu)
 
 
-def _dense(r: _Reader, i: int, previous: int | None) -> Layer:
+def _read_threshold(r: _Reader, i: int, version: int) -> int | None:
+    if version < 3:
+        return None
+    t = r.read(_U8, f"layer {i} ternary_threshold")
+    if t > TERNARY_THRESHOLD_MAX:
+        raise ProgramFormatError(f"layer {i} ternary_threshold must be 0 (int8 outputs) or in "
+                                 f"[{TERNARY_THRESHOLD_MIN}, {TERNARY_THRESHOLD_MAX}], not {t}")
+    return t or None
+
+
+def _dense(r: _Reader, i: int, previous: int | None, version: int = 1) -> Layer:
     m = r.read(_U32, f"layer {i} M")
     if m == 0:
         raise ProgramFormatError(f"layer {i} M (fan-out) must be at least 1, not 0")
@@ -361,8 +395,9 @@ def _dense(r: _Reader, i: int, previous: int | None) -> Layer:
             f"the layers do not chain"
         )
     shift, relu = _shift_relu(r, i)
+    threshold = _read_threshold(r, i, version)
     bias, weights = _read_bias_and_weights(r, i, m, (m, k))
-    return Layer(weights, bias, shift, relu)
+    return Layer(weights, bias, shift, relu, ternary_threshold=threshold)
 
 
 def _ndim(r: _Reader, i: int, what: str) -> int:
@@ -378,7 +413,7 @@ def _positive(values: tuple[int, ...], field: str, high: int = MAX_DIM) -> None:
             raise ProgramFormatError(f"{field} must be in [1, {high}], not {v}")
 
 
-def _conv(r: _Reader, i: int) -> Conv:
+def _conv(r: _Reader, i: int, version: int = 2) -> Conv:
     ndim = _ndim(r, i, "conv")
     c_out = r.read(_U32, f"layer {i} C_out")
     c_in = r.read(_U32, f"layer {i} C_in")
@@ -396,9 +431,10 @@ def _conv(r: _Reader, i: int) -> Conv:
         if p > MAX_DIM:
             raise ProgramFormatError(f"layer {i} padding must be <= {MAX_DIM}, not {p}")
     shift, relu = _shift_relu(r, i)
+    threshold = _read_threshold(r, i, version)
     bias, weights = _read_bias_and_weights(r, i, c_out, (c_out, c_in, *kernel))
     try:
-        return Conv(weights, bias, stride, padding, shift, relu)
+        return Conv(weights, bias, stride, padding, shift, relu, ternary_threshold=threshold)
     except FormatError as e:
         raise ProgramFormatError(f"layer {i}: {e}") from None
 
@@ -430,9 +466,9 @@ def _parse(r: _Reader, version: int) -> ProgramParts:
         for i in range(n_layers):
             kind = r.read(_U8, f"layer {i} kind")
             if kind == _DENSE:
-                layers.append(_dense(r, i, None))
+                layers.append(_dense(r, i, None, version))
             elif kind == _CONV:
-                layers.append(_conv(r, i))
+                layers.append(_conv(r, i, version))
             elif kind == _POOL:
                 ndim = _ndim(r, i, "max-pool")
                 kernel = r.dims(ndim, f"layer {i} pool kernel")

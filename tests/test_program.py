@@ -401,8 +401,8 @@ OK_TAIL = trailer()
 CRAFTED = [
     (b"PK\x03\x04" + bytes(60), "not a trine program: magic is b'PK"),
     (b"TRINE\x00\n\n" + bytes(60), "not a trine program"),
-    (header(1, version=3) + L23 + OK_TAIL,
-     "unsupported format_version 3: .*supports versions 1 and 2"),
+    (header(1, version=4) + L23 + OK_TAIL,
+     "unsupported format_version 4: .*supports versions 1, 2 and 3"),
     (header(1, version=0) + L23 + OK_TAIL, "unsupported format_version 0"),
     (header(1, spec=99) + L23 + OK_TAIL, "spec_version 99 is not supported"),
     (header(0) + OK_TAIL, "n_layers is 0"),
