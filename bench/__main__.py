@@ -7,7 +7,7 @@ import importlib
 import time
 
 BENCHES = ["packing", "reference", "device", "sim_engines", "area", "boards", "qat", "evolve",
-           "evolve_islands", "regions"]
+           "evolve_islands", "regions", "import_accuracy"]
 
 
 def main() -> None:

@@ -219,6 +219,100 @@ def evolve_table(d: dict) -> list[str]:
     return out
 
 
+def _pc(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def import_accuracy_tables(d: dict) -> list[str]:
+    names = {"digits": "skl2onnx digits MLP 64-96-10", "mnist1d": "torch.onnx MNIST-1D CNN"}
+    out = ["Importing float models (`python -m bench import_accuracy`" +
+           (", quick run" if d.get("quick") else "") + "): test accuracy of the float model "
+           "(its ONNX graph) and of the programs (the bit-exact reference, i.e. the device), "
+           "seconds in brackets (one BLAS thread). Calibration: the first N training inputs, no "
+           "labels. Distilled: from the gptq program, mean over seeds (range), the epoch chosen on "
+           "held-out mixtures; without that choice (the last epoch) after it.", "",
+           "| model | N | float | gptq | twn | twn per channel | absmean | distilled | "
+           "last epoch | target | met |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for key, t in d["targets"].items():
+        for c in t["calibrations"]:
+            post = {(r["method"], r["per_channel"]): r for r in c["post_training"]}
+            cells = [f"{_pc(post[m]['test_acc'])} ({post[m]['seconds']:.1f} s)"
+                     for m in (("gptq", False), ("twn", False), ("twn", True),
+                               ("absmean", False))]
+            chosen = [r for r in c["distilled"] if r["select"]]
+            last = [r for r in c["distilled"] if not r["select"]]
+
+            def summary(runs):
+                if not runs:
+                    return "-"
+                accs = [r["test_acc"] for r in runs]
+                secs = sum(r["seconds"] for r in runs) / len(runs)
+                spread = f" ({_pc(min(accs))}-{_pc(max(accs))})" if len(accs) > 1 else ""
+                return f"{_pc(sum(accs) / len(accs))}{spread}, {len(accs)} seed(s), {secs:.0f} s"
+            tg = c["targets"]
+            goals, met = [], []
+            for label, k in (("post-training", "post_training"), ("distilled", "distilled_mean")):
+                if tg[k]["within"] is not None:
+                    goals.append(f"{label} within {tg[k]['within']:g} pt "
+                                 f"({tg[k]['points_below_float']:.1f} below)")
+                    met.append("yes" if tg[k]["pass"] else "no")
+            out.append(f"| {names.get(key, key)} | {c['n_calib']} | {_pc(t['float']['test_acc'])} "
+                       f"| {' | '.join(cells)} | {summary(chosen)} | {summary(last)} "
+                       f"| {'; '.join(goals)} | {', '.join(met)} |")
+    out += ["", "Which parts of the gptq fit pay (`trine.host.ptq.OutputFit`, each switched off "
+            "alone; test accuracy of the program):", ""]
+    labels = None
+    rows = []
+    for key, t in d["targets"].items():
+        for c in t["calibrations"]:
+            labels = [r["parts"] for r in c["ablation"]]
+            rows.append(f"| {names.get(key, key)} | {c['n_calib']} | " +
+                        " | ".join(_pc(r["test_acc"]) for r in c["ablation"]) + " |")
+    if labels:
+        out += ["| model | N | " + " | ".join(labels) + " |",
+                "|---|---:|" + "---:|" * len(labels), *rows]
+    out += ["", "A shift per output row (issue §3), simulated in software "
+            "(`bench/_per_row.py`; not the device): each row's scale rounded to a power-of-two "
+            "ratio of the layer's largest and folded into its own shift. gptq per row searches "
+            "each row's scale; 'one scale, same search' is the control with the per-row search's "
+            "grid and one scale per layer (its integers equal the reference's, checked).", "",
+            "| model | N | gptq, device | gptq per row | one scale, same search | twn per channel, "
+            "device | twn per channel, per row |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for key, t in d["targets"].items():
+        for c in t["calibrations"]:
+            post = {(r["method"], r["per_channel"]): r["test_acc"] for r in c["post_training"]}
+            pr = {r["mode"]: r["test_acc"] for r in c["per_row_shift"]}
+            out.append(f"| {names.get(key, key)} | {c['n_calib']} | {_pc(post[('gptq', False)])} "
+                       f"| {_pc(pr['gptq'])} | {_pc(pr['gptq-layer'])} "
+                       f"| {_pc(post[('twn', True)])} | {_pc(pr['twn'])} |")
+    qat = d.get("qat_per_row_shift") or {}
+    if qat:
+        kinds = list(dict.fromkeys(r["shift"] for q in qat.values() for r in q["runs"]))
+        out += ["", "QAT (the MLPs of `trine.host.qat.DEFAULTS`, random start, the same loop and "
+                "seeds) with a shift per layer (the device) and per row (simulated); test "
+                "accuracy, mean (range) over seeds:", "",
+                "| data | MLP | " + " | ".join(f"shift {k}" for k in kinds) + " |",
+                "|---|---|" + "---:|" * len(kinds)]
+        for name, q in qat.items():
+            cells = []
+            for k in kinds:
+                accs = [r["test_acc"] for r in q["runs"] if r["shift"] == k]
+                cells.append(f"{_pc(sum(accs) / len(accs))} ({_pc(min(accs))}-{_pc(max(accs))})"
+                             if accs else "-")
+            out.append(f"| {name} | {q['shape']} | " + " | ".join(cells) + " |")
+    out += ["", "Brevitas ternary models through QONNX (trits read, not re-quantised), on the "
+            "fixture's 256 test inputs against Brevitas' own integer outputs:", "",
+            "| model | rounding ties half to even: bit-exact | device (half up): outputs equal "
+            "| max difference | same class | test accuracy Brevitas / program |",
+            "|---|---|---:|---:|---:|---:|"]
+    for name, b in d["brevitas"].items():
+        out.append(f"| {name} | {'yes' if b['half_even_equal'] else 'no'} "
+                   f"| {_pc(b['device_outputs_equal'])} | {b['device_max_abs_diff']} "
+                   f"| {_pc(b['device_class_agreement'])} "
+                   f"| {_pc(b['brevitas_test_acc'])} / {_pc(b['program_test_acc'])} |")
+    return out
+
+
 def sim_engines_table(d: dict) -> list[str]:
     la = d.get("load_average") or [None]
     out = [f"The simulated device ({d['device']}) on both engines in one run (`python -m bench "
@@ -249,7 +343,7 @@ def sim_engines_table(d: dict) -> list[str]:
 def render() -> str:
     parts = []
     for name, fn in (("qat", qat_table), ("evolve", evolve_table), ("regions", regions_table),
-                     ("area", area_tables),
+                     ("import_accuracy", import_accuracy_tables), ("area", area_tables),
                      ("boards", boards_table), ("device", device_tables),
                      ("sim_engines", sim_engines_table),
                      ("packing", packing_table), ("reference", reference_table)):
