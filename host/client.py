@@ -6,12 +6,14 @@ The client sends the commands of :mod:`trine.contract.protocol` through a
 :class:`trine.host.transport.Transport`: a serial port or ``socket://`` URL by default.
 
 Memory addressing (see :mod:`trine.contract.device_image` and :mod:`trine.hw.core`)
-----------------------------------------------------------
+----------------------------------------------------------------------------------
 A WRITE or READ starts at byte 0 of a word, so every transfer is cut at word boundaries: the
 word is a weight beat (``beat_bytes(lanes, rows)`` bytes), a stored bias
-(``BIAS_STORE_BYTES``), a layer-table entry (``LAYER_ENTRY_SIZE``) or an activation word
-(``lanes`` bytes). Sample ``b`` of a run sits at activation word ``b * stride``: its inputs in
-buffer 0, its outputs in buffer ``n_layers % 2``.
+(``BIAS_STORE_BYTES``), a layer-table word (``TABLE_WORD_BYTES``) or an activation-pool word
+(``lanes`` bytes). The program's device image says where its tensors are: sample ``b``'s
+inputs at pool word ``image.input.base + b * image.input.sample_words``, its outputs at
+``image.output.base + b * image.output.sample_words``, both position-major
+(:class:`trine.contract.device_image.TensorLayout`).
 
 The logger ``trine.host.client`` says at INFO what the device is, what a load cost and what an
 inference took (``trine -v``); the frames themselves are logged by
@@ -31,12 +33,13 @@ import numpy as np
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
-    LAYER_ENTRY_SIZE,
+    DENSE_ENTRY_WORDS,
+    TABLE_WORD_BYTES,
+    DeviceImage,
     beat_bytes,
-    compile_image,
     word_size,
 )
-from trine.contract.params import MAX_RUN_LAYERS, DeviceLimits
+from trine.contract.params import DeviceLimits
 from trine.contract.protocol import (
     MAX_PAYLOAD,
     PROTOCOL_VERSION,
@@ -44,13 +47,14 @@ from trine.contract.protocol import (
     STATUS_ACK,
     WRITE_HEADER,
     DeviceInfo,
+    ErrorCode,
     Op,
     Target,
     read_payload,
     run_payload,
     write_payload,
 )
-from trine.contract.spec import MAX_FAN_IN, SPEC_VERSION
+from trine.contract.spec import SPEC_VERSION
 from trine.host.program import Program, ProgramError
 from trine.host.transport import (
     DeviceError,
@@ -67,6 +71,7 @@ __all__ = [
     "LinkError",
     "DeviceError",
     "DeviceRefusedError",
+    "RunTimeoutError",
     "LinkStats",
     "LoadStats",
     "DeviceStatus",
@@ -78,6 +83,11 @@ _RUN_ACK = RUN_ACK
 _STATUS_ACK = STATUS_ACK
 
 logger = logging.getLogger(__name__)
+
+
+class RunTimeoutError(DeviceRefusedError):
+    """The device's watchdog stopped a RUN (``ErrorCode.TIMEOUT``): the loaded layer table
+    loops for longer than the device allows; the device itself still answers."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,26 +143,16 @@ def _check_info(info: DeviceInfo) -> None:
             f"device implements trine.contract.spec version {info.spec_version}, this client "
             f"version {SPEC_VERSION}"
         )
-    for name in ("lanes", "rows", "max_layers", "max_batch", "stride", "max_payload",
-                 "max_width", "weight_words", "bias_depth"):
+    for name in ("lanes", "rows", "max_batch", "max_payload", "act_words", "table_words",
+                 "weight_words", "bias_depth", "max_run_cycles"):
         if getattr(info, name) < 1:
             raise DeviceError(f"device info is inconsistent: {name} is 0")
-    if info.max_layers > MAX_RUN_LAYERS:
+    if info.table_words < DENSE_ENTRY_WORDS:
         raise DeviceError(
-            f"device info is inconsistent: max_layers {info.max_layers} is more than a RUN "
-            f"can name ({MAX_RUN_LAYERS})"
+            f"device info is inconsistent: table_words {info.table_words} cannot hold one "
+            f"layer ({DENSE_ENTRY_WORDS} words)"
         )
-    if info.max_width > MAX_FAN_IN:
-        raise DeviceError(
-            f"device info is inconsistent: max_width {info.max_width} exceeds the spec's "
-            f"MAX_FAN_IN {MAX_FAN_IN}"
-        )
-    if info.stride * info.lanes < info.max_width:
-        raise DeviceError(
-            f"device info is inconsistent: stride {info.stride} x lanes {info.lanes} does not "
-            f"hold max_width {info.max_width} activations"
-        )
-    largest = max(beat_bytes(info.lanes, info.rows), BIAS_STORE_BYTES, LAYER_ENTRY_SIZE,
+    largest = max(beat_bytes(info.lanes, info.rows), BIAS_STORE_BYTES, TABLE_WORD_BYTES,
                   info.lanes)
     if min(info.max_payload, MAX_PAYLOAD) < WRITE_HEADER + largest:
         raise DeviceError(
@@ -222,6 +222,7 @@ class Client:
         self._request = link.request
         self._info: DeviceInfo | None = None
         self._program: Program | None = None
+        self._image: DeviceImage | None = None
 
     # ----------------------------------------------------------------------------------------
     # Life cycle
@@ -249,6 +250,12 @@ class Client:
     def program(self) -> Program | None:
         return self._program
 
+    @property
+    def image(self) -> DeviceImage | None:
+        """The device image of the program last loaded: where its inputs and outputs are in
+        the device's pool, its layer table, the batch one RUN takes."""
+        return self._image
+
     # ----------------------------------------------------------------------------------------
     # Commands
     # ----------------------------------------------------------------------------------------
@@ -266,10 +273,11 @@ class Client:
             info = DeviceInfo.from_bytes(self._request(Op.INFO, b"", DeviceInfo.SIZE))
             _check_info(info)
             self._info = info
-            logger.info("device: %d lanes x %d rows, %d weight words, %d biases, layers up to "
-                        "%d wide, batches up to %d, at %g MHz and %d baud", info.lanes,
-                        info.rows, info.weight_words, info.bias_depth, info.max_width,
-                        info.max_batch, info.clock_hz / 1e6, info.baud)
+            logger.info("device: %d lanes x %d rows, %d weight words, %d biases, a pool of %d "
+                        "words, a table of %d words, batches up to %d, at %g MHz and %d baud",
+                        info.lanes, info.rows, info.weight_words, info.bias_depth,
+                        info.act_words, info.table_words, info.max_batch, info.clock_hz / 1e6,
+                        info.baud)
         return self._info
 
     def limits(self) -> DeviceLimits:
@@ -307,23 +315,33 @@ class Client:
             if sent is not None:
                 sent(len(piece))
 
-    def _read(self, buffer: int, word: int, count: int) -> bytes:
-        """READ ``count`` bytes of activation buffer ``buffer`` from byte 0 of ``word`` on."""
+    def _read(self, word: int, count: int) -> bytes:
+        """READ ``count`` bytes of the activation pool from byte 0 of ``word`` on."""
         size = self.info().lanes
         chunk = self._max_payload() // size * size
         parts = []
         for offset in range(0, count, chunk):
             n = min(chunk, count - offset)
             at = word + offset // size
-            parts.append(self._request(Op.READ, read_payload(buffer, at, n), n,
-                                       f"buffer {buffer} word {at}, {n} bytes"))
+            parts.append(self._request(Op.READ, read_payload(0, at, n), n,
+                                       f"pool word {at}, {n} bytes"))
         return b"".join(parts)
 
     def _run(self, n_layers: int, batch: int) -> int:
-        (cycles,) = _RUN_ACK.unpack(
-            self._request(Op.RUN, run_payload(n_layers, batch), _RUN_ACK.size,
-                          f"{n_layers} layers, batch {batch}")
-        )
+        try:
+            answer = self._request(Op.RUN, run_payload(n_layers, batch), _RUN_ACK.size,
+                                   f"{n_layers} layers, batch {batch}")
+        except DeviceRefusedError as e:
+            if e.code != ErrorCode.TIMEOUT:
+                raise
+            limit = self.info().max_run_cycles
+            raise RunTimeoutError(
+                f"the device stopped the run of {n_layers} layers at batch {batch} after "
+                f"{limit} cycles (its watchdog, max_run_cycles): the loaded layer table loops "
+                f"for longer than the device allows (a corrupted or hostile program?); the "
+                f"device still answers, load a program again", e.op, e.code, e.detail
+            ) from None
+        (cycles,) = _RUN_ACK.unpack(answer)
         return cycles
 
     # ----------------------------------------------------------------------------------------
@@ -358,9 +376,7 @@ class Client:
         if not isinstance(program, Program):
             raise TypeError(
                 f"program must be a trine.host.program.Program, not {type(program).__name__}")
-        info = self.info()
-        program.check_fits(self.limits())
-        image = compile_image(program.layers, info.lanes, info.rows)
+        image = program.check_fits(self.limits())
 
         parts = [
             (Target.WEIGHTS, image.weights),
@@ -377,6 +393,7 @@ class Client:
                 progress(done, total)
 
         self._program = None
+        self._image = None
         before = self.stats
         start = time.perf_counter()
         if progress is not None:
@@ -385,9 +402,10 @@ class Client:
             self._write(target, data, sent=sent)
         seconds = time.perf_counter() - start
         self._program = program
+        self._image = image
 
         after = self.stats
-        weights = sum(layer.weights.size for layer in program.layers)
+        weights = sum(layer.weights.size for layer in program.weighted_layers)
         wire_sent = after.bytes_sent - before.bytes_sent
         logger.info("loaded %d bytes in %d frames (%d bytes on the wire, %d retries) in %.2f s",
                     total, after.frames_sent - before.frames_sent, wire_sent,
@@ -404,15 +422,17 @@ class Client:
         )
 
     def infer(self, x: Any) -> tuple[np.ndarray, list[int]]:
-        """Run the loaded program on one input ``(K,)`` or a batch ``(N, K)``.
+        """Run the loaded program on one input or a batch: ``input_shape`` or
+        ``(N, *input_shape)``, or flat ``(K,)`` / ``(N, K)``.
 
         Float inputs are quantised with the program's ``input_scale``, integer ones must be in
         the int8 range (:meth:`trine.host.program.Program.quantize_input`). The batch is cut into
-        runs of at most ``max_batch`` samples.
+        runs of at most the image's batch (``max_batch``, or fewer when the device's activation
+        pool holds fewer).
 
         Returns
         -------
-        outputs : int8 array of shape ``(M,)`` or ``(N, M)``, following ``x``
+        outputs : int8 array of ``output_shape`` or ``(N, *output_shape)``, following ``x``
         cycles : list of int, the device's cycle count of each run
 
         Raises
@@ -428,29 +448,35 @@ class Client:
         if program is None:
             raise LinkError("no program is loaded: call load() before infer()")
         q = program.quantize_input(x)
-        if q.ndim == 1:
+        if q.shape == program.input_shape:
             outputs, cycles = self._infer(program, q[np.newaxis])
             return outputs[0], cycles
         return self._infer(program, q)
 
     def infer_batch(self, x: Any) -> tuple[np.ndarray, list[int]]:
-        """:meth:`infer` for a batch ``(N, K)`` only; returns ``(N, M)`` outputs."""
-        if np.ndim(x) != 2:
-            raise ProgramError(f"a batch must have shape (N, K), not {np.shape(x)}")
+        """:meth:`infer` for a batch only (``(N, K)`` or ``(N, *input_shape)``)."""
+        program = self._program
+        shape = program.input_shape if program is not None else ()
+        if np.ndim(x) != 2 and np.shape(x)[1:] != shape:
+            raise ProgramError(f"a batch must have shape (N, K) or (N, *{shape}), not "
+                               f"{np.shape(x)}")
         return self.infer(x)
 
     def _infer(self, program: Program, q: np.ndarray) -> tuple[np.ndarray, list[int]]:
-        info = self.info()
-        n_layers, width = program.n_layers, program.output_width
-        outputs = np.empty((len(q), width), np.int8)
+        image = self._image
+        assert image is not None
+        n_entries = len(image.entries)
+        inputs, outputs_at = image.input, image.output
+        size = outputs_at.sample_words * image.lanes
+        outputs = np.empty((len(q), *program.output_shape), np.int8)
         cycles = []
-        for first in range(0, len(q), info.max_batch):
-            run = q[first : first + info.max_batch]
-            for b, sample in enumerate(run):
-                self._write(Target.INPUT, sample.tobytes(), word=b * info.stride)
-            cycles.append(self._run(n_layers, len(run)))
-            for b in range(len(run)):
-                raw = self._read(n_layers % 2, b * info.stride, width)
-                outputs[first + b] = np.frombuffer(raw, np.int8)
+        for first in range(0, len(q), image.batch):
+            run = q[first : first + image.batch]
+            packed = inputs.pack(run.reshape(len(run), *program.input_shape))
+            self._write(Target.INPUT, packed.tobytes(), word=inputs.base)
+            cycles.append(self._run(n_entries, len(run)))
+            raw = self._read(outputs_at.base, size * len(run))
+            data = np.frombuffer(raw, np.int8).reshape(len(run), size)
+            outputs[first : first + len(run)] = outputs_at.unpack(data)
         logger.info("ran %d sample(s) in %d run(s): %d cycles", len(q), len(cycles), sum(cycles))
         return outputs, cycles

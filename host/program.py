@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from trine.contract.device_image import beat_bytes, weight_words
+from trine.contract.device_image import DeviceImage, beat_bytes, weight_words
 from trine.contract.errors import FormatError
 from trine.contract.fileio import write_atomic
 from trine.contract.network import LAYER_TYPES, layer_kind, network_shapes, run_network
@@ -296,20 +296,23 @@ class Program:
 
         The device keeps each layer in tile order (see :mod:`trine.contract.device_image`): one
         weight word of ``beat_bytes(lanes, rows)`` bytes per ``rows x lanes`` tile,
-        ``ceil(M / rows) * ceil(K / lanes)`` tiles per layer.
+        ``ceil(M / rows) * ceil(K / lanes)`` tiles per dense layer (``K`` over the device's
+        view of a convolution's window: channels padded to whole words).
         """
         for name, v in (("lanes", lanes), ("rows", rows)):
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
                 raise ProgramError(f"{name} must be a positive integer, not {v!r}")
         lanes, rows = int(lanes), int(rows)
-        return weight_words(self._layers, lanes, rows) * beat_bytes(lanes, rows)
+        return (weight_words(self._layers, self.input_shape, lanes, rows)
+                * beat_bytes(lanes, rows))
 
-    def check_fits(self, limits: DeviceLimits) -> None:
-        """Raise :class:`ProgramTooLargeError` unless the program fits ``limits``: the one
-        capacity check, :func:`trine.contract.params.check_fits`, whose message lists every
-        limit that is exceeded."""
+    def check_fits(self, limits: DeviceLimits) -> DeviceImage:
+        """The program's device image for a device of ``limits``, or
+        :class:`ProgramTooLargeError`: the one capacity check,
+        :func:`trine.contract.params.check_fits`, whose message names the layer and what it
+        needs for every limit that is exceeded (weights, biases, table, activation pool)."""
         try:
-            check_fits(self._layers, limits)
+            return check_fits(self._layers, limits, self.input_shape)
         except CapacityError as e:
             raise ProgramTooLargeError(str(e)) from None
 

@@ -1,72 +1,98 @@
-"""The address generator: every loop of a layer, as counters that step by increments.
+"""The address generator: every loop of a layer-table entry, as counters that step by increments.
 
-A dense layer of ``blocks x rows`` outputs over ``chunks x lanes`` inputs, for ``batch``
-samples, is two loop nests that run at once:
+A layer (:class:`trine.contract.device_image.LayerEntry`, the normative statement of the
+loops; :func:`trine.contract.device_model.run_image` runs the same loops in NumPy) is two loop
+nests that run at once:
 
 * the *issue* side, one beat per weight word::
 
-      for sample in range(batch):             # b, counting down
-          for block in range(blocks):         # j
-              for chunk in range(chunks):     # c
-                  beat(weight = weight_base + block * chunks + chunk,
-                       act = sample * stride + chunk, last = chunk == chunks - 1)
+      for sample b:                            # in_s = in_base + b * in_sample_words
+          for block j:                         # rows outputs
+              start, x, y = in_s, x0, y0
+              for each output position (levels p0..p3, p0 fastest):
+                  for ty, tx, g in the window (kh, kw, cw):
+                      beat(weight = weight_base + j * window + (ty * kw + tx) * cw + g,
+                           act = start + ty * (kw * cw - 1 + row_step) + tx * cw + g,
+                           zero = not (0 <= x + tx < in_width and 0 <= y + ty < in_height),
+                           last = the window's last word)
+                  start, x, y += the steps of the level that advances
 
 * the *output* side, one destination per row the requantiser takes::
 
-      for sample in range(batch):
-          for block in range(blocks):
-              for row in range(rows):         # counted by the requantiser
-                  m = block * rows + row
-                  dest(bias = bias_base + m, word = sample * stride + m // lanes,
-                       lane = m % lanes, write = m < fan_out)
+      for sample b:                            # out_s = out_base + b * out_sample_words
+          for block j:
+              pos = out_s
+              for each output position (the same levels):
+                  for row r:                   # counted by the requantiser
+                      m = j * rows + r
+                      dest(bias = bias_base + m, word = pos + m // lanes, lane = m % lanes,
+                           first = the position starts its pooling window,
+                           write = m < fan_out and the position ends its pooling window)
+                  pos += the out step of the level that advances
 
-Nothing is multiplied: addresses advance by one or jump back to a base, the loop counters
-count down from bounds the sequencer has prepared (:func:`loop_config_layout`), and each
-counter's end flag is a register beside it (a comparator in the issue path would reach every
-counter's enable).
+Nothing is multiplied: addresses advance by one, by a step from the table, or jump back to a
+base; every counter counts down from a count of the table to one, and its end flag is a
+register beside it (a comparator in the issue path would reach every counter's enable).
+Pool addresses are computed modulo ``2**pool_address_width`` (see
+:func:`trine.hw.memories.pool_address_width`); window coordinates are exact 16-bit signed
+values, as the table gives them.
 
-The feed never stalls: every stage advances every cycle, and a block starts no sooner than
-``rows`` cycles after the previous one, the time the requantiser takes per block, so that the
-array's output is always taken when it is ready (a stall signal would fan out from the array
-to every feed register and memory enable).
+The feed never stalls: every stage advances every cycle, and a window starts no sooner than
+``rows`` cycles after the previous one, the time the requantiser takes per block of
+accumulators, so that the array's output is always taken when it is ready (a stall signal
+would fan out from the array to every feed register and memory enable).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from trine.contract.device_image import CONV_ENTRY_WORDS, POSITION_LEVELS, LayerEntry
 from trine.contract.params import AcceleratorParams
-from trine.hw.memories import buffer_word_shape
+from trine.hw.memories import pool_address_width
 from trine.hw.params import ParamsSignature, check_params
 from trine.hw.requantizer import RowSignature
 
-__all__ = ["loop_config_layout", "beat_layout", "LoopControlSignature", "AddressGenerator"]
+__all__ = ["ENTRY_FIELDS", "ENTRY_LAYOUT", "DENSE_TAIL", "entry_flags", "loop_config_layout",
+           "beat_layout", "LoopControlSignature", "AddressGenerator"]
+
+#: The table words of an entry, in order (:meth:`LayerEntry.to_words`).
+ENTRY_FIELDS = (
+    "flags", "weight_base", "bias_base", "blocks", "fan_out", "cw", "in_base",
+    "in_sample_words", "out_base", "out_sample_words", "kw", "kh", "row_step",
+    *(f"p_count{i}" for i in range(POSITION_LEVELS)),
+    *(f"act_step{i}" for i in range(POSITION_LEVELS)),
+    *(f"out_step{i}" for i in range(POSITION_LEVELS)),
+    "in_width", "in_height", "x0", "y0",
+    *(f"x_step{i}" for i in range(POSITION_LEVELS)),
+    *(f"y_step{i}" for i in range(POSITION_LEVELS)),
+)
+assert len(ENTRY_FIELDS) == CONV_ENTRY_WORDS
+#: A whole (convolution's) table entry, a 16-bit word per field.
+ENTRY_LAYOUT = data.StructLayout({name: unsigned(16) for name in ENTRY_FIELDS})
+#: The tail a dense entry (which stops after ``out_sample_words``) leaves at its defaults.
+DENSE_TAIL = LayerEntry(0, 0, 1, 1, 1, 0, 0, 0, 0, 0, False, conv=True).to_words()[10:]
+
+
+def entry_flags(flags):
+    """The fields of an entry's flags word: ``(shift, relu, pool_levels, conv)``."""
+    return flags[0:5], flags[5], flags[6:8], flags[8]
 
 
 def loop_config_layout(params: AcceleratorParams) -> data.StructLayout:
-    """A layer's loops, as the address generator takes them: bases, ``count - 1`` and
-    ``count == 1`` of each loop, and the fan-out."""
-    p = params
-    return data.StructLayout({
-        "weight_base": range(p.weight_words + 1),
-        "bias_base": range(p.bias_depth + 1),
-        "chunks_last": range(p.stride),
-        "chunks_one": 1,
-        "blocks_last": range(p.max_blocks),
-        "blocks_one": 1,
-        "batch_last": range(p.max_batch),
-        "batch_one": 1,
-        "fan_out": range(p.max_width + 1),
-    })
+    """A layer's loops, as the address generator takes them: the table entry and the batch."""
+    return data.StructLayout({"entry": ENTRY_LAYOUT, "batch": range(params.max_batch + 1)})
 
 
 def beat_layout(params: AcceleratorParams) -> data.StructLayout:
-    """A beat: the weight word and the activation word it needs, and whether it ends a block."""
+    """A beat: the weight word and the pool word it needs, whether that word is zero padding,
+    and whether the beat ends a window."""
     return data.StructLayout({
         "weight_addr": range(params.weight_words + 1),
-        "act_addr": buffer_word_shape(params),
+        "act_addr": pool_address_width(params),
+        "zero": 1,
         "last": 1,
     })
 
@@ -84,7 +110,7 @@ class LoopControlSignature(ParamsSignature):
         Stop issuing (wins over ``setup``).
     overrun : In(1)
         An address has run past its memory: the weight address while issuing, or the bias
-        address.
+        address, or the pool word of a row taken to be written.
     done : In(1)
         Every row of the layer has been taken (until the next ``setup``).
     """
@@ -100,14 +126,29 @@ class LoopControlSignature(ParamsSignature):
         })
 
 
+class _Counter:
+    """A counter of ``count .. 1`` with its end flag (``value == 1``) as a register."""
+
+    def __init__(self, m: Module, name: str, width: int = 16):
+        self.m = m
+        self.value = Signal(width, name=name)
+        self.end = Signal(name=f"{name}_end")
+
+    def load(self, count, one):
+        self.m.d.sync += [self.value.eq(count), self.end.eq(one)]
+
+    def step(self):
+        self.m.d.sync += [self.value.eq(self.value - 1), self.end.eq(self.value == 2)]
+
+
 class AddressGenerator(wiring.Component):
     """Both loop nests of a layer (see the module notes).
 
     After ``setup``, the issue side offers a beat on ``o_beat`` in a cycle when it has one and
-    the block it starts (if it starts one) is at least ``rows`` cycles after the previous block's
-    start; it stops after the last beat of the last sample or on ``stop``. The output side
-    answers ``dest`` with the next row's destination and steps when the row is taken; ``done``
-    is set after the last row of the last sample.
+    the window it starts (if it starts one) is at least ``rows`` cycles after the previous
+    window's start; it stops after the last beat of the last sample or on ``stop``. The output
+    side answers ``dest`` with the next row's destination and steps when the row is taken;
+    ``done`` is set after the last row of the last sample.
 
     Parameters
     ----------
@@ -132,104 +173,229 @@ class AddressGenerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        rows, stride = p.rows, p.stride
+        rows, lanes = p.rows, p.lanes
+        abits = pool_address_width(p)
         cfg, setup, dest = self.control.config, self.control.setup, self.dest
+        e = cfg.entry
+        levels = range(POSITION_LEVELS)
+        counts = [e[f"p_count{i}"] for i in levels]
+        _, _, pool_levels, _ = entry_flags(e.flags)
+
+        def pool(v):  # pool address arithmetic
+            return v[:abits]
+
+        def s16(v):
+            return v.as_signed()
+
+        # Which counts are 1, registered at setup: the reloads below use these flags, not
+        # comparators on the table's fields.
+        ones = {name: Signal(name=f"{name}_one") for name in
+                ("cw", "kw", "kh", "blocks", *(f"p_count{i}" for i in levels))}
+        with m.If(setup):
+            m.d.sync += [flag.eq(e[name] == 1) for name, flag in ones.items()]
+
+        def one(name):
+            # in the setup cycle itself the registered flag is not there yet
+            return e[name] == 1
 
         # ---- issue side -----------------------------------------------------------------
-        c = Signal(range(stride))  # chunks left in this block after this one
-        j = Signal(range(p.max_blocks))  # blocks left in this sample
-        b = Signal(range(p.max_batch))  # samples left in this layer
-        c_end = Signal()
-        j_end = Signal()
-        b_end = Signal()
-        c_first = Signal()  # the beat at the issuer starts a block
-        aptr = Signal(buffer_word_shape(p))
-        abase = Signal.like(aptr)
+        g = _Counter(m, "g")
+        tx = _Counter(m, "tx")
+        ty = _Counter(m, "ty")
+        pc = [_Counter(m, f"pc{i}") for i in levels]
+        j = _Counter(m, "j")
+        b = _Counter(m, "b", len(cfg.batch))
+        xx = Signal(signed(16))  # x + tx
+        yy = Signal(signed(16))  # y + ty
+        x = Signal(signed(16))
+        y = Signal(signed(16))
+        aptr = Signal(abits)
+        start = Signal(abits)
+        in_s = Signal(abits)
         wptr = Signal(range(p.weight_words + 1))
-        gap = Signal(range(rows + 1))  # cycles since the last block started, saturating
+        wblock = Signal.like(wptr)  # the current block's first weight word
+        w_first = Signal()  # the beat at the issuer starts a window
+        gap = Signal(range(rows + 1))  # cycles since the last window started, saturating
         gap_ok = Signal()  # gap == rows
         issuing = Signal()
         issue = Signal()  # a beat leaves this cycle
+        inside = Signal()
         m.d.comb += [
-            issue.eq(issuing & (~c_first | gap_ok)),
+            issue.eq(issuing & (~w_first | gap_ok)),
+            inside.eq(~xx[-1] & (xx.as_unsigned() < e.in_width) &
+                      ~yy[-1] & (yy.as_unsigned() < e.in_height)),
             self.o_beat.valid.eq(issue),
             self.o_beat.payload.weight_addr.eq(wptr),
             self.o_beat.payload.act_addr.eq(aptr),
-            self.o_beat.payload.last.eq(c_end),
+            self.o_beat.payload.zero.eq(~inside),
+            self.o_beat.payload.last.eq(g.end & tx.end & ty.end),
         ]
-        with m.If(issue & c_first):
+        with m.If(issue & w_first):
             m.d.sync += [gap.eq(1), gap_ok.eq(rows == 1)]
         with m.Elif(~gap_ok):
             m.d.sync += [gap.eq(gap + 1), gap_ok.eq(gap == rows - 1)]
 
         # ---- output side ----------------------------------------------------------------
-        rq_j = Signal(range(p.max_blocks))  # blocks left, counting down like the issuer's
-        rq_b = Signal(range(p.max_batch))
-        rq_j_end = Signal()
-        rq_b_end = Signal()
-        rq_done = Signal()
+        opc = [_Counter(m, f"opc{i}") for i in levels]
+        ofirst = [Signal(name=f"ofirst{i}") for i in levels]  # opc[i] at its count
+        oj = _Counter(m, "oj")
+        ob = _Counter(m, "ob", len(cfg.batch))
+        done = Signal()
+        pos = Signal(abits)
+        out_s = Signal(abits)
         bptr = Signal(range(p.bias_depth + 1))
-        m_idx = Signal(range(p.max_blocks * rows + 1))  # output index within the sample
-        o_word = Signal.like(aptr)
-        o_base = Signal.like(aptr)
-        o_lane = Signal(range(p.lanes))
+        bblock = Signal.like(bptr)
+        m_width = 16 + max(rows, lanes).bit_length() + 1
+        m_idx = Signal(m_width)  # output channel j * rows + r
+        mblock = Signal.like(m_idx)
+        o_word = Signal(abits)  # m // lanes
+        o_lane = Signal(range(lanes))  # m % lanes
+        wblock_word = Signal.like(o_word)
+        wblock_lane = Signal.like(o_lane)
+        pool_first = Signal()
+        pool_last = Signal()
         m.d.comb += [
+            pool_first.eq(((pool_levels < 1) | ofirst[0]) & ((pool_levels < 2) | ofirst[1])),
+            pool_last.eq(((pool_levels < 1) | opc[0].end) & ((pool_levels < 2) | opc[1].end)),
             dest.bias.eq(bptr),
-            dest.word.eq(o_word),
+            dest.word.eq(pool(pos + o_word)),
             dest.lane.eq(o_lane),
-            dest.write.eq(m_idx < cfg.fan_out),
-            self.control.done.eq(rq_done),
-            self.control.overrun.eq((issuing & (wptr == p.weight_words)) |
-                                    (bptr == p.bias_depth)),
+            dest.first.eq(pool_first),
+            dest.write.eq((m_idx < e.fan_out) & pool_last),
+            self.control.done.eq(done),
         ]
+        weight_over = Signal()
+        bias_over = Signal()
+        m.d.comb += [weight_over.eq(issuing & (wptr == p.weight_words)),
+                     bias_over.eq(bptr == p.bias_depth)]
+        write_over = Signal()
+        if p.act_words < 1 << abits:
+            m.d.comb += write_over.eq(dest.take & dest.write & (dest.word >= p.act_words))
+        m.d.comb += self.control.overrun.eq(weight_over | bias_over | write_over)
+
         with m.If(dest.take):
             m.d.sync += [bptr.eq(bptr + 1), m_idx.eq(m_idx + 1)]
-            with m.If(o_lane == p.lanes - 1):
+            with m.If(o_lane == lanes - 1):
                 m.d.sync += [o_lane.eq(0), o_word.eq(o_word + 1)]
             with m.Else():
                 m.d.sync += o_lane.eq(o_lane + 1)
             with m.If(dest.last):
-                with m.If(rq_j_end):
-                    # end of a sample: outputs of the next sample start a buffer row later
-                    m.d.sync += [rq_j.eq(cfg.blocks_last), rq_j_end.eq(cfg.blocks_one),
-                                 rq_b.eq(rq_b - 1), rq_b_end.eq(rq_b == 1),
-                                 bptr.eq(cfg.bias_base),
-                                 m_idx.eq(0), o_lane.eq(0), o_word.eq(o_base + stride),
-                                 o_base.eq(o_base + stride)]
-                    with m.If(rq_b_end):
-                        m.d.sync += rq_done.eq(1)
+                # the position's rows are done: the next position of the block restarts them
+                m.d.sync += [bptr.eq(bblock), m_idx.eq(mblock), o_word.eq(wblock_word),
+                             o_lane.eq(wblock_lane)]
+                advanced = False
+                for i in levels:
+                    cond = ~opc[i].end
+                    with (m.Elif(cond) if advanced else m.If(cond)):
+                        opc[i].step()
+                        m.d.sync += [ofirst[i].eq(0), pos.eq(pool(pos + e[f"out_step{i}"]))]
+                        for k in range(i):
+                            opc[k].load(counts[k], ones[f"p_count{k}"])
+                            m.d.sync += ofirst[k].eq(1)
+                    advanced = True
                 with m.Else():
-                    m.d.sync += [rq_j.eq(rq_j - 1), rq_j_end.eq(rq_j == 1)]
+                    # the block ends: the next block's rows follow on
+                    for k in levels:
+                        opc[k].load(counts[k], ones[f"p_count{k}"])
+                        m.d.sync += ofirst[k].eq(1)
+                    m.d.sync += [bblock.eq(bptr + 1), bptr.eq(bptr + 1),
+                                 mblock.eq(m_idx + 1), m_idx.eq(m_idx + 1),
+                                 pos.eq(out_s)]
+                    with m.If(o_lane == lanes - 1):
+                        m.d.sync += [wblock_lane.eq(0), wblock_word.eq(o_word + 1),
+                                     o_lane.eq(0), o_word.eq(o_word + 1)]
+                    with m.Else():
+                        m.d.sync += [wblock_lane.eq(o_lane + 1), wblock_word.eq(o_word),
+                                     o_lane.eq(o_lane + 1), o_word.eq(o_word)]
+                    with m.If(~oj.end):
+                        oj.step()
+                    with m.Else():
+                        # the sample ends: the next one's outputs from its own base
+                        oj.load(e.blocks, ones["blocks"])
+                        ob.step()
+                        next_out = pool(out_s + e.out_sample_words)
+                        m.d.sync += [out_s.eq(next_out), pos.eq(next_out),
+                                     bptr.eq(e.bias_base), bblock.eq(e.bias_base),
+                                     m_idx.eq(0), mblock.eq(0), o_word.eq(0), o_lane.eq(0),
+                                     wblock_word.eq(0), wblock_lane.eq(0)]
+                        with m.If(ob.end):
+                            m.d.sync += done.eq(1)
 
         # ---- setup and stop (after the steps above: they win) ---------------------------
         with m.If(setup):
+            for c, name in ((g, "cw"), (tx, "kw"), (ty, "kh")):
+                c.load(e[name], one(name))
+            for i in levels:
+                pc[i].load(counts[i], one(f"p_count{i}"))
+                opc[i].load(counts[i], one(f"p_count{i}"))
+                m.d.sync += ofirst[i].eq(1)
+            j.load(e.blocks, one("blocks"))
+            oj.load(e.blocks, one("blocks"))
+            b.load(cfg.batch, cfg.batch == 1)
+            ob.load(cfg.batch, cfg.batch == 1)
+            base = pool(e.in_base)
             m.d.sync += [
-                c.eq(cfg.chunks_last), c_end.eq(cfg.chunks_one), c_first.eq(1),
-                j.eq(cfg.blocks_last), j_end.eq(cfg.blocks_one),
-                b.eq(cfg.batch_last), b_end.eq(cfg.batch_one),
-                wptr.eq(cfg.weight_base), aptr.eq(0),
-                abase.eq(0), issuing.eq(1), gap.eq(rows), gap_ok.eq(1),
-                rq_j.eq(cfg.blocks_last), rq_j_end.eq(cfg.blocks_one),
-                rq_b.eq(cfg.batch_last), rq_b_end.eq(cfg.batch_one),
-                rq_done.eq(0), bptr.eq(cfg.bias_base),
-                m_idx.eq(0), o_word.eq(0), o_base.eq(0), o_lane.eq(0),
+                x.eq(s16(e.x0)), y.eq(s16(e.y0)), xx.eq(s16(e.x0)), yy.eq(s16(e.y0)),
+                aptr.eq(base), start.eq(base), in_s.eq(base),
+                wptr.eq(e.weight_base), wblock.eq(e.weight_base),
+                w_first.eq(1), issuing.eq(1), gap.eq(rows), gap_ok.eq(1),
+                done.eq(0), pos.eq(pool(e.out_base)), out_s.eq(pool(e.out_base)),
+                bptr.eq(e.bias_base), bblock.eq(e.bias_base),
+                m_idx.eq(0), mblock.eq(0), o_word.eq(0), o_lane.eq(0),
+                wblock_word.eq(0), wblock_lane.eq(0),
             ]
         with m.If(self.control.stop):
             m.d.sync += issuing.eq(0)
 
         # ---- the issue side's steps -----------------------------------------------------
         with m.If(issue):
-            m.d.sync += wptr.eq(wptr + 1)
-            with m.If(c_end):
-                m.d.sync += [c.eq(cfg.chunks_last), c_end.eq(cfg.chunks_one), c_first.eq(1)]
-                with m.If(j_end):
-                    m.d.sync += [j.eq(cfg.blocks_last), j_end.eq(cfg.blocks_one), b.eq(b - 1),
-                                 b_end.eq(b == 1), wptr.eq(cfg.weight_base),
-                                 abase.eq(abase + stride), aptr.eq(abase + stride)]
-                    with m.If(b_end):
-                        m.d.sync += issuing.eq(0)
-                with m.Else():
-                    m.d.sync += [j.eq(j - 1), j_end.eq(j == 1), aptr.eq(abase)]
+            m.d.sync += [wptr.eq(wptr + 1), w_first.eq(0)]
+            with m.If(~g.end):
+                g.step()
+                m.d.sync += aptr.eq(aptr + 1)
+            with m.Elif(~tx.end):
+                g.load(e.cw, ones["cw"])
+                tx.step()
+                m.d.sync += [aptr.eq(aptr + 1), xx.eq(xx + 1)]
+            with m.Elif(~ty.end):
+                g.load(e.cw, ones["cw"])
+                tx.load(e.kw, ones["kw"])
+                ty.step()
+                m.d.sync += [aptr.eq(pool(aptr + e.row_step)), xx.eq(x), yy.eq(yy + 1)]
             with m.Else():
-                m.d.sync += [c.eq(c - 1), c_end.eq(c == 1), c_first.eq(0), aptr.eq(aptr + 1)]
+                # the window ends: the next one, of the same block, reads its weights again
+                g.load(e.cw, ones["cw"])
+                tx.load(e.kw, ones["kw"])
+                ty.load(e.kh, ones["kh"])
+                m.d.sync += [w_first.eq(1), wptr.eq(wblock)]
+                for i in levels:
+                    cond = ~pc[i].end
+                    with (m.Elif(cond) if i else m.If(cond)):
+                        pc[i].step()
+                        for k in range(i):
+                            pc[k].load(counts[k], ones[f"p_count{k}"])
+                        new_start = pool(start + e[f"act_step{i}"])
+                        new_x = (x + s16(e[f"x_step{i}"]))[:16].as_signed()
+                        new_y = (y + s16(e[f"y_step{i}"]))[:16].as_signed()
+                        m.d.sync += [start.eq(new_start), aptr.eq(new_start),
+                                     x.eq(new_x), xx.eq(new_x), y.eq(new_y), yy.eq(new_y)]
+                with m.Else():
+                    # the block ends
+                    for k in levels:
+                        pc[k].load(counts[k], ones[f"p_count{k}"])
+                    m.d.sync += [x.eq(s16(e.x0)), xx.eq(s16(e.x0)),
+                                 y.eq(s16(e.y0)), yy.eq(s16(e.y0))]
+                    with m.If(~j.end):
+                        j.step()
+                        m.d.sync += [wblock.eq(wptr + 1), wptr.eq(wptr + 1),
+                                     start.eq(in_s), aptr.eq(in_s)]
+                    with m.Else():
+                        # the sample ends
+                        j.load(e.blocks, ones["blocks"])
+                        b.step()
+                        next_in = pool(in_s + e.in_sample_words)
+                        m.d.sync += [wblock.eq(e.weight_base), wptr.eq(e.weight_base),
+                                     in_s.eq(next_in), start.eq(next_in), aptr.eq(next_in)]
+                        with m.If(b.end):
+                            m.d.sync += issuing.eq(0)
         return m

@@ -1,36 +1,37 @@
 """The accelerator core: memories, layer sequencer, address generator, feed, MAC array and
 requantiser.
 
-It runs a :class:`trine.contract.device_image.DeviceImage` for a batch of inputs, one layer
-after the other, ping-ponging between two activation buffers. The link (UART, frames,
-commands) sits outside and talks to it through its host port
-(:class:`trine.hw.host_port.HostPortSignature`): a byte-wide write port, a byte-wide read port
-and run control.
+It runs a :class:`trine.contract.device_image.DeviceImage` for a batch of inputs, one
+layer-table entry after the other, every layer reading and writing the one activation pool
+where the table says. The link (UART, frames, commands) sits outside and talks to it through
+its host port (:class:`trine.hw.host_port.HostPortSignature`): a byte-wide write port, a
+byte-wide read port and run control.
 
-Dataflow per layer, sample, block of ``rows`` outputs and chunk of ``lanes`` inputs::
+Dataflow per layer, sample, block of ``rows`` outputs, output position and window word::
 
     AddressGenerator --beat--> ArrayFeed (memories: 1 cycle, TritDecoder: 1 cycle)
-      --> MACArray(correction=False) --block--> Requantizer (bias read, add, shift, clip;
-          one row per cycle) --byte--> CoreMemories (destination buffer)
+      --> MACArray(correction=False) --block--> Requantizer (bias read, add, shift, clip,
+          pooling max; one row per cycle) --byte--> CoreMemories (the pool)
 
 with the :class:`~trine.hw.sequencer.LayerSequencer` reading the layer table, checking it,
 setting the address generator up for each layer and ending the run. One weight word is one
-beat, so the array takes a beat per clock while the requantiser keeps up
-(``rows <= ceil(K / lanes)``); otherwise the address generator starts a block only every
-``rows`` cycles. The feed has no backpressure (every stage advances every cycle, so no stall
-signal fans out from the array to the memories), and every decision of the sequencer is taken
-on flags registered a cycle earlier. The only bubbles are at layer boundaries (the next layer
-needs this layer's outputs, and reading and checking the table entry takes
-``trine.hw.memories.TABLE_HALFWORDS + 3`` cycles) and the array's latency. Everything is
-multiply-free: addresses advance by increments, the host supplies loop counts in the layer
-table.
+beat, so the array takes a beat per clock while the requantiser keeps up (``rows`` no more
+than the window's words, ``kh * kw * cw``); otherwise the address generator starts a window
+only every ``rows`` cycles. Zero padding costs the beats of its window words (they are fed as
+zeros, never stored), and a fused max-pooling costs nothing (see
+:mod:`trine.hw.requantizer`). The feed has no backpressure (every stage advances every cycle,
+so no stall signal fans out from the array to the memories), and every decision of the
+sequencer is taken on flags registered a cycle earlier. The only bubbles are at layer
+boundaries (the next layer needs this layer's outputs, and reading and checking the table
+entry takes its words + 4 cycles) and the array's latency. Everything is multiply-free:
+addresses advance by increments and steps, the host supplies loop counts in the layer table.
 
 The memories (:class:`~trine.hw.memories.CoreMemories`): the weights sit in a single-port
 memory (:class:`trine.hw.ice40.SinglePortMemory`) that the host writes while the core is idle
 and the feed reads while it runs; with ``weight_memory="spram"`` that is the iCE40UP5K's four
 SPRAM blocks (64 bits x 16K words: 8 bytes = 40 trits per word, so
-``beat_bytes(lanes, rows) <= 8``). The layer table is kept in 16-bit words, both activation
-buffers share one memory, and each weight byte has its own decoder table
+``beat_bytes(lanes, rows) <= 8``). The layer table is kept in 16-bit words, the pool in words
+of ``lanes`` bytes, and each weight byte has its own decoder table
 (:class:`~trine.hw.decoder.TritDecoder`; a block RAM has one read port).
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from trine.contract.params import AcceleratorParams
+from trine.contract.spec import MAX_FAN_IN
 from trine.hw.address_generator import AddressGenerator
 from trine.hw.feed import ArrayFeed
 from trine.hw.host_port import HostPortSignature
@@ -56,10 +58,11 @@ class AcceleratorCore(wiring.Component):
     """Runs a device image on a batch of inputs.
 
     The host writes the image and the inputs (``host.write``), starts a run (``host.run``),
-    waits until ``host.run.busy`` falls and reads the outputs from buffer
-    ``host.run.out_buffer`` (``host.read``). Inputs go to buffer 0, sample ``b`` at word
-    ``b * params.stride``; outputs are laid out the same way. Cycle for cycle, the result does
-    not depend on ``params.decoder`` or ``params.weight_memory``.
+    waits until ``host.run.busy`` falls and reads the outputs (``host.read``), the inputs and
+    outputs where the image's layouts put them in the pool. Cycle for cycle, the result does
+    not depend on ``params.decoder`` or ``params.weight_memory``. The accumulators hold any
+    fan-in the specification allows (:data:`trine.contract.spec.MAX_FAN_IN`: a window's
+    padding lanes have zero weights and add nothing).
 
     Parameters
     ----------
@@ -82,9 +85,8 @@ class AcceleratorCore(wiring.Component):
     def __init__(self, params: AcceleratorParams):
         self.params = p = check_params(params)
         self.lanes, self.rows = p.lanes, p.rows
-        self.beat_bytes, self.stride = p.beat_bytes, p.stride
-        self.buffer_words, self.max_blocks = p.buffer_words, p.max_blocks
-        self.array = MACArray(p.lanes, p.rows, max_fan_in=p.stride * p.lanes, correction=False)
+        self.beat_bytes = p.beat_bytes
+        self.array = MACArray(p.lanes, p.rows, max_fan_in=MAX_FAN_IN, correction=False)
         self.sequencer = LayerSequencer(p)
         self.addresses = AddressGenerator(p)
         self.memories = CoreMemories(p)
@@ -121,7 +123,6 @@ class AcceleratorCore(wiring.Component):
         wiring.connect(m, rq.o_write, mem.result)
         m.d.comb += [
             mem.busy.eq(seq.busy),
-            mem.src.eq(seq.src),
             feed.flush.eq(seq.flush),
             rq.flush.eq(seq.flush),
             rq.config.eq(seq.requantizer),

@@ -24,7 +24,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
-from trine.contract.device_image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE
+from trine.contract.device_image import BIAS_STORE_BYTES, TABLE_WORD_BYTES
 from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import (
     MAX_PAYLOAD,
@@ -129,7 +129,6 @@ class CommandExecutor(wiring.Component):
 
         # The memory a WRITE or READ addresses, and its geometry.
         target = Signal(2)
-        buffer = Signal()  # a READ's activation buffer
         word = Signal(33)  # a u32 argument plus up to MAX_PAYLOAD words: never wraps
         last_word = Signal.like(word)
         touched = Signal()
@@ -138,8 +137,8 @@ class CommandExecutor(wiring.Component):
         lane_last = Signal()  # lane is the last byte of its word
         sizes = {Target.WEIGHTS: (p.beat_bytes, p.weight_words),
                  Target.BIAS: (BIAS_STORE_BYTES, p.bias_depth),
-                 Target.LAYER: (LAYER_ENTRY_SIZE, p.max_layers),
-                 Target.INPUT: (p.lanes, p.buffer_words)}
+                 Target.LAYER: (TABLE_WORD_BYTES, p.table_words),
+                 Target.INPUT: (p.lanes, p.act_words)}
         one_byte_words = Array(Const(sizes[t][0] == 1, 1) for t in Target)[target]
         lane_before_last = Array(Const(max(sizes[t][0] - 2, 0), 8) for t in Target)[target]
         depth_bits = max(sizes[t][1] for t in Target).bit_length()
@@ -175,7 +174,6 @@ class CommandExecutor(wiring.Component):
             core.write.addr.eq(word),
             core.write.lane.eq(lane),
             core.write.data.eq(self.payload.data),
-            core.read.buffer.eq(buffer),
             core.read.addr.eq(word),
             core.read.lane.eq(lane),
             core.run.n_layers.eq(args[0]),
@@ -297,11 +295,10 @@ class CommandExecutor(wiring.Component):
         with fsm.state("DECODE"):
             m.d.sync += [
                 target.eq(Mux(is_read, Target.INPUT, args[0][:2])),
-                buffer.eq(args[0][0]),
                 word.eq(Cat(args[1], args[2], args[3], args[4])),
                 touched.eq(0),
                 bad_target.eq(args[0] > max(Target)),
-                read_bad.eq((args[0] > 1) | (count > MAX_PAYLOAD)),
+                read_bad.eq((args[0] != 0) | (count > MAX_PAYLOAD)),
                 count_zero.eq(count == 0),
             ]
             with m.If(is_run):

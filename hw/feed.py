@@ -2,14 +2,16 @@
 
 Between the address generator and the MAC array, two pipeline stages: stage 1, the memories
 read the beat's words (their read ports are synchronous); stage 2, the trit decoder turns the
-weight word into trit codes. The beat's ``valid`` and ``last`` and the activation word travel
-alongside in registers, so the beat reaches the array two cycles after it was issued, with
-every lane's inputs from registers (the array does not register its input).
+weight word into trit codes. The beat's ``valid``, ``zero`` and ``last`` and the activation
+word travel alongside in registers (a ``zero`` beat, a window word in a convolution's zero
+padding, gets zero activations instead of the word read), so the beat reaches the array two
+cycles after it was issued, with every lane's inputs from registers (the array does not
+register its input).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -18,7 +20,7 @@ from trine.contract.params import AcceleratorParams
 from trine.hw.address_generator import beat_layout
 from trine.hw.decoder import TritDecoder
 from trine.hw.mac_array import mac_input_layout
-from trine.hw.memories import address_width
+from trine.hw.memories import address_width, pool_address_width
 from trine.hw.params import check_params
 
 __all__ = ["ArrayFeed"]
@@ -44,7 +46,7 @@ class ArrayFeed(wiring.Component):
     i_beat : In(stream.Signature(beat_layout(params), always_ready=True))
     weights : In(ReadPort.Signature(addr_width=address_width(weight_words),
                                     shape=8 * beat_bytes))
-    acts : In(ReadPort.Signature(addr_width=address_width(buffer_words), shape=8 * lanes))
+    acts : In(ReadPort.Signature(addr_width=pool_address_width(params), shape=8 * lanes))
         Read ports, read at every cycle's beat address whether a beat is valid or not.
     o_stream : Out(stream.Signature(mac_input_layout(lanes, rows)))
     illegal : Out(1)
@@ -58,7 +60,7 @@ class ArrayFeed(wiring.Component):
             "i_beat": In(stream.Signature(beat_layout(p), always_ready=True)),
             "weights": In(ReadPort.Signature(addr_width=address_width(p.weight_words),
                                              shape=8 * p.beat_bytes)),
-            "acts": In(ReadPort.Signature(addr_width=address_width(p.buffer_words),
+            "acts": In(ReadPort.Signature(addr_width=pool_address_width(p),
                                           shape=8 * p.lanes)),
             "o_stream": Out(stream.Signature(mac_input_layout(p.lanes, p.rows))),
             "illegal": Out(1),
@@ -79,6 +81,7 @@ class ArrayFeed(wiring.Component):
         # valid bits say what they hold.
         valid1 = Signal()
         last1 = Signal(reset_less=True)
+        zero1 = Signal(reset_less=True)
         valid2 = Signal()
         last2 = Signal(reset_less=True)
         acts2 = Signal(8 * p.lanes, reset_less=True)
@@ -90,7 +93,8 @@ class ArrayFeed(wiring.Component):
         with m.Else():
             m.d.sync += [valid1.eq(beat.valid), valid2.eq(valid1),
                          illegal_seen.eq(valid2 & decoder.illegal)]
-        m.d.sync += [last1.eq(beat.payload.last), last2.eq(last1), acts2.eq(self.acts.data)]
+        m.d.sync += [last1.eq(beat.payload.last), last2.eq(last1), zero1.eq(beat.payload.zero),
+                     acts2.eq(Mux(zero1, 0, self.acts.data))]
 
         out = self.o_stream
         m.d.comb += [

@@ -5,7 +5,7 @@
 parts, each a signature of its own so that the core can hand it to the block that serves it:
 
 * ``write`` (:class:`HostWriteSignature`): one byte into any of the four memories;
-* ``read`` (:class:`HostReadSignature`): one byte out of an activation buffer;
+* ``read`` (:class:`HostReadSignature`): one byte out of the activation pool;
 * ``run`` (:class:`RunSignature`): start a run and see how it went.
 
 The widths follow from one :class:`trine.contract.params.AcceleratorParams`.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from amaranth.lib.wiring import In, Out
 
-from trine.contract.device_image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE
+from trine.contract.device_image import BIAS_STORE_BYTES, TABLE_WORD_BYTES
 from trine.contract.params import AcceleratorParams
 from trine.hw.params import ParamsSignature, check_params
 
@@ -50,9 +50,9 @@ class HostWriteSignature(ParamsSignature):
 
     def __init__(self, params: AcceleratorParams):
         params = check_params(params)
-        depth = max(params.weight_words, params.bias_depth, params.max_layers,
-                    params.buffer_words)
-        width = max(params.beat_bytes, BIAS_STORE_BYTES, LAYER_ENTRY_SIZE, params.lanes)
+        depth = max(params.weight_words, params.bias_depth, params.table_words,
+                    params.act_words)
+        width = max(params.beat_bytes, BIAS_STORE_BYTES, TABLE_WORD_BYTES, params.lanes)
         super().__init__(params, {
             "target": Out(2),
             "addr": Out(range(depth)),
@@ -63,22 +63,20 @@ class HostWriteSignature(ParamsSignature):
 
 
 class HostReadSignature(ParamsSignature):
-    """A host read of one activation-buffer byte, meaningful while the core is idle.
+    """A host read of one activation-pool byte, meaningful while the core is idle.
 
     Members
     -------
-    buffer : Out(1)
-    addr : Out(range(params.buffer_words))
+    addr : Out(range(params.act_words))
     lane : Out(range(params.lanes))
     data : In(8)
-        Byte ``lane`` of word ``addr`` of ``buffer``, as they were a cycle earlier.
+        Byte ``lane`` of pool word ``addr``, as they were a cycle earlier.
     """
 
     def __init__(self, params: AcceleratorParams):
         params = check_params(params)
         super().__init__(params, {
-            "buffer": Out(1),
-            "addr": Out(range(params.buffer_words)),
+            "addr": Out(range(params.act_words)),
             "lane": Out(range(params.lanes)),
             "data": In(8),
         })
@@ -90,9 +88,9 @@ class RunSignature(ParamsSignature):
     Members
     -------
     start : Out(1)
-        Strobe, taken while idle: run ``n_layers`` layers on inputs ``0 .. batch - 1`` of
-        buffer 0.
-    n_layers : Out(range(params.max_layers + 1))
+        Strobe, taken while idle: run the first ``n_layers`` entries of the layer table on
+        ``batch`` samples (where they are in the pool is the table's business).
+    n_layers : Out(8)
     batch : Out(range(params.max_batch + 1))
     busy : In(1)
         High from the cycle after ``start`` until the run ends.
@@ -100,25 +98,22 @@ class RunSignature(ParamsSignature):
         :class:`trine.contract.protocol.ErrorCode` of the last run, 0 if it succeeded.
     cycles : In(CYCLE_COUNTER_WIDTH)
         Clock cycles the last run was busy (saturating).
-    out_buffer : In(1)
-        The buffer that holds the last run's outputs.
     """
 
     def __init__(self, params: AcceleratorParams):
         params = check_params(params)
         super().__init__(params, {
             "start": Out(1),
-            "n_layers": Out(range(params.max_layers + 1)),
+            "n_layers": Out(8),
             "batch": Out(range(params.max_batch + 1)),
             "busy": In(1),
             "error": In(8),
             "cycles": In(CYCLE_COUNTER_WIDTH),
-            "out_buffer": In(1),
         })
 
 
 class HostPortSignature(ParamsSignature):
-    """Everything the host does with the core: writes, buffer reads, runs.
+    """Everything the host does with the core: writes, pool reads, runs.
 
     Parameters
     ----------

@@ -1,21 +1,20 @@
-"""The accelerator core's memories: weights, biases, layer table and activation buffers.
+"""The accelerator core's memories: weights, biases, layer table and activation pool.
 
 The host writes all four through one byte-wide port while the core is idle
-(:class:`trine.hw.host_port.HostWriteSignature`) and reads the activation buffers through
+(:class:`trine.hw.host_port.HostWriteSignature`) and reads the activation pool through
 another (:class:`trine.hw.host_port.HostReadSignature`); while the core runs, the same memories
 serve the datapath through read ports (``lib.memory`` port signatures) and the requantiser's
-write port (:class:`BufferWriteSignature`). Where a memory has one port for both, ``busy``
+write port (:class:`PoolWriteSignature`). Where a memory has one port for both, ``busy``
 chooses.
 
 * Weights: a single-port memory (:class:`trine.hw.ice40.SinglePortMemory`, the iCE40UP5K's
   SPRAM or a generic memory), one ``rows x lanes`` tile per word.
 * Biases: :data:`~trine.contract.device_image.BIAS_STORE_BYTES` bytes per entry.
-* Layer table: 16-bit words, :data:`TABLE_SLOTS` per entry, so that up to 32 layers fit one
-  block RAM where an entry-wide memory would take seven (or hundreds of flip-flops); the
-  sequencer reads an entry's :data:`TABLE_HALFWORDS` halfwords one per cycle.
-* Activation buffers: both halves of the ping-pong in one memory, the top address bit
-  selecting the buffer. Its write port serves the requantiser (busy) and host inputs (idle),
-  its read port the feed (busy) and host reads (idle).
+* Layer table: ``table_words`` 16-bit words; entries of different lengths back to back
+  (:class:`trine.contract.device_image.LayerEntry`), read by the sequencer a word per cycle.
+* Activation pool: ``act_words`` words of ``lanes`` bytes, every layer's input and output
+  (:mod:`trine.contract.device_image`). Its write port serves the requantiser (busy) and host
+  inputs (idle), its read port the feed (busy) and host reads (idle).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 
-from trine.contract.device_image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, LAYER_ENTRY_SIZE
+from trine.contract.device_image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, TABLE_WORD_BYTES
 from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import Target
 from trine.hw.host_port import HostReadSignature, HostWriteSignature
@@ -33,22 +32,16 @@ from trine.hw.ice40 import SinglePortMemory
 from trine.hw.params import ParamsSignature, check_params
 
 __all__ = [
-    "TABLE_HALFWORDS",
-    "TABLE_SLOT_BITS",
-    "TABLE_SLOTS",
-    "BufferWriteSignature",
+    "PoolWriteSignature",
     "CoreMemories",
     "byte_enable",
     "address_width",
+    "pool_address_width",
 ]
 
 #: Memory attribute: the design never reads a word in the cycle it writes it, so Yosys need
 #: not add bypass logic to give block RAM the simulator's read-before-write behaviour.
 NO_RW_CHECK = {"no_rw_check": 1}
-#: Halfwords of a layer-table entry, and the table-memory slots (a power of two) it occupies.
-TABLE_HALFWORDS = -(-LAYER_ENTRY_SIZE // 2)
-TABLE_SLOT_BITS = (TABLE_HALFWORDS - 1).bit_length()
-TABLE_SLOTS = 1 << TABLE_SLOT_BITS
 
 
 def address_width(depth: int) -> int:
@@ -56,24 +49,24 @@ def address_width(depth: int) -> int:
     return Shape.cast(range(depth)).width
 
 
+def pool_address_width(params: AcceleratorParams) -> int:
+    """Bits of a pool address. The layer table's 16-bit address arithmetic is done modulo
+    ``2**pool_address_width``: every word a valid table reads or writes is below
+    ``act_words``, so its address is the same either way."""
+    return address_width(params.act_words)
+
+
 def byte_enable(enable, lane, n_lanes):
     """Byte-enable vector: bit ``lane`` set when ``enable``."""
     return Cat(*(enable & (lane == i) for i in range(n_lanes)))
 
 
-def buffer_word_shape(params: AcceleratorParams):
-    """Shape of an activation-buffer word counter: it may run a sample (``stride`` words) past
-    the last word before it stops."""
-    return range(params.buffer_words + params.stride + 1)
-
-
-class BufferWriteSignature(ParamsSignature):
-    """A write of one byte into the activation buffer being produced, seen from the writer.
+class PoolWriteSignature(ParamsSignature):
+    """A write of one byte into the activation pool, seen from the writer.
 
     Members
     -------
-    word : Out(buffer_word_shape(params))
-        Word within the buffer (the buffer itself is chosen by the run).
+    word : Out(pool_address_width(params))
     value : Out(8)
     lanes : Out(params.lanes)
         Byte enables: at most one set, the byte of ``word`` to write; none, no write.
@@ -82,7 +75,7 @@ class BufferWriteSignature(ParamsSignature):
     def __init__(self, params: AcceleratorParams):
         params = check_params(params)
         super().__init__(params, {
-            "word": Out(buffer_word_shape(params)),
+            "word": Out(pool_address_width(params)),
             "value": Out(8),
             "lanes": Out(params.lanes),
         })
@@ -99,8 +92,7 @@ class CoreMemories(wiring.Component):
 
     While ``busy`` is high the datapath has the ports: a read port gives the word at the address
     of the previous cycle (``lib.memory`` timing; ``en`` is ignored, a word is read every cycle),
-    and ``result`` writes a byte of buffer ``~src``, ``acts`` reads buffer ``src``. No memory is
-    read in the cycle that writes the same word.
+    ``result`` writes a byte of the pool and ``acts`` reads a word of it.
 
     Parameters
     ----------
@@ -112,17 +104,12 @@ class CoreMemories(wiring.Component):
     read : In(HostReadSignature(params))
     busy : In(1)
         The core is running: the datapath has the ports.
-    src : In(1)
-        The activation buffer the current layer reads (it writes the other).
-    table : Out(ReadPort.Signature(addr_width=address_width(max_layers * TABLE_SLOTS), shape=16))
-        Halfword ``addr % TABLE_SLOTS`` of layer-table entry ``addr // TABLE_SLOTS``.
+    table : Out(ReadPort.Signature(addr_width=address_width(table_words), shape=16))
     weights : Out(ReadPort.Signature(addr_width=address_width(weight_words), shape=8 * beat_bytes))
     biases : Out(ReadPort.Signature(addr_width=address_width(bias_depth),
                                     shape=signed(BIAS_STORE_WIDTH)))
-    acts : Out(ReadPort.Signature(addr_width=address_width(buffer_words), shape=8 * lanes))
-        A word of buffer ``src``.
-    result : In(BufferWriteSignature(params))
-        A byte into buffer ``~src``.
+    acts : Out(ReadPort.Signature(addr_width=pool_address_width(params), shape=8 * lanes))
+    result : In(PoolWriteSignature(params))
     """
 
     def __init__(self, params: AcceleratorParams):
@@ -133,16 +120,15 @@ class CoreMemories(wiring.Component):
             "write": In(HostWriteSignature(p)),
             "read": In(HostReadSignature(p)),
             "busy": In(1),
-            "src": In(1),
-            "table": Out(ReadPort.Signature(
-                addr_width=address_width(p.max_layers * TABLE_SLOTS), shape=16)),
+            "table": Out(ReadPort.Signature(addr_width=address_width(p.table_words),
+                                            shape=16)),
             "weights": Out(ReadPort.Signature(addr_width=address_width(p.weight_words),
                                               shape=8 * p.beat_bytes)),
             "biases": Out(ReadPort.Signature(addr_width=address_width(p.bias_depth),
                                              shape=signed(BIAS_STORE_WIDTH))),
-            "acts": Out(ReadPort.Signature(addr_width=address_width(p.buffer_words),
+            "acts": Out(ReadPort.Signature(addr_width=pool_address_width(p),
                                            shape=8 * p.lanes)),
-            "result": In(BufferWriteSignature(p)),
+            "result": In(PoolWriteSignature(p)),
         })
 
     def elaborate(self, platform):
@@ -155,23 +141,22 @@ class CoreMemories(wiring.Component):
         wr_data = Signal.like(host.data, reset_less=True)
         m.d.sync += [wr_addr.eq(host.addr), wr_lane.eq(host.lane), wr_data.eq(host.data)]
 
-        def host_enables(target, n_bytes, depth, lane=None, name=""):
-            lane = host.lane if lane is None else lane
+        def host_enables(target, n_bytes, depth, name=""):
             sel = (host.en & ~busy & (host.target == target) &
                    (host.lane < n_bytes) & (host.addr < depth))
-            enables = Signal(n_bytes if lane is host.lane else 2, name=f"{name}_we")
-            m.d.sync += enables.eq(byte_enable(sel, lane, len(enables)))
+            enables = Signal(n_bytes, name=f"{name}_we")
+            m.d.sync += enables.eq(byte_enable(sel, host.lane, n_bytes))
             return enables
 
         # ---- layer table ----------------------------------------------------------------
-        tmem = Memory(shape=16, depth=p.max_layers * TABLE_SLOTS, init=[], attrs=NO_RW_CHECK)
+        tmem = Memory(shape=16, depth=p.table_words, init=[], attrs=NO_RW_CHECK)
         m.submodules.table = tmem
         t_wr = tmem.write_port(granularity=8)
         m.d.comb += [
-            t_wr.addr.eq(Cat(wr_lane[1:TABLE_SLOT_BITS + 1], wr_addr)),
-            t_wr.data.eq(wr_data.replicate(2)),
-            t_wr.en.eq(host_enables(Target.LAYER, LAYER_ENTRY_SIZE, p.max_layers,
-                                    lane=host.lane[0], name="table")),
+            t_wr.addr.eq(wr_addr),
+            t_wr.data.eq(wr_data.replicate(TABLE_WORD_BYTES)),
+            t_wr.en.eq(host_enables(Target.LAYER, TABLE_WORD_BYTES, p.table_words,
+                                    name="table")),
         ]
         wiring.connect(m, wiring.flipped(self.table), tmem.read_port())
 
@@ -204,29 +189,28 @@ class CoreMemories(wiring.Component):
             self.weights.data.eq(wmem.rd_data),
         ]
 
-        # ---- activation buffers ---------------------------------------------------------
+        # ---- activation pool ------------------------------------------------------------
         lanes = p.lanes
-        abits = (p.buffer_words - 1).bit_length()
-        amem = Memory(shape=unsigned(8 * lanes), depth=2 << abits, init=[], attrs=NO_RW_CHECK)
-        m.submodules.buffers = amem
+        amem = Memory(shape=unsigned(8 * lanes), depth=p.act_words, init=[], attrs=NO_RW_CHECK)
+        m.submodules.pool = amem
         a_wr = amem.write_port(granularity=8)
         a_rd = amem.read_port()
-        host_in = host_enables(Target.INPUT, lanes, p.buffer_words, name="inputs")
+        host_in = host_enables(Target.INPUT, lanes, p.act_words, name="inputs")
         result = self.result
         with m.If(busy):
             m.d.comb += [
-                a_wr.addr.eq(Cat(result.word[:abits], ~self.src)),
+                a_wr.addr.eq(result.word),
                 a_wr.data.eq(result.value.replicate(lanes)),
                 a_wr.en.eq(result.lanes),
-                a_rd.addr.eq(Cat(self.acts.addr, self.src)),
+                a_rd.addr.eq(self.acts.addr),
                 a_rd.en.eq(self.acts.en),
             ]
         with m.Else():
             m.d.comb += [
-                a_wr.addr.eq(Cat(wr_addr[:abits], 0)),
+                a_wr.addr.eq(wr_addr),
                 a_wr.data.eq(wr_data.replicate(lanes)),
                 a_wr.en.eq(host_in),
-                a_rd.addr.eq(Cat(self.read.addr[:abits], self.read.buffer)),
+                a_rd.addr.eq(self.read.addr),
                 a_rd.en.eq(1),
             ]
         rd_lane = Signal.like(self.read.lane)

@@ -1,20 +1,28 @@
 """The requantiser: blocks of the MAC array's accumulators to int8 activations, one per cycle.
 
 For each block of ``rows`` accumulators the array offers, it takes the rows one per cycle and
-writes ``clip((acc + bias) >> shift)`` to a byte of the destination buffer (zero for a negative
-value when the layer has ReLU; :func:`trine.contract.reference.requantize`). Where each row
-goes, which bias it gets and whether it is written at all is not its business: it asks a
-destination port (:class:`RowSignature`) per row, which the address generator answers.
+computes ``clip((acc + bias) >> shift)`` (zero for a negative value when the layer has ReLU;
+:func:`trine.contract.reference.requantize`). Where each row goes, which bias it gets and
+whether it is written at all is not its business: it asks a destination port
+(:class:`RowSignature`) per row, which the address generator answers.
+
+Max-pooling is fused into the write-back: the requantiser keeps the running maximum of each
+row over the positions of a pooling window (``dest.first`` starts a window afresh) and the
+address generator lets only the window's last position write (requantisation is monotonic,
+so the maximum of requantised values is the requantised maximum, as the reference has it).
+The running maxima are a shift register of ``rows`` bytes that moves one row per row taken:
+every position sends all ``rows`` rows in order, so the byte leaving it is the same row's
+maximum so far. Pooling costs no cycle.
 
 Pipeline, one row per stage and cycle: p1 (accumulator taken; bias read) -> p1b (bias
-registered) -> p2 (sum) -> p3 (shifted) -> p4 (clipped, written). p1b keeps the bias memory's
-output (and, when the memory is several block RAMs deep, their output multiplexer) off the
-sum's carry chain.
+registered) -> p2 (sum) -> p3 (shifted) -> p4 (clipped) -> p5 (pooled, written). p1b keeps
+the bias memory's output (and, when the memory is several block RAMs deep, their output
+multiplexer) off the sum's carry chain.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -23,7 +31,7 @@ from trine.contract.device_image import BIAS_STORE_WIDTH
 from trine.contract.params import AcceleratorParams
 from trine.contract.spec import ACT_MAX, ACT_MIN
 from trine.hw.mac_array import mac_output_layout
-from trine.hw.memories import BufferWriteSignature, address_width, buffer_word_shape, byte_enable
+from trine.hw.memories import PoolWriteSignature, address_width, byte_enable, pool_address_width
 from trine.hw.params import ParamsSignature, check_params
 
 __all__ = ["REQUANTIZER_CONFIG", "RowSignature", "Requantizer"]
@@ -46,11 +54,15 @@ class RowSignature(ParamsSignature):
         The row being taken is the last of its block (meaningful with ``take``).
     bias : In(range(params.bias_depth + 1))
         Bias-memory address of the row; the requantiser reads it there.
-    word : In(buffer_word_shape(params))
+    word : In(pool_address_width(params))
     lane : In(range(params.lanes))
-        Byte of the destination buffer that gets the row's output.
+        Byte of the activation pool that gets the row's output.
+    first : In(1)
+        The row's position starts a pooling window (always, without pooling): its value
+        replaces the row's running maximum instead of joining it.
     write : In(1)
-        Whether to write it (rows past the layer's fan-out are computed and dropped).
+        Whether to write the running maximum (rows past the layer's fan-out are computed and
+        dropped, and so are positions before the last of a pooling window).
     """
 
     def __init__(self, params: AcceleratorParams):
@@ -59,8 +71,9 @@ class RowSignature(ParamsSignature):
             "take": Out(1),
             "last": Out(1),
             "bias": In(range(params.bias_depth + 1)),
-            "word": In(buffer_word_shape(params)),
+            "word": In(pool_address_width(params)),
             "lane": In(range(params.lanes)),
+            "first": In(1),
             "write": In(1),
         })
 
@@ -71,7 +84,7 @@ class Requantizer(wiring.Component):
     A block is taken from ``i_stream`` when the previous block's last row is taken (or when
     none is held): ``i_stream.ready`` is high while no block is held and in the cycle the last
     row goes, so that blocks offered back to back take ``rows`` cycles each. A row's byte is on
-    ``o_write`` five cycles after the cycle it is taken (unless ``dest.write`` was low). In a
+    ``o_write`` six cycles after the cycle it is taken (unless ``dest.write`` was low). In a
     cycle with ``flush`` high no row is taken and the rows held or in the pipeline are dropped;
     a block offered in that cycle is not taken although ``i_stream.ready`` may be high, so its
     source must be flushed with it. The sum is exact: ``max(acc_width, BIAS_STORE_WIDTH) + 1``
@@ -93,7 +106,7 @@ class Requantizer(wiring.Component):
     biases : In(ReadPort.Signature(addr_width=address_width(bias_depth),
                                    shape=signed(BIAS_STORE_WIDTH)))
         A synchronous read port of the bias memory; read at ``dest.bias``.
-    o_write : Out(BufferWriteSignature(params))
+    o_write : Out(PoolWriteSignature(params))
     busy : Out(1)
         A row is held or in the pipeline.
     """
@@ -108,7 +121,7 @@ class Requantizer(wiring.Component):
             "dest": Out(RowSignature(p)),
             "biases": In(ReadPort.Signature(addr_width=address_width(p.bias_depth),
                                             shape=signed(BIAS_STORE_WIDTH))),
-            "o_write": Out(BufferWriteSignature(p)),
+            "o_write": Out(PoolWriteSignature(p)),
             "busy": Out(1),
         })
 
@@ -140,6 +153,8 @@ class Requantizer(wiring.Component):
         p1b_word = Signal.like(dest.word, reset_less=True)
         p1b_lane = Signal(range(lanes), reset_less=True)
         p1_we, p2_we, p3_we = (Signal(reset_less=True) for _ in range(3))
+        p1_first, p1b_first, p2_first, p3_first, p4_first = (
+            Signal(reset_less=True, name=f"p{n}_first") for n in ("1", "1b", "2", "3", "4"))
         p4_en = Signal(lanes)  # the destination byte's write enable
         p1_word, p2_word, p3_word, p4_word = (Signal.like(dest.word, reset_less=True)
                                               for _ in range(4))
@@ -149,9 +164,10 @@ class Requantizer(wiring.Component):
         p3_val = Signal(signed(sum_w), reset_less=True)
         p4_out = Signal(8, reset_less=True)
 
+        p5_en = Signal(lanes)
         with m.If(flush):
             m.d.sync += [holding.eq(0), p1_valid.eq(0), p1b_valid.eq(0), p2_valid.eq(0),
-                         p3_valid.eq(0), p4_valid.eq(0), p4_en.eq(0)]
+                         p3_valid.eq(0), p4_valid.eq(0), p4_en.eq(0), p5_en.eq(0)]
         with m.Else():
             m.d.sync += p1_valid.eq(0)
             with m.If(holding):
@@ -159,6 +175,7 @@ class Requantizer(wiring.Component):
                     p1_valid.eq(1),
                     p1_acc.eq(hold[r]),
                     p1_we.eq(dest.write),
+                    p1_first.eq(dest.first),
                     p1_word.eq(dest.word),
                     p1_lane.eq(dest.lane),
                 ]
@@ -174,6 +191,7 @@ class Requantizer(wiring.Component):
                 p1b_valid.eq(p1_valid), p2_valid.eq(p1b_valid), p3_valid.eq(p2_valid),
                 p4_valid.eq(p3_valid),
                 p4_en.eq(byte_enable(p3_valid & p3_we, p3_lane, lanes)),
+                p5_en.eq(p4_en),
             ]
 
         # Clipping to int8 by bit tests (an AND / OR tree), not by comparators (carry chains):
@@ -199,11 +217,26 @@ class Requantizer(wiring.Component):
             p3_we.eq(p2_we), p3_word.eq(p2_word), p3_lane.eq(p2_lane),
             p3_val.eq(p2_sum >> self.config.shift),
             p4_word.eq(p3_word), p4_out.eq(clipped),
+            p1b_first.eq(p1_first), p2_first.eq(p1b_first), p3_first.eq(p2_first),
+            p4_first.eq(p3_first),
         ]
+
+        # p5: the running maximum of each row over its pooling window
+        held = [Signal(signed(8), name=f"held{i}", reset_less=True) for i in range(rows)]
+        value = p4_out.as_signed()
+        pooled = Signal(signed(8))
+        m.d.comb += pooled.eq(Mux(p4_first | (value > held[0]), value, held[0]))
+        p5_word = Signal.like(p4_word, reset_less=True)
+        p5_out = Signal(8, reset_less=True)
+        m.d.sync += [p5_word.eq(p4_word), p5_out.eq(pooled)]
+        with m.If(p4_valid):
+            m.d.sync += [held[i].eq(held[i + 1]) for i in range(rows - 1)]
+            m.d.sync += held[-1].eq(pooled)
         m.d.comb += [
-            self.busy.eq(holding | p1_valid | p1b_valid | p2_valid | p3_valid | p4_valid),
-            self.o_write.word.eq(p4_word),
-            self.o_write.value.eq(p4_out),
-            self.o_write.lanes.eq(p4_en),
+            self.busy.eq(holding | p1_valid | p1b_valid | p2_valid | p3_valid | p4_valid |
+                         p5_en.any()),
+            self.o_write.word.eq(p5_word),
+            self.o_write.value.eq(p5_out),
+            self.o_write.lanes.eq(p5_en),
         ]
         return m

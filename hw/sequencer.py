@@ -1,64 +1,72 @@
-"""The layer sequencer: runs a device image layer by layer, and decides how a run ends.
+"""The layer sequencer: runs a layer table entry by entry, and decides how a run ends.
 
-For each layer of a run it reads the layer's table entry (one halfword per cycle), checks
-every field against the memories' limits, prepares the loop bounds, sets the address
-generator up (:class:`trine.hw.address_generator.AddressGenerator`) and waits until the
-requantiser has written the layer's last output; then the layer's outputs become the next
-layer's inputs (the activation buffers swap). A run ends after its last layer, or at once
-with an :class:`trine.contract.protocol.ErrorCode`:
+For each layer of a run it reads the layer's table entry (one 16-bit word per cycle, entries
+back to back from table word 0: :data:`~trine.contract.device_image.DENSE_ENTRY_WORDS` words
+for a dense layer, :data:`~trine.contract.device_image.CONV_ENTRY_WORDS` for a convolution,
+whose flags word says which), checks it, sets the address generator up
+(:class:`trine.hw.address_generator.AddressGenerator`) and waits until the requantiser has
+written the layer's last output; the layer's outputs are then in the pool where the next
+entry reads them. A run ends after its last layer, or at once with an
+:class:`trine.contract.protocol.ErrorCode`:
 
-* ``BAD_ARGUMENT``: a layer count or batch out of range, or a table entry whose chunks,
-  blocks, fan-out, shift or weight base is out of range;
-* ``BAD_ADDRESS``: a bias base past the bias memory, or a layer whose weights or biases run
-  past their memory;
-* ``ILLEGAL_WEIGHT``: a weight byte that holds no five trits.
+* ``BAD_ARGUMENT``: a layer count or batch out of range, or a table entry with a zero count
+  (blocks, window sizes, position counts) or a weight base past the weight memory;
+* ``BAD_ADDRESS``: an entry past the end of the table, a bias base past the bias memory, or
+  a layer whose weights or biases run past their memory, or that writes past the pool;
+* ``ILLEGAL_WEIGHT``: a weight byte that holds no five trits;
+* ``TIMEOUT``: the run has been busy for ``params.max_run_cycles`` cycles (the watchdog: a
+  table's loops are bounded by its 16-bit counts, but their product may be astronomically
+  long, and a corrupted or hostile table must not hang the device).
+
+The next entry is read as soon as every row of a layer has been taken, while the requantiser
+still drains the last ones (its shift and ReLU are latched at setup; the reading takes longer
+than the drain, and the setup waits for it in any case), so a layer boundary costs the
+entry's words and two cycles, the array's latency aside.
 
 For timing, the sequencer is a one-hot state machine (:class:`trine.hw.onehot.OneHotFSM`) and
-takes every decision on flags registered a cycle earlier: the table checks are registered in
-one state and combined in the next, an address past its memory is flagged a cycle late (while
-the beat or row that needs it is still in flight, so the layer cannot end first), and the
-flush of the datapath at the start of a run is a register.
+takes every decision on flags registered a cycle earlier: the table checks are made on each
+word as it arrives and registered, an address past its memory is flagged a cycle late (while
+the beat or row that needs it is still in flight, so the layer cannot end first), the
+watchdog is one bit of the run's cycle counter, registered, and the flush of the datapath at
+the start of a run is a register.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import data, wiring
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
-from trine.contract.device_image import LayerEntry
+from trine.contract.device_image import CONV_ENTRY_WORDS, DENSE_ENTRY_WORDS, POSITION_LEVELS
 from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import ErrorCode
-from trine.hw.address_generator import LoopControlSignature
+from trine.hw.address_generator import (
+    DENSE_TAIL,
+    ENTRY_FIELDS,
+    ENTRY_LAYOUT,
+    LoopControlSignature,
+    entry_flags,
+)
 from trine.hw.counters import CycleCounter
 from trine.hw.host_port import CYCLE_COUNTER_WIDTH, RunSignature
-from trine.hw.memories import TABLE_HALFWORDS, TABLE_SLOT_BITS, TABLE_SLOTS, address_width
+from trine.hw.memories import address_width
 from trine.hw.onehot import OneHotFSM
 from trine.hw.params import check_params
 from trine.hw.requantizer import REQUANTIZER_CONFIG
 
-__all__ = ["LAYER_ENTRY_LAYOUT", "LayerSequencer"]
+__all__ = ["LayerSequencer"]
 
-#: A layer-table entry (:class:`trine.contract.device_image.LayerEntry`, little-endian) as
-#: the sequencer holds it.
-LAYER_ENTRY_LAYOUT = data.StructLayout({
-    "weight_base": 32, "bias_base": 16, "chunks": 16, "blocks": 16, "fan_out": 16,
-    "shift": 8, "relu": 8,
-})
-assert list(LAYER_ENTRY_LAYOUT.members) == [f.name for f in dataclasses.fields(LayerEntry)]
-assert LAYER_ENTRY_LAYOUT.size == 16 * TABLE_HALFWORDS
-
-
-def _low(value, limit):
-    """The low bits of ``value`` that hold any number ``0 .. limit``."""
-    return value[: max(1, limit.bit_length())]
+_TAIL_WORDS = CONV_ENTRY_WORDS - DENSE_ENTRY_WORDS
+#: The table words checked as they arrive: the weight base, the bias base, then the counts
+#: that must not be zero (blocks, cw, kw, kh, the four position counts).
+COUNT_WORDS = tuple(ENTRY_FIELDS.index(name) for name in (
+    "weight_base", "bias_base", "blocks", "cw", "kw", "kh",
+    *(f"p_count{i}" for i in range(POSITION_LEVELS))))
 
 
 class LayerSequencer(wiring.Component):
-    """Runs ``run.n_layers`` layers on a batch, then idles (see the module notes).
+    """Runs ``run.n_layers`` table entries on a batch, then idles (see the module notes).
 
     Parameters
     ----------
@@ -68,19 +76,16 @@ class LayerSequencer(wiring.Component):
     -------
     run : In(trine.hw.host_port.RunSignature(params))
         Start a run, see how it went.
-    table : In(ReadPort.Signature(addr_width=address_width(max_layers * TABLE_SLOTS),
-                                  shape=16))
+    table : In(ReadPort.Signature(addr_width=address_width(table_words), shape=16))
         The layer table, read synchronously.
     loops : Out(trine.hw.address_generator.LoopControlSignature(params))
         ``setup`` is high for one cycle per layer, once its table entry has been read and
-        checked (``TABLE_HALFWORDS + 3`` cycles); ``stop`` in the cycle of a start and in the
-        cycle a run aborts.
+        checked (the entry's words + 1 cycles, counted from the cycle every row of the layer
+        before was taken); ``stop`` in the cycle of a start and in the cycle a run aborts.
     requantizer : Out(trine.hw.requantizer.REQUANTIZER_CONFIG)
-        The current layer's shift and ReLU.
+        The current layer's shift and ReLU, from its setup on.
     busy : Out(1)
         A run is going (``run.busy``): the datapath has the memories.
-    src : Out(1)
-        The activation buffer the current layer reads; it writes the other one.
     flush : Out(1)
         Clears the datapath, in the cycle after a start.
     illegal : In(1)
@@ -93,12 +98,10 @@ class LayerSequencer(wiring.Component):
         self.params = p = check_params(params)
         super().__init__({
             "run": In(RunSignature(p)),
-            "table": In(ReadPort.Signature(addr_width=address_width(p.max_layers * TABLE_SLOTS),
-                                           shape=16)),
+            "table": In(ReadPort.Signature(addr_width=address_width(p.table_words), shape=16)),
             "loops": Out(LoopControlSignature(p)),
             "requantizer": Out(REQUANTIZER_CONFIG),
             "busy": Out(1),
-            "src": Out(1),
             "flush": Out(1),
             "illegal": In(1),
             "draining": In(1),
@@ -112,47 +115,39 @@ class LayerSequencer(wiring.Component):
         flush = Signal()
         n_layers = Signal.like(run.n_layers)
         batch = Signal.like(run.batch)
-        src = Signal()
         error = Signal(8)
         m.submodules.cycle_counter = cycle_counter = CycleCounter(CYCLE_COUNTER_WIDTH)
+        expired = Signal()  # the watchdog
+        m.d.sync += expired.eq(busy & cycle_counter.value[p.watchdog_bits])
         m.d.comb += [
-            run.busy.eq(busy), self.busy.eq(busy), self.flush.eq(flush), self.src.eq(src),
-            run.error.eq(error), run.out_buffer.eq(n_layers[0]),
-            cycle_counter.count.eq(busy), run.cycles.eq(cycle_counter.value),
+            run.busy.eq(busy), self.busy.eq(busy), self.flush.eq(flush),
+            run.error.eq(error), cycle_counter.count.eq(busy), run.cycles.eq(cycle_counter.value),
         ]
 
-        # The table entry, read into a shift register a halfword per cycle.
-        layer = Signal(range(p.max_layers + 1))
-        half = Signal(TABLE_SLOT_BITS)
-        m.d.comb += self.table.addr.eq(Cat(half, layer))
-        entry = Signal(LAYER_ENTRY_LAYOUT, reset_less=True)
-        shift_field = entry.shift
-        # After CHECK every field is within its limit, so its low bits hold it exactly.
-        chunks_n = _low(entry.chunks, p.stride)
-        blocks_n = _low(entry.blocks, p.max_blocks)
+        # The entry, read a word per cycle into two shift registers: the words every entry
+        # has, and the convolution's tail (left at the dense defaults for a dense entry).
+        layer = Signal(8)
+        taddr = Signal(range(max(p.table_words, 1 << 16) + CONV_ENTRY_WORDS + 1))
+        k = Signal(range(CONV_ENTRY_WORDS + 2))  # words asked for in this entry
+        head = Signal(16 * DENSE_ENTRY_WORDS, reset_less=True)
+        tail = Signal(16 * _TAIL_WORDS, reset_less=True)
+        conv = Signal()
+        entry = ENTRY_LAYOUT(Cat(head, tail))
+        m.d.comb += [self.table.addr.eq(taddr), loops.config.entry.eq(entry),
+                     loops.config.batch.eq(batch)]
+        # The requantiser's config is latched at setup: the next entry is read while the
+        # requantiser still drains the layer before (see LOAD).
+        shift, relu, _, _ = entry_flags(entry.flags)
+        rq_shift = Signal.like(self.requantizer.shift)
+        rq_relu = Signal()
+        m.d.comb += [self.requantizer.shift.eq(rq_shift), self.requantizer.relu.eq(rq_relu)]
 
-        # Loop bounds, registered in START (batch) and CHECK (the entry's loops).
-        cfg = loops.config
-        chunks_last = Signal.like(cfg.chunks_last)
-        chunks_one = Signal()
-        blocks_last = Signal.like(cfg.blocks_last)
-        blocks_one = Signal()
-        batch_last = Signal.like(cfg.batch_last)
-        batch_one = Signal()
-        m.d.comb += [
-            cfg.weight_base.eq(_low(entry.weight_base, p.weight_words)),
-            cfg.bias_base.eq(_low(entry.bias_base, p.bias_depth)),
-            cfg.fan_out.eq(_low(entry.fan_out, p.max_width)),
-            cfg.chunks_last.eq(chunks_last), cfg.chunks_one.eq(chunks_one),
-            cfg.blocks_last.eq(blocks_last), cfg.blocks_one.eq(blocks_one),
-            cfg.batch_last.eq(batch_last), cfg.batch_one.eq(batch_one),
-            self.requantizer.shift.eq(shift_field[:5]),
-            self.requantizer.relu.eq(entry.relu[0]),
-        ]
-
-        bad_fields = [Signal(name=f"bad_field{i}") for i in range(4)]
-        bad_entry = Signal()
+        # The entry's checks, made on each word as it arrives and registered (a zero count,
+        # a base past its memory), and on where the entry ended (past the table).
+        bad_count = Signal()
+        bad_weight = Signal()
         bad_bias = Signal()
+        bad_table = Signal()
         bad_args = Signal()
         past_end = Signal()
         last_layer = Signal()
@@ -167,7 +162,7 @@ class LayerSequencer(wiring.Component):
 
         # One flip-flop per state: the state tests feeding the wide enables of the run's
         # registers (and the address generator's `setup`) are single wires.
-        fsm = OneHotFSM(m, ("IDLE", "START", "LOAD", "CHECK", "VERDICT", "SETUP", "RUN"))
+        fsm = OneHotFSM(m, ("IDLE", "START", "LOAD", "SETUP", "RUN"))
         m.d.comb += [fsm_running.eq(fsm.ongoing("RUN")), loops.setup.eq(fsm.ongoing("SETUP"))]
 
         def abort(code):
@@ -177,48 +172,59 @@ class LayerSequencer(wiring.Component):
             m.d.comb += loops.stop.eq(1)
             fsm.go("IDLE")
 
+        def begin_entry():
+            m.d.sync += [k.eq(0), tail.eq(Cat(Const(w, 16) for w in DENSE_TAIL)),
+                         bad_count.eq(0), bad_weight.eq(0), bad_bias.eq(0)]
+
         with fsm.state("IDLE"):
             with m.If(run.start):
                 m.d.comb += [cycle_counter.clear.eq(1), loops.stop.eq(1)]
                 m.d.sync += [flush.eq(1), busy.eq(1), n_layers.eq(run.n_layers),
-                             bad_args.eq((run.n_layers == 0) |
-                                         (run.n_layers > p.max_layers) |
-                                         (run.batch == 0) | (run.batch > p.max_batch)),
-                             batch.eq(run.batch), error.eq(0), layer.eq(0),
-                             src.eq(0), half.eq(0)]
+                             bad_args.eq((run.n_layers == 0) | (run.batch == 0) |
+                                         (run.batch > p.max_batch)),
+                             batch.eq(run.batch), error.eq(0), layer.eq(0), taddr.eq(0)]
+                begin_entry()
                 fsm.go("START")
         with fsm.state("START"):
-            m.d.sync += [batch_last.eq(batch - 1), batch_one.eq(batch == 1)]
             with m.If(bad_args):
                 abort(ErrorCode.BAD_ARGUMENT)
             with m.Else():
                 fsm.go("LOAD")
         with fsm.state("LOAD"):
-            # the table read port is synchronous: halfword `half - 1` is on its data
-            m.d.sync += half.eq(half + 1)
-            with m.If(half != 0):
-                m.d.sync += entry.eq(Cat(entry.as_value()[16:], self.table.data))
-            with m.If(half == TABLE_HALFWORDS):
-                m.d.sync += half.eq(0)
-                fsm.go("CHECK")
-        with fsm.state("CHECK"):
-            # the checks are registered: their comparators do not reach the counters
-            m.d.sync += [
-                bad_fields[0].eq((entry.chunks == 0) | (entry.chunks > p.stride)),
-                bad_fields[1].eq((entry.blocks == 0) | (entry.blocks > p.max_blocks)),
-                bad_fields[2].eq((entry.fan_out == 0) | (entry.fan_out > p.max_width)),
-                bad_fields[3].eq((shift_field > 31) | (entry.weight_base >= p.weight_words)),
-                bad_bias.eq(entry.bias_base >= p.bias_depth),
-                chunks_last.eq(chunks_n - 1), chunks_one.eq(chunks_n == 1),
-                blocks_last.eq(blocks_n - 1), blocks_one.eq(blocks_n == 1),
-            ]
-            fsm.go("VERDICT")
-        with fsm.state("VERDICT"):
-            m.d.sync += bad_entry.eq(Cat(*bad_fields).any())
-            fsm.go("SETUP")
+            # The table's read port is synchronous: word `k - 1` of the entry is on its data.
+            # The address of the last word's cycle is not stepped past: it is the next
+            # entry's first word. The layer before may still be draining (its last rows in
+            # the requantiser's pipeline, writing where this entry does not read before its
+            # setup, which waits for them): the entry is read meanwhile.
+            m.d.sync += k.eq(k + 1)
+            arrived = k - 1
+            data = self.table.data
+            with m.If(k != 0):
+                with m.If(arrived < DENSE_ENTRY_WORDS):
+                    m.d.sync += head.eq(Cat(head[16:], data))
+                with m.Else():
+                    m.d.sync += tail.eq(Cat(tail[16:], data))
+                with m.If(arrived == 0):
+                    m.d.sync += conv.eq(entry_flags(data)[3])
+                with m.If(arrived == COUNT_WORDS[0]):
+                    m.d.sync += bad_weight.eq(data >= p.weight_words)
+                with m.If(arrived == COUNT_WORDS[1]):
+                    m.d.sync += bad_bias.eq(data >= p.bias_depth)
+                with m.If(Cat(*(arrived == w for w in COUNT_WORDS[2:])).any() & (data == 0)):
+                    m.d.sync += bad_count.eq(1)
+            ends = (((k == DENSE_ENTRY_WORDS) & ~conv) | (k == CONV_ENTRY_WORDS))
+            with m.If(ends & ~self.draining):
+                m.d.sync += bad_table.eq(taddr > p.table_words)
+                fsm.go("SETUP")
+            with m.Elif(~ends):
+                m.d.sync += taddr.eq(taddr + 1)
         with fsm.state("SETUP"):
             # the address generator loads its counters in this state (loops.setup)
-            with m.If(bad_entry):
+            m.d.sync += [rq_shift.eq(shift), rq_relu.eq(relu)]
+            # an entry past the table is garbage: that is said first
+            with m.If(bad_table):
+                abort(ErrorCode.BAD_ADDRESS)
+            with m.Elif(bad_count | bad_weight):
                 abort(ErrorCode.BAD_ARGUMENT)
             with m.Elif(bad_bias):
                 abort(ErrorCode.BAD_ADDRESS)
@@ -226,15 +232,19 @@ class LayerSequencer(wiring.Component):
                 fsm.go("RUN")
         with fsm.state("RUN"):
             # The counters' last steps do not matter after an abort.
-            with m.If(self.illegal):
+            with m.If(expired):
+                abort(ErrorCode.TIMEOUT)
+            with m.Elif(self.illegal):
                 abort(ErrorCode.ILLEGAL_WEIGHT)
             with m.Elif(past_end):
                 abort(ErrorCode.BAD_ADDRESS)
+            with m.Elif(loops.done & ~last_layer):
+                # every row is taken: read the next entry while the last ones drain
+                m.d.sync += layer.eq(layer + 1)
+                begin_entry()
+                fsm.go("LOAD")
             with m.Elif(loops.done & ~self.draining):
-                m.d.sync += [layer.eq(layer + 1), src.eq(~src)]
-                with m.If(last_layer):
-                    m.d.sync += busy.eq(0)
-                    fsm.go("IDLE")
-                with m.Else():
-                    fsm.go("LOAD")
+                # the last layer's outputs are all written
+                m.d.sync += [layer.eq(layer + 1), busy.eq(0)]
+                fsm.go("IDLE")
         return m

@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from trine.contract.reference import Layer
+from trine.contract.reference import Conv, Flatten, Layer, MaxPool
 
 
 def random_layers(rng: np.random.Generator, widths, *, bias: int = 300, shifts: int = 5,
@@ -31,6 +31,38 @@ def random_layers(rng: np.random.Generator, widths, *, bias: int = 300, shifts: 
         r = bool(rng.integers(0, 2)) if relu is None else relu
         layers.append(Layer(rng.integers(-1, 2, (m, k)), b, s, r))
     return layers
+
+
+def _conv(rng, c_in, c_out, kernel, stride=1, padding=0, relu=True):
+    w = rng.integers(-1, 2, (c_out, c_in, *kernel))
+    return Conv(w, rng.integers(-300, 300, c_out), stride, padding, int(rng.integers(0, 4)),
+                relu)
+
+
+def _dense(rng, k, m, relu=False):
+    return Layer(rng.integers(-1, 2, (m, k)), rng.integers(-300, 300, m),
+                 int(rng.integers(0, 4)), relu)
+
+
+#: Small convolutional networks by kind, with their input shapes: strides, zero padding,
+#: fused pooling (1-D, 2-D, non-square) and flatten before a dense layer.
+CNN_KINDS = {
+    "conv1d": (lambda r: [_conv(r, 1, 4, (5,), 2, 1), _conv(r, 4, 6, (3,), 2, 1), Flatten(),
+                          _dense(r, 6 * 3, 5)], (1, 14)),
+    "conv1d-pool": (lambda r: [_conv(r, 3, 5, (3,), 1, 1), MaxPool(2), _conv(r, 5, 4, (2,)),
+                               MaxPool(3), Flatten(), _dense(r, 4 * 1, 3)], (3, 8)),
+    "conv2d": (lambda r: [_conv(r, 1, 3, (3, 3), 1, 1), _conv(r, 3, 4, (3, 2), (2, 1), (0, 1)),
+                          Flatten(), _dense(r, 4 * 2 * 5, 3)], (1, 6, 4)),
+    "conv2d-pool": (lambda r: [_conv(r, 2, 3, (3, 3), 1, 1), MaxPool(2, ndim=2),
+                               _conv(r, 3, 5, (3, 2), 1, (1, 0)), MaxPool((2, 1)), Flatten(),
+                               _dense(r, 5 * 1 * 2, 4)], (2, 4, 6)),
+}
+
+
+def random_cnn(rng: np.random.Generator, kind: str):
+    """A random small network of :data:`CNN_KINDS` ``kind``: ``(layers, input_shape)``."""
+    make, shape = CNN_KINDS[kind]
+    return make(rng), shape
 
 
 @pytest.fixture

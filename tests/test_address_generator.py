@@ -1,68 +1,109 @@
 """trine.hw.address_generator.AddressGenerator under Amaranth's simulator, against the loop nests
-it implements: every beat's addresses and cycle, every row's destination, stop and overruns.
+it implements (:class:`trine.contract.device_image.LayerEntry`): every beat's addresses, zero
+flag and cycle, every row's destination, stop and overruns, for dense layers and for the
+entries the compiler makes of convolutions (strides, padding, 1-D and 2-D, pooling).
 
 The beat stream has no backpressure by design (``always_ready``): the generator paces itself.
 The destination port gets rows taken with random gaps, as a requantiser that is not always
 busy would take them."""
 
+import itertools
+
 import numpy as np
 import pytest
+from conftest import CNN_KINDS, random_cnn
 
+from trine.contract.device_image import LayerEntry, compile_image
 from trine.contract.params import AcceleratorParams
-from trine.hw.address_generator import AddressGenerator
+from trine.hw.address_generator import DENSE_TAIL, ENTRY_FIELDS, AddressGenerator
 from trine.sim.testbench import simulate
 
 
 def params(**changes):
-    base = dict(lanes=3, rows=4, weight_words=200, bias_depth=100, max_layers=1, max_width=20,
-                max_batch=4)
+    base = dict(lanes=3, rows=4, weight_words=2000, bias_depth=100, act_words=256,
+                table_words=40, max_batch=4)
     base.update(changes)
     return AcceleratorParams(**base)
 
 
-def config(p, *, weight_base=0, bias_base=0, chunks=1, blocks=1, batch=1, fan_out=None):
+def dense(p, *, weight_base=0, bias_base=0, chunks=1, blocks=1, fan_out=None, in_base=0,
+          out_base=100):
     fan_out = blocks * p.rows if fan_out is None else fan_out
-    return {"weight_base": weight_base, "bias_base": bias_base,
-            "chunks_last": chunks - 1, "chunks_one": chunks == 1,
-            "blocks_last": blocks - 1, "blocks_one": blocks == 1,
-            "batch_last": batch - 1, "batch_one": batch == 1, "fan_out": fan_out}
+    return LayerEntry(weight_base, bias_base, blocks, fan_out, chunks, in_base, chunks,
+                      out_base, -(-fan_out // p.lanes), 0, False)
 
 
-def model_beats(p, *, weight_base, chunks, blocks, batch, first_cycle, **_):
-    """``(cycle, weight_addr, act_addr, last)`` of every beat: a block starts no sooner than
-    ``rows`` cycles after the previous one, its beats follow one per cycle."""
-    beats = []
-    for k in range(batch * blocks):
-        sample, block = divmod(k, blocks)
-        start = first_cycle + k * max(chunks, p.rows)
-        for c in range(chunks):
-            beats.append((start + c, weight_base + block * chunks + c, sample * p.stride + c,
-                          int(c == chunks - 1)))
+def positions(e):
+    """Per output position in loop order: the level that advances after it (None after the
+    last), and whether it starts and ends its pooling window."""
+    counts = e.p_counts
+    order = list(itertools.product(*[range(n) for n in reversed(counts)]))
+    for k, idx in enumerate(order):
+        inner = list(reversed(idx))
+        first = all(inner[i] == 0 for i in range(e.pool_levels))
+        last = all(inner[i] == counts[i] - 1 for i in range(e.pool_levels))
+        level = None if k + 1 == len(order) else next(
+            i for i in range(4) if inner[i] != counts[i] - 1)
+        yield level, first, last
+
+
+def model(p, e, batch):
+    """``(weight_addr, act_addr, zero, last)`` of every beat, per window, and
+    ``(bias, word, lane, first, write)`` of every row, in order."""
+    mask = (1 << (p.act_words - 1).bit_length()) - 1
+    windows, dests = [], []
+    for b in range(batch):
+        in_s, out_s = e.in_base + b * e.in_sample_words, e.out_base + b * e.out_sample_words
+        for j in range(e.blocks):
+            start, pos, x, y = in_s, out_s, e.x0, e.y0
+            for level, first, last in positions(e):
+                beats = []
+                for n, (ty, tx, g) in enumerate(itertools.product(
+                        range(e.kh), range(e.kw), range(e.cw))):
+                    act = start + ty * (e.kw * e.cw - 1 + e.row_step) + tx * e.cw + g
+                    inside = 0 <= x + tx < e.in_width and 0 <= y + ty < e.in_height
+                    beats.append((e.weight_base + j * e.window_words + n, act & mask,
+                                  int(not inside), int(n == e.window_words - 1)))
+                windows.append(beats)
+                for r in range(p.rows):
+                    m = j * p.rows + r
+                    dests.append((e.bias_base + m, (pos + m // p.lanes) & mask, m % p.lanes,
+                                  int(first), int(m < e.fan_out and last)))
+                if level is not None:
+                    start += e.act_steps[level]
+                    pos += e.out_steps[level]
+                    x += e.x_steps[level]
+                    y += e.y_steps[level]
+    return windows, dests
+
+
+def timed(p, windows, first_cycle):
+    """The beats with their cycles: a window starts no sooner than ``rows`` cycles after the
+    previous one, its beats follow one per cycle."""
+    beats, start = [], first_cycle - p.rows
+    for window in windows:
+        start = max(start + p.rows, beats[-1][0] + 1 if beats else first_cycle)
+        beats += [(start + i, *beat) for i, beat in enumerate(window)]
     return beats
 
 
-def model_dests(p, *, bias_base, blocks, batch, fan_out=None, **_):
-    """``(bias, word, lane, write)`` of every row, in the order they are taken."""
-    fan_out = blocks * p.rows if fan_out is None else fan_out
-    dests = []
-    for sample in range(batch):
-        for n in range(blocks * p.rows):
-            dests.append((bias_base + n, sample * p.stride + n // p.lanes, n % p.lanes,
-                          int(n < fan_out)))
-    return dests
+def config(e, batch):
+    words = e.to_words() + ([] if e.conv else DENSE_TAIL)
+    return {"entry": dict(zip(ENTRY_FIELDS, words, strict=True)), "batch": batch}
 
 
-def run(p, layer, *, rng, take=0.6, stop_at=None, cycles=None):
-    """Set the generator up with ``layer`` (keyword arguments of :func:`config`) in cycle 2 and
-    take rows with probability ``take`` per cycle. Returns the beats, the destinations of the
-    rows taken, and per cycle ``(done, overrun)``."""
+def run(p, e, batch, *, rng, take=0.6, stop_at=None, cycles=None):
+    """Set the generator up with entry ``e`` in cycle 2 and take rows with probability
+    ``take`` per cycle. Returns the beats, the destinations of the rows taken, and per cycle
+    ``(done, overrun)``."""
     dut = AddressGenerator(p)
-    n_rows = layer.get("batch", 1) * layer.get("blocks", 1) * p.rows
-    cycles = cycles or 40 + 2 * n_rows * max(layer.get("chunks", 1), p.rows)
+    windows, _ = model(p, e, batch)
+    n_rows = len(windows) * p.rows
+    cycles = cycles or 40 + 2 * n_rows * max(e.window_words, p.rows)
     seen = {"beats": [], "dests": [], "flags": [], "gaps": 0}
 
     async def bench(ctx):
-        ctx.set(dut.control.config, config(p, **layer))
+        ctx.set(dut.control.config, config(e, batch))
         taken = 0
         for cycle in range(cycles):
             ctx.set(dut.control.setup, cycle == 2)
@@ -73,13 +114,13 @@ def run(p, layer, *, rng, take=0.6, stop_at=None, cycles=None):
             ctx.set(dut.dest.last, take_now and taken % p.rows == p.rows - 1)
             seen["gaps"] += rows_left and not take_now
             if take_now:
-                seen["dests"].append((ctx.get(dut.dest.bias), ctx.get(dut.dest.word),
-                                      ctx.get(dut.dest.lane), ctx.get(dut.dest.write)))
+                seen["dests"].append(tuple(ctx.get(getattr(dut.dest, f)) for f in
+                                           ("bias", "word", "lane", "first", "write")))
                 taken += 1
             beat = dut.o_beat
             if ctx.get(beat.valid):
-                seen["beats"].append((cycle, ctx.get(beat.payload.weight_addr),
-                                      ctx.get(beat.payload.act_addr), ctx.get(beat.payload.last)))
+                seen["beats"].append((cycle, *(ctx.get(getattr(beat.payload, f)) for f in
+                                               ("weight_addr", "act_addr", "zero", "last"))))
             seen["flags"].append((ctx.get(dut.control.done), ctx.get(dut.control.overrun)))
             await ctx.tick()
 
@@ -87,41 +128,58 @@ def run(p, layer, *, rng, take=0.6, stop_at=None, cycles=None):
     return seen
 
 
-@pytest.mark.parametrize(
-    "lanes, rows, layer",
-    [
-        (3, 4, dict(weight_base=5, bias_base=7, chunks=6, blocks=3, batch=2, fan_out=10)),
-        (3, 4, dict(weight_base=0, bias_base=0, chunks=2, blocks=4, batch=3)),  # K < rows
-        (2, 1, dict(weight_base=9, bias_base=3, chunks=1, blocks=5, batch=2, fan_out=4)),
-        (5, 3, dict(weight_base=1, bias_base=2, chunks=3, blocks=1, batch=4, fan_out=2)),
-        (1, 2, dict(weight_base=0, bias_base=0, chunks=7, blocks=2, batch=1, fan_out=3)),
-    ],
-)
-def test_both_loop_nests_match_the_model(lanes, rows, layer):
-    p = params(lanes=lanes, rows=rows)
-    rng = np.random.default_rng(lanes * 10 + rows)
-    seen = run(p, layer, rng=rng)
+def check(p, e, batch, seen):
+    windows, dests = model(p, e, batch)
     # the first beat leaves in the cycle after setup
-    assert seen["beats"] == model_beats(p, first_cycle=3, **layer)
-    expected = model_dests(p, **layer)
-    assert seen["dests"] == expected
+    assert seen["beats"] == timed(p, windows, 3)
+    assert seen["dests"] == dests
     # done after the last row, not before
     done = [d for d, _ in seen["flags"]]
     assert not any(done[:4]) and done[-1]
-    assert done.index(1) > 3 + len(expected) - 1
+    assert done.index(1) > 3 + len(dests) - 1
     assert not any(o for _, o in seen["flags"])
     assert seen["gaps"] > 0  # rows were taken with gaps
 
 
+@pytest.mark.parametrize(
+    "lanes, rows, layer, batch",
+    [
+        (3, 4, dict(weight_base=5, bias_base=7, chunks=6, blocks=3, fan_out=10), 2),
+        (3, 4, dict(weight_base=0, bias_base=0, chunks=2, blocks=4), 3),  # K < rows
+        (2, 1, dict(weight_base=9, bias_base=3, chunks=1, blocks=5, fan_out=4), 2),
+        (5, 3, dict(weight_base=1, bias_base=2, chunks=3, blocks=1, fan_out=2), 4),
+        (1, 2, dict(weight_base=0, bias_base=0, chunks=7, blocks=2, fan_out=3), 1),
+    ],
+)
+def test_dense_loop_nests_match_the_model(lanes, rows, layer, batch):
+    p = params(lanes=lanes, rows=rows)
+    rng = np.random.default_rng(lanes * 10 + rows)
+    e = dense(p, **layer)
+    check(p, e, batch, run(p, e, batch, rng=rng))
+
+
+@pytest.mark.parametrize("lanes, rows", [(3, 4), (2, 2), (4, 1)])
+@pytest.mark.parametrize("kind", list(CNN_KINDS))
+def test_convolution_entries_match_the_model(kind, lanes, rows):
+    """Every entry the compiler makes of the small CNNs: windows, padding, pooling."""
+    p = params(lanes=lanes, rows=rows)
+    rng = np.random.default_rng(len(kind) + lanes)
+    layers, shape = random_cnn(rng, kind)
+    image = compile_image(layers, shape, lanes, rows, p.act_words, max_batch=2)
+    for e in image.entries:
+        if e.conv:
+            check(p, e, image.batch, run(p, e, image.batch, rng=rng))
+
+
 def test_setup_restarts_both_nests_and_clears_done():
     p = params()
-    layer = dict(weight_base=3, bias_base=4, chunks=2, blocks=2, batch=1)
+    e = dense(p, weight_base=3, bias_base=4, chunks=2, blocks=2)
     rng = np.random.default_rng(3)
     dut = AddressGenerator(p)
     firsts = []
 
     async def bench(ctx):
-        ctx.set(dut.control.config, config(p, **layer))
+        ctx.set(dut.control.config, config(e, 1))
         for _ in range(2):
             ctx.set(dut.control.setup, 1)
             await ctx.tick()
@@ -142,31 +200,41 @@ def test_setup_restarts_both_nests_and_clears_done():
 
 def test_stop_ends_issuing_at_once():
     p = params()
-    layer = dict(chunks=5, blocks=3, batch=2)
-    seen = run(p, layer, rng=np.random.default_rng(4), stop_at=10)
-    beats = model_beats(p, first_cycle=3, weight_base=0, **layer)
+    e = dense(p, chunks=5, blocks=3)
+    seen = run(p, e, 2, rng=np.random.default_rng(4), stop_at=10)
+    beats = timed(p, model(p, e, 2)[0], 3)
     assert seen["beats"] == [b for b in beats if b[0] <= 10]
 
 
 def test_overrun_flags_the_weight_word_past_the_memory():
     p = params(weight_words=10)
-    layer = dict(weight_base=4, chunks=3, blocks=2, batch=2)  # words 4 .. 9, then 4 .. 9 again
-    seen = run(p, dict(layer, weight_base=5), rng=np.random.default_rng(5), take=0.0,
-               cycles=60)
+    # words 5 .. 10 (one past the end), then 5 .. 10 again
+    seen = run(p, dense(p, weight_base=5, chunks=3, blocks=2), 2, rng=np.random.default_rng(5),
+               take=0.0, cycles=60)
     overrun = [o for _, o in seen["flags"]]
-    beats = seen["beats"]
-    (first_past,) = [c for c, w, _, _ in beats if w == p.weight_words][:1]
+    (first_past,) = [c for c, w, *_ in seen["beats"] if w == p.weight_words][:1]
     assert overrun.index(1) == first_past  # flagged with the beat that reads past the end
-    fits = run(p, layer, rng=np.random.default_rng(5), take=0.0, cycles=60)
+    fits = run(p, dense(p, weight_base=4, chunks=3, blocks=2), 2,
+               rng=np.random.default_rng(5), take=0.0, cycles=60)
     assert not any(o for _, o in fits["flags"])
 
 
 def test_overrun_flags_the_bias_past_the_memory():
     p = params(bias_depth=10)
-    layer = dict(bias_base=3, chunks=1, blocks=2, batch=1)  # rows 3 .. 10: one past the end
-    seen = run(p, layer, rng=np.random.default_rng(6), take=1.0, cycles=40)
+    e = dense(p, bias_base=3, chunks=1, blocks=2)  # rows 3 .. 10: one past the end
+    seen = run(p, e, 1, rng=np.random.default_rng(6), take=1.0, cycles=40)
     assert [d[0] for d in seen["dests"]] == list(range(3, 11))
     assert any(o for _, o in seen["flags"])  # while the row past the end is at the port
-    fits = run(p, dict(layer, bias_base=2), rng=np.random.default_rng(6), take=1.0,
-               cycles=40)
+    fits = run(p, dense(p, bias_base=2, chunks=1, blocks=2), 1, rng=np.random.default_rng(6),
+               take=1.0, cycles=40)
+    assert not any(o for _, o in fits["flags"])
+
+
+def test_a_write_past_the_pool_is_flagged():
+    p = params(act_words=100)  # not a power of two: addresses 100 .. 127 exist in 7 bits
+    seen = run(p, dense(p, chunks=1, blocks=2, out_base=99), 1, rng=np.random.default_rng(7),
+               take=1.0, cycles=40)
+    assert any(o for _, o in seen["flags"])
+    fits = run(p, dense(p, chunks=1, blocks=2, out_base=97), 1, rng=np.random.default_rng(7),
+               take=1.0, cycles=40)
     assert not any(o for _, o in fits["flags"])

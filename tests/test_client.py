@@ -25,10 +25,11 @@ import serial.urlhandler.protocol_socket
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
-    LAYER_ENTRY_SIZE,
+    TABLE_WORD_BYTES,
+    LayerEntry,
     beat_bytes,
-    compile_image,
 )
+from trine.contract.params import DeviceLimits
 from trine.contract.protocol import (
     ACK,
     HEADER_SIZE,
@@ -46,7 +47,7 @@ from trine.contract.protocol import (
 )
 from trine.contract.reference import Layer
 from trine.contract.spec import SPEC_VERSION
-from trine.host.client import Client, DeviceStatus, LinkStats
+from trine.host.client import Client, DeviceStatus, LinkStats, RunTimeoutError
 from trine.host.program import Program, ProgramError, ProgramTooLargeError
 from trine.host.transport import DeviceError, DeviceRefusedError, LinkError, SerialTransport
 
@@ -187,8 +188,8 @@ def scripted(*steps: Answer) -> Answer:
 
 INFO = DeviceInfo(
     spec_version=SPEC_VERSION, protocol_version=PROTOCOL_VERSION, lanes=4, rows=3,
-    max_layers=4, max_batch=3, stride=16, max_payload=32, max_width=64, weight_words=128,
-    bias_depth=128, clock_hz=12_000_000, baud=3_000_000,
+    max_batch=3, max_payload=32, act_words=64, table_words=40, weight_words=128,
+    bias_depth=128, clock_hz=12_000_000, baud=3_000_000, max_run_cycles=1 << 20,
 )
 OTHER_INFO = DeviceInfo(**{**INFO.__dict__, "clock_hz": 48_000_000})
 STATUS = struct.pack("<BBII", 0, 0, 1234, 5)
@@ -283,8 +284,8 @@ def test_info_is_asked_once_and_gives_the_limits(peers):
         assert client.info() == INFO
         limits = client.limits()
     assert peer.ops() == [Op.INFO]
-    assert (limits.lanes, limits.rows, limits.max_layers) == (4, 3, 4)
-    assert limits.max_fan_in == limits.max_fan_out == 64
+    assert (limits.lanes, limits.rows, limits.max_batch) == (4, 3, 3)
+    assert (limits.act_words, limits.table_words) == (64, 40)
     assert limits.weight_bytes == 128 * beat_bytes(4, 3)
 
 
@@ -508,15 +509,15 @@ def test_wrong_status_length_is_rejected(peers):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"protocol_version": 2}, "device speaks protocol version 2, this client version 1"),
+        ({"protocol_version": 1}, "device speaks protocol version 1, this client version 2"),
         ({"spec_version": 9},
          f"device implements trine.contract.spec version 9, this client version "
                               f"{SPEC_VERSION}"),
-        ({"stride": 0}, "device info is inconsistent: stride is 0"),
-        ({"stride": 15}, "device info is inconsistent: stride 15 x lanes 4 does not hold "
-                         "max_width 64 activations"),
+        ({"act_words": 0}, "device info is inconsistent: act_words is 0"),
+        ({"table_words": 9}, "device info is inconsistent: table_words 9 cannot hold one "
+                             "layer (10 words)"),
         ({"max_payload": 8}, "device info is inconsistent: max_payload 8 cannot carry a "
-                             "14-byte word in one WRITE"),
+                             "5-byte word in one WRITE"),
     ],
 )
 def test_unusable_device_info_is_refused(peers, change, message):
@@ -531,33 +532,44 @@ def test_unusable_device_info_is_refused(peers, change, message):
 
 
 class FakeDevice:
-    """Stores WRITEs per target (word addressed, as trine.hw.core does), answers READs from two
-    activation buffers. A RUN records the inputs it finds in buffer 0 and then puts the next
-    rows of ``outputs`` where sample ``b``'s outputs belong; a repeated RUN seq is answered
-    from a cache, as the device does. Memory that nobody wrote holds 0xEE."""
+    """Stores WRITEs per target (word addressed, as trine.hw.core does), answers READs from the
+    activation pool. A RUN reads the layer table it was sent: it records the inputs it finds
+    where the first entry reads them, and puts the next rows of ``outputs`` where the last
+    entry writes them (its other output bytes: 0x5a); a repeated RUN seq is answered from a
+    cache, as the device does. Memory that nobody wrote holds 0xEE."""
 
     def __init__(self, info: DeviceInfo = INFO, outputs: np.ndarray | None = None) -> None:
         self.info = info
         lanes, rows = info.lanes, info.rows
         self.word_size = {
             Target.WEIGHTS: beat_bytes(lanes, rows), Target.BIAS: BIAS_STORE_BYTES,
-            Target.LAYER: LAYER_ENTRY_SIZE, Target.INPUT: lanes,
+            Target.LAYER: TABLE_WORD_BYTES, Target.INPUT: lanes,
         }
         depth = {
             Target.WEIGHTS: info.weight_words, Target.BIAS: info.bias_depth,
-            Target.LAYER: info.max_layers, Target.INPUT: info.stride * info.max_batch,
+            Target.LAYER: info.table_words, Target.INPUT: info.act_words,
         }
         self.memory = {t: bytearray(b"\xee" * (depth[t] * self.word_size[t])) for t in Target}
-        self.buffers = [self.memory[Target.INPUT], bytearray(len(self.memory[Target.INPUT]))]
+        self.pool = self.memory[Target.INPUT]
         self.outputs = outputs
         self.next_sample = 0
-        self.runs: list[tuple[int, int, bytes]] = []  # n_layers, batch, buffer 0 at the start
+        self.runs: list[tuple[int, int, list[bytes]]] = []  # n_layers, batch, inputs found
         self.cached: tuple[int, bytes] | None = None  # seq, answer of the last RUN
         self.writes: list[tuple[Target, int, bytes]] = []
         self.reads: list[tuple[int, int, int]] = []
 
+    def entries(self, n: int) -> list[LayerEntry]:
+        words = np.frombuffer(bytes(self.memory[Target.LAYER]), "<u2").tolist()
+        out, at = [], 0
+        for _ in range(n):
+            entry = LayerEntry.from_words(words[at:])
+            out.append(entry)
+            at += entry.words
+        return out
+
     def answer(self, f: Frame) -> bytes:
         op, payload = f.op, f.payload
+        lanes = self.info.lanes
         if op == Op.INFO:
             return ack(self.info.to_bytes())(f)
         if op == Op.WRITE:
@@ -575,24 +587,28 @@ class FakeDevice:
             if self.cached is not None and self.cached[0] == f.seq:
                 return self.cached[1]
             n_layers, batch = struct.unpack("<BH", payload)
-            self.runs.append((n_layers, batch, bytes(self.buffers[0])))
-            out = self.buffers[n_layers % 2]
-            out[:] = b"\x5a" * len(out)  # whatever a misaddressed READ would find
-            row = self.info.stride * self.info.lanes
+            entries = self.entries(n_layers)
+            first, last = entries[0], entries[-1]
+            inputs = [bytes(self.pool[(first.in_base + b * first.in_sample_words) * lanes:
+                                      (first.in_base + (b + 1) * first.in_sample_words) * lanes])
+                      for b in range(batch)]
+            self.runs.append((n_layers, batch, inputs))
+            size = last.out_sample_words * lanes
             for b in range(batch):
+                at = (last.out_base + b * last.out_sample_words) * lanes
                 y = self.outputs[self.next_sample + b].tobytes()
-                out[b * row : b * row + len(y)] = y
+                self.pool[at : at + size] = y + b"\x5a" * (size - len(y))
             self.next_sample += batch
             reply = ack(struct.pack("<I", 1000 + len(self.runs)))(f)
             self.cached = (f.seq, reply)
             return reply
         if op == Op.READ:
-            buffer, word, count = struct.unpack("<BIH", payload)
-            self.reads.append((buffer, word, count))
-            if count > self.info.max_payload:
+            memory, word, count = struct.unpack("<BIH", payload)
+            self.reads.append((memory, word, count))
+            if memory != 0 or count > self.info.max_payload:
                 return nak(ErrorCode.BAD_ARGUMENT)(f)
-            start = word * self.info.lanes
-            return ack(bytes(self.buffers[buffer][start : start + count]))(f)
+            start = word * lanes
+            return ack(bytes(self.pool[start : start + count]))(f)
         return nak(ErrorCode.UNKNOWN_OPCODE)(f)
 
 
@@ -643,7 +659,7 @@ def test_load_writes_the_image_in_word_aligned_chunks(peers, max_payload):
     device = FakeDevice(info)
     peer = peers(device.answer)
     program = random_program([50, 20, 7])
-    image = compile_image(program.layers, info.lanes, info.rows)
+    image = program.check_fits(DeviceLimits.from_info(info))
     calls = []
     with connect(peer) as client:
         stats = client.load(program, progress=lambda done, total: calls.append((done, total)))
@@ -682,7 +698,7 @@ def test_load_survives_a_lossy_link(peers):
     faults = {1: "drop", 2: "corrupt", 3: "nak", 5: "lost", 7: "corrupt", 8: "corrupt"}
     peer = peers(Lossy(device, lambda i, f: faults.get(i, "")))
     program = random_program([50, 20, 7])
-    image = compile_image(program.layers, INFO.lanes, INFO.rows)
+    image = program.check_fits(DeviceLimits.from_info(INFO))
     with connect(peer, timeout=TIMEOUT) as client:
         stats = client.load(program)
     assert stats.retries == 6
@@ -694,12 +710,18 @@ def test_load_survives_a_lossy_link(peers):
 @pytest.mark.parametrize(
     "change, widths, message",
     [
-        ({"weight_words": 100}, [50, 20, 7], "the weights need 318 bytes in 3 x 4 tiles, "
-                                             "more than weight_bytes = 300"),
-        ({"bias_depth": 29}, [50, 20, 7], "the biases need 30 entries in blocks of 3, more "
-                                          "than bias_depth = 29"),
-        ({"max_layers": 1}, [50, 20, 7], "2 layers, more than max_layers = 1"),
-        ({}, [65, 3], "layer 0 has fan-in K = 65, more than max_fan_in = 64"),
+        ({"weight_words": 100}, [50, 20, 7], "the weights need 318 bytes in 3 x 4 tiles "
+                                             "(layer 0 (Dense) the most, 273 bytes), more "
+                                             "than weight_bytes = 300"),
+        ({"bias_depth": 29}, [50, 20, 7], "the biases need 30 entries in blocks of 3 (layer 0 "
+                                          "(Dense) the most, 21 entries), more than "
+                                          "bias_depth = 29"),
+        ({"table_words": 15}, [50, 20, 7], "the layer table needs 20 words (10 per dense "
+                                           "layer, 37 per convolution), more than "
+                                           "table_words = 15"),
+        ({}, [300, 3], "layer 0 (Dense) needs 76 words (304 bytes) of activation pool for one "
+                       "sample (input 75 + output 1 words of 4 bytes), more than "
+                       "act_words = 64"),
     ],
 )
 def test_load_refuses_a_program_that_does_not_fit_before_writing(peers, change, widths,
@@ -707,7 +729,7 @@ def test_load_refuses_a_program_that_does_not_fit_before_writing(peers, change, 
     device = FakeDevice(DeviceInfo(**{**INFO.__dict__, **change}))
     peer = peers(device.answer)
     with connect(peer) as client:
-        with pytest.raises(ProgramTooLargeError, match=message):
+        with pytest.raises(ProgramTooLargeError, match=re.escape(message)):
             client.load(random_program(widths))
         assert client.program is None
     assert peer.ops() == [Op.INFO]
@@ -761,23 +783,24 @@ def test_infer_addresses_inputs_and_outputs(peers, widths, max_payload):
     np.testing.assert_array_equal(y, expected)
     assert cycles == [1001, 1002, 1003]  # runs of 3, 3, 1 (max_batch = 3)
 
-    row = info.stride * info.lanes  # bytes per sample in a buffer
+    image = program.check_fits(DeviceLimits.from_info(info))
     assert [(n_layers, batch) for n_layers, batch, _ in device.runs] == [
-        (program.n_layers, 3), (program.n_layers, 3), (program.n_layers, 1)
+        (len(image.entries), 3), (len(image.entries), 3), (len(image.entries), 1)
     ]
-    for r, (_, batch, buffer0) in enumerate(device.runs):
+    for r, (_, batch, found) in enumerate(device.runs):
         for b in range(batch):
-            assert buffer0[b * row : b * row + widths[0]] == x[3 * r + b].tobytes()
+            assert found[b][: widths[0]] == x[3 * r + b].tobytes()
 
-    out_buffer = program.n_layers % 2
+    out = image.output
     chunk = max_payload // info.lanes * info.lanes
-    for buffer, word, count in device.reads:
-        assert buffer == out_buffer
-        assert count <= max_payload
-        assert (word % info.stride) * info.lanes % chunk == 0
+    first = out.base
+    for memory, word, count in device.reads:
+        assert memory == 0 and count <= max_payload
+        assert first <= word and (word - first) * info.lanes % chunk == 0
+        assert word + -(-count // info.lanes) <= out.base + 3 * out.sample_words
     inputs = [(w, d) for t, w, d in device.writes if t == Target.INPUT]
     assert all(len(d) <= max_payload - WRITE_HEADER for _, d in inputs)
-    assert sum(len(d) for _, d in inputs) == n * widths[0]
+    assert sum(len(d) for _, d in inputs) == n * image.input.sample_words * info.lanes
 
 
 def test_infer_one_sample_returns_one_dimension(peers):
@@ -795,16 +818,15 @@ def test_infer_quantizes_floats_with_input_scale(peers):
     with client:
         client.infer_batch(x)
     q = program.quantize_input(x)
-    row = INFO.stride * INFO.lanes
-    buffer0 = device.runs[0][2]
-    assert [buffer0[b * row : b * row + 10] for b in range(2)] == [q[0].tobytes(),
-                                                                    q[1].tobytes()]
+    found = device.runs[0][2]
+    assert [found[b][:10] for b in range(2)] == [q[0].tobytes(), q[1].tobytes()]
 
 
 def test_infer_checks_its_input(peers):
     client, device, _, _, _ = loaded(peers, [10, 4], 2)
     with client:
-        with pytest.raises(ProgramError, match=r"^a batch must have shape \(N, K\), not \(10,\)"):
+        with pytest.raises(ProgramError, match=r"^a batch must have shape \(N, K\) or "
+                                               r"\(N, \*\(10,\)\), not \(10,\)"):
             client.infer_batch(np.zeros(10, np.int8))
         with pytest.raises(ProgramError, match="program expects 10"):
             client.infer(np.zeros((2, 9), np.int8))
@@ -818,6 +840,21 @@ def test_infer_before_load_raises(peers):
     with connect(peer) as client, pytest.raises(LinkError, match="^no program is loaded"):
         client.infer(np.zeros(4, np.int8))
     assert peer.requests == []
+
+
+def test_a_run_stopped_by_the_watchdog_is_a_clear_error(peers):
+    def watchdog(device):
+        def answer(f):
+            return nak(ErrorCode.TIMEOUT)(f) if f.op == Op.RUN else device.answer(f)
+        return answer
+
+    client, _, peer, _, _ = loaded(peers, [50, 20, 7], 1, answer=watchdog)
+    with client:
+        with pytest.raises(RunTimeoutError, match=r"^the device stopped the run of 2 layers "
+                           r"at batch 1 after 1048576 cycles \(its watchdog, max_run_cycles\)"):
+            client.infer(np.zeros(50, np.int8))
+        assert client.info() == INFO  # and it still answers
+    assert [op for op in peer.ops() if op == Op.RUN] == [Op.RUN]  # not retried
 
 
 def test_retried_run_is_not_run_twice(peers):
@@ -863,5 +900,5 @@ def test_short_read_is_rejected(peers):
         return answer
 
     client, _, _, _, _ = loaded(peers, [50, 20, 7], 1, answer=short_reads)
-    with client, pytest.raises(DeviceError, match=r"with 2 bytes, expected 7$"):
+    with client, pytest.raises(DeviceError, match=r"with 2 bytes, expected 8$"):  # 2 words
         client.infer(np.ones(50, np.int8))

@@ -1,11 +1,15 @@
-"""trine.hw.core.AcceleratorCore under Amaranth's simulator: whole networks vs the reference."""
+"""trine.hw.core.AcceleratorCore under Amaranth's simulator: whole networks vs the reference.
+
+Dense, Conv1d/Conv2d (strides, zero padding), fused max-pooling and flatten, against
+:func:`trine.contract.network.run_network`; the table's checks and the watchdog."""
 
 import numpy as np
 import pytest
+from conftest import random_cnn
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
-    LAYER_ENTRY_SIZE,
+    TABLE_WORD_BYTES,
     beat_bytes,
     compile_image,
 )
@@ -18,6 +22,8 @@ from trine.sim.testbench import simulate
 
 
 def make_core(lanes, rows, **params):
+    params.setdefault("act_words", 64)
+    params.setdefault("table_words", 64)
     return AcceleratorCore(AcceleratorParams(lanes, rows, **params))
 
 
@@ -26,12 +32,12 @@ def words(data: bytes, size: int):
         yield i // size, data[i : i + size]
 
 
-async def write_bytes(ctx, dut, target, data, size):
+async def write_bytes(ctx, dut, target, data, size, first_word=0):
     port = dut.host.write
     ctx.set(port.target, target)
     for addr, chunk in words(data, size):
         for lane, byte in enumerate(chunk):
-            ctx.set(port.addr, addr)
+            ctx.set(port.addr, first_word + addr)
             ctx.set(port.lane, lane)
             ctx.set(port.data, byte)
             ctx.set(port.en, 1)
@@ -42,22 +48,12 @@ async def write_bytes(ctx, dut, target, data, size):
 async def load(ctx, dut, image):
     await write_bytes(ctx, dut, Target.WEIGHTS, image.weights, beat_bytes(dut.lanes, dut.rows))
     await write_bytes(ctx, dut, Target.BIAS, image.bias_bytes(), BIAS_STORE_BYTES)
-    await write_bytes(ctx, dut, Target.LAYER, image.table_bytes(), LAYER_ENTRY_SIZE)
+    await write_bytes(ctx, dut, Target.LAYER, image.table_bytes(), TABLE_WORD_BYTES)
 
 
-async def write_inputs(ctx, dut, x):
-    port = dut.host.write
-    for b, sample in enumerate(x):
-        row = np.zeros(dut.stride * dut.lanes, np.int8)
-        row[: len(sample)] = sample
-        ctx.set(port.target, Target.INPUT)
-        for k, v in enumerate(row.view(np.uint8)):
-            ctx.set(port.addr, b * dut.stride + k // dut.lanes)
-            ctx.set(port.lane, k % dut.lanes)
-            ctx.set(port.data, int(v))
-            ctx.set(port.en, 1)
-            await ctx.tick()
-    ctx.set(port.en, 0)
+async def write_inputs(ctx, dut, image, x):
+    data = image.input.pack(x).tobytes()
+    await write_bytes(ctx, dut, Target.INPUT, data, dut.lanes, image.input.base)
 
 
 async def run(ctx, dut, n_layers, batch, limit=200_000):
@@ -77,17 +73,41 @@ async def run(ctx, dut, n_layers, batch, limit=200_000):
     raise AssertionError("the core did not finish")
 
 
-async def read_outputs(ctx, dut, batch, width):
+async def read_outputs(ctx, dut, image, batch):
     port = dut.host.read
-    out = np.zeros((batch, width), np.int8)
-    ctx.set(port.buffer, ctx.get(dut.host.run.out_buffer))
-    for b in range(batch):
-        for k in range(width):
-            ctx.set(port.addr, b * dut.stride + k // dut.lanes)
-            ctx.set(port.lane, k % dut.lanes)
-            await ctx.tick()
-            out[b, k] = np.array(ctx.get(port.data), np.uint8).view(np.int8)
-    return out
+    out = image.output
+    size = out.sample_words * dut.lanes
+    data = np.zeros(batch * size, np.uint8)
+    for k in range(batch * size):
+        ctx.set(port.addr, out.base + k // dut.lanes)
+        ctx.set(port.lane, k % dut.lanes)
+        await ctx.tick()
+        data[k] = ctx.get(port.data)
+    return out.unpack(data.view(np.int8).reshape(batch, size))
+
+
+def run_on_core(layers, shape, lanes, rows, batch, *, act_words=64, decoder="rom", runs=1):
+    """Compile ``layers`` for a core just big enough, run ``batch`` random samples ``runs``
+    times; returns the inputs, the outputs of each run, and the errors and cycles."""
+    rng = np.random.default_rng(lanes * 31 + rows + batch)
+    image = compile_image(layers, shape, lanes, rows, act_words, batch)
+    assert image.batch == batch
+    dut = make_core(lanes, rows, weight_words=image.weight_words + 3,
+                    bias_depth=len(image.biases) + 2, act_words=act_words,
+                    table_words=image.table_words + 1, max_batch=batch, decoder=decoder)
+    x = rng.integers(-128, 128, (batch, *shape)).astype(np.int8)
+    x.reshape(batch, -1)[0, 0] = -128
+    results = []
+
+    async def body(ctx):
+        await load(ctx, dut, image)
+        for _ in range(runs):  # a second run on the same program gives the same answer
+            await write_inputs(ctx, dut, image, x)
+            status = await run(ctx, dut, len(image.entries), batch)
+            results.append((status, await read_outputs(ctx, dut, image, batch)))
+
+    simulate(dut, body)
+    return image, x, results
 
 
 @pytest.mark.parametrize(
@@ -102,65 +122,61 @@ async def read_outputs(ctx, dut, batch, width):
     ],
 )
 @pytest.mark.parametrize("decoder", ["rom", "table", "logic"])
-def test_network_matches_reference(lanes, rows, widths, batch, big, decoder, make_layers):
+def test_mlp_matches_reference(lanes, rows, widths, batch, big, decoder, make_layers):
     rng = np.random.default_rng(sum(widths) + lanes * 7 + rows)
     layers = make_layers(rng, widths, bias=200, shifts=6, big_bias=big)
-    image = compile_image(layers, lanes, rows)
-    dut = make_core(lanes, rows, weight_words=image.weight_words + 3,
-                    bias_depth=len(image.biases) + 2, max_layers=4,
-                    max_width=max(widths), max_batch=batch, decoder=decoder)
-    x = rng.integers(-128, 128, (batch, widths[0])).astype(np.int8)
-    x[0, 0] = -128
-    results = {}
-
-    async def body(ctx):
-        await load(ctx, dut, image)
-        for attempt in range(2):  # a second run on the same program gives the same answer
-            await write_inputs(ctx, dut, x)
-            results[attempt] = await run(ctx, dut, len(layers), batch)
-            results[f"y{attempt}"] = await read_outputs(ctx, dut, batch, widths[-1])
-
-    simulate(dut, body)
+    image, x, results = run_on_core(layers, (widths[0],), lanes, rows, batch, decoder=decoder,
+                                    runs=2)
     expected = run_network(x, layers)
-    for attempt in range(2):
-        error, cycles = results[attempt]
+    for (error, _), y in results:
         assert error == 0
-        assert np.array_equal(results[f"y{attempt}"], expected)
-    ideal = sum(e.chunks * e.blocks for e in image.entries) * batch
-    assert ideal <= cycles
+        assert np.array_equal(y, expected)
+    ideal = sum(e.cw * e.blocks for e in image.entries) * batch
+    assert ideal <= results[-1][0][1]
+
+
+@pytest.mark.parametrize("lanes, rows", [(4, 3), (3, 2), (2, 5), (8, 5)])
+@pytest.mark.parametrize("kind", ["conv1d", "conv1d-pool", "conv2d", "conv2d-pool"])
+def test_cnn_matches_reference(kind, lanes, rows):
+    rng = np.random.default_rng(len(kind) * 13 + lanes * 7 + rows)
+    layers, shape = random_cnn(rng, kind)
+    batch = 2
+    _, x, results = run_on_core(layers, shape, lanes, rows, batch, act_words=256)
+    ((error, _), y), = results
+    assert error == 0
+    assert np.array_equal(y, run_network(x, layers, shape))
 
 
 @pytest.mark.parametrize("decoder", ["rom", "table", "logic"])
 def test_illegal_weight_byte_aborts_with_an_error(decoder, make_layers):
     rng = np.random.default_rng(1)
     layers = make_layers(rng, [6, 5], bias=200, shifts=6)
-    image = compile_image(layers, 3, 2)
+    image = compile_image(layers, (6,), 3, 2, 64)
     bad = bytearray(image.weights)
     bad[2] = 250
-    dut = make_core(3, 2, weight_words=16, bias_depth=8, max_layers=2, max_width=8,
-                    decoder=decoder)
+    dut = make_core(3, 2, weight_words=16, bias_depth=8, decoder=decoder)
     out = {}
+    x = np.ones((1, 6), np.int8)
 
     async def body(ctx):
         await write_bytes(ctx, dut, Target.WEIGHTS, bytes(bad), beat_bytes(3, 2))
         await write_bytes(ctx, dut, Target.BIAS, image.bias_bytes(), BIAS_STORE_BYTES)
-        await write_bytes(ctx, dut, Target.LAYER, image.table_bytes(), LAYER_ENTRY_SIZE)
-        await write_inputs(ctx, dut, np.ones((1, 6), np.int8))
+        await write_bytes(ctx, dut, Target.LAYER, image.table_bytes(), TABLE_WORD_BYTES)
+        await write_inputs(ctx, dut, image, x)
         out["bad"] = await run(ctx, dut, 1, 1)
         await write_bytes(ctx, dut, Target.WEIGHTS, image.weights, beat_bytes(3, 2))
         out["good"] = await run(ctx, dut, 1, 1)
-        out["y"] = await read_outputs(ctx, dut, 1, 5)
+        out["y"] = await read_outputs(ctx, dut, image, 1)
 
     simulate(dut, body)
     assert out["bad"][0] == ErrorCode.ILLEGAL_WEIGHT
     assert out["good"][0] == 0  # the abort left nothing behind
-    assert np.array_equal(out["y"], run_network(np.ones((1, 6), np.int8), layers))
+    assert np.array_equal(out["y"], run_network(x, layers))
 
 
-@pytest.mark.parametrize("n_layers, batch", [(0, 1), (3, 1), (1, 0), (1, 3)])
+@pytest.mark.parametrize("n_layers, batch", [(0, 1), (1, 0), (1, 3)])
 def test_bad_run_arguments_are_refused(n_layers, batch):
-    dut = make_core(2, 2, weight_words=4, bias_depth=4, max_layers=2, max_width=4,
-                    max_batch=2)
+    dut = make_core(2, 2, weight_words=4, bias_depth=4, max_batch=2)
     out = {}
 
     async def body(ctx):
@@ -170,44 +186,73 @@ def test_bad_run_arguments_are_refused(n_layers, batch):
     assert out["r"][0] == ErrorCode.BAD_ARGUMENT
 
 
-def test_garbage_layer_table_cannot_hang_the_core():
-    dut = make_core(2, 2, weight_words=4, bias_depth=4, max_layers=1, max_width=4)
+def test_an_entry_past_the_table_is_refused(make_layers):
+    rng = np.random.default_rng(2)
+    image = compile_image(make_layers(rng, [4, 3]), (4,), 2, 2, 64)
+    dut = make_core(2, 2, weight_words=8, bias_depth=8, table_words=15)
     out = {}
 
     async def body(ctx):
-        await write_bytes(ctx, dut, Target.LAYER, bytes([0xFF] * LAYER_ENTRY_SIZE),
-                          LAYER_ENTRY_SIZE)
-        out["r"] = await run(ctx, dut, 1, 1, limit=1000)
+        await load(ctx, dut, image)
+        out["one"] = await run(ctx, dut, 1, 1)
+        out["two"] = await run(ctx, dut, 2, 1)  # the second entry would start at word 10
 
     simulate(dut, body)
-    assert out["r"][0] == ErrorCode.BAD_ARGUMENT
+    assert out["one"][0] == 0
+    assert out["two"][0] == ErrorCode.BAD_ADDRESS
+
+
+def test_garbage_layer_table_cannot_hang_the_core():
+    """Counts of 65535 everywhere (and windows of one word, so that no address runs past its
+    memory) would loop for about 2**80 cycles; the watchdog stops the run, and the core runs
+    the next program as usual."""
+    dut = make_core(2, 2, weight_words=4, bias_depth=4, table_words=40, watchdog_bits=12)
+    ok = [Layer(np.ones((2, 2), np.int8), np.zeros(2, np.int64), 0, False)]
+    ok_image = compile_image(ok, (2,), 2, 2, 64)
+    out = {}
+
+    async def body(ctx):
+        table = [0x01FF, 0, 0, 0xFFFF, 0xFFFF, 1] + [0xFFFF] * 4 + [1, 1] + [0xFFFF] * 25
+        garbage = np.array(table, "<u2").tobytes()
+        await write_bytes(ctx, dut, Target.LAYER, garbage, TABLE_WORD_BYTES)
+        out["r"] = await run(ctx, dut, 1, 1, limit=20_000)
+        await load(ctx, dut, ok_image)
+        await write_inputs(ctx, dut, ok_image, np.array([[3, -5]], np.int8))
+        out["good"] = await run(ctx, dut, 1, 1)
+        out["y"] = await read_outputs(ctx, dut, ok_image, 1)
+
+    simulate(dut, body)
+    error, cycles = out["r"]
+    assert error == ErrorCode.TIMEOUT
+    assert 1 << 12 <= cycles < (1 << 12) + 8
+    assert out["good"][0] == 0
+    assert np.array_equal(out["y"], run_network(np.array([[3, -5]], np.int8), ok))
 
 
 @pytest.mark.parametrize("short", ["weights", "biases"])
 def test_a_layer_running_past_a_memory_aborts_with_bad_address(short, make_layers):
     rng = np.random.default_rng(5)
     layers = make_layers(rng, [7, 9], bias=200, shifts=6)
-    image = compile_image(layers, 2, 2)
-    words = image.weight_words - (short == "weights")
+    image = compile_image(layers, (7,), 2, 2, 64)
+    words_ = image.weight_words - (short == "weights")
     biases = len(image.biases) - (short == "biases")
-    dut = make_core(2, 2, weight_words=words, bias_depth=biases, max_layers=1,
-                    max_width=9)
+    dut = make_core(2, 2, weight_words=words_, bias_depth=biases)
     ok = [Layer(np.ones((2, 2), np.int8), np.zeros(2, np.int64), 0, False)]
-    ok_image = compile_image(ok, 2, 2)
+    ok_image = compile_image(ok, (2,), 2, 2, 64)
     out = {}
 
     async def body(ctx):
         bb = beat_bytes(2, 2)
-        await write_bytes(ctx, dut, Target.WEIGHTS, image.weights[: words * bb], bb)
+        await write_bytes(ctx, dut, Target.WEIGHTS, image.weights[: words_ * bb], bb)
         await write_bytes(ctx, dut, Target.BIAS, image.bias_bytes()[: biases * BIAS_STORE_BYTES],
                           BIAS_STORE_BYTES)
-        await write_bytes(ctx, dut, Target.LAYER, image.table_bytes(), LAYER_ENTRY_SIZE)
-        await write_inputs(ctx, dut, np.ones((1, 7), np.int8))
+        await write_bytes(ctx, dut, Target.LAYER, image.table_bytes(), TABLE_WORD_BYTES)
+        await write_inputs(ctx, dut, image, np.ones((1, 7), np.int8))
         out["bad"] = await run(ctx, dut, 1, 1)
         await load(ctx, dut, ok_image)  # a program that fits runs right after the abort
-        await write_inputs(ctx, dut, np.array([[3, -5]], np.int8))
+        await write_inputs(ctx, dut, ok_image, np.array([[3, -5]], np.int8))
         out["good"] = await run(ctx, dut, 1, 1)
-        out["y"] = await read_outputs(ctx, dut, 1, 2)
+        out["y"] = await read_outputs(ctx, dut, ok_image, 1)
 
     simulate(dut, body)
     assert out["bad"][0] == ErrorCode.BAD_ADDRESS
@@ -224,11 +269,13 @@ def test_a_layer_running_past_a_memory_aborts_with_bad_address(short, make_layer
          "SPRAM words are at most 8 bytes wide, not 13"),
         (dict(weight_words=16385, weight_memory="spram"),
          "SPRAM holds at most 16384 words, not 16385"),
-        (dict(max_layers=256), r"Maximum layer count must be in \[1, 255\], not 256"),
+        (dict(act_words=1 << 17), r"Activation pool depth must be in \[2, 65536\], not 131072"),
+        (dict(table_words=9), r"Layer table depth must be in \[10, 65536\], not 9"),
+        (dict(watchdog_bits=32), r"Watchdog bits must be in \[8, 31\], not 32"),
     ],
 )
 def test_bad_parameters_are_refused(kwargs, message):
-    params = dict(lanes=2, rows=2, weight_words=4, bias_depth=4, max_layers=2, max_width=4)
+    params = dict(lanes=2, rows=2, weight_words=4, bias_depth=4, act_words=8, table_words=20)
     params.update(kwargs)
     with pytest.raises(ValueError, match=message):
         AcceleratorParams(**params)

@@ -1,15 +1,16 @@
-"""trine.hw.device.LinkedAccelerator under Amaranth's simulator, byte level: frames in and out."""
+"""trine.hw.device.LinkedAccelerator under Amaranth's simulator, byte level: frames in and out,
+MLPs and CNNs loaded and run as the host does it."""
 
 import struct
 
 import numpy as np
 import pytest
+from conftest import random_cnn
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
-    LAYER_ENTRY_SIZE,
+    TABLE_WORD_BYTES,
     beat_bytes,
-    compile_image,
 )
 from trine.contract.network import run_network
 from trine.contract.params import ECP5_85F, UP5K, AcceleratorParams, check_fits
@@ -31,7 +32,7 @@ from trine.contract.protocol import (
 from trine.hw.device import STATUS_SIZE, LinkedAccelerator, Top
 from trine.sim.testbench import StreamMonitor, StreamSink, StreamSource, simulate
 
-PARAMS = dict(weight_words=40, bias_depth=40, max_layers=3, max_width=20, max_batch=3)
+PARAMS = dict(weight_words=80, bias_depth=40, act_words=40, table_words=90, max_batch=3)
 
 
 class Host:
@@ -64,10 +65,10 @@ class Host:
         assert frame.seq == self.seq
         return frame
 
-    async def write(self, target, data, word_size):
+    async def write(self, target, data, word_size, first_word=0):
         per = (MAX_PAYLOAD - WRITE_HEADER) // word_size * word_size
         for start in range(0, len(data), per):
-            f = await self.request(Op.WRITE, write_payload(target, start // word_size,
+            f = await self.request(Op.WRITE, write_payload(target, first_word + start // word_size,
                                                             data[start : start + per]))
             assert f.op == Op.WRITE | ACK, f
 
@@ -76,19 +77,24 @@ BOARD_GENERIC = UP5K.for_simulation().as_dict()  # SPRAM cannot be simulated her
 
 
 @pytest.mark.parametrize(
-    "lanes, rows, widths, params",
+    "lanes, rows, net, params",
     [
         (4, 3, [9, 13, 5], PARAMS),
         (5, 2, [20, 7, 11, 3], PARAMS),
+        (3, 2, "conv1d-pool", PARAMS),
         (8, 5, [41, 12, 6], {k: v for k, v in BOARD_GENERIC.items() if k not in ("lanes", "rows")}),
     ],
 )
-def test_network_through_frames(lanes, rows, widths, params, make_layers):
-    rng = np.random.default_rng(lanes + len(widths))
-    dut = LinkedAccelerator(AcceleratorParams(lanes, rows, **params), timeout_cycles=5000)
-    layers = make_layers(rng, widths, shifts=5)
-    image = compile_image(layers, lanes, rows)
-    x = rng.integers(-128, 128, (3, widths[0])).astype(np.int8)
+def test_network_through_frames(lanes, rows, net, params, make_layers):
+    rng = np.random.default_rng(lanes + len(net))
+    p = AcceleratorParams(lanes, rows, **params)
+    dut = LinkedAccelerator(p, timeout_cycles=5000)
+    if isinstance(net, str):
+        layers, shape = random_cnn(rng, net)
+    else:
+        layers, shape = make_layers(rng, net, shifts=5), (net[0],)
+    image = check_fits(layers, p.limits(), shape)
+    x = rng.integers(-128, 128, (image.batch, *shape)).astype(np.int8)
     out = {}
     monitor = StreamMonitor(dut.o_stream)
 
@@ -99,23 +105,18 @@ def test_network_through_frames(lanes, rows, widths, params, make_layers):
         out["info"] = info
         await host.write(Target.WEIGHTS, image.weights, beat_bytes(lanes, rows))
         await host.write(Target.BIAS, image.bias_bytes(), BIAS_STORE_BYTES)
-        await host.write(Target.LAYER, image.table_bytes(), LAYER_ENTRY_SIZE)
-        for b, sample in enumerate(x):  # sample b starts at word b * stride of buffer 0
-            f = await host.request(Op.WRITE, write_payload(Target.INPUT, b * info.stride,
-                                                           sample.tobytes()))
-            assert f.op == Op.WRITE | ACK
-        run = await host.request(Op.RUN, run_payload(len(layers), len(x)))
+        await host.write(Target.LAYER, image.table_bytes(), TABLE_WORD_BYTES)
+        await host.write(Target.INPUT, image.input.pack(x).tobytes(), lanes, image.input.base)
+        run = await host.request(Op.RUN, run_payload(len(image.entries), len(x)))
         assert run.op == Op.RUN | ACK, run
         out["cycles"] = struct.unpack("<I", run.payload)[0]
-        again = await host.request(Op.RUN, run_payload(len(layers), len(x)), seq=host.seq)
+        again = await host.request(Op.RUN, run_payload(len(image.entries), len(x)),
+                                   seq=host.seq)
         out["again"] = again
-        ys = []
-        for b in range(len(x)):
-            f = await host.request(Op.READ, read_payload(len(layers) % 2, b * info.stride,
-                                                         widths[-1]))
-            assert f.op == Op.READ | ACK
-            ys.append(np.frombuffer(f.payload, np.int8))
-        out["y"] = np.array(ys)
+        size = image.output.sample_words * lanes * len(x)
+        f = await host.request(Op.READ, read_payload(0, image.output.base, size))
+        assert f.op == Op.READ | ACK
+        out["y"] = image.output.unpack(np.frombuffer(f.payload, np.int8).reshape(len(x), -1))
         status = await host.request(Op.STATUS)
         out["status"] = status
 
@@ -123,12 +124,34 @@ def test_network_through_frames(lanes, rows, widths, params, make_layers):
     # idle gaps and backpressure happened, and the device kept its bytes waiting meanwhile
     assert out["host"].source.idle_cycles > 0 and out["host"].sink.stall_cycles > 0
     assert monitor.waits > 0 and bytes(monitor.beats) == bytes(out["host"].sink.received)
-    assert out["info"].lanes == lanes and out["info"].stride == -(-params["max_width"] // lanes)
-    assert np.array_equal(out["y"], run_network(x, layers))
+    assert out["info"] == p.device_info()
+    assert np.array_equal(out["y"], run_network(x, layers, shape))
     assert out["again"].payload == struct.pack("<I", out["cycles"])  # answered from memory
     busy, error, cycles, runs = struct.unpack("<BBII", out["status"].payload)
     assert (busy, error, cycles, runs) == (0, 0, out["cycles"], 1)  # the retry did not rerun
     assert len(out["status"].payload) == STATUS_SIZE
+
+
+def test_a_run_that_would_never_end_is_answered_with_timeout():
+    """A table whose loops would run for about 2**80 cycles: the watchdog ends the RUN, the
+    host gets a NAK TIMEOUT, and the device still answers INFO."""
+    p = AcceleratorParams(2, 2, **dict(PARAMS, watchdog_bits=12))
+    dut = LinkedAccelerator(p, timeout_cycles=5000)
+    table = [0x01FF, 0, 0, 0xFFFF, 0xFFFF, 1] + [0xFFFF] * 4 + [1, 1] + [0xFFFF] * 25
+    out = {}
+
+    async def body(ctx):
+        host = Host(dut, ctx, np.random.default_rng(3))
+        await host.write(Target.LAYER, np.array(table, "<u2").tobytes(), TABLE_WORD_BYTES)
+        out["run"] = await host.request(Op.RUN, run_payload(1, 1))
+        out["info"] = await host.request(Op.INFO)
+        out["status"] = await host.request(Op.STATUS)
+
+    simulate(dut, body)
+    assert out["run"].op == NAK and out["run"].payload == bytes([Op.RUN, ErrorCode.TIMEOUT])
+    assert out["info"].op == Op.INFO | ACK
+    busy, error, cycles, _ = struct.unpack("<BBII", out["status"].payload)
+    assert (busy, error) == (0, ErrorCode.TIMEOUT) and cycles >= p.max_run_cycles
 
 
 @pytest.mark.parametrize(
@@ -138,11 +161,11 @@ def test_network_through_frames(lanes, rows, widths, params, make_layers):
         (0x42, b"", ErrorCode.UNKNOWN_OPCODE),
         (Op.WRITE, b"\x00\x00", ErrorCode.BAD_LENGTH),
         (Op.WRITE, write_payload(7, 0, b"\x01"), ErrorCode.BAD_ARGUMENT),
-        (Op.WRITE, write_payload(Target.LAYER, 2, bytes(LAYER_ENTRY_SIZE + 1)),
-         ErrorCode.BAD_ADDRESS),  # runs past the last table entry: nothing is written
+        (Op.WRITE, write_payload(Target.LAYER, PARAMS["table_words"] - 1, bytes(3)),
+         ErrorCode.BAD_ADDRESS),  # runs past the last table word: nothing is written
         (Op.WRITE, write_payload(Target.WEIGHTS, 2**32 - 1, b"\x01"), ErrorCode.BAD_ADDRESS),
-        (Op.READ, struct.pack("<BIH", 2, 0, 1), ErrorCode.BAD_ARGUMENT),  # no buffer 2
-        (Op.READ, read_payload(0, 100, 1), ErrorCode.BAD_ADDRESS),
+        (Op.READ, struct.pack("<BIH", 1, 0, 1), ErrorCode.BAD_ARGUMENT),  # the pool is 0
+        (Op.READ, read_payload(0, PARAMS["act_words"], 1), ErrorCode.BAD_ADDRESS),
         (Op.RUN, struct.pack("<BH", 0, 1), ErrorCode.BAD_ARGUMENT),  # zero layers
         (Op.RUN, b"\x01", ErrorCode.BAD_LENGTH),
     ],
@@ -168,7 +191,7 @@ def test_refused_write_changes_nothing():
     async def body(ctx):
         host = Host(dut, ctx, np.random.default_rng(1))
         await host.request(Op.WRITE, write_payload(Target.INPUT, 0, b"\x05\x06"))
-        bad = write_payload(Target.INPUT, PARAMS["max_width"] // 2 * 3 - 1, bytes([9] * 4))
+        bad = write_payload(Target.INPUT, PARAMS["act_words"] - 1, bytes([9] * 4))
         out["nak"] = await host.request(Op.WRITE, bad)
         out["ok"] = await host.request(Op.WRITE, write_payload(Target.INPUT, 0, b"\x07"))
         out["read"] = await host.request(Op.READ, read_payload(0, 0, 2))
@@ -205,15 +228,18 @@ def test_top_checks_the_baud_rate():
 
 
 @pytest.mark.parametrize("params", [UP5K, ECP5_85F])
-def test_board_parameters_hold_an_mnist1d_mlp(params, make_layers):
-    """40-256-256-10 (78,336 weights) fits each board's memories and limits."""
+def test_board_parameters_hold_the_mnist1d_networks(params, make_layers):
+    """40-256-256-10 (78,336 weights), a 784-input layer at batch 1, and the MNIST-1D CNN
+    (QAT's default) each fit the board's memories and limits."""
+    from trine.host.arch import parse_arch, spec_layers
+
     widths = [40, 256, 256, 10]
     layers = make_layers(np.random.default_rng(0), widths)
-    image = compile_image(layers, params.lanes, params.rows)
-    assert image.weight_words <= params.weight_words
-    assert len(image.biases) <= params.bias_depth
-    assert len(layers) <= params.max_layers and max(widths) <= params.max_width
     check_fits(layers, params.limits())
+    check_fits(make_layers(np.random.default_rng(1), [784, 128, 10]), params.limits())
+    cnn = spec_layers(parse_arch("c64k5p2,m2,c64k3p1,m2,c64k3p1,m2", (1, 40), 10), (1, 40))
+    image = check_fits(cnn, params.limits(), (1, 40))
+    assert image.batch >= 1
     info = Top(params, 48_000_000, 3_000_000).device.info
     assert info == params.device_info(48_000_000, 3_000_000)
 

@@ -1,12 +1,12 @@
-"""trine.contract.image_v2 and trine.contract.device_model: a compiled image, run with the
+"""trine.contract.device_image and trine.contract.device_model: a compiled image, run with the
 device's loops, addresses and zero padding, computes exactly what the reference computes."""
 
 import numpy as np
 import pytest
 from conftest import random_layers
 
+from trine.contract.device_image import LayerEntry, compile_image
 from trine.contract.device_model import run_image
-from trine.contract.image_v2 import LayerEntry, compile_image
 from trine.contract.network import run_network
 from trine.contract.params import CapacityError
 from trine.contract.reference import Conv, Flatten, Layer, MaxPool
@@ -65,8 +65,9 @@ def test_the_pool_decides_the_batch_and_what_runs():
     layers = [dense(rng, 784, 64, relu=True), dense(rng, 64, 10)]
     # a 784-input dense layer at batch 1: 98 + 8 words on 8 lanes
     assert compile_image(layers, (784,), 8, 5, act_words=256, max_batch=4).batch == 2
-    with pytest.raises(CapacityError, match=r"layer 0 \(Dense\) needs 106 words of activation "
-                                            r"memory for one sample \(input 98 \+ output 8\)"):
+    with pytest.raises(CapacityError, match=r"layer 0 \(Dense\) needs 106 words \(848 bytes\) "
+                                            r"of activation pool for one sample \(input 98 \+ "
+                                            r"output 8 words of 8 bytes\)"):
         compile_image(layers, (784,), 8, 5, act_words=100)
     with pytest.raises(CapacityError, match=r"layer 0 \(MaxPool1d\): the device pools only"):
         compile_image([MaxPool(2), Flatten(), dense(rng, 4, 2)], (1, 8), 8, 5, act_words=100)

@@ -7,7 +7,7 @@ DeviceError: never a wrong answer, never a hang (socket timeouts and bounded ret
 
 import numpy as np
 import pytest
-from conftest import random_layers
+from conftest import CNN_KINDS, random_cnn, random_layers
 
 from trine.contract.reference import Layer
 from trine.host.client import Client
@@ -17,7 +17,7 @@ from trine.sim.faults import Faults, FaultyProxy
 from trine.sim.serve import serve
 
 # Small enough to keep the simulated device quick, large enough for ragged tiles.
-DEVICE = dict(lanes=4, rows=3, weight_words=512, bias_depth=256, max_layers=4, max_width=40,
+DEVICE = dict(lanes=4, rows=3, weight_words=512, bias_depth=256, act_words=96, table_words=160,
               max_batch=4)
 
 
@@ -53,6 +53,21 @@ def test_random_programs_are_bit_exact(icarus_byte):
             assert len(cycles) == 2 and all(c > 0 for c in cycles)
             y1, _ = client.infer(x[0])
             assert np.array_equal(y1, program.run_reference(x[0]))
+
+
+@pytest.mark.cocotb
+def test_random_cnns_are_bit_exact(icarus_byte):
+    """Conv1d/Conv2d with strides and padding, fused pooling, flatten and dense layers."""
+    rng = np.random.default_rng(2027)
+    with Client(icarus_byte, timeout=30) as client:
+        for kind in CNN_KINDS:
+            layers, shape = random_cnn(rng, kind)
+            program = Program(layers, input_shape=shape)
+            client.load(program)
+            x = rng.integers(-128, 128, (5, *shape)).astype(np.int8)
+            y, cycles = client.infer_batch(x)
+            assert np.array_equal(y, program.run_reference(x)), kind
+            assert all(c > 0 for c in cycles)
 
 
 @pytest.mark.cocotb

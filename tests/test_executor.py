@@ -10,7 +10,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
-from trine.contract.device_image import BIAS_STORE_BYTES, LAYER_ENTRY_SIZE
+from trine.contract.device_image import BIAS_STORE_BYTES, TABLE_WORD_BYTES
 from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import (
     ACK,
@@ -28,14 +28,14 @@ from trine.contract.protocol import (
 from trine.hw.executor import CommandExecutor
 from trine.sim.testbench import StreamSink, simulate
 
-PARAMS = AcceleratorParams(lanes=3, rows=2, weight_words=9, bias_depth=7, max_layers=2,
-                           max_width=6, max_batch=2)
+PARAMS = AcceleratorParams(lanes=3, rows=2, weight_words=9, bias_depth=7, act_words=6,
+                           table_words=12, max_batch=2)
 INFO = PARAMS.device_info(12_000_000, 3_000_000)
 
 
-def read_byte(buffer, addr, lane):
-    """What the stand-in core's activation buffers hold."""
-    return (buffer * 131 + addr * 7 + lane * 3 + 1) & 0xFF
+def read_byte(addr, lane):
+    """What the stand-in core's activation pool holds."""
+    return (addr * 7 + lane * 3 + 1) & 0xFF
 
 
 class Harness(wiring.Component):
@@ -59,8 +59,8 @@ class Model:
 
     SIZES = {Target.WEIGHTS: (PARAMS.beat_bytes, PARAMS.weight_words),
              Target.BIAS: (BIAS_STORE_BYTES, PARAMS.bias_depth),
-             Target.LAYER: (LAYER_ENTRY_SIZE, PARAMS.max_layers),
-             Target.INPUT: (PARAMS.lanes, PARAMS.buffer_words)}
+             Target.LAYER: (TABLE_WORD_BYTES, PARAMS.table_words),
+             Target.INPUT: (PARAMS.lanes, PARAMS.act_words)}
 
     def __init__(self):
         self.cache = None  # (seq, error, cycles) of the last run
@@ -108,13 +108,13 @@ class Model:
                 return self.nak(op, ErrorCode.BAD_ADDRESS)
             writes = [(target, word + i // size, i % size, b) for i, b in enumerate(data)]
             return writes, None, (Op.WRITE | ACK, b"")
-        buffer, word, count = struct.unpack("<BIH", payload)
-        if buffer > 1 or count > MAX_PAYLOAD:
+        memory, word, count = struct.unpack("<BIH", payload)
+        if memory != 0 or count > MAX_PAYLOAD:
             return self.nak(op, ErrorCode.BAD_ARGUMENT)
         size, depth = self.SIZES[Target.INPUT]
         if count and word + (count - 1) // size >= depth:
             return self.nak(op, ErrorCode.BAD_ADDRESS)
-        data = bytes(read_byte(buffer, word + i // size, i % size) for i in range(count))
+        data = bytes(read_byte(word + i // size, i % size) for i in range(count))
         return [], None, (Op.READ | ACK, data)
 
 
@@ -131,10 +131,10 @@ def random_request(rng, seq, last_run_seq):
         data = rng.bytes(int(rng.integers(0, 20)))
         return Op.WRITE, seq, write_payload(target, word, data), False
     if kind == "read":
-        buffer = int(rng.choice([0, 1, 1, 2]))
+        memory = int(rng.choice([0, 0, 0, 1, 2]))
         word = int(rng.choice([0, 1, 3, 5, 100]))
         count = int(rng.choice([0, 1, 4, 9, 12, MAX_PAYLOAD + 1]))
-        return Op.READ, seq, struct.pack("<BIH", buffer, word, count), False
+        return Op.READ, seq, struct.pack("<BIH", memory, word, count), False
     if kind in ("run", "retry"):
         return Op.RUN, seq, run_payload(int(rng.integers(1, 3)), int(rng.integers(1, 3))), False
     if kind == "unknown":
@@ -202,14 +202,13 @@ def test_random_requests_match_the_model(seed):
                     ctx.set(port.run.error, core["result"][0])
                     ctx.set(port.run.cycles, core["result"][1])
 
-    async def stand_in_buffers(ctx):
+    async def stand_in_pool(ctx):
         """The core's read port: the byte addressed in the previous cycle."""
         port = dut.core.read
-        async for _, _, buffer, addr, lane in ctx.tick().sample(port.buffer, port.addr,
-                                                                port.lane):
-            ctx.set(port.data, read_byte(buffer, addr, lane))
+        async for _, _, addr, lane in ctx.tick().sample(port.addr, port.lane):
+            ctx.set(port.data, read_byte(addr, lane))
 
-    simulate(top, host, background=[stand_in_core, stand_in_buffers])
+    simulate(top, host, background=[stand_in_core, stand_in_pool])
     answers = [answer for _, _, answer in seen["expected"]]
     assert seen["answers"] == answers
     assert seen["writes"] == [w for writes, _, _ in seen["expected"] for w in writes]

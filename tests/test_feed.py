@@ -68,7 +68,7 @@ def run(p, beats, weights, acts, *, rng, idle, flush_at=None):
             if cycle == flush_at:
                 ctx.set(dut.flush, 0)
             if valid:
-                seen["in"].append((cycle, beat.weight_addr, beat.act_addr, beat.last))
+                seen["in"].append((cycle, beat.weight_addr, beat.act_addr, beat.last, beat.zero))
             if out_valid:
                 seen["out"].append((cycle, [int(a) & 0xFF for a in acts_],
                                     [int(c) for row in codes for c in row], last))
@@ -90,24 +90,26 @@ def random_case(rng, p, n_beats):
         if not ok:
             b[int(rng.integers(p.beat_bytes))] = int(rng.integers(243, 256))
         weights.append(int.from_bytes(bytes(b.astype(np.uint8)), "little"))
-    acts = [int.from_bytes(rng.bytes(p.lanes), "little") for _ in range(p.buffer_words)]
+    acts = [int.from_bytes(rng.bytes(p.lanes), "little") for _ in range(p.act_words)]
     beats = [{"weight_addr": int(rng.integers(len(weights))),
-              "act_addr": int(rng.integers(len(acts))), "last": int(rng.integers(2))}
+              "act_addr": int(rng.integers(len(acts))), "last": int(rng.integers(2)),
+              "zero": int(rng.random() < 0.2)}
              for _ in range(n_beats)]
     return beats, weights, acts
 
 
 def expected_out(p, beat, weights, acts):
     codes, illegal = decode(weights[beat[1]], p.beat_bytes)
-    lanes = list(acts[beat[2]].to_bytes(p.lanes, "little"))
+    # a zero-padding beat brings zero activations, whatever the word read
+    lanes = [0] * p.lanes if beat[4] else list(acts[beat[2]].to_bytes(p.lanes, "little"))
     return lanes, codes[: p.lanes * p.rows], beat[3], illegal
 
 
 @pytest.mark.parametrize("lanes, rows, decoder", [(3, 2, "rom"), (8, 5, "table"),
                                                   (4, 3, "logic"), (1, 1, "rom")])
 def test_beats_are_fetched_and_decoded_two_cycles_later(lanes, rows, decoder):
-    p = AcceleratorParams(lanes=lanes, rows=rows, weight_words=16, bias_depth=4, max_layers=1,
-                          max_width=12, max_batch=2, decoder=decoder)
+    p = AcceleratorParams(lanes=lanes, rows=rows, weight_words=16, bias_depth=4, act_words=12,
+                          table_words=10, max_batch=2, decoder=decoder)
     rng = np.random.default_rng(lanes * 10 + rows)
     beats, weights, acts = random_case(rng, p, 80)
     seen, source, monitor = run(p, beats, weights, acts, rng=rng, idle=0.4)
@@ -124,8 +126,8 @@ def test_beats_are_fetched_and_decoded_two_cycles_later(lanes, rows, decoder):
 
 
 def test_a_flush_drops_the_beats_in_flight():
-    p = AcceleratorParams(lanes=2, rows=2, weight_words=16, bias_depth=4, max_layers=1,
-                          max_width=8, max_batch=1)
+    p = AcceleratorParams(lanes=2, rows=2, weight_words=16, bias_depth=4, act_words=8,
+                          table_words=10, max_batch=1)
     rng = np.random.default_rng(3)
     beats, weights, acts = random_case(rng, p, 30)
     flush_at = 12

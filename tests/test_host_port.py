@@ -18,14 +18,14 @@ def widths(signature):
 
 def test_members_and_widths_follow_the_parameters():
     got = widths(HostPortSignature(UP5K))
-    # the largest memory is the weight memory (16384 words), the widest word a table entry
-    assert got["write.addr"] == ("Out", 14) and got["write.lane"] == ("Out", 4)
-    assert got["read.addr"] == ("Out", (UP5K.buffer_words - 1).bit_length())
+    # the largest memory is the weight memory (16384 words), the widest word a weight beat
+    assert got["write.addr"] == ("Out", 14) and got["write.lane"] == ("Out", 3)
+    assert got["read.addr"] == ("Out", (UP5K.act_words - 1).bit_length())
     assert got["read.lane"] == ("Out", 3) and got["read.data"] == ("In", 8)
-    assert got["run.n_layers"] == ("Out", 6) and got["run.batch"] == ("Out", 3)
+    assert got["run.n_layers"] == ("Out", 8) and got["run.batch"] == ("Out", 3)
     assert got["run.cycles"] == ("In", CYCLE_COUNTER_WIDTH)
     assert {k for k, (flow, _) in got.items() if flow == "In"} == {
-        "read.data", "run.busy", "run.error", "run.cycles", "run.out_buffer"}
+        "read.data", "run.busy", "run.error", "run.cycles"}
 
 
 def test_equal_for_equal_parameters():

@@ -1,4 +1,4 @@
-"""trine.contract.device_image: tile order and bias folding reproduce the reference exactly."""
+"""trine.contract.device_image: tile order, bias folding, the pool's layouts and the table."""
 
 import numpy as np
 import pytest
@@ -7,40 +7,20 @@ from hypothesis import strategies as st
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
-    LAYER_ENTRY_SIZE,
+    DENSE_ENTRY_WORDS,
+    TABLE_WORD_BYTES,
+    CapacityError,
     LayerEntry,
+    TensorLayout,
     beat_bytes,
     compile_image,
-    tile_layer,
+    weight_words,
+    word_size,
 )
+from trine.contract.device_model import run_image
 from trine.contract.network import run_network
+from trine.contract.protocol import Target
 from trine.contract.reference import Layer
-from trine.contract.spec import ACT_MAX, ACT_MIN, unpack_trits
-
-
-def run_image(image, x, n_outputs):
-    """Execute a device image the way the gateware does (array without correction)."""
-    lanes, rows, bb = image.lanes, image.rows, beat_bytes(image.lanes, image.rows)
-    y = x.astype(np.int64)
-    for e in image.entries:
-        k_pad = e.chunks * lanes
-        xs = np.zeros((len(y), k_pad), np.int64)
-        xs[:, : y.shape[1]] = y
-        out = np.zeros((len(y), e.blocks * rows), np.int64)
-        for j in range(e.blocks):
-            for c in range(e.chunks):
-                word = e.weight_base + j * e.chunks + c
-                beat = unpack_trits(image.weights[word * bb : (word + 1) * bb], rows * lanes)
-                w = beat.reshape(rows, lanes).astype(np.int64)
-                acts = xs[:, c * lanes : (c + 1) * lanes]
-                # the lane feeds ~x for -1: x * w - (w == -1)
-                out[:, j * rows : (j + 1) * rows] += acts @ w.T - (w == -1).sum(axis=1)
-        v = out + image.biases[e.bias_base : e.bias_base + e.blocks * rows]
-        v >>= e.shift
-        v = np.clip(np.maximum(v, 0) if e.relu else v, ACT_MIN, ACT_MAX)
-        y = v[:, : e.fan_out]
-    assert y.shape[1] == n_outputs
-    return y.astype(np.int8)
 
 
 @st.composite
@@ -54,44 +34,59 @@ def networks(draw):
         layers.append(Layer(rng.integers(-1, 2, (m, k)), np.broadcast_to(bias, (m,)).copy(),
                             int(rng.integers(0, 32)) if big else int(rng.integers(0, 6)),
                             bool(rng.integers(0, 2))))
-    return layers, rng.integers(-128, 128, (4, widths[0])).astype(np.int8)
+    return layers, rng.integers(-128, 128, (2, widths[0])).astype(np.int8)
 
 
-@settings(max_examples=200)
+@settings(max_examples=100, deadline=None)
 @given(networks(), st.integers(1, 7), st.integers(1, 5))
 def test_image_execution_equals_reference(net, lanes, rows):
     layers, x = net
-    image = compile_image(layers, lanes, rows)
-    assert np.array_equal(run_image(image, x, layers[-1].fan_out), run_network(x, layers))
-
-
-def test_tile_order():
-    w = np.arange(5 * 7).reshape(5, 7) % 3 - 1
-    t = tile_layer(w.astype(np.int8), lanes=3, rows=2)
-    assert t.shape == (3, 3, 2, 3)  # blocks, chunks, rows, lanes
-    assert np.array_equal(t[1, 2, 0, :1], w[2, 6:7])  # block 1 row 0 = output 2; chunk 2 = 6..
-    assert np.all(t[1, 2, :, 1:] == 0) and np.all(t[2, :, 1, :] == 0)  # padding
+    image = compile_image(layers, x.shape[1:], lanes, rows, act_words=64, max_batch=2)
+    x = x[: image.batch]
+    assert np.array_equal(run_image(image, x, 64), run_network(x, layers))
 
 
 def test_layout_sizes_and_entries():
     layers = [Layer(np.ones((10, 7)), np.zeros(10, np.int64), 3, True),
               Layer(-np.ones((4, 10)), np.arange(4), 0, False)]
-    image = compile_image(layers, lanes=4, rows=3)
+    image = compile_image(layers, (7,), lanes=4, rows=3, act_words=16, max_batch=4)
     assert beat_bytes(4, 3) == 3  # 12 trits
     # layer 0: 4 blocks x 2 chunks; layer 1: 2 blocks x 3 chunks
     assert image.weight_words == 8 + 6 and len(image.weights) == 14 * 3
-    assert image.entries[1] == LayerEntry(8, 12, 3, 2, 4, 0, False)
+    assert weight_words(layers, (7,), 4, 3) == 14
+    # each sample needs 2 + 3 words for layer 0: the pool holds 3 samples
+    assert image.batch == 3
+    assert image.entries[0].in_base == 0 and image.entries[0].out_base == 16 - 3 * 3
+    assert image.entries[1].in_base == 16 - 3 * 3 and image.entries[1].out_base == 0
+    assert image.entries[1] == LayerEntry(8, 12, 2, 4, 3, 7, 3, 0, 1, 0, False)
     assert list(image.biases[:10]) == [4] * 10  # no -1 weights, + 2**(3-1)
     assert list(image.biases[12:16]) == [10, 11, 12, 13]  # + ten -1 weights, no rounding
     assert len(image.bias_bytes()) == 18 * BIAS_STORE_BYTES
-    assert len(image.table_bytes()) == 2 * LAYER_ENTRY_SIZE
-    assert LayerEntry.from_bytes(image.entries[1].to_bytes()) == image.entries[1]
+    assert len(image.table_bytes()) == 2 * DENSE_ENTRY_WORDS * TABLE_WORD_BYTES
+    assert LayerEntry.from_words(image.entries[1].to_words()) == image.entries[1]
+    assert [word_size(t, 4, 3) for t in Target] == [3, BIAS_STORE_BYTES, TABLE_WORD_BYTES, 4]
+
+
+def test_positions_are_position_major():
+    layout = TensorLayout((3, 2), base=5, lanes=2)
+    x = np.arange(12, dtype=np.int8).reshape(2, 3, 2)
+    packed = layout.pack(x)
+    assert layout.sample_words == 4  # 2 positions x 2 words
+    assert list(packed[0]) == [0, 2, 4, 0, 1, 3, 5, 0]  # channels of position 0, then 1
+    assert np.array_equal(layout.unpack(packed), x)
+
+
+def test_a_layer_the_pool_cannot_hold_is_named():
+    layers = [Layer(np.ones((4, 30)), np.zeros(4, np.int64), 0, False)]
+    with pytest.raises(CapacityError, match=r"layer 0 \(Dense\) needs 9 words \(36 bytes\) "
+                       r"of activation pool .* more than act_words = 8"):
+        compile_image(layers, (30,), lanes=4, rows=2, act_words=8)
 
 
 @pytest.mark.parametrize("bias", [-(2**31), 2**31 - 1])
 def test_bias_bytes_are_twos_complement(bias):
     layer = Layer(-np.ones((1, 65536)), [bias], 31, False)
-    image = compile_image([layer], lanes=1, rows=1)
+    image = compile_image([layer], (65536,), lanes=8, rows=1, act_words=8193)
     raw = image.bias_bytes()
     value = int.from_bytes(raw, "little", signed=True)
     assert value == bias + 65536 + 2**30

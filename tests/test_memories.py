@@ -1,15 +1,16 @@
 """trine.hw.memories.CoreMemories under Amaranth's simulator, against a model of the four
-memories: host writes and reads while idle, the datapath's ports while busy, cycle by cycle."""
+memories (weights, biases, layer table, activation pool): host writes and reads while idle,
+the datapath's ports while busy, cycle by cycle."""
 
 import numpy as np
 import pytest
 from amaranth.hdl import Shape
 
-from trine.contract.device_image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, LAYER_ENTRY_SIZE
+from trine.contract.device_image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, TABLE_WORD_BYTES
 from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import Target
 from trine.hw.host_port import HostWriteSignature
-from trine.hw.memories import TABLE_SLOTS, CoreMemories
+from trine.hw.memories import CoreMemories
 from trine.sim.testbench import simulate
 
 
@@ -20,12 +21,12 @@ class Model:
         self.p = p
         self.words = {Target.WEIGHTS: (p.beat_bytes, p.weight_words),
                       Target.BIAS: (BIAS_STORE_BYTES, p.bias_depth),
-                      Target.LAYER: (LAYER_ENTRY_SIZE, p.max_layers),
-                      Target.INPUT: (p.lanes, p.buffer_words)}
+                      Target.LAYER: (TABLE_WORD_BYTES, p.table_words),
+                      Target.INPUT: (p.lanes, p.act_words)}
         self.weights = np.zeros((p.weight_words, p.beat_bytes), np.uint8)
         self.biases = np.zeros((p.bias_depth, BIAS_STORE_BYTES), np.uint8)
-        self.table = np.zeros((p.max_layers * TABLE_SLOTS, 2), np.uint8)
-        self.buffers = np.zeros((2, p.buffer_words, p.lanes), np.uint8)
+        self.table = np.zeros((p.table_words, TABLE_WORD_BYTES), np.uint8)
+        self.pool = np.zeros((p.act_words, p.lanes), np.uint8)
 
     def host_write(self, target, addr, lane, data):
         size, depth = self.words[target]
@@ -36,9 +37,9 @@ class Model:
         elif target == Target.BIAS:
             self.biases[addr, lane] = data
         elif target == Target.LAYER:
-            self.table[addr * TABLE_SLOTS + lane // 2, lane % 2] = data
+            self.table[addr, lane] = data
         else:
-            self.buffers[0, addr, lane] = data
+            self.pool[addr, lane] = data
 
     def word(self, rows, addr):
         return int.from_bytes(rows[addr].tobytes(), "little")
@@ -52,7 +53,7 @@ def random_host_write(rng, p):
     target = Target(int(rng.integers(4)))
     # mostly in range, sometimes past the memory's depth or word
     depth = {Target.WEIGHTS: p.weight_words, Target.BIAS: p.bias_depth,
-             Target.LAYER: p.max_layers, Target.INPUT: p.buffer_words}[target]
+             Target.LAYER: p.table_words, Target.INPUT: p.act_words}[target]
     addr = int(rng.integers(depth + 2 if rng.random() < 0.1 else depth))
     lane = int(rng.integers(1 << Shape.cast(HostWriteSignature(p).members["lane"].shape).width))
     return target, addr, lane, int(rng.integers(256))
@@ -60,8 +61,8 @@ def random_host_write(rng, p):
 
 @pytest.mark.parametrize("lanes, rows", [(3, 2), (8, 5), (2, 1)])
 def test_host_and_datapath_ports_match_the_model(lanes, rows):
-    p = AcceleratorParams(lanes=lanes, rows=rows, weight_words=12, bias_depth=10, max_layers=3,
-                          max_width=7, max_batch=2)
+    p = AcceleratorParams(lanes=lanes, rows=rows, weight_words=12, bias_depth=10, act_words=14,
+                          table_words=20, max_batch=2)
     rng = np.random.default_rng(lanes * 10 + rows)
     dut = CoreMemories(p)
     model = Model(p)
@@ -72,9 +73,7 @@ def test_host_and_datapath_ports_match_the_model(lanes, rows):
         pending = None  # the host write presented in the previous cycle
         for phase in range(6):
             busy = phase % 2 == 1
-            src = phase // 2 % 2
             ctx.set(dut.busy, busy)
-            ctx.set(dut.src, src)
             for step in range(150):
                 # inputs of this cycle
                 host = random_host_write(rng, p) if rng.random() < 0.7 else None
@@ -82,19 +81,18 @@ def test_host_and_datapath_ports_match_the_model(lanes, rows):
                 if host is not None:
                     for port, v in zip((w.target, w.addr, w.lane, w.data), host, strict=True):
                         ctx.set(port, v)
-                reads = dict(buffer=int(rng.integers(2)), addr=int(rng.integers(p.buffer_words)),
-                             lane=int(rng.integers(lanes)))
+                reads = dict(addr=int(rng.integers(p.act_words)), lane=int(rng.integers(lanes)))
                 for name, v in reads.items():
                     ctx.set(getattr(r, name), v)
-                dp = dict(table=int(rng.integers(p.max_layers * TABLE_SLOTS)),
+                dp = dict(table=int(rng.integers(p.table_words)),
                           weights=int(rng.integers(p.weight_words)),
                           biases=int(rng.integers(p.bias_depth)),
-                          acts=int(rng.integers(p.buffer_words)))
+                          acts=int(rng.integers(p.act_words)))
                 for name, v in dp.items():
                     ctx.set(getattr(dut, name).addr, v)
                 result = None
                 if busy and rng.random() < 0.5:
-                    result = (int(rng.integers(p.buffer_words)), int(rng.integers(lanes)),
+                    result = (int(rng.integers(p.act_words)), int(rng.integers(lanes)),
                               int(rng.integers(256)))
                     ctx.set(dut.result.word, result[0])
                     ctx.set(dut.result.value, result[2])
@@ -103,13 +101,12 @@ def test_host_and_datapath_ports_match_the_model(lanes, rows):
                 await ctx.tick()
                 # what was read at that edge, before its writes
                 if not busy:
-                    assert ctx.get(r.data) == model.buffers[reads["buffer"], reads["addr"],
-                                                            reads["lane"]]
+                    assert ctx.get(r.data) == model.pool[reads["addr"], reads["lane"]]
                     checked["read"] += 1
                 else:
                     assert ctx.get(dut.table.data) == model.word(model.table, dp["table"])
                     assert ctx.get(dut.biases.data) == model.bias(dp["biases"])
-                    assert ctx.get(dut.acts.data) == model.word(model.buffers[src], dp["acts"])
+                    assert ctx.get(dut.acts.data) == model.word(model.pool, dp["acts"])
                     checked["table"] += 1
                     checked["biases"] += 1
                     checked["acts"] += 1
@@ -121,7 +118,7 @@ def test_host_and_datapath_ports_match_the_model(lanes, rows):
                 if pending is not None:
                     model.host_write(*pending)
                 if result is not None:
-                    model.buffers[1 - src, result[0], result[1]] = result[2]
+                    model.pool[result[0], result[1]] = result[2]
                 taken = host is not None and step < 148
                 pending = host if taken and not busy else None
                 checked["ignored"] += taken and busy

@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 from trine.contract.network import run_network
 from trine.contract.params import DeviceLimits
-from trine.contract.reference import Layer
+from trine.contract.reference import Conv, Flatten, Layer, MaxPool
 from trine.contract.spec import MAX_FAN_IN, SPEC_VERSION, pack_trits
 from trine.host.program import (
     MAGIC,
@@ -514,24 +514,27 @@ def test_weight_bytes_pads_each_layer_to_whole_tiles():
             p.weight_bytes(lanes=1, rows=bad)
 
 
-FITS = {"lanes": 4, "rows": 2, "max_layers": 2, "max_fan_in": 5, "max_fan_out": 3,
-        "bias_depth": 6}
+FITS = {"lanes": 4, "rows": 2, "act_words": 3, "table_words": 20, "bias_depth": 6}
 
 
 @pytest.mark.parametrize(
     ("tighter", "message"),
     [
-        ({"max_layers": 1}, "2 layers, more than max_layers = 1"),
-        ({"max_fan_in": 4}, "layer 0 has fan-in K = 5, more than max_fan_in = 4"),
-        ({"max_fan_in": 2}, "fan-in K = 5, .*layer 1 has fan-in K = 3, more than max_fan_in = 2"),
-        ({"max_fan_out": 2}, "layer 0 has fan-out M = 3, more than max_fan_out = 2"),
-        ({"weight_bytes": 9}, r"weights need 10 bytes in 2 x 4 tiles, more than weight_bytes = 9"),
-        ({"bias_depth": 5}, r"the biases need 6 entries in blocks of 2, more than bias_depth = 5"),
+        ({"act_words": 2}, r"layer 0 \(Dense\) needs 3 words \(12 bytes\) of activation pool "
+                           r"for one sample \(input 2 \+ output 1 words of 4 bytes\), more than "
+                           r"act_words = 2"),
+        ({"table_words": 19}, r"the layer table needs 20 words \(10 per dense layer, 37 per "
+                              r"convolution\), more than table_words = 19"),
+        ({"weight_bytes": 9}, r"weights need 10 bytes in 2 x 4 tiles \(layer 0 \(Dense\) the "
+                              r"most, 8 bytes\), more than weight_bytes = 9"),
+        ({"bias_depth": 5}, r"the biases need 6 entries in blocks of 2 \(layer 0 \(Dense\) the "
+                            r"most, 4 entries\), more than bias_depth = 5"),
     ],
 )
 def test_check_fits(tighter, message):
     p = sample_program()
-    p.check_fits(DeviceLimits(**FITS, weight_bytes=10))  # exactly at every limit: fits
+    image = p.check_fits(DeviceLimits(**FITS, weight_bytes=10))  # exactly at every limit: fits
+    assert image.table_words == 20 and image.batch == 1
     limits = DeviceLimits(**{**FITS, "weight_bytes": 10, **tighter})
     with pytest.raises(
         ProgramTooLargeError, match=f"^program does not fit the device: .*{message}"
@@ -540,15 +543,24 @@ def test_check_fits(tighter, message):
 
 
 def test_check_fits_lists_every_problem():
-    limits = DeviceLimits(
-        lanes=1, rows=1, max_layers=1, max_fan_in=1, max_fan_out=1, weight_bytes=1, bias_depth=1
-    )
+    limits = DeviceLimits(lanes=1, rows=1, act_words=8, table_words=10, weight_bytes=1,
+                          bias_depth=1)
     with pytest.raises(ProgramTooLargeError) as e:
         sample_program().check_fits(limits)
-    assert str(e.value).count(";") == 6  # layers, 2 x fan-in, 2 x fan-out, weights, biases
+    assert str(e.value).count(";") == 2  # weights, biases, table
     assert isinstance(e.value, ValueError)
     with pytest.raises(TypeError, match="limits must be a trine.contract.params.DeviceLimits"):
         sample_program().check_fits(FITS)
+
+
+def test_check_fits_takes_convolutions():
+    conv = Conv(np.ones((4, 2, 3), np.int8), np.zeros(4, np.int64), 1, 1, 0, True)
+    p = Program([conv, MaxPool(2), Flatten(), Layer(np.ones((3, 16), np.int8), [0, 0, 0])],
+                input_shape=(2, 8))
+    image = p.check_fits(DeviceLimits(lanes=4, rows=2, act_words=16, table_words=47,
+                                      weight_bytes=1000, bias_depth=16))
+    assert [e.conv for e in image.entries] == [True, False]
+    assert p.weight_bytes(4, 2) == image.weight_words * 2
 
 
 def test_stats():

@@ -1,5 +1,6 @@
 """trine.hw.requantizer.Requantizer under Amaranth's simulator, against the contract's
-requantiser: random blocks with idle gaps, its own backpressure, destinations and a flush."""
+requantiser: random blocks with idle gaps, its own backpressure, destinations, the running
+maximum of fused pooling, and a flush."""
 
 import numpy as np
 import pytest
@@ -13,11 +14,11 @@ from trine.contract.reference import requantize_inplace
 from trine.hw.requantizer import Requantizer
 from trine.sim.testbench import StreamMonitor, StreamSource, simulate
 
-PARAMS = AcceleratorParams(lanes=3, rows=4, weight_words=8, bias_depth=24, max_layers=1,
-                           max_width=20, max_batch=2)
+PARAMS = AcceleratorParams(lanes=3, rows=4, weight_words=8, bias_depth=24, act_words=20,
+                           table_words=10, max_batch=2)
 ACC_WIDTH = 12
 #: Cycles from the cycle a row is taken to the cycle its byte is on ``o_write``.
-LATENCY = 5
+LATENCY = 6
 
 
 class Harness(wiring.Component):
@@ -42,16 +43,20 @@ def expected_byte(acc, bias, shift, relu):
     return int(requantize_inplace(v, shift, relu)[0])
 
 
-def random_case(rng, n_blocks, params=PARAMS):
+def random_case(rng, n_blocks, params=PARAMS, pooling=True):
     top = 1 << (ACC_WIDTH - 1)
     blocks = rng.integers(-top, top, (n_blocks, params.rows))
     blocks[0, :2] = [-top, top - 1]
     biases = [int(b) for b in rng.integers(-(1 << 33), 1 << 33, params.bias_depth)]
     biases[:3] = [-(1 << 33), (1 << 33) - 1, 0]
+    # a pooling window starts at a block (all its rows) with probability 1/2
+    firsts = rng.random(n_blocks) < 0.5 if pooling else np.ones(n_blocks, bool)
+    firsts[0] = True
     dests = [dict(bias=int(rng.integers(params.bias_depth)),
-                  word=int(rng.integers(params.buffer_words + params.stride)),
-                  lane=int(rng.integers(params.lanes)), write=int(rng.random() < 0.8))
-             for _ in range(n_blocks * params.rows)]
+                  word=int(rng.integers(params.act_words)),
+                  lane=int(rng.integers(params.lanes)), first=int(firsts[k // params.rows]),
+                  write=int(rng.random() < 0.8))
+             for k in range(n_blocks * params.rows)]
     return blocks, biases, dests
 
 
@@ -111,11 +116,18 @@ def run(blocks, biases, dests, *, shift, relu, rng, idle, flush_after=None, late
 
 
 def expected_writes(takes, blocks, biases, dests, shift, relu, keep=lambda t: True):
-    """The writes of the rows taken at ``takes`` (row k of the blocks gets ``dests[k]``)."""
+    """The writes of the rows taken at ``takes`` (row k of the blocks gets ``dests[k]``): the
+    running maximum of the row since its window's first position."""
     rows = [int(a) for block in blocks for a in block]
-    return [(t + LATENCY, d["word"], d["lane"],
-             expected_byte(acc, biases[d["bias"]], shift, relu) & 0xFF)
-            for t, acc, d in zip(takes, rows, dests, strict=False) if d["write"] and keep(t)]
+    held = [0] * PARAMS.rows
+    writes = []
+    for k, (t, acc, d) in enumerate(zip(takes, rows, dests, strict=False)):
+        v = expected_byte(acc, biases[d["bias"]], shift, relu)
+        r = k % PARAMS.rows
+        held[r] = v if d["first"] else max(held[r], v)
+        if d["write"] and keep(t):
+            writes.append((t + LATENCY, d["word"], d["lane"], held[r] & 0xFF))
+    return writes
 
 
 @pytest.mark.parametrize("shift, relu", [(0, False), (3, True), (17, False), (31, True)])
@@ -145,7 +157,8 @@ def test_back_to_back_blocks_take_rows_cycles_each():
 
 def test_a_flush_drops_the_rows_in_flight_and_nothing_else():
     rng = np.random.default_rng(11)
-    blocks, biases, dests = random_case(rng, 5)  # destinations for the late block too
+    # destinations for the late block too
+    blocks, biases, dests = random_case(rng, 5, pooling=False)
     blocks, late = blocks[:4], blocks[:1] + 5
     seen, _, _ = run(blocks, biases, dests, shift=1, relu=False, rng=rng, idle=0.0,
                      flush_after=2, late_blocks=late)

@@ -1,6 +1,6 @@
 """trine.hw.sequencer.LayerSequencer under Amaranth's simulator, against a model of a run: the
-table read, the loop bounds handed to the address generator, the buffer swaps, every way a run
-ends, and its cycle count."""
+table read (dense and convolution entries back to back), the entry handed to the address
+generator, every way a run ends (the watchdog too), and its cycle count."""
 
 import numpy as np
 import pytest
@@ -11,31 +11,39 @@ from amaranth.lib.memory import Memory
 from trine.contract.device_image import LayerEntry
 from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import ErrorCode
-from trine.hw.memories import TABLE_HALFWORDS, TABLE_SLOTS
+from trine.hw.address_generator import DENSE_TAIL, ENTRY_FIELDS
 from trine.hw.sequencer import LayerSequencer
 from trine.sim.testbench import simulate
 
-PARAMS = AcceleratorParams(lanes=3, rows=2, weight_words=50, bias_depth=40, max_layers=4,
-                           max_width=12, max_batch=3)
-#: Cycles from the start strobe to the first layer's setup, and from the cycle a layer is seen
-#: finished to the next one's setup: the table entry is read a halfword per cycle (one more for
-#: the read latency), checked, and the verdict registered.
-LOAD = TABLE_HALFWORDS + 1
-FIRST_SETUP = 2 + LOAD + 2
-NEXT_SETUP = 1 + LOAD + 2
+PARAMS = AcceleratorParams(lanes=3, rows=2, weight_words=50, bias_depth=40, act_words=64,
+                           table_words=200, max_batch=3, watchdog_bits=10)
+
+
+def load_cycles(e):
+    """Cycles of the table read: a word per cycle, one more for the read latency."""
+    return e.words + 1
+
+
+def first_setup(e):
+    """From the start strobe to the first layer's setup: the start registered, the entry
+    read (and checked as it arrives)."""
+    return 2 + load_cycles(e)
+
+
+def next_setup(e):
+    """From the cycle every row of a layer is seen taken to the next one's setup (the entry
+    is read while the requantiser drains: the drain is shorter here)."""
+    return 1 + load_cycles(e)
 
 
 class Harness(wiring.Component):
-    """The sequencer with a layer table holding ``entries``."""
+    """The sequencer with a layer table holding ``entries`` back to back."""
 
     def __init__(self, params, entries):
         self.seq = LayerSequencer(params)
-        init = [0] * (params.max_layers * TABLE_SLOTS)
-        for i, entry in enumerate(entries):
-            data = entry.to_bytes() + b"\0"
-            for h in range(TABLE_HALFWORDS):
-                init[i * TABLE_SLOTS + h] = int.from_bytes(data[2 * h : 2 * h + 2], "little")
-        self.table = Memory(shape=16, depth=len(init), init=init)
+        init = [w for e in entries for w in e.to_words()]
+        init += [0] * (params.table_words - len(init))
+        self.table = Memory(shape=16, depth=params.table_words, init=init[:params.table_words])
         super().__init__({})
 
     def elaborate(self, platform):
@@ -45,13 +53,27 @@ class Harness(wiring.Component):
         return m
 
 
-def entry(p=PARAMS, **fields):
-    base = dict(weight_base=3, bias_base=5, chunks=2, blocks=3, fan_out=5, shift=4, relu=True)
+def entry(**fields):
+    base = dict(weight_base=3, bias_base=5, blocks=3, fan_out=5, cw=2, in_base=0,
+                in_sample_words=2, out_base=40, out_sample_words=2, shift=4, relu=True)
     base.update(fields)
     return LayerEntry(**base)
 
 
-def run(entries, n_layers, batch, *, rng, events=None, cycles=300):
+def conv_entry(rng, **fields):
+    s16 = lambda: int(rng.integers(-(1 << 15), 1 << 15))  # noqa: E731
+    u16 = lambda lo=1: int(rng.integers(lo, 1 << 16))  # noqa: E731
+    base = dict(conv=True, pool_levels=int(rng.integers(0, 3)), kw=u16(), kh=u16(),
+                row_step=s16(), p_counts=tuple(u16() for _ in range(4)),
+                act_steps=tuple(s16() for _ in range(4)),
+                out_steps=tuple(s16() for _ in range(4)), in_width=u16(0), in_height=u16(0),
+                x0=s16(), y0=s16(), x_steps=tuple(s16() for _ in range(4)),
+                y_steps=tuple(s16() for _ in range(4)))
+    base.update(fields)
+    return entry(**base)
+
+
+def run(entries, n_layers, batch, *, rng, events=None, cycles=400, never_done=False):
     """Start a run in cycle 1; the address generator's side is played by the testbench: it
     reports ``done`` a random number of cycles after each setup (and the requantiser keeps
     ``draining`` a little longer), and raises ``illegal`` or ``overrun`` in the cycles that
@@ -71,15 +93,17 @@ def run(entries, n_layers, batch, *, rng, events=None, cycles=300):
             ctx.set(dut.draining, drain_until is not None and cycle < drain_until)
             ctx.set(dut.illegal, events.get(cycle) == "illegal")
             ctx.set(dut.loops.overrun, events.get(cycle) == "overrun")
-            row = {name: ctx.get(getattr(dut, name)) for name in ("busy", "src", "flush")}
+            row = {name: ctx.get(getattr(dut, name)) for name in ("busy", "flush")}
             row.update(setup=ctx.get(dut.loops.setup), stop=ctx.get(dut.loops.stop),
                        error=ctx.get(dut.run.error), cycles=ctx.get(dut.run.cycles),
-                       out_buffer=ctx.get(dut.run.out_buffer), done=ctx.get(dut.loops.done),
-                       draining=ctx.get(dut.draining))
+                       done=ctx.get(dut.loops.done), draining=ctx.get(dut.draining),
+                       requantizer=(ctx.get(dut.requantizer.shift),
+                                    ctx.get(dut.requantizer.relu)))
             if row["setup"]:
                 row["config"] = _config(ctx, dut)
-                done_at = cycle + 1 + int(rng.integers(1, 30))
-                drain_until = done_at + int(rng.integers(0, 6))
+                if not never_done:
+                    done_at = cycle + 1 + int(rng.integers(1, 30))
+                    drain_until = done_at + int(rng.integers(0, 6))
             trace.append(row)
             await ctx.tick()
 
@@ -89,20 +113,18 @@ def run(entries, n_layers, batch, *, rng, events=None, cycles=300):
 
 def _config(ctx, dut):
     cfg = dut.loops.config
-    fields = ("weight_base", "bias_base", "chunks_last", "chunks_one", "blocks_last",
-              "blocks_one", "batch_last", "batch_one", "fan_out")
-    out = {f: ctx.get(getattr(cfg, f)) for f in fields}
-    out["shift"] = ctx.get(dut.requantizer.shift)
-    out["relu"] = ctx.get(dut.requantizer.relu)
+    out = {f: ctx.get(getattr(cfg.entry, f)) for f in ENTRY_FIELDS}
+    out["batch"] = ctx.get(cfg.batch)
     return out
 
 
 def expected_config(e, batch):
-    return {"weight_base": e.weight_base, "bias_base": e.bias_base,
-            "chunks_last": e.chunks - 1, "chunks_one": int(e.chunks == 1),
-            "blocks_last": e.blocks - 1, "blocks_one": int(e.blocks == 1),
-            "batch_last": batch - 1, "batch_one": int(batch == 1), "fan_out": e.fan_out,
-            "shift": e.shift, "relu": int(e.relu)}
+    words = e.to_words()
+    if not e.conv:
+        words += DENSE_TAIL
+    out = dict(zip(ENTRY_FIELDS, words, strict=True))
+    out.update(batch=batch)
+    return out
 
 
 def ended(trace, start=1):
@@ -114,35 +136,38 @@ def ended(trace, start=1):
 @pytest.mark.parametrize("n_layers, batch", [(1, 1), (3, 2), (4, 3), (2, 1)])
 def test_a_run_sets_every_layer_up_in_turn(n_layers, batch):
     rng = np.random.default_rng(n_layers * 10 + batch)
-    entries = [entry(weight_base=int(rng.integers(0, 40)), bias_base=int(rng.integers(0, 30)),
-                     chunks=int(rng.integers(1, PARAMS.stride + 1)),
-                     blocks=int(rng.integers(1, PARAMS.max_blocks + 1)),
-                     fan_out=int(rng.integers(1, PARAMS.max_width + 1)),
-                     shift=int(rng.integers(0, 32)), relu=bool(rng.integers(0, 2)))
-               for _ in range(PARAMS.max_layers)]
+
+    def random_entry(k):
+        fields = dict(weight_base=int(rng.integers(0, 40)), bias_base=int(rng.integers(0, 30)),
+                      blocks=int(rng.integers(1, 1 << 16)), cw=int(rng.integers(1, 1 << 16)),
+                      fan_out=int(rng.integers(0, 1 << 16)), shift=int(rng.integers(0, 32)),
+                      relu=bool(rng.integers(0, 2)))
+        return conv_entry(rng, **fields) if k % 2 else entry(**fields)
+
+    entries = [random_entry(k) for k in range(4)]
     trace = run(entries, n_layers, batch, rng=rng)
     assert [c for c, r in enumerate(trace) if r["flush"]] == [2]  # the cycle after the start
     setups = [c for c, r in enumerate(trace) if r["setup"]]
     assert len(setups) == n_layers
-    assert setups[0] == 1 + FIRST_SETUP
+    assert setups[0] == 1 + first_setup(entries[0])
     for k, s in enumerate(setups):
         assert trace[s]["config"] == expected_config(entries[k], batch)
-        # the layer ends at the first cycle of its run with done and nothing draining
+        # the requantiser's shift and ReLU are latched at the setup, held while it runs
+        assert trace[s + 1]["requantizer"] == (entries[k].shift, int(entries[k].relu))
+        # a layer ends at the first cycle of its run with done (the last one: and nothing
+        # draining, its outputs all written)
         finish = next(c for c in range(s + 1, len(trace))
-                      if trace[c]["done"] and not trace[c]["draining"])
-        assert all(trace[c]["src"] == k % 2 for c in range(s, finish + 1))
+                      if trace[c]["done"] and (k + 1 < n_layers or not trace[c]["draining"]))
         if k + 1 < n_layers:
-            assert setups[k + 1] == finish + NEXT_SETUP
+            assert setups[k + 1] == finish + next_setup(entries[k + 1])
     end, error, cycles = ended(trace)
     assert end == finish + 1 and error == 0
     assert cycles == end - 2  # busy from the cycle after the start strobe
     assert all(trace[c]["busy"] for c in range(2, end))
-    assert trace[end]["out_buffer"] == n_layers % 2
     assert not any(r["stop"] for r in trace[3:])  # nothing to stop: no abort
 
 
-@pytest.mark.parametrize("n_layers, batch", [(0, 1), (PARAMS.max_layers + 1, 1), (1, 0),
-                                             (1, PARAMS.max_batch + 1)])
+@pytest.mark.parametrize("n_layers, batch", [(0, 1), (1, 0), (1, PARAMS.max_batch + 1)])
 def test_bad_run_arguments_end_the_run_at_once(n_layers, batch):
     trace = run([entry()], n_layers, batch, rng=np.random.default_rng(0), cycles=30)
     end, error, cycles = ended(trace)
@@ -153,18 +178,16 @@ def test_bad_run_arguments_end_the_run_at_once(n_layers, batch):
 @pytest.mark.parametrize(
     "fields, code",
     [
-        (dict(chunks=0), ErrorCode.BAD_ARGUMENT),
-        (dict(chunks=PARAMS.stride + 1), ErrorCode.BAD_ARGUMENT),
+        (dict(cw=0), ErrorCode.BAD_ARGUMENT),
         (dict(blocks=0), ErrorCode.BAD_ARGUMENT),
-        (dict(blocks=PARAMS.max_blocks + 1), ErrorCode.BAD_ARGUMENT),
-        (dict(fan_out=0), ErrorCode.BAD_ARGUMENT),
-        (dict(fan_out=PARAMS.max_width + 1), ErrorCode.BAD_ARGUMENT),
-        (dict(shift=32), ErrorCode.BAD_ARGUMENT),
+        (dict(conv=True, kw=0), ErrorCode.BAD_ARGUMENT),
+        (dict(conv=True, kh=0), ErrorCode.BAD_ARGUMENT),
+        (dict(conv=True, p_counts=(1, 1, 0, 1)), ErrorCode.BAD_ARGUMENT),
         (dict(weight_base=PARAMS.weight_words), ErrorCode.BAD_ARGUMENT),
         (dict(bias_base=PARAMS.bias_depth), ErrorCode.BAD_ADDRESS),
-        (dict(bias_base=PARAMS.bias_depth, chunks=0), ErrorCode.BAD_ARGUMENT),  # first wins
-        (dict(weight_base=0xFFFF_FFFF, chunks=0xFFFF, blocks=0xFFFF, fan_out=0xFFFF,
-              shift=0xFF, bias_base=0xFFFF), ErrorCode.BAD_ARGUMENT),
+        (dict(bias_base=PARAMS.bias_depth, cw=0), ErrorCode.BAD_ARGUMENT),  # first wins
+        (dict(weight_base=0xFFFF, cw=0xFFFF, blocks=0xFFFF, fan_out=0xFFFF, shift=31,
+              bias_base=0xFFFF), ErrorCode.BAD_ARGUMENT),
     ],
 )
 def test_a_bad_table_entry_ends_the_run_at_its_setup(fields, code):
@@ -177,10 +200,28 @@ def test_a_bad_table_entry_ends_the_run_at_its_setup(fields, code):
     assert trace[setups[1]]["stop"]
 
 
+def test_an_entry_past_the_table_ends_the_run():
+    rng = np.random.default_rng(4)
+    # 5 conv entries and a dense one fill 195 words: the seventh would end past word 200
+    entries = [conv_entry(rng, kw=1, kh=1, p_counts=(1, 1, 1, 1)) for _ in range(5)]
+    trace = run([*entries, entry()], 7, 1, rng=rng, cycles=700)
+    setups = [c for c, r in enumerate(trace) if r["setup"]]
+    end, error, _ = ended(trace)
+    assert (len(setups), end, error) == (7, setups[-1] + 1, ErrorCode.BAD_ADDRESS)
+
+
+def test_the_watchdog_ends_a_run_that_never_finishes():
+    trace = run([entry()], 1, 1, rng=np.random.default_rng(5), cycles=1100, never_done=True)
+    end, error, cycles = ended(trace)
+    assert error == ErrorCode.TIMEOUT
+    assert cycles == PARAMS.max_run_cycles + 2  # the counter's bit, registered, then the abort
+    assert trace[end - 1]["stop"]
+
+
 @pytest.mark.parametrize("event, code, late", [("illegal", ErrorCode.ILLEGAL_WEIGHT, 0),
                                                ("overrun", ErrorCode.BAD_ADDRESS, 1)])
 def test_an_abort_while_running_stops_the_generator(event, code, late):
-    at = 1 + FIRST_SETUP + 4  # in the first layer's run
+    at = 1 + first_setup(entry()) + 4  # in the first layer's run
     trace = run([entry(), entry()], 2, 1, rng=np.random.default_rng(2), events={at: event})
     end, error, cycles = ended(trace)
     # an illegal weight is registered by the feed already; an overrun is registered here
@@ -192,7 +233,7 @@ def test_an_abort_while_running_stops_the_generator(event, code, late):
 def test_an_address_past_the_end_before_the_layer_runs_is_no_error():
     """Until the generator is set up its addresses may still be past the end (after a run
     aborted there): only an overrun while the layer runs counts."""
-    events = {c: "overrun" for c in range(2, 2 + FIRST_SETUP)}  # start .. setup
+    events = {c: "overrun" for c in range(2, 2 + first_setup(entry()))}  # start .. setup
     trace = run([entry()], 1, 1, rng=np.random.default_rng(3), events=events)
     _, error, _ = ended(trace)
     assert error == 0

@@ -15,12 +15,12 @@ import serial
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
-    LAYER_ENTRY_SIZE,
+    TABLE_WORD_BYTES,
     beat_bytes,
-    compile_image,
 )
 from trine.contract.errors import ParameterError
 from trine.contract.network import run_network
+from trine.contract.params import check_fits
 from trine.contract.protocol import (
     ACK,
     MAX_PAYLOAD,
@@ -114,26 +114,22 @@ def test_network_matches_reference(host, device):
         )
         for k, m, relu in zip(widths[:-1], widths[1:], (True, False), strict=True)
     ]
-    image = compile_image(layers, cfg.params.lanes, cfg.params.rows)
+    image = check_fits(layers, cfg.params.limits())
     x = rng.integers(-128, 128, (3, widths[0])).astype(np.int8)
-    stride = cfg.info().stride
+    lanes = cfg.params.lanes
 
-    host.write(Target.WEIGHTS, 0, image.weights, beat_bytes(cfg.params.lanes, cfg.params.rows))
+    host.write(Target.WEIGHTS, 0, image.weights, beat_bytes(lanes, cfg.params.rows))
     host.write(Target.BIAS, 0, image.bias_bytes(), BIAS_STORE_BYTES)
-    host.write(Target.LAYER, 0, image.table_bytes(), LAYER_ENTRY_SIZE)
-    for b, sample in enumerate(x):  # sample b at word b * stride of buffer 0
-        host.write(Target.INPUT, b * stride, sample.tobytes(), cfg.params.lanes)
-    run = host.request(Op.RUN, run_payload(len(layers), len(x)))
+    host.write(Target.LAYER, 0, image.table_bytes(), TABLE_WORD_BYTES)
+    # the samples one after the other where the image puts the network's input
+    host.write(Target.INPUT, image.input.base, image.input.pack(x).tobytes(), lanes)
+    run = host.request(Op.RUN, run_payload(len(image.entries), len(x)))
     assert run.op == Op.RUN | ACK, run
     assert struct.unpack("<I", run.payload)[0] > 0  # cycles
-    y = [
-        np.frombuffer(
-            host.request(Op.READ, read_payload(len(layers) % 2, b * stride, widths[-1])).payload,
-            np.int8,
-        )
-        for b in range(len(x))
-    ]
-    assert np.array_equal(np.array(y), run_network(x, layers))
+    size = image.output.sample_words * lanes * len(x)
+    raw = host.request(Op.READ, read_payload(0, image.output.base, size)).payload
+    y = image.output.unpack(np.frombuffer(raw, np.int8).reshape(len(x), -1))
+    assert np.array_equal(y, run_network(x, layers))
 
 
 def test_garbage_then_a_good_frame_is_answered(host):

@@ -49,20 +49,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trine.contract.network import network_shapes
-from trine.contract.params import CapacityError
+from trine.contract.errors import FormatError, TrineError
+from trine.contract.network import layer_kind, network_shapes
 from trine.contract.reference import Conv, Flatten, Layer, MaxPool
 from trine.contract.spec import BIAS_MAX, MAX_FAN_IN, pack_trits, packed_size
 
 __all__ = [
     "BIAS_STORE_WIDTH",
     "BIAS_STORE_BYTES",
+    "TABLE_WORD_BYTES",
     "DENSE_ENTRY_WORDS",
     "CONV_ENTRY_WORDS",
     "POSITION_LEVELS",
     "beat_bytes",
+    "word_size",
+    "CapacityError",
     "TensorLayout",
     "LayerEntry",
+    "weight_words",
     "DeviceImage",
     "compile_image",
 ]
@@ -71,6 +75,8 @@ __all__ = [
 BIAS_STORE_WIDTH = 34
 BIAS_STORE_BYTES = 5
 assert BIAS_MAX + MAX_FAN_IN + (1 << 30) < 1 << (BIAS_STORE_WIDTH - 1)
+#: Bytes of a layer-table word (16 bits, little-endian).
+TABLE_WORD_BYTES = 2
 #: Table words of a dense layer's entry and of a convolution's.
 DENSE_ENTRY_WORDS = 10
 CONV_ENTRY_WORDS = 37
@@ -79,9 +85,24 @@ POSITION_LEVELS = 4
 _U16 = 1 << 16
 
 
+class CapacityError(TrineError, ValueError):
+    """A network that does not fit a device: the message names the layer and what it needs."""
+
+
 def beat_bytes(lanes: int, rows: int) -> int:
     """Bytes per weight-memory word: one beat of ``rows x lanes`` trits, 5 per byte."""
     return packed_size(lanes * rows)
+
+
+def word_size(target: int, lanes: int, rows: int) -> int:
+    """Bytes per word of a device memory, in :class:`trine.contract.protocol.Target` order:
+    weights (one beat), biases (:data:`BIAS_STORE_BYTES`), the layer table
+    (:data:`TABLE_WORD_BYTES`) and the activation pool (``lanes``). WRITE and READ advance one
+    word every this many bytes."""
+    sizes = (beat_bytes(lanes, rows), BIAS_STORE_BYTES, TABLE_WORD_BYTES, lanes)
+    if not 0 <= int(target) < len(sizes):
+        raise FormatError(f"no memory target {target}")
+    return sizes[int(target)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -381,6 +402,25 @@ def _weighted_plan(layers, input_shape):
     return plan, shapes
 
 
+def weight_words(layers: Sequence, input_shape, lanes: int, rows: int) -> int:
+    """Weight-memory words (``rows x lanes`` tiles) the network takes on a ``lanes x rows``
+    array: ``ceil(M / rows)`` blocks of ``ceil(K_dev / lanes)`` beats per weighted layer, where
+    ``K_dev`` is its fan-in over the device's view of its input (see the module notes)."""
+    plan, shapes = _weighted_plan(tuple(layers), input_shape)
+    total = 0
+    for index, layer, in_shape, _pool, flattened in plan:
+        read = shapes[index - 1] if flattened and index else in_shape
+        view = TensorLayout(read, 0, lanes)
+        if isinstance(layer, Conv):
+            chunks = math.prod(layer.kernel) * view.cw
+        elif len(read) > 1:
+            chunks = view.sample_words
+        else:
+            chunks = -(-layer.fan_in // lanes)
+        total += -(-len(layer.bias) // rows) * chunks
+    return total
+
+
 def compile_image(layers: Sequence, input_shape, lanes: int, rows: int, act_words: int,
                   max_batch: int = 1) -> DeviceImage:
     """Lay a network out for a ``lanes x rows`` array and an activation pool of ``act_words``.
@@ -409,12 +449,12 @@ def compile_image(layers: Sequence, input_shape, lanes: int, rows: int, act_word
     worst = int(np.argmax(need))
     if need[worst] > act_words:
         i, layer = plan[worst][0], plan[worst][1]
-        kind = "Dense" if isinstance(layer, Layer) else layer.kind
         out_words = TensorLayout(tensors[worst][1], 0, lanes).sample_words
         raise CapacityError(
-            f"program does not fit the device: layer {i} ({kind}) needs {need[worst]} words "
-            f"of activation memory for one sample (input {need[worst] - out_words} + output "
-            f"{out_words}), more than act_words = {act_words}")
+            f"program does not fit the device: layer {i} ({layer_kind(layer)}) needs "
+            f"{need[worst]} words ({need[worst] * lanes} bytes) of activation pool for one "
+            f"sample (input {need[worst] - out_words} + output {out_words} words of {lanes} "
+            f"bytes), more than act_words = {act_words}")
     batch = max(1, min(max_batch, act_words // max(need)))
 
     words, biases, entries = [], [], []

@@ -16,7 +16,7 @@ import itertools
 
 import numpy as np
 
-from trine.contract.image_v2 import DeviceImage, LayerEntry, beat_bytes
+from trine.contract.device_image import DeviceImage, LayerEntry, beat_bytes
 from trine.contract.spec import ACT_MAX, ACT_MIN, unpack_trits
 
 __all__ = ["run_image"]

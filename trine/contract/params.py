@@ -18,11 +18,19 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from trine.contract.device_image import beat_bytes, bias_entries, weight_words
-from trine.contract.errors import ParameterError, ParameterTypeError, TrineError, check_int
+from trine.contract.device_image import (
+    CONV_ENTRY_WORDS,
+    DENSE_ENTRY_WORDS,
+    CapacityError,
+    DeviceImage,
+    beat_bytes,
+    compile_image,
+)
+from trine.contract.errors import ParameterError, ParameterTypeError, check_int
+from trine.contract.network import default_input_shape, layer_kind
 from trine.contract.protocol import MAX_PAYLOAD, PROTOCOL_VERSION, DeviceInfo
-from trine.contract.reference import Layer
-from trine.contract.spec import MAX_FAN_IN, SPEC_VERSION
+from trine.contract.reference import Conv, Layer
+from trine.contract.spec import SPEC_VERSION
 
 __all__ = [
     "DECODERS",
@@ -31,6 +39,7 @@ __all__ = [
     "SPRAM_WIDTH",
     "SPRAM_BLOCKS",
     "MAX_RUN_LAYERS",
+    "MAX_DEPTH",
     "AcceleratorParams",
     "DeviceLimits",
     "CapacityError",
@@ -54,10 +63,8 @@ SPRAM_WIDTH = 16
 SPRAM_BLOCKS = 4
 #: RUN carries the layer count in one byte.
 MAX_RUN_LAYERS = 0xFF
-
-
-class CapacityError(TrineError, ValueError):
-    """A network that does not fit a device: the message names every limit it exceeds."""
+#: Deepest memory a 16-bit layer-table field can address (weight and bias bases, pool words).
+MAX_DEPTH = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,12 +80,17 @@ class AcceleratorParams:
         Weight memory depth in tiles.
     bias_depth : int
         Folded biases held (``rows`` per block of outputs).
-    max_layers : int
-        Layer-table entries, at most :data:`MAX_RUN_LAYERS`.
-    max_width : int
-        Largest fan-in or fan-out of any layer (the activation buffers' row length).
+    act_words : int
+        Words of the activation pool, ``lanes`` bytes each: a layer runs when its input and
+        output (times the batch) fit (:mod:`trine.contract.device_image`).
+    table_words : int
+        16-bit words of the layer table (:data:`DENSE_ENTRY_WORDS` per dense layer,
+        :data:`CONV_ENTRY_WORDS` per convolution).
     max_batch : int
-        Inputs per RUN.
+        Inputs per RUN (fewer when the pool holds fewer).
+    watchdog_bits : int
+        A RUN still busy after ``2**watchdog_bits`` cycles is stopped and answered with
+        ``TIMEOUT`` (a layer table whose loops would run for ever cannot hang the device).
     decoder : str
         One of :data:`DECODERS`.
     weight_memory : str
@@ -95,20 +107,22 @@ class AcceleratorParams:
     rows: int
     weight_words: int
     bias_depth: int
-    max_layers: int
-    max_width: int
+    act_words: int
+    table_words: int
     max_batch: int = 1
+    watchdog_bits: int = 20
     decoder: str = "rom"
     weight_memory: str = "generic"
 
     def __post_init__(self):
         check_int("Lane count", self.lanes, 1)
         check_int("Row count", self.rows, 1)
-        check_int("Weight memory depth", self.weight_words, 1)
-        check_int("Bias memory depth", self.bias_depth, 1)
-        check_int("Maximum layer count", self.max_layers, 1, MAX_RUN_LAYERS)
-        check_int("Maximum layer width", self.max_width, 1, MAX_FAN_IN)
+        check_int("Weight memory depth", self.weight_words, 1, MAX_DEPTH)
+        check_int("Bias memory depth", self.bias_depth, 1, MAX_DEPTH)
+        check_int("Activation pool depth", self.act_words, 2, MAX_DEPTH)
+        check_int("Layer table depth", self.table_words, DENSE_ENTRY_WORDS, MAX_DEPTH)
         check_int("Maximum batch", self.max_batch, 1, 0xFFFF)
+        check_int("Watchdog bits", self.watchdog_bits, 8, 31)
         for name, value, allowed in (("decoder", self.decoder, DECODERS),
                                      ("weight memory", self.weight_memory, WEIGHT_MEMORIES)):
             if not isinstance(value, str):
@@ -133,19 +147,9 @@ class AcceleratorParams:
         return beat_bytes(self.lanes, self.rows)
 
     @property
-    def stride(self) -> int:
-        """Activation-buffer words per sample (``lanes`` bytes each)."""
-        return -(-self.max_width // self.lanes)
-
-    @property
-    def buffer_words(self) -> int:
-        """Words of one activation buffer: ``stride`` per sample of the largest batch."""
-        return self.stride * self.max_batch
-
-    @property
-    def max_blocks(self) -> int:
-        """Blocks of ``rows`` outputs in the widest layer."""
-        return -(-self.max_width // self.rows)
+    def max_run_cycles(self) -> int:
+        """Cycles after which a RUN ends with ``TIMEOUT``."""
+        return 1 << self.watchdog_bits
 
     # ---- what the device says, and what it holds -----------------------------------------
 
@@ -154,10 +158,10 @@ class AcceleratorParams:
         reported, never used by the host but for time estimates)."""
         return DeviceInfo(
             spec_version=SPEC_VERSION, protocol_version=PROTOCOL_VERSION, lanes=self.lanes,
-            rows=self.rows, max_layers=self.max_layers, max_batch=self.max_batch,
-            stride=self.stride, max_payload=MAX_PAYLOAD, max_width=self.max_width,
+            rows=self.rows, max_batch=self.max_batch, max_payload=MAX_PAYLOAD,
+            act_words=self.act_words, table_words=self.table_words,
             weight_words=self.weight_words, bias_depth=self.bias_depth, clock_hz=int(clock_hz),
-            baud=int(baud),
+            baud=int(baud), max_run_cycles=self.max_run_cycles,
         )
 
     def limits(self) -> DeviceLimits:
@@ -199,20 +203,20 @@ class DeviceLimits:
     Attributes
     ----------
     lanes, rows : the MAC array's shape (activations per beat, parallel outputs)
-    max_layers : entries in the layer table (and layers a RUN can name)
-    max_fan_in : largest K of any layer (also bounds the accumulator width)
-    max_fan_out : largest M of any layer (activation buffer depth)
+    act_words : words of ``lanes`` bytes in the activation pool
+    table_words : 16-bit words of the layer table
     weight_bytes : weight memory in bytes, holding ``rows x lanes`` tiles at 5 trits per byte
     bias_depth : folded biases held, ``rows`` per block of outputs
+    max_batch : inputs per RUN
     """
 
     lanes: int
     rows: int
-    max_layers: int
-    max_fan_in: int
-    max_fan_out: int
+    act_words: int
+    table_words: int
     weight_bytes: int
     bias_depth: int
+    max_batch: int = 1
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -220,71 +224,87 @@ class DeviceLimits:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ParameterError(f"device limit {f.name} must be a positive integer, "
                                      f"not {v!r}")
-        if self.max_fan_in > MAX_FAN_IN:
-            raise ParameterError(
-                f"device limit max_fan_in must be <= {MAX_FAN_IN}, not {self.max_fan_in}"
-            )
 
     @classmethod
     def from_info(cls, info: DeviceInfo) -> DeviceLimits:
-        return cls(lanes=info.lanes, rows=info.rows,
-                   max_layers=min(info.max_layers, MAX_RUN_LAYERS),
-                   max_fan_in=info.max_width, max_fan_out=info.max_width,
+        return cls(lanes=info.lanes, rows=info.rows, act_words=info.act_words,
+                   table_words=info.table_words,
                    weight_bytes=info.weight_words * beat_bytes(info.lanes, info.rows),
-                   bias_depth=info.bias_depth)
+                   bias_depth=info.bias_depth, max_batch=info.max_batch)
 
 
-def check_fits(layers: Sequence[Layer], limits: DeviceLimits) -> None:
-    """Raise :class:`CapacityError` unless ``layers`` fit a device of ``limits``.
+def check_fits(layers: Sequence, limits: DeviceLimits,
+               input_shape: Sequence[int] | None = None) -> DeviceImage:
+    """The device image of ``layers`` for a device of ``limits``, or :class:`CapacityError`.
 
-    Checks the layer count, every K against ``max_fan_in`` (the input width is layer 0's K),
-    every M against ``max_fan_out``, the weight memory in whole ``rows x lanes`` tiles and the
-    biases in whole blocks of ``rows``; the message lists every limit that is exceeded, with
-    its value.
+    The image is compiled (:func:`trine.contract.device_image.compile_image`: a layer whose
+    input and output do not fit the activation pool for one sample is named with the words
+    and bytes it needs); then the layer count (at most :data:`MAX_RUN_LAYERS` weighted
+    layers, RUN's one byte), the weight memory (whole ``rows x lanes`` tiles), the biases
+    (whole blocks of ``rows``) and the layer table are checked, and the message lists every
+    limit that is exceeded, naming the layer that needs the most of each.
+    ``input_shape`` defaults to ``(K,)`` of a first dense layer.
     """
     if not isinstance(limits, DeviceLimits):
         raise TypeError(f"limits must be a trine.contract.params.DeviceLimits, not "
                         f"{type(limits).__name__}")
+    layers = tuple(layers)
+    shape = tuple(input_shape) if input_shape is not None else default_input_shape(layers)
+    image = compile_image(layers, shape, limits.lanes, limits.rows, limits.act_words,
+                          limits.max_batch)
+    weighted = [(i, x) for i, x in enumerate(layers) if isinstance(x, Layer | Conv)]
+    bb = beat_bytes(limits.lanes, limits.rows)
     problems = []
-    if len(layers) > limits.max_layers:
-        problems.append(f"{len(layers)} layers, more than max_layers = {limits.max_layers}")
-    for i, layer in enumerate(layers):
-        if layer.fan_in > limits.max_fan_in:
-            problems.append(f"layer {i} has fan-in K = {layer.fan_in}, more than "
-                            f"max_fan_in = {limits.max_fan_in}")
-        if layer.fan_out > limits.max_fan_out:
-            problems.append(f"layer {i} has fan-out M = {layer.fan_out}, more than "
-                            f"max_fan_out = {limits.max_fan_out}")
-    need = weight_words(layers, limits.lanes, limits.rows) * beat_bytes(limits.lanes,
-                                                                          limits.rows)
+    if len(image.entries) > MAX_RUN_LAYERS:
+        problems.append(f"{len(image.entries)} weighted layers, more than a RUN can name "
+                        f"({MAX_RUN_LAYERS})")
+
+    def largest(sizes, unit):
+        j = max(range(len(sizes)), key=sizes.__getitem__)
+        i, layer = weighted[j]
+        return f"layer {i} ({layer_kind(layer)}) the most, {sizes[j]} {unit}"
+
+    entries = image.entries
+    weight_sizes = [(entries[j + 1].weight_base if j + 1 < len(entries) else image.weight_words)
+                    - e.weight_base for j, e in enumerate(entries)]
+    need = image.weight_words * bb
     if need > limits.weight_bytes:
         problems.append(f"the weights need {need} bytes in {limits.rows} x {limits.lanes} "
-                        f"tiles, more than weight_bytes = {limits.weight_bytes}")
-    biases = bias_entries(layers, limits.rows)
-    if biases > limits.bias_depth:
-        problems.append(f"the biases need {biases} entries in blocks of {limits.rows}, more "
-                        f"than bias_depth = {limits.bias_depth}")
+                        f"tiles ({largest([w * bb for w in weight_sizes], 'bytes')}), more "
+                        f"than weight_bytes = {limits.weight_bytes}")
+    if len(image.biases) > limits.bias_depth:
+        most = largest([e.blocks * limits.rows for e in entries], "entries")
+        problems.append(f"the biases need {len(image.biases)} entries in blocks of "
+                        f"{limits.rows} ({most}), more than bias_depth = {limits.bias_depth}")
+    if image.table_words > limits.table_words:
+        problems.append(f"the layer table needs {image.table_words} words "
+                        f"({DENSE_ENTRY_WORDS} per dense layer, {CONV_ENTRY_WORDS} per "
+                        f"convolution), more than table_words = {limits.table_words}")
     if problems:
         raise CapacityError("program does not fit the device: " + "; ".join(problems))
+    return image
 
 
 #: A device small enough for any supported board, for tests and first builds: 2 lanes x 1 row,
-#: 256 weight words, layers up to 32 wide.
-SMALL = AcceleratorParams(lanes=2, rows=1, weight_words=256, bias_depth=64, max_layers=4,
-                          max_width=32, max_batch=1)
+#: 256 weight words, a pool of 32 words (64 bytes).
+SMALL = AcceleratorParams(lanes=2, rows=1, weight_words=256, bias_depth=64, act_words=32,
+                          table_words=64, max_batch=1, watchdog_bits=20)
 #: The simulated device's default (``trine sim serve`` without ``--board``): the iCE40UP5K's
 #: 8 x 5 array (one 40-trit, 64-bit weight word per clock) with 2048 weight words in a generic
-#: memory, layers up to 256 wide and batches of up to 16.
+#: memory, a pool of 1024 words (8 KiB) and batches of up to 16. Its watchdog (2**20 cycles)
+#: is also how long the simulation bridge waits for an answer the device may have dropped.
 SIMULATED = AcceleratorParams(lanes=8, rows=5, weight_words=2048, bias_depth=1024,
-                              max_layers=8, max_width=256, max_batch=16)
+                              act_words=1024, table_words=512, max_batch=16, watchdog_bits=20)
 #: The iCEBreaker's device (iCE40UP5K): 8 lanes x 5 rows, the weights in the four SPRAM
-#: blocks (16K words of 40 trits), 1024 biases, 32 layers, batches of 4. 8 x 5 is the largest
-#: array that fits the chip with the rest of the accelerator (see the README's board table).
-UP5K = AcceleratorParams(lanes=8, rows=5, weight_words=16384, bias_depth=1024, max_layers=32,
-                         max_width=256, max_batch=4, decoder="rom", weight_memory="spram")
+#: blocks (16K words of 40 trits), 1024 biases, a pool of 256 words (2 KiB, four block RAMs),
+#: a table of 256 words (one block RAM), batches of 4. 8 x 5 is the largest array that fits
+#: the chip with the rest of the accelerator (see the README's board table).
+UP5K = AcceleratorParams(lanes=8, rows=5, weight_words=16384, bias_depth=1024, act_words=256,
+                         table_words=256, max_batch=4, watchdog_bits=26, decoder="rom",
+                         weight_memory="spram")
 #: The ULX3S-85F's device (LFE5U-85F): a 32 x 8 array, 52 bytes (256 trits) per weight word in
 #: block RAM, so it takes a beat per clock.
 ECP5_85F = AcceleratorParams(lanes=32, rows=8, weight_words=1024, bias_depth=1024,
-                             max_layers=32, max_width=256, max_batch=16)
+                             act_words=256, table_words=512, max_batch=16, watchdog_bits=26)
 #: The presets by name.
 PRESETS = {"small": SMALL, "simulated": SIMULATED, "up5k": UP5K, "ecp5-85f": ECP5_85F}

@@ -72,7 +72,7 @@ __all__ = [
     "frame_timeout_cycles",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 SYNC = 0xA5
 MAX_PAYLOAD = 1024
@@ -96,20 +96,33 @@ class Op(enum.IntEnum):
     INFO        (none)                                 :class:`DeviceInfo`
     WRITE       target u8, word u32, data bytes        (none)
     RUN         n_layers u8, batch u16                 cycles u32
-    READ        buffer u8, word u32, count u16         ``count`` bytes
+    READ        memory u8 (0), word u32, count u16     ``count`` bytes
     STATUS      (none)                                 busy u8, error u8, cycles u32, runs u32
     ==========  =====================================  =========================================
 
     WRITE stores ``data`` from byte 0 of word ``word`` of memory ``target`` (:class:`Target`)
-    on, wrapping to the next word after the target's word size: a write is idempotent.
-    READ returns bytes the same way from activation buffer ``buffer``.
-    RUN runs the loaded program on inputs ``0 .. batch-1`` (buffer 0, one sample every
-    ``stride`` words) and answers when it is done; its outputs are in buffer
-    ``n_layers % 2``. The device remembers the ``seq`` of the last RUN and answers a repeated
-    RUN with the same ``seq`` from that memory instead of running again (a RUN overwrites its
-    inputs when the program has an even number of layers, so a retried RUN must not rerun);
-    any WRITE and any INFO forgets it (a host session starts with INFO, so a new session never
+    on, wrapping to the next word after the target's word size
+    (:func:`trine.contract.device_image.word_size`): a write is idempotent. READ returns bytes
+    the same way from the activation pool (``memory`` must be 0; it is the only memory the
+    host reads back).
+
+    Loading a program is WRITEs only: the device image's weights, biases and layer table
+    (:class:`trine.contract.device_image.DeviceImage`, compiled by the host for the device's
+    INFO). RUN runs the first ``n_layers`` entries of the layer table, back to back from table
+    word 0, on ``batch`` samples, and answers when it is done. The device knows nothing of
+    where a network's inputs and outputs are but what the table says: the host WRITEs sample
+    ``b`` at pool word ``image.input.base + b * image.input.sample_words`` and READs the
+    outputs at ``image.output.base + b * image.output.sample_words`` (position-major,
+    :class:`trine.contract.device_image.TensorLayout`). The device remembers the ``seq`` of
+    the last RUN and answers a repeated RUN with the same ``seq`` from that memory instead of
+    running again (a RUN may overwrite its inputs, so a retried RUN must not rerun); any
+    WRITE and any INFO forgets it (a host session starts with INFO, so a new session never
     meets the memory of an old one).
+
+    A RUN still busy after ``DeviceInfo.max_run_cycles`` cycles (the device's watchdog) is
+    stopped and answered with a NAK ``TIMEOUT``: a layer table whose loops would run for
+    ever (corrupted, or hostile) cannot hang the device, which answers the next request as
+    usual.
 
     The device handles one frame at a time and answers each before it listens again, so it
     never sends ``BUSY`` today; the code is reserved for a device that queues requests.
@@ -123,7 +136,8 @@ class Op(enum.IntEnum):
 
 
 class Target(enum.IntEnum):
-    """The memory a WRITE goes to."""
+    """The memory a WRITE goes to: weights, biases, the layer table (16-bit words), the
+    activation pool (``INPUT``: a program's inputs, or any pool word)."""
 
     WEIGHTS = 0
     BIAS = 1
@@ -141,6 +155,8 @@ class ErrorCode(enum.IntEnum):
     BAD_ARGUMENT = 0x05
     BUSY = 0x06
     ILLEGAL_WEIGHT = 0x07
+    #: A RUN stopped by the device's watchdog (``DeviceInfo.max_run_cycles``).
+    TIMEOUT = 0x08
 
 
 _INFO = struct.Struct("<HHHHHHHHIIIII")
@@ -154,15 +170,15 @@ class DeviceInfo:
     protocol_version: int
     lanes: int
     rows: int
-    max_layers: int
     max_batch: int
-    stride: int  # buffer words per sample
     max_payload: int
-    max_width: int  # largest fan-in or fan-out
+    act_words: int  # activation pool words, ``lanes`` bytes each
+    table_words: int  # layer-table words, 16 bits each
     weight_words: int
     bias_depth: int
     clock_hz: int
     baud: int
+    max_run_cycles: int  # the watchdog: a longer RUN ends with TIMEOUT
 
     SIZE = _INFO.size
 
@@ -189,12 +205,12 @@ def run_payload(n_layers: int, batch: int) -> bytes:
     return struct.pack("<BH", n_layers, batch)
 
 
-def read_payload(buffer: int, word: int, count: int) -> bytes:
-    """Payload of a READ request."""
-    if buffer not in (0, 1) or not 0 <= word <= 0xFFFFFFFF or not 0 <= count <= MAX_PAYLOAD:
-        raise FrameError(f"READ needs buffer 0 or 1, a u32 word and 0..{MAX_PAYLOAD} bytes, "
-                         f"not {buffer}, {word}, {count}")
-    return struct.pack("<BIH", buffer, word, count)
+def read_payload(memory: int, word: int, count: int) -> bytes:
+    """Payload of a READ request: ``count`` bytes of the activation pool from ``word`` on."""
+    if memory != 0 or not 0 <= word <= 0xFFFFFFFF or not 0 <= count <= MAX_PAYLOAD:
+        raise FrameError(f"READ needs memory 0 (the activation pool), a u32 word and "
+                         f"0..{MAX_PAYLOAD} bytes, not {memory}, {word}, {count}")
+    return struct.pack("<BIH", memory, word, count)
 
 
 #: Bytes of a WRITE payload before the data.

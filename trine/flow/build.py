@@ -320,7 +320,7 @@ def build(board, *, out_dir: str | os.PathLike | None = None, lanes: int | None 
         nextpnr placement seed.
     params : Mapping, optional
         :class:`trine.contract.params.AcceleratorParams` fields (weight_words, bias_depth,
-        max_layers, max_width, max_batch, ...) that override the board's defaults.
+        act_words, table_words, max_batch, ...) that override the board's defaults.
     allow_timing_fail : bool
         Keep a bitstream whose post-route Fmax is below the clock instead of raising.
     yowasp_cache : path, optional
