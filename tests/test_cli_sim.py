@@ -67,8 +67,8 @@ def test_board_options_change_it_as_they_do_for_a_build():
     (["--board", "icebreaker", "--baud", "7000000"],
      "baud 7000000 is above what the icebreaker's FT2232H channel B handles reliably"),
     (["--lanes", "0"], "Lane count must be >= 1, not 0"),
-    (["--board", "icebreaker", "--max-layers", "300"],
-     "Maximum layer count must be in [1, 255], not 300"),
+    (["--board", "icebreaker", "--table-words", "9"],
+     "Layer table depth must be in [10, 65536], not 9"),
     (["--clock-hz", "4000000"], "clock frequency 4e+06 Hz is too low for 3e+06 baud"),
 ])
 def test_a_device_that_cannot_be_is_one_line_before_anything_starts(argv, message, capsys):
