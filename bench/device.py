@@ -1,12 +1,23 @@
 """The accelerator on its simulated RTL: cycles against the ideal, and the link's efficiency.
 
 The device's own cycle counter (returned by RUN) is compared with the ideal of one beat per
-clock, ``sum over layers of ceil(K / lanes) * ceil(M / rows)`` per sample, for each layer alone
-and for the whole network at batch 1 and at the largest batch. The array consumes one weight
-word (``lanes x rows`` trits) per clock, which is also the weight memory's read width, so the
-batch-1 roofline is ``lanes x rows`` MACs per cycle; reported MACs count real (unpadded) ones.
+clock: per sample, ``blocks x positions x window words`` for each layer-table entry of the
+program's device image (``ceil(K / lanes) * ceil(M / rows)`` for a dense layer; for a
+convolution, every output position before pooling times its ``kh * kw * ceil(C_in / lanes)``
+window words, zero padding included). The array consumes one weight word (``lanes x rows``
+trits) per clock, which is also the weight memory's read width, so the batch-1 roofline is
+``lanes x rows`` MACs per cycle; reported MACs count real (unpadded) ones.
 
-The link figures come from loading the program through the real client: bits per weight on the
+Two networks:
+
+* the MLP 64-256-256-10 on the simulated device's 8 x 5 array, each layer alone, then the
+  network at batch 1 and at the largest batch;
+* the MNIST-1D CNN (QAT's default, ``c64k5p2,m2,c64k3p1,m2,c64k3p1,m2`` and a dense layer to
+  10 classes) on the iCEBreaker's default device (:data:`trine.contract.params.UP5K`, the
+  SPRAM simulated as the generic memory it is equivalent to), each weighted layer alone (a
+  convolution with its fused pooling) and the network, with inferences per second at 48 MHz.
+
+The link figures come from loading the MLP through the real client: bits per weight on the
 wire, framing overhead, and the goodput a stop-and-wait host reaches against the UART's payload
 rate (all bytes each way counted, host turnaround not: on a real USB-serial bridge add its
 latency per frame).
@@ -15,82 +26,119 @@ latency per frame).
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
 
 from bench._common import save
-from trine.contract.device_image import compile_image
-from trine.contract.reference import Layer
+from trine.contract.network import layer_kind, network_shapes
+from trine.contract.params import SIMULATED, UP5K
+from trine.contract.reference import Conv, Flatten, Layer, MaxPool
+from trine.host.arch import parse_arch, spec_layers
 from trine.host.client import Client
 from trine.host.program import Program
 from trine.sim.serve import serve
 
 # 8 x 5 = 40 trits per beat = 8 bytes at 5 trits per byte: one 64-bit word (UP5K SPRAM width)
-DEVICE = dict(lanes=8, rows=5, weight_words=4096, bias_depth=1024, max_layers=8,
-              max_width=256, max_batch=16)
+MLP_DEVICE = SIMULATED.replace(weight_words=4096)
 WIDTHS = [64, 256, 256, 10]  # an MLP whose big layers have K >= 4 x lanes
+CNN_ARCH = "c64k5p2,m2,c64k3p1,m2,c64k3p1,m2"
+CNN_INPUT = (1, 40)
+CNN_DEVICE = UP5K
+BOARD_CLOCK_HZ = 48_000_000
 
 
-def _program(widths, rng) -> Program:
+def _mlp(widths, rng) -> Program:
     return Program([Layer(rng.integers(-1, 2, (m, k)), rng.integers(-500, 500, m), 4, True)
                     for k, m in zip(widths, widths[1:], strict=False)])
 
 
-def _ideal(program: Program, lanes: int, rows: int) -> int:
-    return sum(-(-layer.fan_in // lanes) * -(-layer.fan_out // rows) for layer in program.layers)
+def _cnn(rng) -> list:
+    """The MNIST-1D CNN's shapes with random trits, biases and shifts."""
+    layers = []
+    for layer in spec_layers(parse_arch(CNN_ARCH, CNN_INPUT, 10), CNN_INPUT):
+        if isinstance(layer, Conv | Layer):
+            w = rng.integers(-1, 2, layer.weights.shape)
+            b = rng.integers(-300, 300, len(layer.bias))
+            layer = (Conv(w, b, layer.stride, layer.padding, 4, layer.relu)
+                     if isinstance(layer, Conv) else Layer(w, b, 5, layer.relu))
+        layers.append(layer)
+    return layers
 
 
-def _macs(program: Program) -> int:
-    return sum(layer.fan_in * layer.fan_out for layer in program.layers)
+def _ideal(image) -> int:
+    """Beats per sample: one per clock is the ideal."""
+    return sum(e.blocks * math.prod(e.p_counts) * e.window_words for e in image.entries)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sim", choices=["icarus", "verilator"], default="verilator")
-    args = parser.parse_args(argv)
-    rng = np.random.default_rng(0)
-    lanes, rows, max_batch = DEVICE["lanes"], DEVICE["rows"], DEVICE["max_batch"]
-    net = _program(WIDTHS, rng)
+def _macs(layers, input_shape) -> int:
+    shapes = network_shapes(layers, input_shape)
+    total = 0
+    for layer, out in zip(layers, shapes[1:], strict=False):
+        if isinstance(layer, Layer):
+            total += layer.fan_in * layer.fan_out
+        elif isinstance(layer, Conv):
+            total += layer.weights.size * math.prod(out[1:])
+    return total
+
+
+def _split(layers):
+    """Each weighted layer with what it runs with: a convolution and the pooling fused after
+    it, a flatten and the dense layer after it."""
+    groups, i = [], 0
+    while i < len(layers):
+        group = [layers[i]]
+        if isinstance(layers[i], Flatten) or (
+                isinstance(layers[i], Conv) and i + 1 < len(layers)
+                and isinstance(layers[i + 1], MaxPool)):
+            group.append(layers[i + 1])
+        groups.append((i, group))
+        i += len(group)
+    return groups
+
+
+def _measure(client, program, rng, batch, what):
+    client.load(program)
+    image = client.image
+    x = rng.integers(-128, 128, (batch, *program.input_shape)).astype(np.int8)
+    y, cycles = client.infer_batch(x)
+    assert np.array_equal(y, program.run_reference(x)), what
+    assert len(cycles) == 1, f"{what}: the batch of {batch} took {len(cycles)} runs"
+    macs = _macs(program.layers, program.input_shape) * batch
+    ideal = _ideal(image) * batch
+    return {"what": what, "batch": batch, "cycles": cycles[0], "ideal_cycles": ideal,
+            "utilisation": ideal / cycles[0], "cycles_per_inference": cycles[0] / batch,
+            "macs_per_cycle": macs / cycles[0]}
+
+
+def _print(runs, title):
+    print(title)
+    print(f"{'run':44s} {'batch':>5s} {'cycles':>8s} {'ideal':>8s} {'util':>6s} "
+          f"{'cyc/inf':>8s} {'MAC/cyc':>8s}")
+    for r in runs:
+        print(f"{r['what']:44s} {r['batch']:5d} {r['cycles']:8d} {r['ideal_cycles']:8d} "
+              f"{r['utilisation']:6.1%} {r['cycles_per_inference']:8.0f} "
+              f"{r['macs_per_cycle']:8.1f}")
+
+
+def mlp_runs(sim: str, rng) -> tuple[list, dict, dict]:
+    net = _mlp(WIDTHS, rng)
     runs = []
-    with serve(args.sim, "byte", once=False, **DEVICE) as url:
+    with serve(sim, "byte", once=False, params=MLP_DEVICE) as url:
         with Client(url, timeout=60) as client:
             info = client.info()
-            # each layer alone, then the network at batch 1 and at the largest batch
             for i, layer in enumerate(net.layers):
-                single = Program([layer])
-                client.load(single)
-                x = rng.integers(-128, 128, single.input_width).astype(np.int8)
-                y, cycles = client.infer(x)
-                assert np.array_equal(y, single.run_reference(x))
-                ideal = _ideal(single, lanes, rows)
-                runs.append({"what": f"layer {i}: K={layer.fan_in} M={layer.fan_out}",
-                             "batch": 1, "cycles": cycles[0], "ideal_cycles": ideal})
+                runs.append(_measure(client, Program([layer]), rng, 1,
+                                     f"layer {i}: K={layer.fan_in} M={layer.fan_out}"))
             t0 = time.perf_counter()
             load = client.load(net)
             load_seconds = time.perf_counter() - t0
-            for batch in (1, max_batch):
-                x = rng.integers(-128, 128, (batch, net.input_width)).astype(np.int8)
-                y, cycles = client.infer_batch(x)
-                assert np.array_equal(y, net.run_reference(x))
-                runs.append({"what": f"network {'-'.join(map(str, WIDTHS))}", "batch": batch,
-                             "cycles": cycles[0], "ideal_cycles": _ideal(net, lanes, rows) * batch})
-    print(f"device: {lanes} lanes x {rows} rows, peak {lanes * rows} MACs/cycle "
-          f"(= one {lanes * rows}-trit weight word per cycle)")
-    print(f"{'run':34s} {'batch':>5s} {'cycles':>8s} {'ideal':>8s} {'util':>6s} "
-          f"{'cyc/inf':>8s} {'MAC/cyc':>8s}")
-    for r in runs:
-        single = r["what"].startswith("layer")
-        macs = (_macs(Program([net.layers[int(r['what'].split()[1][:-1])]])) if single
-                else _macs(net)) * r["batch"]
-        r["utilisation"] = r["ideal_cycles"] / r["cycles"]
-        r["cycles_per_inference"] = r["cycles"] / r["batch"]
-        r["macs_per_cycle"] = macs / r["cycles"]
-        print(f"{r['what']:34s} {r['batch']:5d} {r['cycles']:8d} {r['ideal_cycles']:8d} "
-              f"{r['utilisation']:6.1%} {r['cycles_per_inference']:8.0f} "
-              f"{r['macs_per_cycle']:8.1f}")
+            weight_bytes = len(client.image.weights)
+            for batch in (1, MLP_DEVICE.max_batch):
+                runs.append(_measure(client, net, rng, batch,
+                                     f"network {'-'.join(map(str, WIDTHS))}"))
     framing = 1 - load.payload_bytes / load.wire_bytes_sent
-    weight_bytes = len(compile_image(net.layers, lanes, rows).weights)
     weight_bits = 8 * weight_bytes / load.weights  # tile padding included
     goodput = load.payload_bytes / (load.wire_bytes_sent + load.wire_bytes_received)
     link = {"weights": load.weights, "payload_bytes": load.payload_bytes,
@@ -103,15 +151,60 @@ def main(argv: list[str] | None = None) -> dict:
             "load_seconds_simulated_device": load_seconds,
             "load_seconds_at_baud": (load.wire_bytes_sent + load.wire_bytes_received) * 10
             / 3_000_000}
-    print(f"weights: {weight_bits:.3f} bits per weight in the image (1.6 = 5 trits per byte; "
-          f"tile padding included), {weight_bits / (1 - framing):.3f} with framing")
-    print(f"load: {load.weights} weights, {load.payload_bytes} payload bytes, "
-          f"{load.wire_bytes_sent} bytes sent in {load.frames} frames: "
-          f"{load.bits_per_trit:.3f} bits per weight on the wire (biases and table included), "
-          f"framing {framing:.2%}, goodput {goodput:.1%} of the UART's byte rate; "
+    return runs, link, {"clock_hz": info.clock_hz}
+
+
+def cnn_runs(sim: str, rng) -> list:
+    layers = _cnn(rng)
+    shapes = network_shapes(layers, CNN_INPUT)
+    runs = []
+    with serve(sim, "byte", once=False, params=CNN_DEVICE) as url:
+        with Client(url, timeout=60) as client:
+            for i, group in _split(layers):
+                kinds = "+".join(layer_kind(x) for x in group)
+                shape = "x".join(map(str, shapes[i]))
+                weighted = group[-1] if isinstance(group[0], Flatten) else group[0]
+                detail = ""
+                if isinstance(weighted, Conv):
+                    c_in, k = weighted.weights.shape[1], math.prod(weighted.kernel)
+                    detail = f", C_in x k = {c_in * k}"
+                r = _measure(client, Program(group, input_shape=shapes[i]), rng, 1,
+                             f"layer {i}: {kinds} on {shape}{detail}")
+                runs.append(r)
+            r = _measure(client, Program(layers, input_shape=CNN_INPUT), rng, 1,
+                         f"network {CNN_ARCH},d10")
+            runs.append(r)
+    for r in runs:
+        r["inferences_per_second_at_48_mhz"] = BOARD_CLOCK_HZ / r["cycles_per_inference"]
+    return runs
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sim", choices=["icarus", "verilator"], default="verilator")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    runs, link, extra = mlp_runs(args.sim, rng)
+    cnn = cnn_runs(args.sim, rng)
+    lanes, rows = MLP_DEVICE.lanes, MLP_DEVICE.rows
+    _print(runs, f"MLP on {lanes} lanes x {rows} rows, peak {lanes * rows} MACs/cycle "
+           f"(= one {lanes * rows}-trit weight word per cycle)")
+    _print(cnn, f"MNIST-1D CNN on the iCEBreaker's default device ({CNN_DEVICE.lanes} x "
+           f"{CNN_DEVICE.rows}, a pool of {CNN_DEVICE.act_words} words)")
+    net = cnn[-1]
+    print(f"CNN: {net['cycles_per_inference']:.0f} cycles per inference, "
+          f"{net['inferences_per_second_at_48_mhz']:.0f} inferences/s at 48 MHz")
+    print(f"load: {link['weights']} weights, {link['payload_bytes']} payload bytes, "
+          f"{link['wire_bytes_sent']} bytes sent in {link['frames']} frames: "
+          f"{link['bits_per_weight_on_wire']:.3f} bits per weight on the wire (biases and "
+          f"table included), framing {link['framing_overhead']:.2%}, goodput "
+          f"{link['goodput_fraction_of_uart']:.1%} of the UART's byte rate; "
           f"{link['load_seconds_at_baud'] * 1e3:.0f} ms at 3 Mbaud")
-    figures = {"simulator": args.sim, "device": DEVICE, "network": WIDTHS,
-               "clock_hz": info.clock_hz, "runs": runs, "link": link}
+    device = {k: v for k, v in MLP_DEVICE.size().items()}
+    figures = {"simulator": args.sim, "device": device, "network": WIDTHS, **extra,
+               "runs": runs, "link": link,
+               "cnn": {"arch": f"{CNN_ARCH},d10", "input_shape": list(CNN_INPUT),
+                       "device": CNN_DEVICE.size(), "clock_hz": BOARD_CLOCK_HZ, "runs": cnn}}
     print(f"saved {save('device', figures)}")
     return figures
 
