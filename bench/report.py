@@ -115,7 +115,8 @@ def device_tables(d: dict) -> list[str]:
     dev, link = d["device"], d["link"]
     out = [f"The accelerator's RTL on {d['simulator']} (`python -m bench device`), "
            f"{dev['lanes']} lanes x {dev['rows']} rows: cycles from the device's own counter "
-           "against one beat per clock (`sum ceil(K/lanes) * ceil(M/rows)`); peak "
+           "against one beat per clock (`sum ceil(K/lanes) * ceil(M/rows)` for a dense layer); "
+           "peak "
            f"{dev['lanes'] * dev['rows']} MACs per cycle, which is also one weight-memory word "
            "per cycle (the batch-1 roofline).", "",
            "| run | batch | cycles | ideal | utilisation | cycles per inference | MACs/cycle |",
@@ -132,6 +133,20 @@ def device_tables(d: dict) -> list[str]:
             f"{link['goodput_fraction_of_uart']:.1%} of the UART's byte rate (answers counted, "
             f"host turnaround not): {link['load_seconds_at_baud'] * 1e3:.0f} ms at 3 Mbaud for "
             f"{link['weights']:,} weights."]
+    cnn = d.get("cnn")
+    if cnn:
+        cd = cnn["device"]
+        out += ["", f"The MNIST-1D CNN `{cnn['arch']}` on the iCEBreaker's default device "
+                f"({cd['lanes']} x {cd['rows']}, a pool of {cd['act_words']} words), each "
+                "weighted layer alone (a convolution with its fused pooling) and the network: "
+                "ideal = one beat per clock over every output position before pooling and "
+                "every window word (zero padding included).", "",
+                "| run | cycles | ideal | utilisation | MACs/cycle | inferences/s at 48 MHz |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for r in cnn["runs"]:
+            out.append(f"| {r['what']} | {r['cycles']} | {r['ideal_cycles']} "
+                       f"| {r['utilisation']:.1%} | {r['macs_per_cycle']:.1f} "
+                       f"| {r['inferences_per_second_at_48_mhz']:,.0f} |")
     return out
 
 
