@@ -104,7 +104,40 @@ def engine(args: argparse.Namespace) -> str:
     return chosen
 
 
+def _serve_build(args: argparse.Namespace, level: str, path: str) -> int:
+    """``--netlist DIR`` / ``--bitstream DIR``: the board build's own files, simulated."""
+    if args.engine == "cocotb" or args.sim:
+        raise UsageError(f"--{level} runs on the native engine only")
+    given = [flag for flag, value in (("--board", args.board), ("--mode byte",
+                                       args.mode == "byte"), ("--clock-mhz", args.clock_mhz),
+                                      ("--clock-hz", args.clock_hz), ("--baud", args.baud),
+                                      ("--decoder", args.decoder),
+                                      ("--weight-memory", args.weight_memory)) if value]
+    given += [f"--{name.replace('_', '-')}" for name in params_changes(args)]
+    if given:
+        raise UsageError(f"--{level} simulates the device {path} was built with: "
+                         f"{', '.join(given)} cannot change it")
+    from trine.sim.netlist import read_build, run_netlist_server
+
+    build = read_build(path)
+    logger.info("simulating the %s of %s (%s at %g MHz, %d baud) on its UART pins", level, path,
+                build.report["board"], build.config.clock_hz / _MHZ, build.config.baud)
+
+    def ready(port: int) -> None:
+        print(f"listening on {args.host}:{port} ({level}, uart mode)", flush=True)
+        logger.info("point the host at socket://%s:%d", args.host, port)
+
+    stop = threading.Event()
+    with _sigterm_sets(stop):
+        run_netlist_server(path, level, port=args.port, host=args.host, once=args.once,
+                           stats_file=args.stats, trace=args.trace, on_ready=ready, stop=stop)
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
+    for level in ("netlist", "bitstream"):
+        if getattr(args, level):
+            return _serve_build(args, level, getattr(args, level))
     kind = engine(args)
     config = device_config(args)
     simulator = "native" if kind == "native" else args.sim or DEFAULT_SIM
@@ -178,6 +211,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--trace", metavar="FILE.fst",
                        help="native engine: write every simulated cycle to this FST waveform "
                        "(a model built with tracing, slower; view it with gtkwave)")
+    built = serve.add_mutually_exclusive_group()
+    built.add_argument("--netlist", metavar="BUILD_DIR",
+                       help="simulate the post-synthesis netlist of `trine build --out "
+                       "BUILD_DIR` (Yosys's cell models, the PLL as a pass-through) on its UART "
+                       "pins, at the build's clock and baud rate; native engine")
+    built.add_argument("--bitstream", metavar="BUILD_DIR",
+                       help="iCE40: simulate the placed and routed design (the build's .asc "
+                       "through icestorm's icebox_vlog); native engine")
     serve.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one")
     serve.add_argument("--mode", choices=["uart", "byte"], default="uart",
                        help="uart: drive the rx/tx pins bit by bit (the default); byte: the "
