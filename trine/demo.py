@@ -1,14 +1,17 @@
-"""``make demo``: a ternary MLP from the digits data set to answers from the simulated RTL.
+"""``make demo``: a ternary CNN from the MNIST-1D data set to answers from the simulated RTL.
 
-1. Train on scikit-learn's digits (bundled, no download): a float MLP 64-64-10 as the yardstick,
-   and the same shape with quantisation-aware training, the device's integer arithmetic in the
-   loop (trine.host.qat).
+1. Train, with quantisation-aware training (the device's integer arithmetic in the loop,
+   trine.host.qat), the MNIST-1D CNN of :data:`trine.host.qat.DEFAULTS` (three Conv1d layers
+   of 64 channels with max-pooling and a dense layer to 10 classes; MNIST-1D is generated
+   locally, no download). ``--data digits`` trains the digits CNN (2-D, 8x8 images);
+   ``--model mlp`` a ternary MLP instead, with a float MLP of the same shape as the yardstick.
 2. Compile the ternary network to a ``.trine`` program (5 trits per byte) and read it back.
-3. Start the accelerator's RTL on Verilator behind ``socket://`` (byte-level link: the bit-level
-   UART is skipped to go faster; ``--mode uart`` keeps it), stream the program through the host
-   client, run the whole test split through the device and compare every output with the
-   bit-exact reference.
-4. Print float vs ternary accuracy, device == reference, cycles per inference and the projected
+3. Start the accelerator's RTL behind ``socket://`` on the native Verilator engine
+   (trine.sim.native; ``--engine cocotb`` for cocotb with ``--sim``), with the byte-level link
+   (the bit-level UART is skipped to go faster; ``--mode uart`` keeps it), stream the program
+   through the host client, run the whole test split through the device and compare every
+   output with the bit-exact reference.
+4. Print the accuracies, device == reference, cycles per inference and the projected
    inferences per second at the target board's clock, bytes streamed and bits per weight.
 
 ``--port /dev/ttyUSB1`` runs step 3 on a real board instead (after ``trine build --board
@@ -28,6 +31,8 @@ import time
 from pathlib import Path
 
 BUILD = Path("build/demo")
+DESCRIPTIONS = {"mnist1d": "MNIST-1D, 4,000 + 1,000 sequences of 40 samples, generated locally",
+                "digits": "scikit-learn's digits, 1,797 8x8 images, bundled"}
 LANES, ROWS = 16, 4  # the MAC array of the --hardware steps
 
 
@@ -85,8 +90,18 @@ def _hardware_steps(vectors: int, seed: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=["mnist1d", "digits"], default="mnist1d",
+                        help="data set (default mnist1d)")
+    parser.add_argument("--model", choices=["cnn", "mlp"], default="cnn",
+                        help="network (default cnn: the data set's default CNN)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="QAT epochs (default: the data set's measured setting)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    parser.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
+    parser.add_argument("--engine", choices=["native", "cocotb"], default="native",
+                        help="simulation engine of step 3 (default native: Verilator with no "
+                             "Python in the loop)")
+    parser.add_argument("--sim", choices=["verilator", "icarus"], default="verilator",
+                        help="with --engine cocotb: the simulator")
     parser.add_argument("--mode", choices=["byte", "uart"], default="byte",
                         help="link to the simulated device (default byte: UART skipped)")
     parser.add_argument("--board", default="icebreaker",
@@ -104,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from trine.flow.boards import get_board
     from trine.host.client import Client
-    from trine.host.data import load_digits_split
+    from trine.host.data import load_dataset
     from trine.host.evaluate import evaluate
     from trine.host.program import Program
     from trine.host.qat import DEFAULTS, train_float_mlp, train_qat
@@ -127,22 +142,35 @@ def main(argv: list[str] | None = None) -> int:
             return device_error(exc)
         print(f"device at {args.port}: {info.lanes} lanes x {info.rows} rows, "
               f"{info.clock_hz / 1e6:g} MHz")
-    t0 = _step("1. train on scikit-learn's digits (1,797 8x8 images, bundled)")
-    x_tr, y_tr, x_te, y_te = load_digits_split()
-    settings = DEFAULTS["digits"]
-    float_mlp = train_float_mlp(x_tr, y_tr, x_test=x_te, y_test=y_te, seed=args.seed,
-                                **settings["float"])
-    result = train_qat(x_tr, y_tr, x_test=x_te, y_test=y_te, seed=args.seed, **settings["qat"])
-    shape = "-".join(str(w) for w in [64, *settings["qat"]["hidden"], 10])
-    float_acc, tern_acc = float_mlp.metrics["test_acc"], result.metrics["test_acc"]
-    print(f"{len(y_tr)} training / {len(y_te)} test samples, MLP {shape}")
-    print(f"float MLP:            test accuracy {float_acc:.2%}")
-    print(f"ternary (QAT) program: test accuracy {tern_acc:.2%} (bit-exact integer reference; "
-          f"{100 * (tern_acc - float_acc):+.2f} points vs float) {_done(t0)}")
+    x_tr, y_tr, x_te, y_te = load_dataset(args.data)
+    settings = DEFAULTS[args.data]
+    if args.model == "cnn":
+        qat_opts = dict(settings["cnn"])
+        shape = f"CNN {qat_opts['arch']} + dense to 10 on {tuple(qat_opts['input_shape'])}"
+    else:
+        qat_opts = dict(settings["qat"])
+        shape = "MLP " + "-".join(str(w) for w in [x_tr.shape[1], *qat_opts["hidden"], 10])
+    if args.epochs is not None:
+        qat_opts["epochs"] = args.epochs
+    t0 = _step(f"1. train the {args.data} {args.model.upper()} ({DESCRIPTIONS[args.data]}; "
+               f"{qat_opts['epochs']} epochs)")
+    float_acc = None
+    if args.model == "mlp":
+        float_mlp = train_float_mlp(x_tr, y_tr, x_test=x_te, y_test=y_te, seed=args.seed,
+                                    **settings["float"])
+        float_acc = float_mlp.metrics["test_acc"]
+    result = train_qat(x_tr, y_tr, x_test=x_te, y_test=y_te, seed=args.seed, **qat_opts)
+    tern_acc = result.metrics["test_acc"]
+    print(f"{len(y_tr)} training / {len(y_te)} test samples, {shape}")
+    if float_acc is not None:
+        print(f"float MLP:            test accuracy {float_acc:.2%}")
+    versus = f"; {100 * (tern_acc - float_acc):+.2f} points vs float" if float_acc else ""
+    print(f"ternary (QAT) program: test accuracy {tern_acc:.2%} (bit-exact integer reference"
+          f"{versus}) {_done(t0)}")
 
     t0 = _step("2. compile to a .trine program")
     BUILD.mkdir(parents=True, exist_ok=True)
-    path = BUILD / "digits.trine"
+    path = BUILD / f"{args.data}_{args.model}.trine"
     result.program.save(path)
     program = Program.load(path)
     assert program == result.program
@@ -150,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     sparsity = ", ".join(f"{s:.0%}" for s in stats["sparsity"])
     print(f"wrote {path}: {stats['weights']:,} weights in {stats['packed_bytes']:,} packed bytes "
           f"({stats['file_bytes']:,} bytes on file), zeros per layer {sparsity}, "
-          f"shifts {[layer.shift for layer in program.layers]}")
+          f"shifts {[layer.shift for layer in program.layers if hasattr(layer, 'shift')]}")
 
     if args.port:
         t0 = _step(f"3. the device at {args.port}, through the host client")
@@ -161,8 +189,16 @@ def main(argv: list[str] | None = None) -> int:
             return device_error(exc)
     else:
         link = "byte-level link, the UART skipped" if args.mode == "byte" else "bit-level UART"
-        t0 = _step(f"3. the accelerator's RTL on {args.sim} ({link}), through the host client")
-        with serve(args.sim, args.mode) as url:
+        engine = ("native Verilator (a first run builds the model: 1-3 min)"
+                  if args.engine == "native" else f"{args.sim} under cocotb")
+        t0 = _step(f"3. the accelerator's RTL on {engine} ({link}), through the host client")
+        if args.engine == "native":
+            from trine.sim.native import serve as serve_native
+
+            server = serve_native(args.mode)
+        else:
+            server = serve(args.sim, args.mode)
+        with server as url:
             ev = evaluate(program, x_te, y_te, backend="device", url=url, timeout=60)
     d = ev.device
     ref = program.run_reference(x_te)
@@ -174,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     # A real device reports its own clock; the simulated one is projected at the board's.
     clk = d["clock_hz"] if args.port and d.get("clock_hz") else board.default_clock_hz
     wire_bits = 10 * d["infer_wire_bytes"] / ev.samples  # 8N1: 10 bits per byte
-    print(f"float MLP accuracy           {float_acc:8.2%}")
+    if float_acc is not None:
+        print(f"float MLP accuracy           {float_acc:8.2%}")
     print(f"ternary accuracy, reference  {ev.reference_accuracy:8.2%}")
     print(f"ternary accuracy, device     {ev.accuracy:8.2%}")
     print(f"device == reference          {ev.samples - ev.mismatches} of {ev.samples} samples "
