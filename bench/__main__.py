@@ -6,8 +6,8 @@ import argparse
 import importlib
 import time
 
-BENCHES = ["packing", "reference", "device", "sim_engines", "area", "boards", "qat", "evolve",
-           "evolve_islands", "regions", "import_accuracy"]
+BENCHES = ["packing", "reference", "device", "sim_engines", "area", "boards", "qat", "qat_cnn",
+           "evolve", "evolve_islands", "regions", "import_accuracy"]
 
 
 def main() -> None:

@@ -234,6 +234,40 @@ def evolve_table(d: dict) -> list[str]:
     return out
 
 
+def evolve_islands_table(d: dict) -> list[str]:
+    s = d["settings"]
+    out = [f"Evolution at scale (`python -m bench evolve_islands`): the island search "
+           f"({s['islands']} islands, {s['generations_per_island']} generations each, migration "
+           f"every {s['migrate_every']}) on {s['data']} {s['hidden']}, in-process and on Ray "
+           f"{s['ray']} workers, one run; load average {s['load_average_at_start']} at the "
+           f"start on {d['context']['cpus']} cores. Same program on every engine: "
+           f"{'yes' if d['same_program'] else 'NO'}.", "",
+           "| engine | wall s | of which Ray's start | test accuracy |",
+           "|---|---:|---:|---:|"]
+    for r in d["runs"]:
+        out.append(f"| {r['engine']} | {r['wall_s']:.1f} | {r['ray_start_s']:.1f} "
+                   f"| {100 * r['test_acc']:.2f}% |")
+    ratios = d["ratios"]
+    out += ["", f"Speed-up of 2 workers over 1: {ratios['speedup_2_vs_1_workers']}x "
+                f"({ratios['speedup_2_vs_1_workers_search']}x without Ray's start)."]
+    return out
+
+
+def qat_cnn_table(d: dict) -> list[str]:
+    out = ["Ternary CNNs by QAT (`python -m bench qat_cnn`, the defaults of "
+           "`trine.host.qat.DEFAULTS[...]['cnn']`); test accuracy of the bit-exact reference.", "",
+           "| data | CNN | test accuracy per seed | mean | seconds per run |",
+           "|---|---|---|---:|---:|"]
+    for name, sm in d["summary"].items():
+        runs = [r for r in d["runs"] if r["data"] == name]
+        secs = sum(r["seconds"] for r in runs) / len(runs)
+        per_seed = " / ".join(f"{100 * a:.2f}%" for a in sm["test_acc"])
+        out.append(f"| {name} | {sm['arch']} | {per_seed} (seeds "
+                   f"{', '.join(map(str, sm['seeds']))}) | {100 * sm['mean']:.2f}% "
+                   f"| {secs:.0f} |")
+    return out
+
+
 def _pc(v: float) -> str:
     return f"{100 * v:.1f}%"
 
@@ -357,7 +391,8 @@ def sim_engines_table(d: dict) -> list[str]:
 
 def render() -> str:
     parts = []
-    for name, fn in (("qat", qat_table), ("evolve", evolve_table), ("regions", regions_table),
+    for name, fn in (("qat", qat_table), ("qat_cnn", qat_cnn_table), ("evolve", evolve_table),
+                     ("evolve_islands", evolve_islands_table), ("regions", regions_table),
                      ("import_accuracy", import_accuracy_tables), ("area", area_tables),
                      ("boards", boards_table), ("device", device_tables),
                      ("sim_engines", sim_engines_table),
