@@ -54,6 +54,7 @@ from trine.host.learning import (
     single_threaded_blas,
 )
 from trine.host.program import Program
+from trine.host.ptq import mixtures
 from trine.host.qat_net import QATNet
 
 __all__ = ["DISTILL_DEFAULTS", "DistillResult", "distill", "soft_targets", "logit_scale"]
@@ -283,16 +284,7 @@ def distill(
 def _augmented(x: np.ndarray, spread: np.ndarray, augment: int, noise: float,
                rng: np.random.Generator) -> np.ndarray:
     """The calibration inputs and ``augment`` mixtures with noise per input (see the module)."""
-    if augment == 0:
-        return x
-    n = augment * len(x)
-    i = rng.integers(0, len(x), n)
-    j = rng.integers(0, len(x), n)
-    lam = rng.uniform(0.0, 1.0, (n,) + (1,) * (x.ndim - 1))
-    new = lam * x[i] + (1.0 - lam) * x[j]
-    if noise:
-        new += noise * spread * rng.standard_normal(new.shape)
-    return np.concatenate([x, new])
+    return mixtures(x, augment, rng, noise, spread)
 
 
 def _draw(q: np.ndarray, rng: np.random.Generator) -> np.ndarray:

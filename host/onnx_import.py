@@ -677,13 +677,17 @@ class OnnxNetwork:
         percentile: float = 100.0,
         labels: Sequence[str] | None = None,
         calibration_name: str = "calibration_x",
+        mixtures: int = 0,
     ) -> Program:
         """Ternarise and fold into a :class:`Program` (see :func:`import_onnx`).
 
         A QONNX model's trits are its own and its quantisers give the scales
-        (:func:`trine.host.qonnx_import.fold_quantized`): ``method``, ``per_channel`` and
-        ``input_scale`` do not apply, and calibration inputs are needed only where a scale is
-        missing."""
+        (:func:`trine.host.qonnx_import.fold_quantized`): ``method``, ``per_channel``,
+        ``input_scale`` and ``mixtures`` do not apply, and calibration inputs are needed only
+        where a scale is missing."""
+        if mixtures and self.quantization is not None:
+            raise OnnxImportError(f"mixtures do not apply to {self.source}: a QONNX model's "
+                                  "trits and scales are its own, not fitted")
         if calibration_x is None and self.quantization is not None:
             return fold_quantized(list(self.layers), self.quantization, self.input_shape,
                                   None, percentile=percentile,
@@ -704,7 +708,7 @@ class OnnxNetwork:
         return fold_to_program(
             list(self.layers), x, method=method, per_channel=per_channel,
             input_scale=input_scale, labels=labels, percentile=percentile,
-            input_shape=self.input_shape,
+            input_shape=self.input_shape, mixtures=mixtures,
         )
 
 
@@ -739,6 +743,7 @@ def import_onnx(
     labels: Sequence[str] | None = None,
     distill: bool | dict[str, Any] = False,
     force: bool = False,
+    mixtures: int = 0,
 ) -> Program:
     """Import an ONNX network (an MLP or a CNN) as an integer :class:`Program`.
 
@@ -749,9 +754,10 @@ def import_onnx(
     calibration_x : float array (N, K) or (N, *input_shape), or the path of a ``.npy`` file
         Representative raw inputs (training data, not the test set). Required: without it
         :class:`OnnxImportError` says so, as there is no safe data-free choice of the shifts.
-    method, per_channel, input_scale, percentile
+    method, per_channel, input_scale, percentile, mixtures
         As in :func:`trine.host.ternarize.fold_to_program` (``gptq`` by default: each layer
-        fitted to the float model's output on the calibration inputs).
+        fitted to the float model's output on the calibration inputs; ``mixtures`` per input
+        fit it on mixtures of them too).
     labels : list of str, optional
         Output names; by default the class labels found in the model, if any.
     distill : bool or dict
@@ -790,7 +796,7 @@ def import_onnx(
             raise OnnxImportError(f"calibration data {name} must be a .npy array, not .npz")
     program = net.to_program(
         calibration_x, method=method, per_channel=per_channel, input_scale=input_scale,
-        percentile=percentile, labels=labels, calibration_name=name,
+        percentile=percentile, labels=labels, calibration_name=name, mixtures=mixtures,
     )
     x = net.check_inputs(calibration_x, name)
     if distill is not False:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["OutputFit", "ternarize_gptq", "fit_layer"]
+__all__ = ["OutputFit", "ternarize_gptq", "fit_layer", "mixtures"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,27 @@ class OutputFit:
     def __post_init__(self):
         if not (isinstance(self.damping, float | int) and 0 < self.damping < float("inf")):
             raise ValueError(f"damping must be a positive number, not {self.damping!r}")
+
+
+def mixtures(x: np.ndarray, per_input: int, rng: np.random.Generator, noise: float = 0.0,
+             spread: np.ndarray | None = None) -> np.ndarray:
+    """``x`` (N, ...) followed by ``per_input * N`` random mixtures ``lam x_i + (1 - lam) x_j``
+    of two of its rows (``i``, ``j`` uniform, ``lam`` uniform in [0, 1]: mixup, Zhang et al.
+    2018), plus Gaussian noise of ``noise`` times ``spread`` (per feature) if ``noise``.
+
+    Unlabelled inputs between the calibration points: the float model labels them with its own
+    activations, which is all the output fit and distillation need. Mixtures without noise
+    stay within the calibration inputs' range, so the input scale is kept."""
+    if per_input == 0:
+        return x
+    n = per_input * len(x)
+    i = rng.integers(0, len(x), n)
+    j = rng.integers(0, len(x), n)
+    lam = rng.uniform(0.0, 1.0, (n,) + (1,) * (x.ndim - 1))
+    new = lam * x[i] + (1.0 - lam) * x[j]
+    if noise:
+        new += noise * spread * rng.standard_normal(new.shape)
+    return np.concatenate([x, new])
 
 
 # Grid of alpha / mean|W'| tried by the scale search: TWN's alpha is about 1.2 mean|W| for

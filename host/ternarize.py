@@ -640,6 +640,8 @@ def fold_to_program(
     percentile: float = 100.0,
     input_shape: Sequence[int] | None = None,
     fit: Any = None,
+    mixtures: int = 0,
+    mixture_seed: int = 0,
 ) -> Program:
     """Ternarise a float network and fold its scales into integer biases and shifts.
 
@@ -688,6 +690,14 @@ def fold_to_program(
         As in :func:`ternarize_layers` (``twn`` only).
     fit : trine.host.ptq.OutputFit, optional
         The parts of the ``gptq`` fit to use (default all of them).
+    mixtures : int
+        Calibrate on ``calibration_x`` and ``mixtures`` random mixtures of two of its inputs
+        per input (:func:`trine.host.ptq.mixtures`, drawn with ``mixture_seed``), the float
+        model's activations on them as targets: more points for the ``gptq`` fit than a few
+        hundred inputs give (a layer with more inputs than calibration rows is otherwise fitted
+        on a rank-deficient ``X^T X``). ``input_scale`` comes from ``calibration_x`` alone.
+        0 (the default): the calibration inputs alone.
+    mixture_seed : int
     input_scale : float, optional
         Fixes the input quantisation step instead of deriving it from the calibration set.
     labels : list of str, optional
@@ -710,8 +720,12 @@ def fold_to_program(
         For malformed layers or layers whose shapes do not chain (naming the layer),
         calibration data of the wrong dtype or shape, an unknown ``method``, ``per_channel``
         or ``fit`` with a method they do not apply to, a bad ``input_scale`` or
-        ``percentile``, or an all-zero calibration set without ``input_scale``.
+        ``percentile``, a negative ``mixtures``, or an all-zero calibration set without
+        ``input_scale``.
     """
+    for value, name in ((mixtures, "mixtures"), (mixture_seed, "mixture_seed")):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise TernarizeError(f"{name} must be an integer >= 0, not {value!r}")
     if method not in FOLD_METHODS:
         raise TernarizeError(f"method must be one of {', '.join(FOLD_METHODS)}, not {method!r}")
     if method == "gptq":
@@ -755,6 +769,10 @@ def fold_to_program(
     ):
         raise TernarizeError(f"input_scale must be a positive finite number, not {input_scale!r}")
     s_in = float(input_scale)
+    if mixtures:
+        from trine.host.ptq import mixtures as mix
+
+        x = mix(x, int(mixtures), np.random.default_rng(int(mixture_seed)))
     # The same rule as Program.quantize_input, so calibration sees the device's inputs.
     a = np.clip(np.rint(x / s_in), ACT_MIN, ACT_MAX).astype(np.int8)
     x_f = x  # the float model's activations, followed along for the output fit

@@ -275,6 +275,19 @@ def test_distill_prints_the_three_side_by_side(files, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_mixtures_reach_the_fit(files, tmp_path, capsys):
+    out = tmp_path / "m.trine"
+    rc = main(["import", files["model"], "-o", str(out), "--calib", files["calib"],
+               "--mixtures", "2"])
+    assert rc == 0
+    assert Program.load(out) == import_onnx(files["model"], files["data"][0], mixtures=2)
+    assert "and 2 mixtures of them per input (percentile 100)" in capsys.readouterr().out
+    rc = main(["import", str(FIXTURES / "brevitas_mlp.onnx"), "-o", str(tmp_path / "b.trine"),
+               "--calib", files["calib"], "--mixtures", "2"])
+    assert rc == 2 and not (tmp_path / "b.trine").exists()
+    assert "mixtures do not apply to" in capsys.readouterr().err
+
+
 def test_a_qonnx_model_needs_no_calibration(tmp_path, capsys):
     # Brevitas' quantisers give every scale: the import is exact without --calib; the check
     # is then made on the --eval inputs

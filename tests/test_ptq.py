@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from trine.host.data import load_digits_split
-from trine.host.ptq import OutputFit, fit_layer, ternarize_gptq
+from trine.host.ptq import OutputFit, fit_layer, mixtures, ternarize_gptq
 from trine.host.results import accuracy, program_accuracy
 from trine.host.ternarize import TernarizeError, fold_to_program
 
@@ -126,3 +126,31 @@ def test_gptq_refusals(digits_mlp):
         fold_to_program(layers, x, method="best")
     with pytest.raises(ValueError, match="damping must be a positive number, not 0"):
         OutputFit(damping=0)
+
+
+def test_mixtures_lie_between_the_calibration_inputs():
+    x = RNG.normal(size=(20, 3, 5))
+    out = mixtures(x, 4, np.random.default_rng(0))
+    assert out.shape == (100, 3, 5) and np.array_equal(out[:20], x)
+    assert out.max() <= x.max() and out.min() >= x.min()  # convex combinations
+    assert np.array_equal(out, mixtures(x, 4, np.random.default_rng(0)))
+    assert mixtures(x, 0, np.random.default_rng(0)) is x
+    noisy = mixtures(x, 4, np.random.default_rng(0), 0.5, np.ones((3, 5)))
+    assert np.array_equal(noisy[:20], x) and not np.array_equal(noisy[20:], out[20:])
+
+
+def test_fold_with_mixtures(digits_mlp):
+    # the fit sees the mixtures as calibration inputs of their own: the same program as
+    # calibrating on them, with the input scale of the given inputs
+    layers, x = list(digits_mlp.layers), load_digits_split()[0][:64].astype(np.float64)
+    program = fold_to_program(layers, x, method="gptq", mixtures=3, mixture_seed=2)
+    scale = float(np.abs(x).max()) / 127
+    assert program.input_scale == scale
+    mixed = mixtures(x, 3, np.random.default_rng(2))
+    assert program == fold_to_program(layers, mixed, method="gptq", input_scale=scale)
+    assert program != fold_to_program(layers, x, method="gptq")
+    assert program != fold_to_program(layers, x, method="gptq", mixtures=3, mixture_seed=3)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(TernarizeError, match=f"mixtures must be an integer >= 0, not "
+                           f"{bad!r}"):
+            fold_to_program(layers, x, method="gptq", mixtures=bad)

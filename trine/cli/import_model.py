@@ -92,6 +92,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--percentile", type=float, default=100.0, metavar="P",
                    help="size each layer's output range to this percentile of the calibration "
                    "activations, in (0, 100] (default 100, the maximum)")
+    p.add_argument("--mixtures", type=int, default=0, metavar="K",
+                   help="fit on K random mixtures of two calibration inputs per input too "
+                   "(the float model's activations on them are the targets, no labels; drawn "
+                   "with a fixed seed): more points for a few hundred inputs (default 0)")
     p.add_argument("--labels", metavar="A,B,...",
                    help="comma-separated output names (default: the model's class labels, if "
                    "it has them)")
@@ -189,6 +193,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     post = net.to_program(
         calib, method=args.method, per_channel=args.per_channel, input_scale=args.input_scale,
         percentile=args.percentile, labels=labels, calibration_name=f"--calib {args.calib}",
+        mixtures=args.mixtures,
     )
     # the check runs on the calibration inputs (an exact QONNX import without them: on the
     # --eval inputs, or not at all)
@@ -265,7 +270,8 @@ def _print_summary(args, net, program, calib, checks, scores) -> None:
     else:
         method = args.method + (" per channel" if args.per_channel else "")
         scale = "given" if args.input_scale is not None else "largest calibration input -> 127"
-        print(f"ternarised with {method}, calibrated on {n_calib} inputs of {args.calib} "
+        mixed = f" and {args.mixtures} mixtures of them per input" if args.mixtures else ""
+        print(f"ternarised with {method}, calibrated on {n_calib} inputs of {args.calib}{mixed} "
               f"(percentile {args.percentile:g}); input_scale {program.input_scale:.6g} "
               f"({scale})", file=out)
     if args.distill:
