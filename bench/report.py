@@ -349,6 +349,22 @@ def import_accuracy_tables(d: dict) -> list[str]:
                 cells.append(f"{_pc(sum(accs) / len(accs))} ({_pc(min(accs))}-{_pc(max(accs))})"
                              if accs else "-")
             out.append(f"| {name} | {q['shape']} | " + " | ".join(cells) + " |")
+    mix = (d.get("mixtures") or {}).get("runs") or []
+    if mix:
+        counts = sorted({r["mixtures"] for r in mix})
+        out += ["", "The gptq fit on mixtures of the calibration inputs too "
+                "(`trine import --mixtures K`, `fold_to_program(mixtures=K)`): test accuracy, "
+                "mean (range) over the mixtures' seeds:", "",
+                "| model | N | " + " | ".join(f"K = {k}" for k in counts) + " |",
+                "|---|---:|" + "---:|" * len(counts)]
+        for key in dict.fromkeys(r["target"] for r in mix):
+            cells = []
+            for k in counts:
+                accs = [r["test_acc"] for r in mix if r["target"] == key and r["mixtures"] == k]
+                spread = f" ({_pc(min(accs))}-{_pc(max(accs))})" if len(accs) > 1 else ""
+                cells.append(f"{_pc(sum(accs) / len(accs))}{spread}" if accs else "-")
+            n = next(r["n_calib"] for r in mix if r["target"] == key)
+            out.append(f"| {names.get(key, key)} | {n} | " + " | ".join(cells) + " |")
     out += ["", "Brevitas ternary models through QONNX (trits read, not re-quantised), on the "
             "fixture's 256 test inputs against Brevitas' own integer outputs:", "",
             "| model | rounding ties half to even: bit-exact | device (half up): outputs equal "
