@@ -181,6 +181,8 @@ FAILURES = {
     "percentile out of range": (lambda f, d: [f["model"], "--calib", f["calib"],
                                               "--percentile", "0"],
                                 "percentile must be in (0, 100]"),
+    "negative mixtures": (lambda f, d: [f["model"], "--calib", f["calib"], "--mixtures", "-1"],
+                          "--mixtures must be an integer >= 0, not -1"),
     "cnn calib of the wrong shape": (
         lambda f, d: [str(FIXTURES / "cnn2d_legacy.onnx"), "--calib",
                       _npy(d / "s.npy", np.ones((5, 1, 8, 7)))],

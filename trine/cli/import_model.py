@@ -183,6 +183,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--labels has {len(labels)} names but {args.model} has {m} outputs"
         )
+    if args.mixtures < 0:
+        raise UsageError(f"--mixtures must be an integer >= 0, not {args.mixtures}")
     if not args.distill and (args.epochs is not None or args.seed is not None):
         raise UsageError("--epochs and --seed set the distillation: give --distill too")
     eval_data = None
