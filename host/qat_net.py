@@ -17,6 +17,18 @@ by :func:`trine.contract.reference.im2col`), so both share one forward and one b
   where it moves the value back into range; the ternariser passes it to ``W`` unchanged; a
   convolution's input gradient is the windows' gradients added back where they came from;
   max-pooling routes it to the window's (first) maximum.
+
+Ternary activations (``act_thresholds``: per weighted layer ``None`` for int8 outputs or an
+integer threshold ``t``): the layer's int8 result becomes
+:func:`trine.contract.reference.ternarize` of it, as in the reference. Straight through, the
+ternariser is read as a quantiser of step ``2 t``: the gradient passes as ``1 / (2 t)`` where
+the int8 clip before it passes it (a window of ``|v| < 3 t``, the quantiser's own range,
+trained worse: most pre-activations of a layer with a small ``t`` got no gradient).
+:meth:`QATNet.calibrate` chooses such a layer's shift and threshold together: the real
+threshold ``act_delta * mean|acc + bias|`` (TWN's rule applied to the activations, with a
+smaller ``act_delta`` than TWN's 0.7 by default: see :mod:`trine.host.qat`) is expressed as
+``t * 2**s`` with the smallest shift that keeps ``t <= 127``; the next layer's inputs are
+trits whatever the shift, so its bias is left alone.
 """
 
 from __future__ import annotations
@@ -27,23 +39,34 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from trine.contract.errors import FormatError
 from trine.contract.reference import (
     Conv,
     Flatten,
     Layer,
     MaxPool,
+    check_ternary_threshold,
     im2col,
     rounding_constant,
     saturate,
     shift_inplace,
+    ternarize,
 )
-from trine.contract.spec import ACT_MAX, ACT_MIN, BIAS_MAX, BIAS_MIN, SHIFT_MAX
+from trine.contract.spec import (
+    ACT_MAX,
+    ACT_MIN,
+    BIAS_MAX,
+    BIAS_MIN,
+    SHIFT_MAX,
+    TERNARY_THRESHOLD_MAX,
+    TERNARY_THRESHOLD_MIN,
+)
 from trine.host.arch import LayerSpec, spec_layers
 from trine.host.learning import Adam, TrainError, softmax_xent
 from trine.host.program import Program
 from trine.host.ternarize import twn_trits
 
-__all__ = ["THRESHOLDS", "QATNet", "quantize", "shift_for"]
+__all__ = ["THRESHOLDS", "QATNet", "quantize", "shift_for", "ternary_shift_for"]
 
 THRESHOLDS = ("layer", "row")
 
@@ -62,6 +85,18 @@ def shift_for(z: np.ndarray, relu: bool, percentile: float) -> int:
     if q <= ACT_MAX:
         return 0
     return int(min(math.ceil(math.log2(q / ACT_MAX)), SHIFT_MAX))
+
+
+def ternary_shift_for(z: np.ndarray, relu: bool, delta: float) -> tuple[int, int]:
+    """``(shift, threshold)`` of a ternary-activation layer whose ``acc + bias`` are ``z``: the
+    real threshold ``delta * mean|relu?(z)|`` as ``t * 2**s``, ``s`` the smallest shift with
+    ``t <= 127`` (so ``t`` is as fine as the accumulator allows), ``t >= 1``."""
+    mag = np.maximum(z, 0) if relu else np.abs(z)
+    theta = delta * float(mag.mean()) if mag.size else 0.0
+    s = 0 if theta <= TERNARY_THRESHOLD_MAX else math.ceil(math.log2(theta / TERNARY_THRESHOLD_MAX))
+    s = min(s, SHIFT_MAX)
+    t = int(np.clip(round(theta / 2.0**s), TERNARY_THRESHOLD_MIN, TERNARY_THRESHOLD_MAX))
+    return s, t
 
 
 def _pool_forward(a: np.ndarray, kernel: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -134,12 +169,19 @@ class QATNet:
         The chain of layers (default: every weight a dense layer: an MLP).
     input_shape : tuple of int, optional
         The input's shape (default ``(K,)`` of the first weight).
+    act_thresholds : list of (None or int in [1, 127]), optional
+        Per weighted layer: ``None`` for int8 outputs (the default for every layer), or the
+        threshold of ternary outputs.
+    act_delta : float
+        The ternary threshold :meth:`calibrate` chooses, relative to ``mean|acc + bias|``.
     """
 
     def __init__(self, weights: Sequence[np.ndarray], betas: Sequence[np.ndarray],
                  shifts: Sequence[int], relus: Sequence[bool], input_scale: float,
                  threshold: str = "layer", *, specs: Sequence[LayerSpec] | None = None,
-                 input_shape: Sequence[int] | None = None) -> None:
+                 input_shape: Sequence[int] | None = None,
+                 act_thresholds: Sequence[int | None] | None = None,
+                 act_delta: float = 0.3) -> None:
         if threshold not in THRESHOLDS:
             raise TrainError(f"threshold must be one of {', '.join(THRESHOLDS)}, not "
                              f"{threshold!r}")
@@ -147,6 +189,17 @@ class QATNet:
         self.betas = [np.asarray(b, np.float64) for b in betas]
         self.shifts = [int(s) for s in shifts]
         self.relus = [bool(r) for r in relus]
+        if act_thresholds is None:
+            act_thresholds = [None] * len(self.weights)
+        if len(act_thresholds) != len(self.weights):
+            raise TrainError(f"act_thresholds has {len(act_thresholds)} entries for "
+                             f"{len(self.weights)} weighted layers")
+        try:
+            self.act_thresholds = [check_ternary_threshold(t, f"act_thresholds[{i}]")
+                                   for i, t in enumerate(act_thresholds)]
+        except FormatError as e:
+            raise TrainError(str(e)) from None
+        self.act_delta = float(act_delta)
         self.input_scale = float(input_scale)
         self.threshold = threshold
         if specs is None:
@@ -208,6 +261,8 @@ class QATNet:
         s = self.shifts[i]
         v = shift_inplace(acc + (self.int_bias(i) + rounding_constant(s)), s)
         y = saturate(v.copy(), self.relus[i])
+        if self.act_thresholds[i] is not None:
+            y = ternarize(y, self.act_thresholds[i]).astype(np.int64)
         if spec.kind == "conv":
             out = self._in_shapes[j + 1]
             y = np.moveaxis(y.reshape(len(a), *out[1:], out[0]), -1, 1)
@@ -252,12 +307,13 @@ class QATNet:
                 layers.append(MaxPool(spec.kernel, ndim=len(spec.kernel)))
             else:
                 t, b, s, r = self.trits(i), self.int_bias(i), self.shifts[i], self.relus[i]
+                act = self.act_thresholds[i]
                 if spec.kind == "dense":
-                    layers.append(Layer(t, b, s, r))
+                    layers.append(Layer(t, b, s, r, ternary_threshold=act))
                 else:
                     c_in = self._in_shapes[j][0]
                     layers.append(Conv(t.reshape(spec.width, c_in, *spec.kernel), b,
-                                       spec.stride, spec.padding, s, r))
+                                       spec.stride, spec.padding, s, r, ternary_threshold=act))
                 i += 1
         return Program(layers, self.input_scale, labels, input_shape=self.input_shape)
 
@@ -273,7 +329,7 @@ class QATNet:
             raise TrainError(f"expected a trine.host.program.Program, not {type(program).__name__}")
         if program.input_scale is None:
             raise TrainError("the program has no input_scale: QAT needs one for float inputs")
-        weights, betas, shifts, relus, specs = [], [], [], [], []
+        weights, betas, shifts, relus, specs, acts = [], [], [], [], [], []
         for layer in program.layers:
             if isinstance(layer, Layer | Conv):
                 dense = layer if isinstance(layer, Layer) else layer.dense
@@ -283,6 +339,7 @@ class QATNet:
                 betas.append(layer.bias / 2.0**layer.shift)
                 shifts.append(layer.shift)
                 relus.append(layer.relu)
+                acts.append(layer.ternary_threshold)
                 if isinstance(layer, Layer):
                     specs.append(LayerSpec("dense", layer.fan_out, relu=layer.relu))
                 else:
@@ -293,7 +350,7 @@ class QATNet:
             else:
                 specs.append(LayerSpec("flatten"))
         return cls(weights, betas, shifts, relus, program.input_scale, threshold, specs=specs,
-                   input_shape=program.input_shape)
+                   input_shape=program.input_shape, act_thresholds=acts)
 
     def _calibrate_layer(self, i: int, a: np.ndarray, t: np.ndarray, percentile: float,
                          opt: Adam | None) -> None:
@@ -305,11 +362,16 @@ class QATNet:
             rows = im2col(a, g.kernel, g.stride, g.padding, np.float32)
         z = (rows @ t.T.astype(np.float32)).astype(np.int64)
         z += self.int_bias(i)
-        new = shift_for(z, self.relus[i], percentile)
+        ternary = self.act_thresholds[i] is not None
+        if ternary:
+            new, self.act_thresholds[i] = ternary_shift_for(z, self.relus[i], self.act_delta)
+        else:
+            new = shift_for(z, self.relus[i], percentile)
         d = self.shifts[i] - new
         if d:
             self._rescale_beta(i, 2.0**d, opt)
-            if i + 1 < self.n_layers:
+            # the next layer's inputs scale with this shift, unless they are trits
+            if i + 1 < self.n_layers and not ternary:
                 self._rescale_beta(i + 1, 2.0**d, opt)
             self.shifts[i] = new
 
@@ -358,6 +420,9 @@ class QATNet:
             if not self.relus[i]:
                 back |= (v < ACT_MIN) & (g < 0)
             g = g * (inside | back)
+            act = self.act_thresholds[i]
+            if act is not None:  # ternary outputs: one level per 2 t of v
+                g = g * np.float32(1 / (2 * act))
             gb[i] = g.sum(axis=0).astype(np.float64)  # d bias / d beta = 2**s cancels the 2**-s
             gz = g * np.float32(2.0 ** -self.shifts[i])
             gw[i] = gz.T @ rows

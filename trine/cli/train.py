@@ -46,6 +46,8 @@ def _train(args: argparse.Namespace) -> int:
               if getattr(args, o) is not None]
     if island and args.method != "evolve":
         raise UsageError(f"--{island[0].replace('_', '-')} is for --method evolve")
+    if args.ternary_act and args.method != "qat":
+        raise UsageError("--ternary-act is for --method qat")
     if args.method == "qat":
         from trine.host.qat import train_qat
 
@@ -61,6 +63,8 @@ def _train(args: argparse.Namespace) -> int:
             kw["epochs"] = args.epochs
         if args.budget is not None:
             kw["time_budget_s"] = args.budget
+        if args.ternary_act:
+            kw["act"] = "ternary"
         train = train_qat
     else:
         from trine.host.evolve import HIDDEN, train_evolve
@@ -196,6 +200,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "ray://HOST:PORT)")
     isl.add_argument("--migrate-every", type=int, metavar="G",
                      help="generations between migrations (default 500)")
+    tr.add_argument("--ternary-act", action="store_true",
+                    help="QAT with ternary activations: every layer but the last outputs trits "
+                         "(a threshold per layer), so all but the first multiply trits by trits; "
+                         "written as .trine version 3")
     tr.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     tr.add_argument("--no-float", action="store_true", help="skip the float MLP baseline")
     tr.add_argument("-o", "--output", required=True, help="the .trine program to write")
