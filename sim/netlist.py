@@ -156,12 +156,27 @@ def write_netlist(build: BoardBuild) -> str:
 
 
 _MODULE = r"(?:\(\*[^)]*\*\)\s*)?module\s+{name}\s*\(.*?\bendmodule\b"
+_INCLUDE = re.compile(r'^\s*`include\s+"([^"]+)"\s*$', re.M)
 
 
 def cell_models(family: str, replaced: tuple[str, ...]) -> str:
     """Yosys's simulation models for ``family`` without the modules ``replaced`` (which
     ``sim/models/`` provides instead)."""
-    text = (_yosys_share() / family / "cells_sim.v").read_text()
+    folder = _yosys_share() / family
+    included: set[str] = set()
+
+    def expand(m: re.Match) -> str:
+        # Each header once (ECP5's cells_sim.v includes two of them a second time), inlined so
+        # that the text needs no include path.
+        name = m.group(1)
+        if name in included:
+            return ""
+        included.add(name)
+        return _INCLUDE.sub(expand, (folder / name).read_text())
+
+    text = _INCLUDE.sub(expand, (folder / "cells_sim.v").read_text())
+    # Icarus 11 has no elaboration-time $error (an unsupported-mode branch of a generate).
+    text = re.sub(r"\$error\(", "initial $display(", text)
     for name in replaced:
         text, n = re.subn(_MODULE.format(name=re.escape(name)), "", text, flags=re.S)
         if n != 1:
@@ -170,7 +185,7 @@ def cell_models(family: str, replaced: tuple[str, ...]) -> str:
 
 
 #: Per family: the cell models trine provides itself, and the file that has them.
-_BOARD_MODELS = {"ice40": (("SB_IO", "SB_PLL40_PAD"), "ice40_board.v")}
+_BOARD_MODELS = {"ice40": (("SB_IO", "SB_PLL40_PAD", "SB_LUT4"), "ice40_board.v")}
 
 
 def _top_ports(verilog: str) -> dict[str, str]:

@@ -71,3 +71,17 @@ module SB_PLL40_PAD (
     assign LOCK = 1'b1;
     assign SDO = 1'b0;
 endmodule
+
+// SB_LUT4: Yosys's model as one indexed bit instead of its tree of vector multiplexers, which
+// is several times slower in Verilator's code across the thousands of LUTs of a netlist. The
+// same function for every 0/1 input (tests/test_netlist.py compares the two on Icarus).
+module SB_LUT4 (
+    output O,
+    input  I0,
+    input  I1,
+    input  I2,
+    input  I3
+);
+    parameter [15:0] LUT_INIT = 0;
+    assign O = LUT_INIT[{I3, I2, I1, I0}];
+endmodule
