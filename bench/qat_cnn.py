@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = parser.parse_args(argv)
-    runs = []
+    path = RESULTS / "qat_cnn.json"
+    # runs of other data sets or seeds already measured are kept (each run takes minutes)
+    kept = json.loads(path.read_text())["runs"] if path.exists() else []
+    runs = [r for r in kept if (r["data"], r["seed"]) not in
+            {(n, s) for n in args.data for s in args.seeds}]
+    figures: dict = {}
     for name in args.data:
         for seed in args.seeds:
             print(f"training the {name} CNN, seed {seed} ...", flush=True)
@@ -46,17 +51,22 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  test {r['test_acc']:.2%} train {r['train_acc']:.2%} "
                   f"{r['seconds']:.0f} s", flush=True)
             runs.append(r)
-    summary = {}
-    for name in args.data:
-        acc = [r["test_acc"] for r in runs if r["data"] == name]
-        summary[name] = {"arch": DEFAULTS[name]["cnn"]["arch"], "seeds": args.seeds,
-                         "test_acc": acc, "mean": sum(acc) / len(acc), "min": min(acc),
-                         "max": max(acc)}
-    figures = {"context": context(), "defaults": {n: DEFAULTS[n]["cnn"] for n in args.data},
-               "summary": summary, "runs": runs}
-    write_atomic(RESULTS / "qat_cnn.json", json.dumps(figures, indent=2, default=list) + "\n")
+            figures = _save(path, runs)  # after every run: a stopped bench keeps what it did
     return figures
 
+
+def _save(path, runs: list[dict[str, Any]]) -> dict:
+    summary = {}
+    for name in sorted({r["data"] for r in runs}):
+        mine = sorted((r for r in runs if r["data"] == name), key=lambda r: r["seed"])
+        acc = [r["test_acc"] for r in mine]
+        summary[name] = {"arch": mine[0]["arch"], "seeds": [r["seed"] for r in mine],
+                         "test_acc": acc, "mean": sum(acc) / len(acc), "min": min(acc),
+                         "max": max(acc)}
+    figures = {"context": context(), "defaults": {n: DEFAULTS[n]["cnn"] for n in summary},
+               "summary": summary, "runs": runs}
+    write_atomic(path, json.dumps(figures, indent=2, default=list) + "\n")
+    return figures
 
 if __name__ == "__main__":
     main()
