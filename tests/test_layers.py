@@ -22,7 +22,8 @@ LAYERS = {
     "trine.contract": set(),
     "trine.hw": {"trine.contract"},
     "trine.flow": {"trine.contract", "trine.hw"},
-    "trine.sim": {"trine.contract", "trine.hw"},
+    # the netlist and bitstream levels simulate what a board build (trine.flow) made
+    "trine.sim": {"trine.contract", "trine.hw", "trine.flow"},
     "trine.host": {"trine.contract"},
     "trine.cli": {"trine.contract", "trine.hw", "trine.flow", "trine.sim", "trine.host"},
     "trine.demo": {"trine.contract", "trine.hw", "trine.flow", "trine.sim", "trine.host"},
