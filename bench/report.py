@@ -405,6 +405,41 @@ def sim_engines_table(d: dict) -> list[str]:
     return out
 
 
+def fatnn_tables(d: dict) -> list[str]:
+    out = []
+    acc = d.get("accuracy")
+    if acc:
+        out += ["Ternary activations (FATNN) against int8 activations: QAT at the same settings "
+                "(`trine.host.qat.DEFAULTS`; epochs as listed), test accuracy of the bit-exact "
+                f"reference, mean over seeds. Measured {d['context']['date'][:10]}, "
+                "`python -m bench.fatnn`.", "",
+                "| data | model | epochs | seeds | int8 activations | ternary activations "
+                "| cost (points) |", "|---|---|---:|---|---:|---:|---:|"]
+        for r in acc["summary"]:
+            out.append(f"| {r['data']} | {r['model']} | {r['epochs']} "
+                       f"| {', '.join(map(str, r['seeds']))} | {r['int8']:.1%} "
+                       f"| {r['ternary']:.1%} | {r['cost_points']:.1f} |")
+    area = d.get("area")
+    if area:
+        if out:
+            out.append("")
+        out += [f"The trit-by-trit array against today's int8-activation lane at {area['size']} "
+                "(rows x lanes): logic cells per MAC of the bare array (nextpnr packing), Fmax "
+                "after routing in the register harness, and the MACs the UP5K's logic cells "
+                "hold at that density (the array alone). Target: "
+                f"<= {area['lc_per_lane_target']:g} cells per MAC.", "",
+                "| array | register_every | UP5K cells/MAC | UP5K Fmax MHz | UP5K MACs "
+                "| ECP5 cells/MAC | ECP5 Fmax MHz |", "|---|---:|---:|---:|---:|---:|---:|"]
+        by = {(r["design"], r["register_every"], r["family"]): r for r in area["rows"]}
+        for key in dict.fromkeys((r["design"], r["register_every"]) for r in area["rows"]):
+            ice, ecp = by.get((*key, "ice40")), by.get((*key, "ecp5"))
+            cols = [_fmt(ice and ice["lc_per_lane"], ".2f"), _fmt(ice and ice["fmax_mhz"]),
+                    _fmt(ice and ice.get("up5k_lanes"), "d"),
+                    _fmt(ecp and ecp["lc_per_lane"], ".2f"), _fmt(ecp and ecp["fmax_mhz"])]
+            out.append(f"| {key[0]} | {key[1]} | " + " | ".join(cols) + " |")
+    return out
+
+
 def render() -> str:
     parts = []
     for name, fn in (("qat", qat_table), ("qat_cnn", qat_cnn_table), ("evolve", evolve_table),
@@ -412,7 +447,8 @@ def render() -> str:
                      ("import_accuracy", import_accuracy_tables), ("area", area_tables),
                      ("boards", boards_table), ("device", device_tables),
                      ("sim_engines", sim_engines_table),
-                     ("packing", packing_table), ("reference", reference_table)):
+                     ("packing", packing_table), ("reference", reference_table),
+                     ("fatnn", fatnn_tables)):
         d = _load(name)
         parts.append("\n".join(fn(d)) if d else f"(no {name} results yet: run `make bench`)")
     return "\n\n".join(parts)
