@@ -33,9 +33,10 @@ nests that run at once:
 Nothing is multiplied: addresses advance by one, by a step from the table, or jump back to a
 base; every counter counts down from a count of the table to one, and its end flag is a
 register beside it (a comparator in the issue path would reach every counter's enable).
-Pool addresses are computed modulo ``2**pool_address_width`` (see
-:func:`trine.hw.memories.pool_address_width`); window coordinates are exact 16-bit signed
-values, as the table gives them.
+Every field is kept at the width of :func:`trine.contract.device_image.field_bits`: pool
+addresses are computed modulo ``2**pool_address_width`` (see
+:func:`trine.hw.memories.pool_address_width`), counts and window coordinates exactly (the
+compiler refuses a table whose values do not fit).
 
 The feed never stalls: every stage advances every cycle, and a window starts no sooner than
 ``rows`` cycles after the previous one, the time the requantiser takes per block of
@@ -45,35 +46,70 @@ would fan out from the array to every feed register and memory enable).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from trine.contract.device_image import CONV_ENTRY_WORDS, POSITION_LEVELS, LayerEntry
+from trine.contract.device_image import (
+    CONV_ENTRY_WORDS,
+    FIELD_NAMES,
+    POSITION_LEVELS,
+    LayerEntry,
+    field_bits,
+)
 from trine.contract.params import AcceleratorParams
 from trine.hw.memories import pool_address_width
 from trine.hw.params import ParamsSignature, check_params
 from trine.hw.requantizer import RowSignature
 
-__all__ = ["ENTRY_FIELDS", "ENTRY_LAYOUT", "DENSE_TAIL", "entry_flags", "loop_config_layout",
-           "beat_layout", "LoopControlSignature", "AddressGenerator"]
+__all__ = ["ENTRY_FIELDS", "DENSE_TAIL", "DENSE_DEFAULTS", "entry_layout", "held_entry",
+           "entry_flags",
+           "loop_config_layout", "beat_layout", "LoopControlSignature", "AddressGenerator"]
 
 #: The table words of an entry, in order (:meth:`LayerEntry.to_words`).
-ENTRY_FIELDS = (
-    "flags", "weight_base", "bias_base", "blocks", "fan_out", "cw", "in_base",
-    "in_sample_words", "out_base", "out_sample_words", "kw", "kh", "row_step",
-    *(f"p_count{i}" for i in range(POSITION_LEVELS)),
-    *(f"act_step{i}" for i in range(POSITION_LEVELS)),
-    *(f"out_step{i}" for i in range(POSITION_LEVELS)),
-    "in_width", "in_height", "x0", "y0",
-    *(f"x_step{i}" for i in range(POSITION_LEVELS)),
-    *(f"y_step{i}" for i in range(POSITION_LEVELS)),
-)
+ENTRY_FIELDS = FIELD_NAMES
 assert len(ENTRY_FIELDS) == CONV_ENTRY_WORDS
-#: A whole (convolution's) table entry, a 16-bit word per field.
-ENTRY_LAYOUT = data.StructLayout({name: unsigned(16) for name in ENTRY_FIELDS})
 #: The tail a dense entry (which stops after ``out_sample_words``) leaves at its defaults.
 DENSE_TAIL = LayerEntry(0, 0, 1, 1, 1, 0, 0, 0, 0, 0, False, conv=True).to_words()[10:]
+#: The tail's fields whose defaults matter (the steps do not: with every count 1 no loop
+#: steps).
+DENSE_DEFAULTS = {"kw": 1, "kh": 1, **{f"p_count{i}": 1 for i in range(POSITION_LEVELS)},
+                  "in_width": 1, "in_height": 1, "x0": 0, "y0": 0}
+
+
+def entry_layout(params: AcceleratorParams) -> data.StructLayout:
+    """A table entry as the device holds it: every field at the width of
+    :func:`trine.contract.device_image.field_bits` (the weight and bias bases at their
+    memories' address widths)."""
+    p = check_params(params)
+    fields = {}
+    for name, spec in field_bits(p.act_words, p.lanes, p.rows).items():
+        if name == "weight_base":
+            fields[name] = range(p.weight_words + 1)
+        elif name == "bias_base":
+            fields[name] = range(p.bias_depth + 1)
+        else:
+            width, is_signed, _ = spec
+            fields[name] = signed(width) if is_signed else unsigned(width)
+    return data.StructLayout(fields)
+
+
+def held_entry(params: AcceleratorParams, entry: LayerEntry) -> dict[str, int]:
+    """The values of :func:`entry_layout` that ``entry`` leaves in the device: every field cut
+    to its width (a dense entry's tail at :data:`DENSE_DEFAULTS`, its steps whatever they
+    were: they are not used). For testbenches."""
+    layout = entry_layout(params)
+    values = dict(zip(ENTRY_FIELDS, entry.field_values(), strict=True))
+    out = {}
+    for name, member in layout:
+        shape = Shape.cast(member.shape)
+        if not entry.conv and name not in ENTRY_FIELDS[:10] and name not in DENSE_DEFAULTS:
+            continue
+        value = values[name] & ((1 << shape.width) - 1)
+        if shape.signed and value >> (shape.width - 1):
+            value -= 1 << shape.width
+        out[name] = value
+    return out
 
 
 def entry_flags(flags):
@@ -83,7 +119,8 @@ def entry_flags(flags):
 
 def loop_config_layout(params: AcceleratorParams) -> data.StructLayout:
     """A layer's loops, as the address generator takes them: the table entry and the batch."""
-    return data.StructLayout({"entry": ENTRY_LAYOUT, "batch": range(params.max_batch + 1)})
+    return data.StructLayout({"entry": entry_layout(params),
+                              "batch": range(params.max_batch + 1)})
 
 
 def beat_layout(params: AcceleratorParams) -> data.StructLayout:
@@ -129,7 +166,7 @@ class LoopControlSignature(ParamsSignature):
 class _Counter:
     """A counter of ``count .. 1`` with its end flag (``value == 1``) as a register."""
 
-    def __init__(self, m: Module, name: str, width: int = 16):
+    def __init__(self, m: Module, name: str, width: int):
         self.m = m
         self.value = Signal(width, name=name)
         self.end = Signal(name=f"{name}_end")
@@ -184,8 +221,9 @@ class AddressGenerator(wiring.Component):
         def pool(v):  # pool address arithmetic
             return v[:abits]
 
-        def s16(v):
-            return v.as_signed()
+        count_bits = len(e.cw)
+        block_bits = len(e.blocks)
+        coordinate = len(e.x0)
 
         # Which counts are 1, registered at setup: the reloads below use these flags, not
         # comparators on the table's fields.
@@ -199,16 +237,16 @@ class AddressGenerator(wiring.Component):
             return e[name] == 1
 
         # ---- issue side -----------------------------------------------------------------
-        g = _Counter(m, "g")
-        tx = _Counter(m, "tx")
-        ty = _Counter(m, "ty")
-        pc = [_Counter(m, f"pc{i}") for i in levels]
-        j = _Counter(m, "j")
+        g = _Counter(m, "g", count_bits)
+        tx = _Counter(m, "tx", count_bits)
+        ty = _Counter(m, "ty", count_bits)
+        pc = [_Counter(m, f"pc{i}", count_bits) for i in levels]
+        j = _Counter(m, "j", block_bits)
         b = _Counter(m, "b", len(cfg.batch))
-        xx = Signal(signed(16))  # x + tx
-        yy = Signal(signed(16))  # y + ty
-        x = Signal(signed(16))
-        y = Signal(signed(16))
+        xx = Signal(signed(coordinate))  # x + tx
+        yy = Signal(signed(coordinate))  # y + ty
+        x = Signal(signed(coordinate))
+        y = Signal(signed(coordinate))
         aptr = Signal(abits)
         start = Signal(abits)
         in_s = Signal(abits)
@@ -236,22 +274,30 @@ class AddressGenerator(wiring.Component):
             m.d.sync += [gap.eq(gap + 1), gap_ok.eq(gap == rows - 1)]
 
         # ---- output side ----------------------------------------------------------------
-        opc = [_Counter(m, f"opc{i}") for i in levels]
+        opc = [_Counter(m, f"opc{i}", count_bits) for i in levels]
         ofirst = [Signal(name=f"ofirst{i}") for i in levels]  # opc[i] at its count
-        oj = _Counter(m, "oj")
+        oj = _Counter(m, "oj", block_bits)
         ob = _Counter(m, "ob", len(cfg.batch))
         done = Signal()
         pos = Signal(abits)
         out_s = Signal(abits)
         bptr = Signal(range(p.bias_depth + 1))
         bblock = Signal.like(bptr)
-        m_width = 16 + max(rows, lanes).bit_length() + 1
-        m_idx = Signal(m_width)  # output channel j * rows + r
+        m_idx = Signal(len(e.fan_out) + 1)  # output channel j * rows + r (< fan_out + rows)
         mblock = Signal.like(m_idx)
         o_word = Signal(abits)  # m // lanes
         o_lane = Signal(range(lanes))  # m % lanes
         wblock_word = Signal.like(o_word)
         wblock_lane = Signal.like(o_lane)
+        # With a power-of-two number of lanes, word and lane are m's bits; otherwise they are
+        # counted beside it (no divider).
+        split = lanes & (lanes - 1) == 0
+        if split:
+            shift_bits = lanes.bit_length() - 1
+            m.d.comb += [o_word.eq(m_idx[shift_bits:]), o_lane.eq(m_idx[:shift_bits])]
+
+        def words(*statements):
+            return [] if split else list(statements)
         pool_first = Signal()
         pool_last = Signal()
         m.d.comb += [
@@ -275,14 +321,15 @@ class AddressGenerator(wiring.Component):
 
         with m.If(dest.take):
             m.d.sync += [bptr.eq(bptr + 1), m_idx.eq(m_idx + 1)]
-            with m.If(o_lane == lanes - 1):
-                m.d.sync += [o_lane.eq(0), o_word.eq(o_word + 1)]
-            with m.Else():
-                m.d.sync += o_lane.eq(o_lane + 1)
+            if not split:
+                with m.If(o_lane == lanes - 1):
+                    m.d.sync += [o_lane.eq(0), o_word.eq(o_word + 1)]
+                with m.Else():
+                    m.d.sync += o_lane.eq(o_lane + 1)
             with m.If(dest.last):
                 # the position's rows are done: the next position of the block restarts them
-                m.d.sync += [bptr.eq(bblock), m_idx.eq(mblock), o_word.eq(wblock_word),
-                             o_lane.eq(wblock_lane)]
+                m.d.sync += [bptr.eq(bblock), m_idx.eq(mblock),
+                             *words(o_word.eq(wblock_word), o_lane.eq(wblock_lane))]
                 advanced = False
                 for i in levels:
                     cond = ~opc[i].end
@@ -301,12 +348,13 @@ class AddressGenerator(wiring.Component):
                     m.d.sync += [bblock.eq(bptr + 1), bptr.eq(bptr + 1),
                                  mblock.eq(m_idx + 1), m_idx.eq(m_idx + 1),
                                  pos.eq(out_s)]
-                    with m.If(o_lane == lanes - 1):
-                        m.d.sync += [wblock_lane.eq(0), wblock_word.eq(o_word + 1),
-                                     o_lane.eq(0), o_word.eq(o_word + 1)]
-                    with m.Else():
-                        m.d.sync += [wblock_lane.eq(o_lane + 1), wblock_word.eq(o_word),
-                                     o_lane.eq(o_lane + 1), o_word.eq(o_word)]
+                    if not split:
+                        with m.If(o_lane == lanes - 1):
+                            m.d.sync += [wblock_lane.eq(0), wblock_word.eq(o_word + 1),
+                                         o_lane.eq(0), o_word.eq(o_word + 1)]
+                        with m.Else():
+                            m.d.sync += [wblock_lane.eq(o_lane + 1), wblock_word.eq(o_word),
+                                         o_lane.eq(o_lane + 1), o_word.eq(o_word)]
                     with m.If(~oj.end):
                         oj.step()
                     with m.Else():
@@ -316,8 +364,9 @@ class AddressGenerator(wiring.Component):
                         next_out = pool(out_s + e.out_sample_words)
                         m.d.sync += [out_s.eq(next_out), pos.eq(next_out),
                                      bptr.eq(e.bias_base), bblock.eq(e.bias_base),
-                                     m_idx.eq(0), mblock.eq(0), o_word.eq(0), o_lane.eq(0),
-                                     wblock_word.eq(0), wblock_lane.eq(0)]
+                                     m_idx.eq(0), mblock.eq(0),
+                                     *words(o_word.eq(0), o_lane.eq(0), wblock_word.eq(0),
+                                            wblock_lane.eq(0))]
                         with m.If(ob.end):
                             m.d.sync += done.eq(1)
 
@@ -335,14 +384,14 @@ class AddressGenerator(wiring.Component):
             ob.load(cfg.batch, cfg.batch == 1)
             base = pool(e.in_base)
             m.d.sync += [
-                x.eq(s16(e.x0)), y.eq(s16(e.y0)), xx.eq(s16(e.x0)), yy.eq(s16(e.y0)),
+                x.eq(e.x0), y.eq(e.y0), xx.eq(e.x0), yy.eq(e.y0),
                 aptr.eq(base), start.eq(base), in_s.eq(base),
                 wptr.eq(e.weight_base), wblock.eq(e.weight_base),
                 w_first.eq(1), issuing.eq(1), gap.eq(rows), gap_ok.eq(1),
                 done.eq(0), pos.eq(pool(e.out_base)), out_s.eq(pool(e.out_base)),
                 bptr.eq(e.bias_base), bblock.eq(e.bias_base),
-                m_idx.eq(0), mblock.eq(0), o_word.eq(0), o_lane.eq(0),
-                wblock_word.eq(0), wblock_lane.eq(0),
+                m_idx.eq(0), mblock.eq(0),
+                *words(o_word.eq(0), o_lane.eq(0), wblock_word.eq(0), wblock_lane.eq(0)),
             ]
         with m.If(self.control.stop):
             m.d.sync += issuing.eq(0)
@@ -375,16 +424,15 @@ class AddressGenerator(wiring.Component):
                         for k in range(i):
                             pc[k].load(counts[k], ones[f"p_count{k}"])
                         new_start = pool(start + e[f"act_step{i}"])
-                        new_x = (x + s16(e[f"x_step{i}"]))[:16].as_signed()
-                        new_y = (y + s16(e[f"y_step{i}"]))[:16].as_signed()
+                        new_x = (x + e[f"x_step{i}"])[:coordinate].as_signed()
+                        new_y = (y + e[f"y_step{i}"])[:coordinate].as_signed()
                         m.d.sync += [start.eq(new_start), aptr.eq(new_start),
                                      x.eq(new_x), xx.eq(new_x), y.eq(new_y), yy.eq(new_y)]
                 with m.Else():
                     # the block ends
                     for k in levels:
                         pc[k].load(counts[k], ones[f"p_count{k}"])
-                    m.d.sync += [x.eq(s16(e.x0)), xx.eq(s16(e.x0)),
-                                 y.eq(s16(e.y0)), yy.eq(s16(e.y0))]
+                    m.d.sync += [x.eq(e.x0), xx.eq(e.x0), y.eq(e.y0), yy.eq(e.y0)]
                     with m.If(~j.end):
                         j.step()
                         m.d.sync += [wblock.eq(wptr + 1), wptr.eq(wptr + 1),

@@ -40,6 +40,7 @@ from amaranth.hdl import Module, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
+from trine.contract.device_image import max_fan_in
 from trine.contract.params import AcceleratorParams
 from trine.contract.spec import MAX_FAN_IN
 from trine.hw.address_generator import AddressGenerator
@@ -60,9 +61,10 @@ class AcceleratorCore(wiring.Component):
     The host writes the image and the inputs (``host.write``), starts a run (``host.run``),
     waits until ``host.run.busy`` falls and reads the outputs (``host.read``), the inputs and
     outputs where the image's layouts put them in the pool. Cycle for cycle, the result does
-    not depend on ``params.decoder`` or ``params.weight_memory``. The accumulators hold any
-    fan-in the specification allows (:data:`trine.contract.spec.MAX_FAN_IN`: a window's
-    padding lanes have zero weights and add nothing).
+    not depend on ``params.decoder`` or ``params.weight_memory``. The accumulators hold the
+    sum of any window the compiler accepts
+    (:func:`trine.contract.device_image.max_fan_in`: a window's padding lanes have zero
+    weights and add nothing).
 
     Parameters
     ----------
@@ -86,7 +88,8 @@ class AcceleratorCore(wiring.Component):
         self.params = p = check_params(params)
         self.lanes, self.rows = p.lanes, p.rows
         self.beat_bytes = p.beat_bytes
-        self.array = MACArray(p.lanes, p.rows, max_fan_in=MAX_FAN_IN, correction=False)
+        self.array = MACArray(p.lanes, p.rows, correction=False,
+                              max_fan_in=min(MAX_FAN_IN, max_fan_in(p.act_words, p.lanes)))
         self.sequencer = LayerSequencer(p)
         self.addresses = AddressGenerator(p)
         self.memories = CoreMemories(p)

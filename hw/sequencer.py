@@ -33,7 +33,7 @@ the start of a run is a register.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -42,11 +42,11 @@ from trine.contract.device_image import CONV_ENTRY_WORDS, DENSE_ENTRY_WORDS, POS
 from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import ErrorCode
 from trine.hw.address_generator import (
-    DENSE_TAIL,
+    DENSE_DEFAULTS,
     ENTRY_FIELDS,
-    ENTRY_LAYOUT,
     LoopControlSignature,
     entry_flags,
+    entry_layout,
 )
 from trine.hw.counters import CycleCounter
 from trine.hw.host_port import CYCLE_COUNTER_WIDTH, RunSignature
@@ -57,7 +57,6 @@ from trine.hw.requantizer import REQUANTIZER_CONFIG
 
 __all__ = ["LayerSequencer"]
 
-_TAIL_WORDS = CONV_ENTRY_WORDS - DENSE_ENTRY_WORDS
 #: The table words checked as they arrive: the weight base, the bias base, then the counts
 #: that must not be zero (blocks, cw, kw, kh, the four position counts).
 COUNT_WORDS = tuple(ENTRY_FIELDS.index(name) for name in (
@@ -124,15 +123,14 @@ class LayerSequencer(wiring.Component):
             run.error.eq(error), cycle_counter.count.eq(busy), run.cycles.eq(cycle_counter.value),
         ]
 
-        # The entry, read a word per cycle into two shift registers: the words every entry
-        # has, and the convolution's tail (left at the dense defaults for a dense entry).
+        # The entry, read a word per cycle, each word into its field (kept at the width the
+        # loops need); a dense entry leaves the convolution's counts and coordinates at their
+        # defaults.
         layer = Signal(8)
-        taddr = Signal(range(max(p.table_words, 1 << 16) + CONV_ENTRY_WORDS + 1))
+        taddr = Signal(range(p.table_words + CONV_ENTRY_WORDS + 1))
         k = Signal(range(CONV_ENTRY_WORDS + 2))  # words asked for in this entry
-        head = Signal(16 * DENSE_ENTRY_WORDS, reset_less=True)
-        tail = Signal(16 * _TAIL_WORDS, reset_less=True)
+        entry = Signal(entry_layout(p), reset_less=True)
         conv = Signal()
-        entry = ENTRY_LAYOUT(Cat(head, tail))
         m.d.comb += [self.table.addr.eq(taddr), loops.config.entry.eq(entry),
                      loops.config.batch.eq(batch)]
         # The requantiser's config is latched at setup: the next entry is read while the
@@ -173,8 +171,8 @@ class LayerSequencer(wiring.Component):
             fsm.go("IDLE")
 
         def begin_entry():
-            m.d.sync += [k.eq(0), tail.eq(Cat(Const(w, 16) for w in DENSE_TAIL)),
-                         bad_count.eq(0), bad_weight.eq(0), bad_bias.eq(0)]
+            m.d.sync += [k.eq(0), bad_count.eq(0), bad_weight.eq(0), bad_bias.eq(0)]
+            m.d.sync += [entry[name].eq(value) for name, value in DENSE_DEFAULTS.items()]
 
         with fsm.state("IDLE"):
             with m.If(run.start):
@@ -200,10 +198,9 @@ class LayerSequencer(wiring.Component):
             arrived = k - 1
             data = self.table.data
             with m.If(k != 0):
-                with m.If(arrived < DENSE_ENTRY_WORDS):
-                    m.d.sync += head.eq(Cat(head[16:], data))
-                with m.Else():
-                    m.d.sync += tail.eq(Cat(tail[16:], data))
+                for index, name in enumerate(ENTRY_FIELDS):
+                    with m.If(arrived == index):
+                        m.d.sync += entry[name].eq(data)
                 with m.If(arrived == 0):
                     m.d.sync += conv.eq(entry_flags(data)[3])
                 with m.If(arrived == COUNT_WORDS[0]):

@@ -15,7 +15,7 @@ from conftest import CNN_KINDS, random_cnn
 
 from trine.contract.device_image import LayerEntry, compile_image
 from trine.contract.params import AcceleratorParams
-from trine.hw.address_generator import DENSE_TAIL, ENTRY_FIELDS, AddressGenerator
+from trine.hw.address_generator import AddressGenerator, held_entry
 from trine.sim.testbench import simulate
 
 
@@ -87,9 +87,8 @@ def timed(p, windows, first_cycle):
     return beats
 
 
-def config(e, batch):
-    words = e.to_words() + ([] if e.conv else DENSE_TAIL)
-    return {"entry": dict(zip(ENTRY_FIELDS, words, strict=True)), "batch": batch}
+def config(p, e, batch):
+    return {"entry": held_entry(p, e), "batch": batch}
 
 
 def run(p, e, batch, *, rng, take=0.6, stop_at=None, cycles=None):
@@ -103,7 +102,7 @@ def run(p, e, batch, *, rng, take=0.6, stop_at=None, cycles=None):
     seen = {"beats": [], "dests": [], "flags": [], "gaps": 0}
 
     async def bench(ctx):
-        ctx.set(dut.control.config, config(e, batch))
+        ctx.set(dut.control.config, config(p, e, batch))
         taken = 0
         for cycle in range(cycles):
             ctx.set(dut.control.setup, cycle == 2)
@@ -179,7 +178,7 @@ def test_setup_restarts_both_nests_and_clears_done():
     firsts = []
 
     async def bench(ctx):
-        ctx.set(dut.control.config, config(e, 1))
+        ctx.set(dut.control.config, config(p, e, 1))
         for _ in range(2):
             ctx.set(dut.control.setup, 1)
             await ctx.tick()

@@ -90,3 +90,20 @@ def test_bias_bytes_are_twos_complement(bias):
     raw = image.bias_bytes()
     value = int.from_bytes(raw, "little", signed=True)
     assert value == bias + 65536 + 2**30
+
+
+def test_a_window_the_device_cannot_count_is_refused():
+    """A device of 16 pool words counts window coordinates in 6 signed bits: padding 60 or
+    25 on an input of 8 reaches past them (the pool itself would hold the layer)."""
+    from trine.contract.reference import Conv
+
+    conv = Conv(np.ones((2, 1, 3), np.int8), np.zeros(2, np.int64), 60, 60, 0, True)
+    with pytest.raises(CapacityError, match=r"layer 0 \(Conv1d\): its x0 is -60, outside what "
+                                            r"a device of act_words = 16 counts \(-32 .. 31\)"):
+        compile_image([conv], (1, 8), lanes=4, rows=2, act_words=16)
+    edge = Conv(np.ones((2, 1, 3), np.int8), np.zeros(2, np.int64), 25, 25, 0, True)
+    with pytest.raises(CapacityError, match=r"layer 0 \(Conv1d\): its window's x coordinates "
+                                            r"reach past what a device of act_words = 16 counts"):
+        compile_image([edge], (1, 8), lanes=4, rows=2, act_words=16)  # 25 + 8 + 3 >= 32
+    wide = Conv(np.ones((2, 1, 3), np.int8), np.zeros(2, np.int64), 10, 10, 0, True)
+    compile_image([wide], (1, 8), lanes=4, rows=2, act_words=16)  # 10 + 8 + 3 < 32: fits

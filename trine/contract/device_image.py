@@ -61,6 +61,9 @@ __all__ = [
     "DENSE_ENTRY_WORDS",
     "CONV_ENTRY_WORDS",
     "POSITION_LEVELS",
+    "FIELD_NAMES",
+    "field_bits",
+    "max_fan_in",
     "beat_bytes",
     "word_size",
     "CapacityError",
@@ -82,11 +85,93 @@ DENSE_ENTRY_WORDS = 10
 CONV_ENTRY_WORDS = 37
 #: Loop levels over output positions (2-D pooling needs four: dx, dy, X, Y).
 POSITION_LEVELS = 4
+#: The fields of an entry, in table order (a dense entry stops after ``out_sample_words``).
+_FIELD_NAMES = (
+    "flags", "weight_base", "bias_base", "blocks", "fan_out", "cw", "in_base",
+    "in_sample_words", "out_base", "out_sample_words", "kw", "kh", "row_step",
+    *(f"p_count{i}" for i in range(POSITION_LEVELS)),
+    *(f"act_step{i}" for i in range(POSITION_LEVELS)),
+    *(f"out_step{i}" for i in range(POSITION_LEVELS)),
+    "in_width", "in_height", "x0", "y0",
+    *(f"x_step{i}" for i in range(POSITION_LEVELS)),
+    *(f"y_step{i}" for i in range(POSITION_LEVELS)),
+)
+FIELD_NAMES = _FIELD_NAMES
 _U16 = 1 << 16
 
 
 class CapacityError(TrineError, ValueError):
     """A network that does not fit a device: the message names the layer and what it needs."""
+
+
+def max_fan_in(act_words: int, lanes: int) -> int:
+    """The most products one accumulator of a device sums: a window (or a dense layer's
+    input) is at most ``act_words`` words of ``lanes`` bytes (:func:`compile_image` refuses a
+    larger window)."""
+    return act_words * lanes
+
+
+def field_bits(act_words: int, lanes: int, rows: int) -> dict[str, tuple[int, bool, bool]]:
+    """How wide the device keeps each layer-table field: ``name -> (bits, signed, exact)``.
+
+    A device computes pool addresses modulo ``2**address bits`` (every word a valid table reads
+    or writes is below ``act_words``, so that is the same as the table's 16-bit arithmetic):
+    bases, sample sizes and steps of addresses are *modular* and kept at the address width.
+    The loops' counts (at most ``act_words``: a window word, a position, a row of the input
+    are all in the pool), the output count and the window coordinates are *exact*: a table
+    whose value does not fit is refused by :func:`compile_image` (the device would count
+    wrong). Weight and bias bases are checked against the memories instead (``None`` here).
+    """
+    address = max(1, (act_words - 1).bit_length())
+    count = act_words.bit_length()
+    coordinate = count + 1
+    blocks = (-(-act_words * lanes // rows)).bit_length()
+    fan_out = (act_words * lanes).bit_length()
+    bits = {"flags": (9, False, True), "weight_base": None, "bias_base": None,
+            "blocks": (blocks, False, True), "fan_out": (fan_out, False, True),
+            "cw": (count, False, True), "in_base": (address, False, False),
+            "in_sample_words": (address, False, False), "out_base": (address, False, False),
+            "out_sample_words": (address, False, False), "kw": (count, False, True),
+            "kh": (count, False, True), "row_step": (address, False, False)}
+    for i in range(POSITION_LEVELS):
+        bits[f"p_count{i}"] = (count, False, True)
+    for kind in ("act_step", "out_step"):
+        for i in range(POSITION_LEVELS):
+            bits[f"{kind}{i}"] = (address, False, False)
+    bits.update({"in_width": (count, False, True), "in_height": (count, False, True),
+                 "x0": (coordinate, True, True), "y0": (coordinate, True, True)})
+    for kind in ("x_step", "y_step"):
+        for i in range(POSITION_LEVELS):
+            bits[f"{kind}{i}"] = (coordinate, True, True)
+    return bits
+
+
+def _check_fields(entry: LayerEntry, act_words: int, lanes: int, rows: int, where: str) -> None:
+    """Refuse an entry whose exact fields the device cannot hold, or whose window coordinates
+    would leave the device's coordinate range."""
+    values = dict(zip(_FIELD_NAMES, entry.field_values(), strict=True))
+    if entry.window_words > act_words:
+        raise CapacityError(f"program does not fit the device: {where}: its window is "
+                            f"{entry.window_words} words ({entry.kh} x {entry.kw} x "
+                            f"{entry.cw}), more than act_words = {act_words} (the device's "
+                            f"accumulators hold at most {act_words * lanes} products)")
+    for name, spec in field_bits(act_words, lanes, rows).items():
+        if spec is None or not spec[2]:
+            continue
+        width, signed, _ = spec
+        lo, hi = (-(1 << (width - 1)), 1 << (width - 1)) if signed else (0, 1 << width)
+        if not lo <= values[name] < hi:
+            raise CapacityError(f"program does not fit the device: {where}: its {name} is "
+                                f"{values[name]}, outside what a device of act_words = "
+                                f"{act_words} counts ({lo} .. {hi - 1})")
+    width = field_bits(act_words, lanes, rows)["x0"][0]
+    for axis, start, extent, kernel in (("x", entry.x0, entry.in_width, entry.kw),
+                                        ("y", entry.y0, entry.in_height, entry.kh)):
+        if abs(start) + extent + kernel >= 1 << (width - 1):
+            raise CapacityError(f"program does not fit the device: {where}: its window's "
+                                f"{axis} coordinates reach past what a device of act_words = "
+                                f"{act_words} counts (padding {-start}, extent {extent}, "
+                                f"kernel {kernel})")
 
 
 def beat_bytes(lanes: int, rows: int) -> int:
@@ -215,6 +300,16 @@ class LayerEntry:
     @property
     def words(self) -> int:
         return CONV_ENTRY_WORDS if self.conv else DENSE_ENTRY_WORDS
+
+    def field_values(self) -> list[int]:
+        """Every field of a convolution's entry (a dense entry's tail at its defaults), in
+        table order, as integers (signed ones signed; the flags word whole)."""
+        flags = self.shift | int(self.relu) << 5 | self.pool_levels << 6 | int(self.conv) << 8
+        return [flags, self.weight_base, self.bias_base, self.blocks, self.fan_out, self.cw,
+                self.in_base, self.in_sample_words, self.out_base, self.out_sample_words,
+                self.kw, self.kh, self.row_step, *self.p_counts, *self.act_steps,
+                *self.out_steps, self.in_width, self.in_height, self.x0, self.y0,
+                *self.x_steps, *self.y_steps]
 
     @property
     def window_words(self) -> int:
@@ -366,6 +461,9 @@ def _position_nest(conv: Conv, in_shape, out_shape, pool: MaxPool | None, cw: in
         out.append(b[1] - a[1])
         xs.append(b[2] - a[2])
         ys.append(b[3] - a[3])
+    # a level of one position never steps: its steps are 0 (they would only jump back)
+    for steps in (act, out, xs, ys):
+        steps[:] = [0 if n == 1 else v for v, n in zip(steps, counts, strict=True)]
     x0, y0 = -px, -py
     pad = POSITION_LEVELS - len(levels)
     return dict(
@@ -461,7 +559,7 @@ def compile_image(layers: Sequence, input_shape, lanes: int, rows: int, act_word
     weight_base = bias_base = 0
     low = True  # the layer's input sits at the low end of the pool, its output at the high end
     first_input = last_output = None
-    for (_, layer, _, pool, _), (read, out_shape) in zip(plan, tensors, strict=True):
+    for (index, layer, _, pool, _), (read, out_shape) in zip(plan, tensors, strict=True):
         in_layout_probe = TensorLayout(read, 0, lanes)
         out_probe = TensorLayout(out_shape, 0, lanes)
         if low:
@@ -507,6 +605,8 @@ def compile_image(layers: Sequence, input_shape, lanes: int, rows: int, act_word
                            out_layout.base, out_layout.sample_words, layer.shift, layer.relu,
                            conv=isinstance(layer, Conv), **nest)
         entry.to_words()  # every field within 16 bits, or a CapacityError
+        _check_fields(entry, act_words, lanes, rows,
+                      f"layer {index} ({layer_kind(layer)})")
         entries.append(entry)
         weight_base += blocks * chunks
         bias_base += blocks * rows
