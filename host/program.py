@@ -404,6 +404,7 @@ def _same_layer(a, b) -> bool:
     if isinstance(a, Layer | Conv):
         return (a.shift == b.shift and a.relu == b.relu and np.array_equal(a.weights, b.weights)
                 and np.array_equal(a.bias, b.bias)
+                and getattr(a, "ternary_threshold", None) == getattr(b, "ternary_threshold", None)
                 and (not isinstance(a, Conv)
                      or (a.stride, a.padding) == (b.stride, b.padding)))
     return a == b

@@ -129,3 +129,14 @@ def test_every_flipped_byte_of_a_version_3_file_is_caught():
         bad[i] ^= 1 << (i % 8)
         with pytest.raises(ProgramFormatError):
             Program.from_bytes(bytes(bad))
+
+
+def test_programs_differing_only_in_a_threshold_are_not_equal():
+    from trine.contract.reference import Layer as L
+
+    p = mixed_mlp()
+    first = p.layers[0]
+    changed = L(first.weights, first.bias, first.shift, first.relu, ternary_threshold=126)
+    q = Program([changed, *p.layers[1:]], p.input_scale)
+    assert p == Program.from_bytes(p.to_bytes())
+    assert p != q and p.to_bytes() != q.to_bytes()

@@ -107,3 +107,24 @@ def test_a_window_the_device_cannot_count_is_refused():
         compile_image([edge], (1, 8), lanes=4, rows=2, act_words=16)  # 25 + 8 + 3 >= 32
     wide = Conv(np.ones((2, 1, 3), np.int8), np.zeros(2, np.int64), 10, 10, 0, True)
     compile_image([wide], (1, 8), lanes=4, rows=2, act_words=16)  # 10 + 8 + 3 < 32: fits
+
+
+def test_a_program_with_ternary_outputs_is_refused_before_the_device():
+    """The reference defines ternary activations; the gateware does not compute them yet, so
+    such a program must never reach a device that would answer int8 values instead."""
+    from trine.contract.params import SIMULATED, check_fits
+    from trine.contract.reference import Conv
+
+    rng = np.random.default_rng(3)
+    hidden = Layer(rng.integers(-1, 2, (6, 8)), np.zeros(6), shift=2, ternary_threshold=3)
+    out = Layer(rng.integers(-1, 2, (3, 6)), np.zeros(3))
+    with pytest.raises(CapacityError, match=r"layer 0 \(Dense\) has ternary outputs "
+                                            r"\(ternary_threshold 3\)"):
+        compile_image([hidden, out], (8,), 8, 5, 256)
+    with pytest.raises(CapacityError, match="ternary outputs"):
+        check_fits([hidden, out], SIMULATED.limits())
+    conv = Conv(rng.integers(-1, 2, (4, 1, 3)), np.zeros(4), padding=1, ternary_threshold=1)
+    with pytest.raises(CapacityError, match=r"layer 0 \(Conv1d\) has ternary outputs"):
+        compile_image([conv], (1, 8), 8, 5, 256)
+    # the same layers with int8 outputs compile
+    compile_image([Layer(hidden.weights, hidden.bias, shift=2), out], (8,), 8, 5, 256)

@@ -528,11 +528,18 @@ def compile_image(layers: Sequence, input_shape, lanes: int, rows: int, act_word
     CapacityError
         For a network the device cannot run at all: a max-pooling that does not follow a
         convolution, a layer whose input and output do not fit the pool for one sample
-        (naming the layer and the words it needs), or a table field outside 16 bits. The
-        other capacities (weights, biases, table, layers) are checked by
-        :func:`trine.contract.params.check_fits`.
+        (naming the layer and the words it needs), a table field outside 16 bits, or a layer
+        with ternary outputs (``ternary_threshold``: the reference defines them, the gateware
+        computes every layer with int8 activations so far). The other capacities (weights,
+        biases, table, layers) are checked by :func:`trine.contract.params.check_fits`.
     """
     layers = tuple(layers)
+    for i, layer in enumerate(layers):
+        if getattr(layer, "ternary_threshold", None) is not None:
+            raise CapacityError(
+                f"layer {i} ({getattr(layer, 'kind', 'Dense')}) has ternary outputs "
+                f"(ternary_threshold {layer.ternary_threshold}): the device runs int8 "
+                "activations only so far; run such a program on the reference")
     plan, shapes = _weighted_plan(layers, input_shape)
     # layouts of the tensors each weighted layer reads and writes
     tensors = []
