@@ -37,7 +37,7 @@ from trine.contract.params import SIMULATED, UP5K
 from trine.contract.reference import Conv, Flatten, Layer, MaxPool
 from trine.host.arch import parse_arch, spec_layers
 from trine.host.client import Client
-from trine.host.program import Program
+from trine.host.program import Program, ProgramTooLargeError
 from trine.sim.serve import serve
 
 # 8 x 5 = 40 trits per beat = 8 bytes at 5 trits per byte: one 64-bit word (UP5K SPRAM width)
@@ -96,6 +96,14 @@ def _split(layers):
         groups.append((i, group))
         i += len(group)
     return groups
+
+
+def _fits(program, client) -> bool:
+    try:
+        program.check_fits(client.limits())
+    except ProgramTooLargeError:
+        return False
+    return True
 
 
 def _measure(client, program, rng, batch, what):
@@ -170,6 +178,13 @@ def cnn_runs(sim: str, rng) -> list:
                     detail = f", C_in x k = {c_in * k}"
                 r = _measure(client, Program(group, input_shape=shapes[i]), rng, 1,
                              f"layer {i}: {kinds} on {shape}{detail}")
+                alone = Program(group[:1], input_shape=shapes[i])
+                if isinstance(group[-1], MaxPool) and _fits(alone, client):
+                    # what the fused pooling costs: the same convolution without it (where
+                    # its larger output fits the pool)
+                    alone = _measure(client, alone, rng, 1, f"layer {i} without its pooling")
+                    r["cycles_without_pooling"] = alone["cycles"]
+                    r["pooling_cost"] = r["cycles"] / alone["cycles"] - 1
                 runs.append(r)
             r = _measure(client, Program(layers, input_shape=CNN_INPUT), rng, 1,
                          f"network {CNN_ARCH},d10")
@@ -194,6 +209,10 @@ def main(argv: list[str] | None = None) -> dict:
     net = cnn[-1]
     print(f"CNN: {net['cycles_per_inference']:.0f} cycles per inference, "
           f"{net['inferences_per_second_at_48_mhz']:.0f} inferences/s at 48 MHz")
+    for r in cnn:
+        if "pooling_cost" in r:
+            print(f"{r['what']}: fused pooling costs {r['pooling_cost']:+.2%} "
+                  f"({r['cycles']} cycles, {r['cycles_without_pooling']} without it)")
     print(f"load: {link['weights']} weights, {link['payload_bytes']} payload bytes, "
           f"{link['wire_bytes_sent']} bytes sent in {link['frames']} frames: "
           f"{link['bits_per_weight_on_wire']:.3f} bits per weight on the wire (biases and "
