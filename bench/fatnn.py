@@ -1,7 +1,9 @@
 """Ternary activations (FATNN): what they cost in accuracy, and what they save in logic.
 
 ``--part accuracy``: QAT with int8 activations against QAT with ternary activations
-(``train_qat(act="ternary")``) on digits and MNIST-1D, MLP and CNN, at the settings of
+(``train_qat(act="ternary")``, and ``"ternary-inner"``: the first hidden layer's outputs int8
+too) on digits and MNIST-1D, MLP and CNN (runs of earlier calls that are not repeated are
+kept), at the settings of
 :data:`trine.host.qat.DEFAULTS` (the same settings for both; ``--cnn-epochs`` and
 ``--mlp-epochs`` override the epochs of both alike, and are recorded), seeds ``--seeds``.
 Training is single-threaded and one run at a time. Accuracies are the bit-exact reference's
@@ -51,32 +53,44 @@ def train_one(name: str, model: str, act: str, seed: int, epochs: int | None) ->
             "program_bytes": len(r.program.to_bytes()), "settings": r.settings}
 
 
-def accuracy(args) -> dict[str, Any]:
+ACTS = ("int8", "ternary", "ternary-inner")
+
+
+def accuracy(args, previous: list[dict]) -> dict[str, Any]:
+    """Train what ``args`` asks for; runs of ``previous`` that were not re-run are kept."""
     runs = []
     with single_threaded_blas():
         for name in args.data:
             for model in args.models:
                 epochs = args.cnn_epochs if model == "cnn" else args.mlp_epochs
                 for seed in args.seeds:
-                    for act in ("int8", "ternary"):
+                    for act in args.acts:
+                        if act == "ternary-inner" and name == "digits" and model == "mlp":
+                            continue  # one hidden layer: nothing inner to ternarise
                         print(f"{name} {model} {act} seed {seed} ...", end=" ", flush=True)
                         r = train_one(name, model, act, seed, epochs)
                         print(f"test {r['test_acc']:.2%} train {r['train_acc']:.2%} "
                               f"{r['seconds']:.0f} s", flush=True)
                         runs.append(r)
+    done = {(r["data"], r["model"], r["act"], r["seed"]) for r in runs}
+    runs = [r for r in previous
+            if (r["data"], r["model"], r["act"], r["seed"]) not in done] + runs
     summary = []
-    for name in args.data:
-        for model in args.models:
-            row = {"data": name, "model": model}
-            for act in ("int8", "ternary"):
-                accs = [r["test_acc"] for r in runs
-                        if (r["data"], r["model"], r["act"]) == (name, model, act)]
-                row[act] = sum(accs) / len(accs)
-                row["epochs"] = next(r["epochs"] for r in runs
-                                     if (r["data"], r["model"]) == (name, model))
-            row["seeds"] = list(args.seeds)
-            row["cost_points"] = 100 * (row["int8"] - row["ternary"])
-            summary.append(row)
+    for name, model in dict.fromkeys((r["data"], r["model"]) for r in runs):
+        row = {"data": name, "model": model}
+        for act in ACTS:
+            mine = [r for r in runs if (r["data"], r["model"], r["act"]) == (name, model, act)]
+            row[act] = sum(r["test_acc"] for r in mine) / len(mine) if mine else None
+            if mine:
+                row[f"{act}_epochs"] = mine[0]["epochs"]
+                row[f"{act}_seeds"] = sorted(r["seed"] for r in mine)
+        row["epochs"] = row.get("int8_epochs")
+        row["seeds"] = row.get("int8_seeds", [])
+        for act in ACTS[1:]:
+            if row["int8"] is not None and row[act] is not None:
+                row[f"{act}_cost_points"] = 100 * (row["int8"] - row[act])
+        row["cost_points"] = row.get("ternary_cost_points")
+        summary.append(row)
     return {"runs": runs, "summary": summary}
 
 
@@ -142,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--models", nargs="+", choices=["mlp", "cnn"], default=["mlp", "cnn"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--acts", nargs="+", choices=ACTS, default=list(ACTS))
     parser.add_argument("--mlp-epochs", type=int, help="epochs of both MLPs (default: DEFAULTS)")
     parser.add_argument("--cnn-epochs", type=int, help="epochs of both CNNs (default: DEFAULTS)")
     parser.add_argument("--no-fmax", action="store_true", help="pack only, no place and route")
@@ -149,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
     figures = json.loads(PATH.read_text()) if PATH.is_file() else {}
     figures["context"] = context()
     if args.part in ("accuracy", "all"):
-        figures["accuracy"] = accuracy(args) | {"argv": argv}
+        previous = figures.get("accuracy", {}).get("runs", [])
+        figures["accuracy"] = accuracy(args, previous) | {"argv": argv}
     if args.part in ("area", "all"):
         figures["area"] = area(args) | {"argv": argv}
     write_atomic(PATH, json.dumps(figures, indent=2, default=list) + "\n")

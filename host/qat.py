@@ -69,7 +69,9 @@ threshold of each is calibrated with the shifts (before training and after every
 ``act_delta=0.3`` by default, chosen on the digits MLP's *training* accuracy among 0.05-1.0;
 TWN's 0.7, its weights' rule, trained about two points worse there); the
 straight-through gradient is that of a quantiser of step ``2 t``. Such a program is written
-as ``.trine`` version 3.
+as ``.trine`` version 3. ``act="ternary-inner"`` keeps the first hidden layer's outputs int8
+(after a ReLU) as well: ternarising the features of the raw input is what cost most on
+MNIST-1D (see ``bench/fatnn.py``).
 
 Training is reproducible: the same data and settings give the same ``program.to_bytes()``
 (``time_budget_s`` aside, which stops on the wall clock).
@@ -116,7 +118,7 @@ __all__ = [
 ]
 
 #: Activation kinds of train_qat's hidden layers.
-ACTS = ("int8", "ternary")
+ACTS = ("int8", "ternary", "ternary-inner")
 
 #: Settings per data set (trine.host.data names), measured on the default splits (see the README):
 #: float ``train_float_mlp(x, y, **DEFAULTS[name]["float"])``, ternary
@@ -262,9 +264,11 @@ def train_qat(
         In ``(0, 100]``: ``input_scale = percentile(|x_train|) / 127``.
     threshold : {"layer", "row"}
         TWN threshold per layer or per output row.
-    act : {"int8", "ternary"}
+    act : {"int8", "ternary", "ternary-inner"}
         The hidden layers' outputs: int8 after a ReLU (the default), or trits (ternary
-        activations, no ReLU; see the module). ``"ternary"`` starts from random weights.
+        activations, no ReLU; see the module); ``"ternary-inner"`` keeps the first hidden
+        layer's outputs int8 (after a ReLU) too and ternarises the later hidden layers only
+        (needs two hidden layers). Both ternary kinds start from random weights.
     act_delta : float
         With ``act="ternary"``: each ternary threshold is ``act_delta * mean|acc + bias|``
         of its layer on the training set, re-chosen after every epoch.
@@ -341,10 +345,10 @@ def train_qat(
         raise TrainError(f"threshold must be one of {', '.join(THRESHOLDS)}, not {threshold!r}")
     if act not in ACTS:
         raise TrainError(f"act must be one of {', '.join(ACTS)}, not {act!r}")
-    if act == "ternary":
+    if act != "int8":
         settings.update(act=act, act_delta=check_float(act_delta, "act_delta"))
         if init is not None:
-            raise TrainError("act='ternary' starts from random weights (init=None)")
+            raise TrainError(f"act={act!r} starts from random weights (init=None)")
     progress = check_progress(progress)
     if labels is not None:
         if isinstance(labels, str | bytes) or not isinstance(labels, Sequence) or not all(
@@ -405,12 +409,20 @@ def _train(x, y, xt, yt, dims, settings, start, labels, progress, specs=None,
     pct = settings["act_percentile"]
     threshold = settings["threshold"]
     relus = [i < len(dims) - 2 for i in range(len(dims) - 1)]
-    ternary = settings.get("act") == "ternary"
+    act = settings.get("act", "int8")
     delta = settings.get("act_delta", 0.3)
+    n_weighted = len(dims) - 1 if specs is None else sum(s.weighted for s in specs)
+    # which weighted layers output trits: all but the last, or ("ternary-inner") all but the
+    # first and the last
+    ternary_out = [act != "int8" and i < n_weighted - 1 and (act == "ternary" or i > 0)
+                   for i in range(n_weighted)]
+    if act == "ternary-inner" and not any(ternary_out):
+        raise TrainError("act='ternary-inner' needs at least two hidden layers (the first "
+                         "hidden layer's outputs stay int8)")
 
-    def acts(n_weighted: int) -> list[int | None] | None:
-        """Ternary outputs (a first threshold, calibrated below) for all but the last layer."""
-        return [1] * (n_weighted - 1) + [None] if ternary else None
+    def acts(n: int) -> list[int | None] | None:
+        """Ternary outputs (a first threshold, calibrated below) where ternary_out says."""
+        return [1 if t else None for t in ternary_out] if act != "int8" else None
     if isinstance(start, Program):
         input_scale = start.input_scale
     else:
@@ -427,7 +439,8 @@ def _train(x, y, xt, yt, dims, settings, start, labels, progress, specs=None,
         fans = [(g.fan_out, g.fan_in) if s.kind == "dense" else (g.out_channels, g.fan_in)
                 for s, g in zip(specs, geometry, strict=True) if s.weighted]
         ws = [rng.normal(0.0, 1.0, fan) for fan in fans]
-        spec_relus = [s.relu and not ternary for s in specs if s.weighted]
+        spec_relus = [s.relu and not t for s, t in zip([s for s in specs if s.weighted],
+                                                       ternary_out, strict=True)]
         net = QATNet([w / np.abs(w).mean() for w in ws], [np.zeros(m) for m, _ in fans],
                      [0] * len(ws), spec_relus, input_scale, threshold, specs=specs,
                      input_shape=shape, act_thresholds=acts(len(ws)), act_delta=delta)
@@ -435,7 +448,8 @@ def _train(x, y, xt, yt, dims, settings, start, labels, progress, specs=None,
     else:
         ws = [rng.normal(0.0, 1.0, (m, k)) for k, m in zip(dims, dims[1:], strict=False)]
         net = QATNet([w / np.abs(w).mean() for w in ws], [np.zeros(m) for m in dims[1:]],
-                     [0] * len(ws), [r and not ternary for r in relus], input_scale,
+                     [0] * len(ws), [r and not t for r, t in zip(relus, ternary_out,
+                                                                 strict=True)], input_scale,
                      threshold, act_thresholds=acts(len(ws)), act_delta=delta)
         net.calibrate(a0, pct)
     n_layers = net.n_layers
@@ -488,7 +502,7 @@ def _train(x, y, xt, yt, dims, settings, start, labels, progress, specs=None,
         "train_acc": final["train_acc"], "seconds": clock(), "epochs_run": final["epoch"],
         "sparsity": net.sparsity(), "shifts": list(net.shifts), "input_scale": input_scale,
     }
-    if ternary:
+    if act != "int8":
         metrics["act_thresholds"] = list(net.act_thresholds)
     if xt is not None:
         metrics["test_acc"] = final["test_acc"]

@@ -88,7 +88,7 @@ def test_ternary_shift_for_expresses_the_threshold_as_t_times_a_power_of_two():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(act="binary"), "act must be one of int8, ternary, not 'binary'"),
+    (dict(act="binary"), "act must be one of int8, ternary, ternary-inner, not 'binary'"),
     (dict(act="ternary", act_delta=0), "act_delta must be a finite number > 0"),
     (dict(act="ternary", init="float"), r"act='ternary' starts from random weights"),
 ])
@@ -120,3 +120,24 @@ def test_trine_train_ternary_act(tmp_path, capsys):
     assert main(["train", "--method", "evolve", "--ternary-act", "-q",
                  "-o", str(tmp_path / "e.trine")]) == 2
     assert "--ternary-act is for --method qat" in capsys.readouterr().err
+
+
+def test_ternary_inner_keeps_the_first_hidden_layer_int8(digits_small, tmp_path):
+    x, y, xt, _ = digits_small
+    r = train_qat(x, y, hidden=(16, 12, 8), epochs=2, seed=1, act="ternary-inner")
+    layers = r.program.layers
+    assert [layer.ternary_threshold is not None for layer in layers] == [False, True, True,
+                                                                          False]
+    assert [layer.relu for layer in layers] == [True, False, False, False]
+    assert ternary_inputs(layers) == (False, False, True, True)
+    assert np.array_equal(QATNet.from_program(r.program).forward(xt),
+                          r.program.run_reference(xt))
+    with pytest.raises(TrainError, match="act='ternary-inner' needs at least two hidden"):
+        train_qat(x, y, hidden=(8,), epochs=1, act="ternary-inner")
+    from trine.cli.main import main
+
+    out = tmp_path / "i.trine"
+    assert main(["train", "--data", "digits", "--hidden", "16,8", "--epochs", "1",
+                 "--ternary-act", "inner", "--no-float", "-q", "-o", str(out)]) == 0
+    kinds = [layer.ternary_threshold is not None for layer in Program.load(out).layers]
+    assert kinds == [False, True, False]

@@ -64,7 +64,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.budget is not None:
             kw["time_budget_s"] = args.budget
         if args.ternary_act:
-            kw["act"] = "ternary"
+            kw["act"] = "ternary" if args.ternary_act == "all" else "ternary-inner"
         train = train_qat
     else:
         from trine.host.evolve import HIDDEN, train_evolve
@@ -200,10 +200,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "ray://HOST:PORT)")
     isl.add_argument("--migrate-every", type=int, metavar="G",
                      help="generations between migrations (default 500)")
-    tr.add_argument("--ternary-act", action="store_true",
+    tr.add_argument("--ternary-act", nargs="?", const="all", choices=["all", "inner"],
                     help="QAT with ternary activations: every layer but the last outputs trits "
                          "(a threshold per layer), so all but the first multiply trits by trits; "
-                         "written as .trine version 3")
+                         "'inner': the first hidden layer's outputs stay int8 too; written as "
+                         ".trine version 3")
     tr.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     tr.add_argument("--no-float", action="store_true", help="skip the float MLP baseline")
     tr.add_argument("-o", "--output", required=True, help="the .trine program to write")
