@@ -411,14 +411,18 @@ def fatnn_tables(d: dict) -> list[str]:
     if acc:
         out += ["Ternary activations (FATNN) against int8 activations: QAT at the same settings "
                 "(`trine.host.qat.DEFAULTS`; epochs as listed), test accuracy of the bit-exact "
-                f"reference, mean over seeds. Measured {d['context']['date'][:10]}, "
+                "reference, mean over seeds; *inner*: the first hidden layer's outputs int8 too "
+                f"(`act=\"ternary-inner\"`). Measured {d['context']['date'][:10]}, "
                 "`python -m bench.fatnn`.", "",
                 "| data | model | epochs | seeds | int8 activations | ternary activations "
-                "| cost (points) |", "|---|---|---:|---|---:|---:|---:|"]
+                "| cost (points) | ternary, inner | cost (points) |",
+                "|---|---|---:|---|---:|---:|---:|---:|---:|"]
         for r in acc["summary"]:
+            inner, inner_cost = r.get("ternary-inner"), r.get("ternary-inner_cost_points")
             out.append(f"| {r['data']} | {r['model']} | {r['epochs']} "
-                       f"| {', '.join(map(str, r['seeds']))} | {r['int8']:.1%} "
-                       f"| {r['ternary']:.1%} | {r['cost_points']:.1f} |")
+                       f"| {', '.join(map(str, r['seeds']))} | {_fmt(r['int8'], '.1%')} "
+                       f"| {_fmt(r['ternary'], '.1%')} | {_fmt(r['cost_points'])} "
+                       f"| {_fmt(inner, '.1%')} | {_fmt(inner_cost)} |")
     area = d.get("area")
     if area:
         if out:
