@@ -163,6 +163,6 @@ def bitstream_sources(build) -> dict[str, str]:
                "  wire rx_pad = rx;\n"
                f"  {MODULE} board(.{clock_port}(clk), .{board.uart}_0__rx__io(rx_pad), "
                f".{board.uart}_0__tx__io(tx));\nendmodule\n")
-    replaced, models = _BOARD_MODELS["ice40"]
+    replaced, *models = _BOARD_MODELS["ice40"]
     return {"chip.v": chip, "cells_sim.v": cell_models("ice40", replaced),
-            "board_models.v": (MODELS / models).read_text(), "wrapper.v": wrapper}
+            **{name: (MODELS / name).read_text() for name in models}, "wrapper.v": wrapper}

@@ -112,6 +112,31 @@ def test_the_icebreaker_netlist_answers_as_the_reference(icebreaker, make_progra
         _check_device(url, icebreaker, make_program, 5)
 
 
+@pytest.fixture(scope="module")
+def ulx3s():
+    return board_build("ulx3s-85f")
+
+
+@pytest.mark.synth
+def test_the_ulx3s_netlist_answers_as_the_reference(ulx3s, make_program):
+    with _served(ulx3s, "netlist") as url:
+        _check_device(url, ulx3s, make_program, 7)
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_the_icebreaker_netlist_runs_the_digits_test_split(icebreaker):
+    from trine.host.data import load_dataset
+    from trine.host.evaluate import evaluate
+    from trine.host.qat import DEFAULTS, train_qat
+
+    x_tr, y_tr, x_te, y_te = load_dataset("digits")
+    program = train_qat(x_tr, y_tr, seed=0, **dict(DEFAULTS["digits"]["qat"], epochs=20)).program
+    with _served(icebreaker, "netlist") as url:
+        ev = evaluate(program, x_te, y_te, backend="device", url=url, timeout=ANSWER_TIMEOUT)
+    assert ev.samples == len(y_te) and ev.mismatches == 0
+
+
 @pytest.mark.synth
 def test_the_icebreaker_bitstream_answers_as_the_reference(icebreaker, make_program):
     if shutil.which("icebox_vlog") is None:
@@ -240,7 +265,7 @@ endmodule
 
 @pytest.mark.synth
 @pytest.mark.parametrize(("width", "depth"), [(8, 2048), (16, 1024), (18, 1024), (4, 4096),
-                                              (2, 8192), (1, 16384)])
+                                              (2, 8192), (1, 16384), (32, 512)])
 def test_the_dp16kd_model_behaves_as_the_generic_memory(tmp_path, width, depth):
     """A memory with initial contents, as RTL and as what synth_ecp5 makes of it (DP16KD block
     RAM, simulated with sim/models/ecp5_dp16kd.v): the same reads for random writes and reads,
@@ -259,9 +284,8 @@ def test_the_dp16kd_model_behaves_as_the_generic_memory(tmp_path, width, depth):
                     "rename mem mem_syn; write_verilog -noattr syn.v"], cwd=tmp_path, check=True,
                    timeout=300, capture_output=True)
     syn = (tmp_path / "syn.v").read_text()
-    # (a 36-bit-wide memory becomes PDPW16KD, which is not modelled)
-    assert re.search(r"\bDP16KD\b", syn) and "PDPW16KD" not in syn, \
-        "synth_ecp5 did not map the memory to DP16KD"
+    # (a 32-bit memory becomes a DP16KD in its 36-bit pseudo dual-port mode)
+    assert re.search(r"\bDP16KD\b", syn), "synth_ecp5 did not map the memory to DP16KD"
     (tmp_path / "cells.v").write_text(cell_models("ecp5", ("DP16KD",)))
     abits = (depth - 1).bit_length()
     (tmp_path / "tb.v").write_text(f"""`timescale 1ns/1ps

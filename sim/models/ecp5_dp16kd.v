@@ -2,7 +2,10 @@
 // cell models leave it a blackbox. Behaviour as Lattice's sysMEM usage guide (TN1264) gives it,
 // for what Yosys's memory mapping (share/lattice/brams_map_16kd.v) instantiates:
 //
-// * DATA_WIDTH_A/B 1, 2, 4, 9 or 18, each port on its own. The block is 1024 words of 18 bits;
+// * DATA_WIDTH_A/B 1, 2, 4, 9 or 18, each port on its own; or 36, the pseudo dual-port mode
+//   Yosys uses for 32/36-bit memories: port A writes 36-bit words ({DIB, DIA}; address
+//   AD13..AD5, AD3..AD0 enable the four 9-bit quarters), port B reads them ({DOB, DOA}), word w
+//   being rows 2w (bits 17:0) and 2w + 1 (bits 35:18). The block is 1024 words of 18 bits;
 //   a 9-bit word a is half a & 1 of word a >> 1 (bits [8:0] or [17:9]); a 1, 2 or 4-bit word
 //   lies in the 16 data bits (bits 8 and 17 are the parity bits of the 9-bit halves), word a
 //   being sub-word a % (16 / width) of word a / (16 / width). At width 18, AD1 and AD0 are the
@@ -156,10 +159,20 @@ module DP16KD (
   reg [17:0] latch_a = 0, latch_b = 0, reg_a = 0, reg_b = 0;
   wire async = RESETMODE == "ASYNC";
 
+  wire [35:0] di36 = {dib, dia};
+  wire [9:0] wrow = {ada[13:5], 1'b0};
+
   always @(posedge clka or posedge (async && RSTA)) begin
     if (RSTA && (async || sela)) begin
       latch_a <= 0;
       reg_a <= 0;
+    end else if (DATA_WIDTH_A == 36) begin
+      if (sela && WEA) begin
+        if (ada[0]) mem[wrow][8:0] <= di36[8:0];
+        if (ada[1]) mem[wrow][17:9] <= di36[17:9];
+        if (ada[2]) mem[wrow | 10'd1][8:0] <= di36[26:18];
+        if (ada[3]) mem[wrow | 10'd1][17:9] <= di36[35:27];
+      end
     end else begin
       if (sela) begin
         if (WEA) begin
@@ -177,10 +190,18 @@ module DP16KD (
     end
   end
 
+  reg [35:0] latch_b36 = 0, reg_b36 = 0;
+  wire [9:0] rrow = {adb[13:5], 1'b0};
+
   always @(posedge clkb or posedge (async && RSTB)) begin
     if (RSTB && (async || selb)) begin
       latch_b <= 0;
       reg_b <= 0;
+      latch_b36 <= 0;
+      reg_b36 <= 0;
+    end else if (DATA_WIDTH_B == 36) begin
+      if (selb) latch_b36 <= {mem[rrow | 10'd1], mem[rrow]};
+      if (OCEB) reg_b36 <= latch_b36;
     end else begin
       if (selb) begin
         if (WEB) begin
@@ -198,8 +219,9 @@ module DP16KD (
     end
   end
 
-  wire [17:0] doa = REGMODE_A == "OUTREG" ? reg_a : latch_a;
-  wire [17:0] dob = REGMODE_B == "OUTREG" ? reg_b : latch_b;
+  wire [35:0] do36 = REGMODE_B == "OUTREG" ? reg_b36 : latch_b36;
+  wire [17:0] doa = DATA_WIDTH_B == 36 ? do36[17:0] : REGMODE_A == "OUTREG" ? reg_a : latch_a;
+  wire [17:0] dob = DATA_WIDTH_B == 36 ? do36[35:18] : REGMODE_B == "OUTREG" ? reg_b : latch_b;
   assign {DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5,
           DOA4, DOA3, DOA2, DOA1, DOA0} = doa;
   assign {DOB17, DOB16, DOB15, DOB14, DOB13, DOB12, DOB11, DOB10, DOB9, DOB8, DOB7, DOB6, DOB5,
