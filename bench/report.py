@@ -147,6 +147,12 @@ def device_tables(d: dict) -> list[str]:
             out.append(f"| {r['what']} | {r['cycles']} | {r['ideal_cycles']} "
                        f"| {r['utilisation']:.1%} | {r['macs_per_cycle']:.1f} "
                        f"| {r['inferences_per_second_at_48_mhz']:,.0f} |")
+        costs = [f"{r['pooling_cost']:+.2%} ({r['cycles']} cycles, "
+                 f"{r['cycles_without_pooling']} without it)"
+                 for r in cnn["runs"] if "pooling_cost" in r]
+        if costs:
+            out += ["", "The fused max-pooling, against the same convolution without it: "
+                    + "; ".join(costs) + "."]
     return out
 
 
