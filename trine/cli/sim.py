@@ -75,15 +75,21 @@ def device_config(args: argparse.Namespace):
 
 @contextlib.contextmanager
 def _sigterm_sets(stop: threading.Event):
-    """SIGTERM stops the simulator and reaps it, as Ctrl-C does (main thread only)."""
+    """SIGTERM and SIGINT stop the simulator and reap it (main thread only).
+
+    SIGINT gets a handler of its own too: a process started in the background by a shell
+    inherits SIGINT ignored, and Python then raises no KeyboardInterrupt for it.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def engine(args: argparse.Namespace) -> str:
