@@ -46,7 +46,7 @@ would fan out from the array to every feed register and memory enable).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -236,42 +236,98 @@ class AddressGenerator(wiring.Component):
             # in the setup cycle itself the registered flag is not there yet
             return e[name] == 1
 
-        # ---- issue side -----------------------------------------------------------------
+        # ---- issue side: the beats of the current window -------------------------------
         g = _Counter(m, "g", count_bits)
         tx = _Counter(m, "tx", count_bits)
         ty = _Counter(m, "ty", count_bits)
-        pc = [_Counter(m, f"pc{i}", count_bits) for i in levels]
-        j = _Counter(m, "j", block_bits)
-        b = _Counter(m, "b", len(cfg.batch))
         xx = Signal(signed(coordinate))  # x + tx
         yy = Signal(signed(coordinate))  # y + ty
-        x = Signal(signed(coordinate))
-        y = Signal(signed(coordinate))
+        x = Signal(signed(coordinate))  # the window's x, for xx's reload at each of its rows
         aptr = Signal(abits)
-        start = Signal(abits)
-        in_s = Signal(abits)
         wptr = Signal(range(p.weight_words + 1))
         wblock = Signal.like(wptr)  # the current block's first weight word
         w_first = Signal()  # the beat at the issuer starts a window
+        w_last = Signal()  # the beat at the issuer ends its window
         gap = Signal(range(rows + 1))  # cycles since the last window started, saturating
         gap_ok = Signal()  # gap == rows
         issuing = Signal()
         issue = Signal()  # a beat leaves this cycle
         inside = Signal()
+
+        # ---- the window walker: the window after the current one, prepared ahead ----------
+        # It holds the next window's start, x and y, how that window relates to the current
+        # one (same block, next block, next sample) and whether there is none: the issuer
+        # jumps there on its window's last beat. The walker then decides which loop level
+        # advances (``adv``, one-hot, from its counters' end flags) in one cycle and applies
+        # it in the next, so that its priority chain over the position levels, the blocks and
+        # the samples never meets ``issue``; a window takes at least ``rows`` cycles, so the
+        # next one is ready in time (a first window, or with one row one-beat windows, of
+        # fewer than three beats waits for it: its last beat is held).
+        pc = [_Counter(m, f"pc{i}", count_bits) for i in levels]
+        j = _Counter(m, "j", block_bits)
+        b = _Counter(m, "b", len(cfg.batch))
+        n_start = Signal(abits)
+        n_x = Signal(signed(coordinate))
+        n_y = Signal(signed(coordinate))
+        n_block = Signal()  # the next window starts the next block of the sample
+        n_sample = Signal()  # the next window starts the next sample
+        n_end = Signal()  # there is no next window: the layer's issue side ends
+        n_valid = Signal()
+        in_s = Signal(abits)
+        adv = Signal(POSITION_LEVELS + 3)  # level 0..3, block, sample, end
+        adv_valid = Signal()
+
         m.d.comb += [
-            issue.eq(issuing & (~w_first | gap_ok)),
+            issue.eq(issuing & (~w_first | gap_ok) & (~w_last | n_valid)),
+            w_last.eq(g.end & tx.end & ty.end),
             inside.eq(~xx[-1] & (xx.as_unsigned() < e.in_width) &
                       ~yy[-1] & (yy.as_unsigned() < e.in_height)),
             self.o_beat.valid.eq(issue),
             self.o_beat.payload.weight_addr.eq(wptr),
             self.o_beat.payload.act_addr.eq(aptr),
             self.o_beat.payload.zero.eq(~inside),
-            self.o_beat.payload.last.eq(g.end & tx.end & ty.end),
+            self.o_beat.payload.last.eq(w_last),
         ]
+        # A window's last beat held for the walker holds the gap too: the array's output
+        # needs ``rows`` cycles between the last beats of two windows.
+        held = Signal()
+        m.d.comb += held.eq(issuing & ~w_first & w_last & ~n_valid)
         with m.If(issue & w_first):
             m.d.sync += [gap.eq(1), gap_ok.eq(rows == 1)]
-        with m.Elif(~gap_ok):
+        with m.Elif(~gap_ok & ~held):
             m.d.sync += [gap.eq(gap + 1), gap_ok.eq(gap == rows - 1)]
+
+        all_end = Signal()
+        m.d.comb += all_end.eq(Cat(c.end for c in pc).all())
+        with m.If(~adv_valid):
+            m.d.sync += adv_valid.eq(1)
+            for i in levels:
+                m.d.sync += adv[i].eq(Cat(c.end for c in pc[:i]).all() & ~pc[i].end)
+            m.d.sync += [adv[-3].eq(all_end & ~j.end), adv[-2].eq(all_end & j.end & ~b.end),
+                         adv[-1].eq(all_end & j.end & b.end)]
+        with m.Elif(~n_valid):
+            m.d.sync += [adv_valid.eq(0), n_valid.eq(1),
+                         n_block.eq(adv[-3]), n_sample.eq(adv[-2]), n_end.eq(adv[-1])]
+            for i in levels:
+                with m.If(adv[i]):
+                    pc[i].step()
+                    for k in range(i):
+                        pc[k].load(counts[k], ones[f"p_count{k}"])
+                    m.d.sync += [n_start.eq(pool(n_start + e[f"act_step{i}"])),
+                                 n_x.eq((n_x + e[f"x_step{i}"])[:coordinate].as_signed()),
+                                 n_y.eq((n_y + e[f"y_step{i}"])[:coordinate].as_signed())]
+            with m.If(adv[-3] | adv[-2]):
+                for k in levels:
+                    pc[k].load(counts[k], ones[f"p_count{k}"])
+                m.d.sync += [n_x.eq(e.x0), n_y.eq(e.y0)]
+            with m.If(adv[-3]):
+                j.step()
+                m.d.sync += n_start.eq(in_s)
+            with m.If(adv[-2]):
+                j.load(e.blocks, ones["blocks"])
+                b.step()
+                next_in = pool(in_s + e.in_sample_words)
+                m.d.sync += [in_s.eq(next_in), n_start.eq(next_in)]
 
         # ---- output side ----------------------------------------------------------------
         opc = [_Counter(m, f"opc{i}", count_bits) for i in levels]
@@ -384,8 +440,9 @@ class AddressGenerator(wiring.Component):
             ob.load(cfg.batch, cfg.batch == 1)
             base = pool(e.in_base)
             m.d.sync += [
-                x.eq(e.x0), y.eq(e.y0), xx.eq(e.x0), yy.eq(e.y0),
-                aptr.eq(base), start.eq(base), in_s.eq(base),
+                x.eq(e.x0), xx.eq(e.x0), yy.eq(e.y0), n_x.eq(e.x0), n_y.eq(e.y0),
+                aptr.eq(base), n_start.eq(base), in_s.eq(base),
+                n_valid.eq(0), adv_valid.eq(0),
                 wptr.eq(e.weight_base), wblock.eq(e.weight_base),
                 w_first.eq(1), issuing.eq(1), gap.eq(rows), gap_ok.eq(1),
                 done.eq(0), pos.eq(pool(e.out_base)), out_s.eq(pool(e.out_base)),
@@ -412,38 +469,18 @@ class AddressGenerator(wiring.Component):
                 ty.step()
                 m.d.sync += [aptr.eq(pool(aptr + e.row_step)), xx.eq(x), yy.eq(yy + 1)]
             with m.Else():
-                # the window ends: the next one, of the same block, reads its weights again
+                # the window ends: the issuer jumps to the walker's next window
                 g.load(e.cw, ones["cw"])
                 tx.load(e.kw, ones["kw"])
                 ty.load(e.kh, ones["kh"])
-                m.d.sync += [w_first.eq(1), wptr.eq(wblock)]
-                for i in levels:
-                    cond = ~pc[i].end
-                    with (m.Elif(cond) if i else m.If(cond)):
-                        pc[i].step()
-                        for k in range(i):
-                            pc[k].load(counts[k], ones[f"p_count{k}"])
-                        new_start = pool(start + e[f"act_step{i}"])
-                        new_x = (x + e[f"x_step{i}"])[:coordinate].as_signed()
-                        new_y = (y + e[f"y_step{i}"])[:coordinate].as_signed()
-                        m.d.sync += [start.eq(new_start), aptr.eq(new_start),
-                                     x.eq(new_x), xx.eq(new_x), y.eq(new_y), yy.eq(new_y)]
+                m.d.sync += [w_first.eq(1), n_valid.eq(0), aptr.eq(n_start),
+                             x.eq(n_x), xx.eq(n_x), yy.eq(n_y)]
+                with m.If(n_sample):
+                    m.d.sync += [wblock.eq(e.weight_base), wptr.eq(e.weight_base)]
+                with m.Elif(n_block):
+                    m.d.sync += wblock.eq(wptr + 1)  # and wptr steps on to it
                 with m.Else():
-                    # the block ends
-                    for k in levels:
-                        pc[k].load(counts[k], ones[f"p_count{k}"])
-                    m.d.sync += [x.eq(e.x0), xx.eq(e.x0), y.eq(e.y0), yy.eq(e.y0)]
-                    with m.If(~j.end):
-                        j.step()
-                        m.d.sync += [wblock.eq(wptr + 1), wptr.eq(wptr + 1),
-                                     start.eq(in_s), aptr.eq(in_s)]
-                    with m.Else():
-                        # the sample ends
-                        j.load(e.blocks, ones["blocks"])
-                        b.step()
-                        next_in = pool(in_s + e.in_sample_words)
-                        m.d.sync += [wblock.eq(e.weight_base), wptr.eq(e.weight_base),
-                                     in_s.eq(next_in), start.eq(next_in), aptr.eq(next_in)]
-                        with m.If(b.end):
-                            m.d.sync += issuing.eq(0)
+                    m.d.sync += wptr.eq(wblock)  # the same block reads its weights again
+                with m.If(n_end):
+                    m.d.sync += issuing.eq(0)
         return m

@@ -79,11 +79,20 @@ def model(p, e, batch):
 
 def timed(p, windows, first_cycle):
     """The beats with their cycles: a window starts no sooner than ``rows`` cycles after the
-    previous one, its beats follow one per cycle."""
-    beats, start = [], first_cycle - p.rows
+    previous one, its beats follow one per cycle; a window's last beat waits for the window
+    walker, which has the next window ready two cycles after the first beat and two cycles
+    after each window's last beat, and the cycles a last beat waits for it delay the next
+    window's start as well."""
+    beats, start, held, ready = [], first_cycle - p.rows, 0, first_cycle + 2
     for window in windows:
-        start = max(start + p.rows, beats[-1][0] + 1 if beats else first_cycle)
-        beats += [(start + i, *beat) for i, beat in enumerate(window)]
+        start = max(start + p.rows + held, beats[-1][0] + 1 if beats else first_cycle)
+        if len(window) == 1:
+            start = max(start, ready)
+        cycles = [start + i for i in range(len(window))]
+        held = max(0, ready - cycles[-1])
+        cycles[-1] += held
+        ready = cycles[-1] + 2
+        beats += [(c, *beat) for c, beat in zip(cycles, window, strict=True)]
     return beats
 
 
