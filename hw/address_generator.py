@@ -164,18 +164,24 @@ class LoopControlSignature(ParamsSignature):
 
 
 class _Counter:
-    """A counter of ``count .. 1`` with its end flag (``value == 1``) as a register."""
+    """A counter of ``count .. 1`` with its end flag (``value == 1``) as a register, and if
+    asked the flag of the step before (``value == 2``), for a lookahead one step deep."""
 
-    def __init__(self, m: Module, name: str, width: int):
+    def __init__(self, m: Module, name: str, width: int, *, two: bool = False):
         self.m = m
         self.value = Signal(width, name=name)
         self.end = Signal(name=f"{name}_end")
+        self.two = Signal(name=f"{name}_two") if two else None
 
-    def load(self, count, one):
+    def load(self, count, one, two=None):
         self.m.d.sync += [self.value.eq(count), self.end.eq(one)]
+        if self.two is not None:
+            self.m.d.sync += self.two.eq(two)
 
     def step(self):
         self.m.d.sync += [self.value.eq(self.value - 1), self.end.eq(self.value == 2)]
+        if self.two is not None:
+            self.m.d.sync += self.two.eq(self.value == 3)
 
 
 class AddressGenerator(wiring.Component):
@@ -229,17 +235,21 @@ class AddressGenerator(wiring.Component):
         # comparators on the table's fields.
         ones = {name: Signal(name=f"{name}_one") for name in
                 ("cw", "kw", "kh", "blocks", *(f"p_count{i}" for i in levels))}
-        with m.If(setup):
-            m.d.sync += [flag.eq(e[name] == 1) for name, flag in ones.items()]
-
         def one(name):
             # in the setup cycle itself the registered flag is not there yet
             return e[name] == 1
 
+        twos = {name: Signal(name=f"{name}_two") for name in ("cw", "kw", "kh")}
+        one_beat = Signal()  # a window of one word
+        with m.If(setup):
+            m.d.sync += [flag.eq(e[name] == 1) for name, flag in ones.items()]
+            m.d.sync += [flag.eq(e[name] == 2) for name, flag in twos.items()]
+            m.d.sync += one_beat.eq(one("cw") & one("kw") & one("kh"))
+
         # ---- issue side: the beats of the current window -------------------------------
-        g = _Counter(m, "g", count_bits)
-        tx = _Counter(m, "tx", count_bits)
-        ty = _Counter(m, "ty", count_bits)
+        g = _Counter(m, "g", count_bits, two=True)
+        tx = _Counter(m, "tx", count_bits, two=True)
+        ty = _Counter(m, "ty", count_bits, two=True)
         xx = Signal(signed(coordinate))  # x + tx
         yy = Signal(signed(coordinate))  # y + ty
         x = Signal(signed(coordinate))  # the window's x, for xx's reload at each of its rows
@@ -251,7 +261,11 @@ class AddressGenerator(wiring.Component):
         gap = Signal(range(rows + 1))  # cycles since the last window started, saturating
         gap_ok = Signal()  # gap == rows
         issuing = Signal()
-        issue = Signal()  # a beat leaves this cycle
+        # A beat leaves in a cycle with ``issue``, which is a register: its next value is
+        # worked out from the next values of the flags it depends on (a lookahead one beat
+        # deep), so that the decision that fans out to every pointer and counter of the issue
+        # side leaves a flip-flop.
+        issue = Signal()
         inside = Signal()
 
         # ---- the window walker: the window after the current one, prepared ahead ----------
@@ -278,8 +292,6 @@ class AddressGenerator(wiring.Component):
         adv_valid = Signal()
 
         m.d.comb += [
-            issue.eq(issuing & (~w_first | gap_ok) & (~w_last | n_valid)),
-            w_last.eq(g.end & tx.end & ty.end),
             inside.eq(~xx[-1] & (xx.as_unsigned() < e.in_width) &
                       ~yy[-1] & (yy.as_unsigned() < e.in_height)),
             self.o_beat.valid.eq(issue),
@@ -293,9 +305,9 @@ class AddressGenerator(wiring.Component):
         held = Signal()
         m.d.comb += held.eq(issuing & ~w_first & w_last & ~n_valid)
         with m.If(issue & w_first):
-            m.d.sync += [gap.eq(1), gap_ok.eq(rows == 1)]
+            m.d.sync += gap.eq(1)
         with m.Elif(~gap_ok & ~held):
-            m.d.sync += [gap.eq(gap + 1), gap_ok.eq(gap == rows - 1)]
+            m.d.sync += gap.eq(gap + 1)
 
         all_end = Signal()
         m.d.comb += all_end.eq(Cat(c.end for c in pc).all())
@@ -306,7 +318,7 @@ class AddressGenerator(wiring.Component):
             m.d.sync += [adv[-3].eq(all_end & ~j.end), adv[-2].eq(all_end & j.end & ~b.end),
                          adv[-1].eq(all_end & j.end & b.end)]
         with m.Elif(~n_valid):
-            m.d.sync += [adv_valid.eq(0), n_valid.eq(1),
+            m.d.sync += [adv_valid.eq(0),
                          n_block.eq(adv[-3]), n_sample.eq(adv[-2]), n_end.eq(adv[-1])]
             for i in levels:
                 with m.If(adv[i]):
@@ -426,10 +438,38 @@ class AddressGenerator(wiring.Component):
                         with m.If(ob.end):
                             m.d.sync += done.eq(1)
 
-        # ---- setup and stop (after the steps above: they win) ---------------------------
+        # ---- the issue side's steps -----------------------------------------------------
+        with m.If(issue):
+            m.d.sync += wptr.eq(wptr + 1)
+            with m.If(~g.end):
+                g.step()
+                m.d.sync += aptr.eq(aptr + 1)
+            with m.Elif(~tx.end):
+                g.load(e.cw, ones["cw"], twos["cw"])
+                tx.step()
+                m.d.sync += [aptr.eq(aptr + 1), xx.eq(xx + 1)]
+            with m.Elif(~ty.end):
+                g.load(e.cw, ones["cw"], twos["cw"])
+                tx.load(e.kw, ones["kw"], twos["kw"])
+                ty.step()
+                m.d.sync += [aptr.eq(pool(aptr + e.row_step)), xx.eq(x), yy.eq(yy + 1)]
+            with m.Else():
+                # the window ends: the issuer jumps to the walker's next window
+                g.load(e.cw, ones["cw"], twos["cw"])
+                tx.load(e.kw, ones["kw"], twos["kw"])
+                ty.load(e.kh, ones["kh"], twos["kh"])
+                m.d.sync += [aptr.eq(n_start), x.eq(n_x), xx.eq(n_x), yy.eq(n_y)]
+                with m.If(n_sample):
+                    m.d.sync += [wblock.eq(e.weight_base), wptr.eq(e.weight_base)]
+                with m.Elif(n_block):
+                    m.d.sync += wblock.eq(wptr + 1)  # and wptr steps on to it
+                with m.Else():
+                    m.d.sync += wptr.eq(wblock)  # the same block reads its weights again
+
+        # ---- setup (after the steps above: it wins) ------------------------------------
         with m.If(setup):
             for c, name in ((g, "cw"), (tx, "kw"), (ty, "kh")):
-                c.load(e[name], one(name))
+                c.load(e[name], one(name), e[name] == 2)
             for i in levels:
                 pc[i].load(counts[i], one(f"p_count{i}"))
                 opc[i].load(counts[i], one(f"p_count{i}"))
@@ -442,45 +482,60 @@ class AddressGenerator(wiring.Component):
             m.d.sync += [
                 x.eq(e.x0), xx.eq(e.x0), yy.eq(e.y0), n_x.eq(e.x0), n_y.eq(e.y0),
                 aptr.eq(base), n_start.eq(base), in_s.eq(base),
-                n_valid.eq(0), adv_valid.eq(0),
+                adv_valid.eq(0),
                 wptr.eq(e.weight_base), wblock.eq(e.weight_base),
-                w_first.eq(1), issuing.eq(1), gap.eq(rows), gap_ok.eq(1),
+                gap.eq(rows),
                 done.eq(0), pos.eq(pool(e.out_base)), out_s.eq(pool(e.out_base)),
                 bptr.eq(e.bias_base), bblock.eq(e.bias_base),
                 m_idx.eq(0), mblock.eq(0),
                 *words(o_word.eq(0), o_lane.eq(0), wblock_word.eq(0), wblock_lane.eq(0)),
             ]
-        with m.If(self.control.stop):
-            m.d.sync += issuing.eq(0)
-
-        # ---- the issue side's steps -----------------------------------------------------
+        # ---- the flags ``issue`` depends on, and ``issue`` itself, one cycle ahead ---------
+        # (stop wins over setup, setup over a beat: a setup only comes after a layer's end)
+        w_last_next = Signal()
+        w_first_next = Signal()
+        gap_ok_next = Signal()
+        n_valid_next = Signal()
+        issuing_next = Signal()
+        m.d.comb += [
+            w_last_next.eq(w_last),
+            w_first_next.eq(w_first),
+            gap_ok_next.eq(gap_ok),
+            n_valid_next.eq(n_valid),
+            issuing_next.eq(issuing),
+        ]
+        with m.If(adv_valid & ~n_valid):
+            m.d.comb += n_valid_next.eq(1)  # the walker's next window is there
+        with m.If(issue & w_first):
+            m.d.comb += gap_ok_next.eq(rows == 1)
+        with m.Elif(~gap_ok & ~held):
+            m.d.comb += gap_ok_next.eq(gap == rows - 1)
         with m.If(issue):
-            m.d.sync += [wptr.eq(wptr + 1), w_first.eq(0)]
+            m.d.comb += w_first_next.eq(w_last)
+            # the beat after this one ends its window if the counters' step ends all three
             with m.If(~g.end):
-                g.step()
-                m.d.sync += aptr.eq(aptr + 1)
+                m.d.comb += w_last_next.eq(g.two & tx.end & ty.end)
             with m.Elif(~tx.end):
-                g.load(e.cw, ones["cw"])
-                tx.step()
-                m.d.sync += [aptr.eq(aptr + 1), xx.eq(xx + 1)]
+                m.d.comb += w_last_next.eq(ones["cw"] & tx.two & ty.end)
             with m.Elif(~ty.end):
-                g.load(e.cw, ones["cw"])
-                tx.load(e.kw, ones["kw"])
-                ty.step()
-                m.d.sync += [aptr.eq(pool(aptr + e.row_step)), xx.eq(x), yy.eq(yy + 1)]
+                m.d.comb += w_last_next.eq(ones["cw"] & ones["kw"] & ty.two)
             with m.Else():
-                # the window ends: the issuer jumps to the walker's next window
-                g.load(e.cw, ones["cw"])
-                tx.load(e.kw, ones["kw"])
-                ty.load(e.kh, ones["kh"])
-                m.d.sync += [w_first.eq(1), n_valid.eq(0), aptr.eq(n_start),
-                             x.eq(n_x), xx.eq(n_x), yy.eq(n_y)]
-                with m.If(n_sample):
-                    m.d.sync += [wblock.eq(e.weight_base), wptr.eq(e.weight_base)]
-                with m.Elif(n_block):
-                    m.d.sync += wblock.eq(wptr + 1)  # and wptr steps on to it
-                with m.Else():
-                    m.d.sync += wptr.eq(wblock)  # the same block reads its weights again
+                m.d.comb += [w_last_next.eq(one_beat), n_valid_next.eq(0)]
                 with m.If(n_end):
-                    m.d.sync += issuing.eq(0)
+                    m.d.comb += issuing_next.eq(0)
+        with m.If(setup):
+            m.d.comb += [w_last_next.eq(one("cw") & one("kw") & one("kh")),
+                         w_first_next.eq(1), gap_ok_next.eq(1), n_valid_next.eq(0),
+                         issuing_next.eq(1)]
+        with m.If(self.control.stop):
+            m.d.comb += issuing_next.eq(0)
+        m.d.sync += [
+            w_last.eq(w_last_next),
+            w_first.eq(w_first_next),
+            gap_ok.eq(gap_ok_next),
+            n_valid.eq(n_valid_next),
+            issuing.eq(issuing_next),
+            issue.eq(issuing_next & (~w_first_next | gap_ok_next) &
+                     (~w_last_next | n_valid_next)),
+        ]
         return m
