@@ -318,28 +318,42 @@ class AddressGenerator(wiring.Component):
             m.d.sync += [adv[-3].eq(all_end & ~j.end), adv[-2].eq(all_end & j.end & ~b.end),
                          adv[-1].eq(all_end & j.end & b.end)]
         with m.Elif(~n_valid):
+            # apply ``adv``: one-hot, so every register takes an AND-OR of its choices, not
+            # a priority chain over them
             m.d.sync += [adv_valid.eq(0),
                          n_block.eq(adv[-3]), n_sample.eq(adv[-2]), n_end.eq(adv[-1])]
-            for i in levels:
-                with m.If(adv[i]):
-                    pc[i].step()
-                    for k in range(i):
-                        pc[k].load(counts[k], ones[f"p_count{k}"])
-                    m.d.sync += [n_start.eq(pool(n_start + e[f"act_step{i}"])),
-                                 n_x.eq((n_x + e[f"x_step{i}"])[:coordinate].as_signed()),
-                                 n_y.eq((n_y + e[f"y_step{i}"])[:coordinate].as_signed())]
-            with m.If(adv[-3] | adv[-2]):
-                for k in levels:
+            moved = adv[-3] | adv[-2]  # a new block or sample: the positions start again
+            next_in = pool(in_s + e.in_sample_words)
+
+            def choose(width, choices):
+                out = 0
+                for flag, value in choices:
+                    out = out | (flag.replicate(width) & value[:width])
+                return out
+
+            m.d.sync += [
+                n_start.eq(choose(abits, [
+                    *((adv[i], pool(n_start + e[f"act_step{i}"])) for i in levels),
+                    (adv[-3], in_s), (adv[-2], next_in)])),
+                n_x.eq(choose(coordinate, [
+                    *((adv[i], n_x + e[f"x_step{i}"]) for i in levels),
+                    (moved, e.x0.as_unsigned())]).as_signed()),
+                n_y.eq(choose(coordinate, [
+                    *((adv[i], n_y + e[f"y_step{i}"]) for i in levels),
+                    (moved, e.y0.as_unsigned())]).as_signed()),
+            ]
+            for k in levels:
+                with m.If(adv[k + 1:POSITION_LEVELS].any() | moved):
                     pc[k].load(counts[k], ones[f"p_count{k}"])
-                m.d.sync += [n_x.eq(e.x0), n_y.eq(e.y0)]
+                with m.Elif(adv[k]):
+                    pc[k].step()
             with m.If(adv[-3]):
                 j.step()
-                m.d.sync += n_start.eq(in_s)
-            with m.If(adv[-2]):
+            with m.Elif(adv[-2]):
                 j.load(e.blocks, ones["blocks"])
+            with m.If(adv[-2]):
                 b.step()
-                next_in = pool(in_s + e.in_sample_words)
-                m.d.sync += [in_s.eq(next_in), n_start.eq(next_in)]
+                m.d.sync += in_s.eq(next_in)
 
         # ---- output side ----------------------------------------------------------------
         opc = [_Counter(m, f"opc{i}", count_bits) for i in levels]
