@@ -13,13 +13,16 @@ device sends and keep ``busy`` true while a byte is on its way in either directi
 :class:`SocketBridge` serves one client at a time. Simulated time only moves while there is
 something to do: bytes to drive or being received, or a request that has not been answered
 (the bridge decodes both directions with :class:`trine.contract.protocol.FrameDecoder` to know).
-Then it
-advances in chunks of ``chunk_cycles`` (or until the link reports a drained queue or a
-complete answer) and polls the non-blocking socket in between; Python never runs once per
-clock cycle. When nothing is pending, the simulator is deliberately paused in ``select()``
-(no CPU, no simulated time). A host that pauses for more than ``pause_s`` seconds of wall
-time, and every new client, first gets a quiet line of ``timeout_cycles`` plus a margin, so a
-partial frame left behind is dropped by the device's inter-byte timeout, as on hardware.
+Then it advances in stretches of at most ``chunk_cycles``, each sized to take about ``chunk_s``
+of wall time (or until the link reports a drained queue or a complete answer), and reads the
+clients in between (:mod:`trine.sim.clients`); Python never runs once per clock cycle. When
+nothing is pending, the simulator is deliberately paused in ``select()`` (no CPU, no simulated
+time). Every new client, and every client's bytes that came after it paused for more than
+``pause_s`` seconds of wall time, are preceded by a quiet line of ``timeout_cycles`` plus a
+margin, so that a partial frame left behind is dropped by the device's inter-byte timeout, as
+on hardware. The pauses are taken from when the bytes arrived, not from when the bridge got to
+them: a quiet line that takes longer than the host's pause does not run the bytes on either
+side of the pause together.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import select
 import socket
 import time
 from collections import deque
@@ -39,12 +41,15 @@ from cocotb.utils import get_sim_time
 
 from trine.contract.protocol import FrameDecoder
 from trine.sim.bfm import StreamSink, StreamSource
+from trine.sim.clients import Client, Lobby
 
 __all__ = ["BridgeConfig", "UARTLink", "StreamLink", "SocketBridge"]
 
 ENV_VAR = "TRINE_SERVE"
 #: Extra quiet cycles on top of the device's inter-byte timeout when a pause is replayed.
 SILENCE_MARGIN = 64
+#: The fewest cycles in a stretch of simulated time between two reads of the clients.
+MIN_CHUNK_CYCLES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +67,8 @@ class BridgeConfig:
     stats_file: str = ""  # one JSON line per client is appended here
     parent_pid: int = 0  # stop when this process is gone (0: do not check)
     stop_file: str = ""  # stop when this file appears
-    chunk_cycles: int = 512
+    chunk_cycles: int = 512  # at most, between two reads of the clients
+    chunk_s: float = 0.005  # wall time a stretch of simulated time is sized to take
     max_quiet_cycles: int = 1_000_000  # give up waiting for an answer after this long
     pause_s: float = 0.02
     poll_s: float = 0.05
@@ -223,17 +229,22 @@ class SocketBridge:
             raise ValueError(f"mode must be 'uart' or 'byte', not {cfg.mode!r}")
         self._wake = Event()
         self._out = bytearray()
+        self._discarding = False  # what the device sends is for a client that has gone
         self._answers = FrameDecoder()
         self._stats = SessionStats()
         self._last_active_cycle = 0
         self._outstanding = 0  # complete requests not answered yet
         self._last_request_cycle = self._last_answer_cycle = 0
+        self._lobby: Lobby | None = None
+        self._client: Client | None = None
+        self._chunk = cfg.chunk_cycles  # cycles per stretch, sized to take about chunk_s
 
     def _now(self) -> int:
         return int(get_sim_time("ps")) // self.cfg.period_ps
 
     def _on_byte(self, byte: int) -> None:
-        self._out.append(byte)
+        if not self._discarding:
+            self._out.append(byte)
         self._stats.bytes_out += 1
         self._last_active_cycle = self._now()
         if self._answers.feed(bytes([byte])):
@@ -255,8 +266,38 @@ class SocketBridge:
             not self.link.busy and self._now() - self._last_active_cycle > self.cfg.max_quiet_cycles
         )
 
+    def _io(self, timeout: float = 0.0) -> None:
+        """Read every client, and give the one served what the device sent it."""
+        self._lobby.poll(timeout, writing=bool(self._out))
+        if self._out and self._client is not None:
+            del self._out[: self._client.send(self._out)]
+
+    async def _advance(self, cycles: int, *, until_woken: bool = True) -> int:
+        """Simulate up to ``cycles`` cycles (fewer once the input drains or an answer is out,
+        with ``until_woken``; and no more than about ``chunk_s`` of wall time), then read the
+        clients: however slow the simulation, they are read every few milliseconds, so that
+        their pauses are seen. The number of cycles simulated."""
+        cfg = self.cfg
+        c0, t0 = self._now(), time.perf_counter()
+        timer = Timer(max(1, min(cycles, self._chunk)) * cfg.period_ps, "ps")
+        if until_woken:
+            self._wake.clear()
+            await First(timer, self._wake.wait())
+        else:
+            await timer
+        done, wall = self._now() - c0, time.perf_counter() - t0
+        if done > 0 and wall > 0:
+            fit = int(done * cfg.chunk_s / wall)
+            self._chunk = max(MIN_CHUNK_CYCLES, min(cfg.chunk_cycles, fit))
+        self._io()
+        return done
+
     async def _silence(self) -> None:
-        await Timer((self.cfg.timeout_cycles + SILENCE_MARGIN) * self.cfg.period_ps, "ps")
+        """A quiet line for longer than the device's inter-byte timeout (what it sends meanwhile
+        is received as usual)."""
+        left = self.cfg.timeout_cycles + SILENCE_MARGIN
+        while left > 0:
+            left -= await self._advance(left, until_woken=False)
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -264,7 +305,8 @@ class SocketBridge:
         with listener:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind((cfg.host, cfg.port))
-            listener.listen(1)
+            listener.listen(8)
+            self._lobby = lobby = Lobby(listener, cfg.pause_s)
             port = listener.getsockname()[1]
             self.link.start()
             if cfg.ready_file:
@@ -274,54 +316,63 @@ class SocketBridge:
                 os.replace(tmp, cfg.ready_file)
             cocotb.log.info("listening on %s:%d (%s mode)", cfg.host, port, cfg.mode)
             clients = 0
-            while True:
-                # Paused on purpose: no client, no simulated time.
-                ready, _, _ = select.select([listener], [], [], cfg.poll_s)
-                if self._told_to_stop():
-                    cocotb.log.info("told to stop, or the serving process is gone")
-                    return
-                if not ready:
-                    continue
-                conn, peer = listener.accept()
-                clients += 1
-                with conn:
-                    conn.setblocking(False)
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    cocotb.log.info("client %d connected from %s:%d", clients, *peer[:2])
-                    stats = await self._session(conn)
-                summary = stats.summary()
-                cocotb.log.info("client %d gone: %s", clients, summary)
-                if cfg.stats_file:
-                    with open(cfg.stats_file, "a") as f:
-                        f.write(json.dumps(summary) + "\n")
-                if cfg.once or self._told_to_stop():
-                    return
+            try:
+                while True:
+                    if self._told_to_stop():
+                        cocotb.log.info("told to stop, or the serving process is gone")
+                        return
+                    if not lobby.clients:
+                        # Paused on purpose: no client, no simulated time.
+                        lobby.poll(cfg.poll_s)
+                        continue
+                    self._client = client = lobby.clients[0]
+                    clients += 1
+                    cocotb.log.info("client %d connected from %s:%d", clients, *client.peer[:2])
+                    stats = await self._session(client)
+                    self._client = None
+                    lobby.close_first()
+                    summary = stats.summary()
+                    cocotb.log.info("client %d gone: %s", clients, summary)
+                    if cfg.stats_file:
+                        with open(cfg.stats_file, "a") as f:
+                            f.write(json.dumps(summary) + "\n")
+                    if cfg.once or self._told_to_stop():
+                        return
+            finally:
+                lobby.close()
 
-    async def _session(self, conn: socket.socket) -> SessionStats:
+    async def _session(self, client: Client) -> SessionStats:
         cfg, link = self.cfg, self.link
         self._stats = stats = SessionStats()
         start_cycle, start_wall = self._now(), time.perf_counter()
         # Let the device finish what the previous client started, then give it a quiet line,
         # so that a half-sent frame is dropped; whatever it sends meanwhile is discarded.
         # (at most the previous client's last request can still be answered: the device takes
-        # one frame at a time and drops what comes meanwhile)
+        # one frame at a time and drops what comes meanwhile). The new client's bytes are read
+        # meanwhile, with its pauses.
+        self._discarding = True
+        self._out.clear()
         while ((self._outstanding and stats.answers == 0) or link.busy) \
                 and not self._quiet_too_long():
-            self._wake.clear()
-            await First(Timer(cfg.chunk_cycles * cfg.period_ps, "ps"), self._wake.wait())
+            await self._advance(cfg.chunk_cycles)
         self._outstanding = 0
         await self._silence()
+        self._discarding = False
         self._stats = stats = SessionStats()
         self._out.clear()
         self._answers = FrameDecoder()
         requests = FrameDecoder()
-        last_input = time.monotonic()
         while not self._told_to_stop():
-            data, closed = _receive(conn)
-            if data:
-                if not link.busy and time.monotonic() - last_input > cfg.pause_s:
+            self._io()
+            while client.chunks:
+                if client.chunks[0].after_pause:
+                    if link.busy:
+                        break  # the quiet line comes after the bytes before it
                     await self._silence()  # the host paused: the line was quiet meanwhile
-                last_input = time.monotonic()
+                    requests = FrameDecoder()  # and the device has dropped a partial frame
+                    client.chunks[0].after_pause = False
+                    continue
+                data = client.take().data
                 link.send(data)
                 stats.bytes_in += len(data)
                 complete = len(requests.feed(data)) + len(requests.errors)
@@ -332,15 +383,9 @@ class SocketBridge:
                     stats.requests += complete
                     self._outstanding += complete
                     self._last_active_cycle = self._last_request_cycle = self._now()
-            awaiting = self._outstanding > stats.answers
-            if self._out:
-                sent = _send(conn, self._out)
-                if sent < 0:
-                    closed = True
-                else:
-                    del self._out[:sent]
-            if closed:
+            if client.gone:
                 break
+            awaiting = self._outstanding > stats.answers
             if awaiting and self._quiet_too_long():
                 cocotb.log.warning(
                     "no answer after %d cycles; the device missed a frame?", cfg.max_quiet_cycles
@@ -349,14 +394,13 @@ class SocketBridge:
                 awaiting = False
             if link.busy or awaiting:
                 t0, c0 = time.perf_counter(), self._now()
-                self._wake.clear()
-                await First(Timer(cfg.chunk_cycles * cfg.period_ps, "ps"), self._wake.wait())
+                await self._advance(cfg.chunk_cycles)
                 stats.busy_wall_s += time.perf_counter() - t0
                 stats.busy_cycles += self._now() - c0
-                last_input = time.monotonic()  # the host's pause starts after the answer
             else:
-                select.select([conn], [conn] if self._out else [], [], cfg.poll_s)
+                self._io(cfg.poll_s)
         link.clear()
+        self._out.clear()
         # left for the next client's wait: whether the last request is still unanswered
         self._outstanding = int(self._last_request_cycle > self._last_answer_cycle)
         stats.cycles = self._now() - start_cycle
@@ -364,22 +408,3 @@ class SocketBridge:
         return stats
 
 
-def _receive(conn: socket.socket) -> tuple[bytes, bool]:
-    """Bytes waiting on ``conn`` (maybe none) and whether the client has gone."""
-    try:
-        data = conn.recv(1 << 16)
-    except (BlockingIOError, InterruptedError):
-        return b"", False
-    except OSError:
-        return b"", True
-    return data, not data
-
-
-def _send(conn: socket.socket, data: bytearray) -> int:
-    """Bytes of ``data`` the socket took now, or -1 if the client has gone."""
-    try:
-        return conn.send(data)
-    except (BlockingIOError, InterruptedError):
-        return 0
-    except OSError:
-        return -1

@@ -67,6 +67,7 @@ VERILATOR_FLAGS = ("-O3", "--x-assign", "fast", "--noassert", "-Wno-fatal", "-Wn
 CXX_FLAGS = ("-O3", "-fno-plt")
 #: Bridge settings, as trine.sim.bridge.BridgeConfig's defaults.
 CHUNK_CYCLES = 512
+CHUNK_S = 0.005
 PAUSE_S = 0.02
 POLL_S = 0.05
 
@@ -242,7 +243,8 @@ def harness_args(config: DeviceConfig) -> list[str]:
     """The harness options that describe ``config``'s link (the bridge's settings)."""
     return ["--divisor", str(config.divisor), "--timeout-cycles", str(config.timeout_cycles),
             "--max-quiet-cycles", str(config.max_run_cycles()), "--period-ps",
-            str(config.period_ps), "--chunk-cycles", str(CHUNK_CYCLES), "--pause-s", str(PAUSE_S),
+            str(config.period_ps), "--chunk-cycles", str(CHUNK_CYCLES), "--chunk-s", str(CHUNK_S),
+            "--pause-s", str(PAUSE_S),
             "--poll-s", str(POLL_S)]
 
 

