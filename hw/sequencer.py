@@ -131,6 +131,8 @@ class LayerSequencer(wiring.Component):
         k = Signal(range(CONV_ENTRY_WORDS + 2))  # words asked for in this entry
         entry = Signal(entry_layout(p), reset_less=True)
         conv = Signal()
+        # the entry's last word arrives in this cycle (a register, set a cycle ahead)
+        entry_ends = Signal()
         m.d.comb += [self.table.addr.eq(taddr), loops.config.entry.eq(entry),
                      loops.config.batch.eq(batch)]
         # The requantiser's config is latched at setup: the next entry is read while the
@@ -160,7 +162,7 @@ class LayerSequencer(wiring.Component):
 
         # One flip-flop per state: the state tests feeding the wide enables of the run's
         # registers (and the address generator's `setup`) are single wires.
-        fsm = OneHotFSM(m, ("IDLE", "START", "LOAD", "SETUP", "RUN"))
+        fsm = OneHotFSM(m, ("IDLE", "START", "LOAD", "DRAIN", "SETUP", "RUN"))
         m.d.comb += [fsm_running.eq(fsm.ongoing("RUN")), loops.setup.eq(fsm.ongoing("SETUP"))]
 
         def abort(code):
@@ -171,7 +173,8 @@ class LayerSequencer(wiring.Component):
             fsm.go("IDLE")
 
         def begin_entry():
-            m.d.sync += [k.eq(0), bad_count.eq(0), bad_weight.eq(0), bad_bias.eq(0)]
+            m.d.sync += [k.eq(0), entry_ends.eq(0), bad_count.eq(0), bad_weight.eq(0),
+                         bad_bias.eq(0)]
             m.d.sync += [entry[name].eq(value) for name, value in DENSE_DEFAULTS.items()]
 
         with fsm.state("IDLE"):
@@ -194,27 +197,35 @@ class LayerSequencer(wiring.Component):
             # entry's first word. The layer before may still be draining (its last rows in
             # the requantiser's pipeline, writing where this entry does not read before its
             # setup, which waits for them): the entry is read meanwhile.
-            m.d.sync += k.eq(k + 1)
-            arrived = k - 1
+            # Word `index` arrives when k == index + 1 (compared with constants: no
+            # subtractor in the path to the fields' enables).
+            m.d.sync += [k.eq(k + 1),
+                         entry_ends.eq(((k + 1 == DENSE_ENTRY_WORDS) & ~conv) |
+                                       (k + 1 == CONV_ENTRY_WORDS))]
             data = self.table.data
-            with m.If(k != 0):
-                for index, name in enumerate(ENTRY_FIELDS):
-                    with m.If(arrived == index):
-                        m.d.sync += entry[name].eq(data)
-                with m.If(arrived == 0):
-                    m.d.sync += conv.eq(entry_flags(data)[3])
-                with m.If(arrived == COUNT_WORDS[0]):
-                    m.d.sync += bad_weight.eq(data >= p.weight_words)
-                with m.If(arrived == COUNT_WORDS[1]):
-                    m.d.sync += bad_bias.eq(data >= p.bias_depth)
-                with m.If(Cat(*(arrived == w for w in COUNT_WORDS[2:])).any() & (data == 0)):
-                    m.d.sync += bad_count.eq(1)
-            ends = (((k == DENSE_ENTRY_WORDS) & ~conv) | (k == CONV_ENTRY_WORDS))
-            with m.If(ends & ~self.draining):
+            for index, name in enumerate(ENTRY_FIELDS):
+                with m.If(k == index + 1):
+                    m.d.sync += entry[name].eq(data)
+            with m.If(k == 1):
+                m.d.sync += conv.eq(entry_flags(data)[3])
+            with m.If(k == COUNT_WORDS[0] + 1):
+                m.d.sync += bad_weight.eq(data >= p.weight_words)
+            with m.If(k == COUNT_WORDS[1] + 1):
+                m.d.sync += bad_bias.eq(data >= p.bias_depth)
+            with m.If(Cat(*(k == w + 1 for w in COUNT_WORDS[2:])).any() & (data == 0)):
+                m.d.sync += bad_count.eq(1)
+            with m.If(entry_ends):
                 m.d.sync += bad_table.eq(taddr > p.table_words)
-                fsm.go("SETUP")
-            with m.Elif(~ends):
+                with m.If(self.draining):
+                    fsm.go("DRAIN")
+                with m.Else():
+                    fsm.go("SETUP")
+            with m.Else():
                 m.d.sync += taddr.eq(taddr + 1)
+        with fsm.state("DRAIN"):
+            # the layer before still writes its last outputs, which the entry may read
+            with m.If(~self.draining):
+                fsm.go("SETUP")
         with fsm.state("SETUP"):
             # the address generator loads its counters in this state (loops.setup)
             m.d.sync += [rq_shift.eq(shift), rq_relu.eq(relu)]
