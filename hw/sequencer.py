@@ -80,7 +80,8 @@ class LayerSequencer(wiring.Component):
     loops : Out(trine.hw.address_generator.LoopControlSignature(params))
         ``setup`` is high for one cycle per layer, once its table entry has been read and
         checked (the entry's words + 1 cycles, counted from the cycle every row of the layer
-        before was taken); ``stop`` in the cycle of a start and in the cycle a run aborts.
+        before was taken); ``stop`` in the cycle after a start and in the cycle after a run
+        aborts.
     requantizer : Out(trine.hw.requantizer.REQUANTIZER_CONFIG)
         The current layer's shift and ReLU, from its setup on.
     busy : Out(1)
@@ -159,6 +160,13 @@ class LayerSequencer(wiring.Component):
         # `flush` is a register: it clears the datapath in the cycle after a start (nothing
         # is issued before the layer table is read), so that no decision fans out to it.
         m.d.sync += flush.eq(0)
+        # `stop` is a register too (the abort decisions are several LUTs deep and the
+        # address generator's next `issue` depends on it): the generator stops a cycle after
+        # an abort, and may issue one more beat, into a datapath that with busy low writes
+        # nowhere and that the next start flushes.
+        stop = Signal()
+        m.d.sync += stop.eq(0)
+        m.d.comb += loops.stop.eq(stop)
 
         # One flip-flop per state: the state tests feeding the wide enables of the run's
         # registers (and the address generator's `setup`) are single wires.
@@ -169,7 +177,7 @@ class LayerSequencer(wiring.Component):
             # The datapath is not flushed here: with busy low it writes nowhere, and the next
             # start flushes it.
             m.d.sync += [error.eq(code), busy.eq(0)]
-            m.d.comb += loops.stop.eq(1)
+            m.d.sync += stop.eq(1)
             fsm.go("IDLE")
 
         def begin_entry():
@@ -179,7 +187,8 @@ class LayerSequencer(wiring.Component):
 
         with fsm.state("IDLE"):
             with m.If(run.start):
-                m.d.comb += [cycle_counter.clear.eq(1), loops.stop.eq(1)]
+                m.d.comb += cycle_counter.clear.eq(1)
+                m.d.sync += stop.eq(1)
                 m.d.sync += [flush.eq(1), busy.eq(1), n_layers.eq(run.n_layers),
                              bad_args.eq((run.n_layers == 0) | (run.batch == 0) |
                                          (run.batch > p.max_batch)),

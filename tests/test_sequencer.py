@@ -190,10 +190,10 @@ def test_a_bad_table_entry_ends_the_run_at_its_setup(fields, code):
     good = entry()
     trace = run([good, entry(**fields)], 2, 1, rng=np.random.default_rng(1))
     setups = [c for c, r in enumerate(trace) if r["setup"]]
-    assert len(setups) == 2  # the good layer, then the bad one (whose setup is stopped)
+    assert len(setups) == 2  # the good layer, then the bad one (stopped the cycle after)
     end, error, _ = ended(trace)
     assert (end, error) == (setups[1] + 1, code)
-    assert trace[setups[1]]["stop"]
+    assert trace[setups[1] + 1]["stop"]
 
 
 def test_an_entry_past_the_table_ends_the_run():
@@ -211,7 +211,7 @@ def test_the_watchdog_ends_a_run_that_never_finishes():
     end, error, cycles = ended(trace)
     assert error == ErrorCode.TIMEOUT
     assert cycles == PARAMS.max_run_cycles + 2  # the counter's bit, registered, then the abort
-    assert trace[end - 1]["stop"]
+    assert trace[end]["stop"]
 
 
 @pytest.mark.parametrize("event, code, late", [("illegal", ErrorCode.ILLEGAL_WEIGHT, 0),
@@ -222,7 +222,7 @@ def test_an_abort_while_running_stops_the_generator(event, code, late):
     end, error, cycles = ended(trace)
     # an illegal weight is registered by the feed already; an overrun is registered here
     assert (end, error, cycles) == (at + late + 1, code, at + late - 1)
-    assert [c for c in range(3, len(trace)) if trace[c]["stop"]] == [at + late]
+    assert [c for c in range(3, len(trace)) if trace[c]["stop"]] == [at + late + 1]
     assert sum(r["setup"] for r in trace) == 1
 
 
