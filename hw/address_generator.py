@@ -289,6 +289,7 @@ class AddressGenerator(wiring.Component):
         n_valid = Signal()
         in_s = Signal(abits)
         adv = Signal(POSITION_LEVELS + 3)  # level 0..3, block, sample, end
+        reload = Signal(POSITION_LEVELS)  # the position counters that start again
         adv_valid = Signal()
 
         m.d.comb += [
@@ -315,8 +316,11 @@ class AddressGenerator(wiring.Component):
             m.d.sync += adv_valid.eq(1)
             for i in levels:
                 m.d.sync += adv[i].eq(Cat(c.end for c in pc[:i]).all() & ~pc[i].end)
+            last_window = all_end & j.end & b.end
             m.d.sync += [adv[-3].eq(all_end & ~j.end), adv[-2].eq(all_end & j.end & ~b.end),
-                         adv[-1].eq(all_end & j.end & b.end)]
+                         adv[-1].eq(last_window)]
+            m.d.sync += [reload[k].eq(Cat(c.end for c in pc[:k + 1]).all() & ~last_window)
+                         for k in levels]
         with m.Elif(~n_valid):
             # apply ``adv``: one-hot, so every register takes an AND-OR of its choices, not
             # a priority chain over them
@@ -343,7 +347,7 @@ class AddressGenerator(wiring.Component):
                     (moved, e.y0.as_unsigned())]).as_signed()),
             ]
             for k in levels:
-                with m.If(adv[k + 1:POSITION_LEVELS].any() | moved):
+                with m.If(reload[k]):
                     pc[k].load(counts[k], ones[f"p_count{k}"])
                 with m.Elif(adv[k]):
                     pc[k].step()
