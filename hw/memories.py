@@ -88,11 +88,13 @@ class CoreMemories(wiring.Component):
     registers (address, data and each memory's byte enables), so that the executor's logic and
     the range checks do not form one path into the memories; ``busy`` must still be low then.
     A write outside its memory's depth or word is dropped. A host read (``read``) gives its
-    byte a cycle later, while ``busy`` is low.
+    byte a cycle later, while ``busy`` is low (:attr:`read_latency`).
 
     While ``busy`` is high the datapath has the ports: a read port gives the word at the address
     of the previous cycle (``lib.memory`` timing; ``en`` is ignored, a word is read every cycle),
-    ``result`` writes a byte of the pool and ``acts`` reads a word of it.
+    ``result`` writes a byte of the pool and ``acts`` reads a word of it. With
+    ``params.ram_output == "registered"`` the pool's reads (``acts`` and host reads) take a
+    cycle more: its data is registered before anything uses it.
 
     Parameters
     ----------
@@ -110,10 +112,17 @@ class CoreMemories(wiring.Component):
                                     shape=signed(BIAS_STORE_WIDTH)))
     acts : Out(ReadPort.Signature(addr_width=pool_address_width(params), shape=8 * lanes))
     result : In(PoolWriteSignature(params))
+
+    Attributes
+    ----------
+    read_latency : int
+        Cycles from a pool address (``acts.addr``, ``read.addr``) to its data: 1, or 2 with
+        ``params.ram_output == "registered"``.
     """
 
     def __init__(self, params: AcceleratorParams):
         self.params = p = check_params(params)
+        self.read_latency = 2 if p.ram_output == "registered" else 1
         self.weight_memory = SinglePortMemory(p.beat_bytes, p.weight_words,
                                               kind=p.weight_memory)
         super().__init__({
@@ -149,7 +158,12 @@ class CoreMemories(wiring.Component):
             return enables
 
         # ---- layer table ----------------------------------------------------------------
-        tmem = Memory(shape=16, depth=p.table_words, init=[], attrs=NO_RW_CHECK)
+        # The sequencer decides on the table's word in the cycle it is read, so with
+        # registered RAM output the table is built from LUTs (its read register a flip-flop),
+        # not from a block RAM whose read data would start that decision late.
+        tmem = Memory(shape=16, depth=p.table_words, init=[],
+                      attrs={**NO_RW_CHECK, **({"ram_style": "distributed"}
+                                               if p.ram_output == "registered" else {})})
         m.submodules.table = tmem
         t_wr = tmem.write_port(granularity=8)
         m.d.comb += [
@@ -181,10 +195,13 @@ class CoreMemories(wiring.Component):
         # ---- weights: single-ported (the host writes while idle, the feed reads) ---------
         m.submodules.weights = wmem = self.weight_memory
         bb = p.beat_bytes
+        w_we = host_enables(Target.WEIGHTS, bb, p.weight_words, name="weights")
         m.d.comb += [
-            wmem.addr.eq(Mux(busy, self.weights.addr, wr_addr)),
+            # a host write lands from its registers; otherwise the port's address is read
+            # (the feed's while busy, whatever the core puts there while idle)
+            wmem.addr.eq(Mux(w_we.any(), wr_addr, self.weights.addr)),
             wmem.wr_data.eq(wr_data.replicate(bb)),
-            wmem.wr_en.eq(host_enables(Target.WEIGHTS, bb, p.weight_words, name="weights")),
+            wmem.wr_en.eq(w_we),
             wmem.rd_en.eq(self.weights.en),
             self.weights.data.eq(wmem.rd_data),
         ]
@@ -215,8 +232,16 @@ class CoreMemories(wiring.Component):
             ]
         rd_lane = Signal.like(self.read.lane)
         m.d.sync += rd_lane.eq(self.read.lane)
+        pool_data = a_rd.data
+        if p.ram_output == "registered":
+            # Nothing but a register after the pool (on ECP5, the block RAM's output
+            # register), before the feed's zero mask and the host read's byte multiplexer.
+            pool_data = Signal.like(a_rd.data, name="pool_data_q", reset_less=True)
+            lane_q = Signal.like(rd_lane)
+            m.d.sync += [pool_data.eq(a_rd.data), lane_q.eq(rd_lane)]
+            rd_lane = lane_q
         m.d.comb += [
-            self.acts.data.eq(a_rd.data),
-            self.read.data.eq(a_rd.data.word_select(rd_lane, 8)),
+            self.acts.data.eq(pool_data),
+            self.read.data.eq(pool_data.word_select(rd_lane, 8)),
         ]
         return m

@@ -78,15 +78,17 @@ async def read_outputs(ctx, dut, image, batch):
     out = image.output
     size = out.sample_words * dut.lanes
     data = np.zeros(batch * size, np.uint8)
+    ctx.set(port.target, Target.INPUT)
     for k in range(batch * size):
         ctx.set(port.addr, out.base + k // dut.lanes)
         ctx.set(port.lane, k % dut.lanes)
-        await ctx.tick()
+        await ctx.tick().repeat(dut.memories.read_latency)
         data[k] = ctx.get(port.data)
     return out.unpack(data.view(np.int8).reshape(batch, size))
 
 
-def run_on_core(layers, shape, lanes, rows, batch, *, act_words=64, decoder="rom", runs=1):
+def run_on_core(layers, shape, lanes, rows, batch, *, act_words=64, decoder="rom", runs=1,
+                ram_output="direct"):
     """Compile ``layers`` for a core just big enough, run ``batch`` random samples ``runs``
     times; returns the inputs, the outputs of each run, and the errors and cycles."""
     rng = np.random.default_rng(lanes * 31 + rows + batch)
@@ -94,7 +96,8 @@ def run_on_core(layers, shape, lanes, rows, batch, *, act_words=64, decoder="rom
     assert image.batch == batch
     dut = make_core(lanes, rows, weight_words=image.weight_words + 3,
                     bias_depth=len(image.biases) + 2, act_words=act_words,
-                    table_words=image.table_words + 1, max_batch=batch, decoder=decoder)
+                    table_words=image.table_words + 1, max_batch=batch, decoder=decoder,
+                    ram_output=ram_output)
     x = rng.integers(-128, 128, (batch, *shape)).astype(np.int8)
     x.reshape(batch, -1)[0, 0] = -128
     results = []
@@ -121,12 +124,14 @@ def run_on_core(layers, shape, lanes, rows, batch, *, act_words=64, decoder="rom
         (32, 8, [70, 20, 9], 2, False),  # the ECP5 board's array: 52-byte weight words
     ],
 )
-@pytest.mark.parametrize("decoder", ["rom", "table", "logic"])
-def test_mlp_matches_reference(lanes, rows, widths, batch, big, decoder, make_layers):
+@pytest.mark.parametrize("decoder, ram_output", [("rom", "direct"), ("table", "direct"),
+                                                 ("logic", "direct"), ("rom", "registered")])
+def test_mlp_matches_reference(lanes, rows, widths, batch, big, decoder, ram_output,
+                               make_layers):
     rng = np.random.default_rng(sum(widths) + lanes * 7 + rows)
     layers = make_layers(rng, widths, bias=200, shifts=6, big_bias=big)
     image, x, results = run_on_core(layers, (widths[0],), lanes, rows, batch, decoder=decoder,
-                                    runs=2)
+                                    runs=2, ram_output=ram_output)
     expected = run_network(x, layers)
     for (error, _), y in results:
         assert error == 0
@@ -135,36 +140,45 @@ def test_mlp_matches_reference(lanes, rows, widths, batch, big, decoder, make_la
     assert ideal <= results[-1][0][1]
 
 
-@pytest.mark.parametrize("lanes, rows", [(4, 3), (3, 2), (2, 5), (8, 5)])
+@pytest.mark.parametrize("lanes, rows, ram_output", [(4, 3, "direct"), (3, 2, "direct"),
+                                                     (2, 5, "direct"), (8, 5, "direct"),
+                                                     (3, 2, "registered")])
 @pytest.mark.parametrize("kind", ["conv1d", "conv1d-pool", "conv2d", "conv2d-pool"])
-def test_cnn_matches_reference(kind, lanes, rows):
+def test_cnn_matches_reference(kind, lanes, rows, ram_output):
     rng = np.random.default_rng(len(kind) * 13 + lanes * 7 + rows)
     layers, shape = random_cnn(rng, kind)
     batch = 2
-    _, x, results = run_on_core(layers, shape, lanes, rows, batch, act_words=256)
+    _, x, results = run_on_core(layers, shape, lanes, rows, batch, act_words=256,
+                                ram_output=ram_output)
     ((error, _), y), = results
     assert error == 0
     assert np.array_equal(y, run_network(x, layers, shape))
 
 
-@pytest.mark.parametrize("decoder", ["rom", "table", "logic"])
-def test_illegal_weight_byte_aborts_with_an_error(decoder, make_layers):
+@pytest.mark.parametrize("decoder, ram_output, lanes, rows, where", [
+    ("rom", "direct", 3, 2, 2), ("table", "direct", 3, 2, 2), ("logic", "direct", 3, 2, 2),
+    ("rom", "registered", 3, 2, 2),
+    # the last beat of the run, on the array with the shortest latency
+    ("rom", "direct", 1, 1, -1), ("rom", "registered", 1, 1, -1)])
+def test_illegal_weight_byte_aborts_with_an_error(decoder, ram_output, lanes, rows, where,
+                                                  make_layers):
     rng = np.random.default_rng(1)
     layers = make_layers(rng, [6, 5], bias=200, shifts=6)
-    image = compile_image(layers, (6,), 3, 2, 64)
+    image = compile_image(layers, (6,), lanes, rows, 64)
     bad = bytearray(image.weights)
-    bad[2] = 250
-    dut = make_core(3, 2, weight_words=16, bias_depth=8, decoder=decoder)
+    bad[where] = 250
+    dut = make_core(lanes, rows, weight_words=image.weight_words, bias_depth=8,
+                    decoder=decoder, ram_output=ram_output)
     out = {}
     x = np.ones((1, 6), np.int8)
 
     async def body(ctx):
-        await write_bytes(ctx, dut, Target.WEIGHTS, bytes(bad), beat_bytes(3, 2))
+        await write_bytes(ctx, dut, Target.WEIGHTS, bytes(bad), beat_bytes(lanes, rows))
         await write_bytes(ctx, dut, Target.BIAS, image.bias_bytes(), BIAS_STORE_BYTES)
         await write_bytes(ctx, dut, Target.LAYER, image.table_bytes(), TABLE_WORD_BYTES)
         await write_inputs(ctx, dut, image, x)
         out["bad"] = await run(ctx, dut, 1, 1)
-        await write_bytes(ctx, dut, Target.WEIGHTS, image.weights, beat_bytes(3, 2))
+        await write_bytes(ctx, dut, Target.WEIGHTS, image.weights, beat_bytes(lanes, rows))
         out["good"] = await run(ctx, dut, 1, 1)
         out["y"] = await read_outputs(ctx, dut, image, 1)
 
@@ -265,6 +279,7 @@ def test_a_layer_running_past_a_memory_aborts_with_bad_address(short, make_layer
     [
         (dict(decoder="lut"), "decoder must be one of rom, table, logic, not 'lut'"),
         (dict(weight_memory="ebr"), "weight memory must be one of generic, spram, not 'ebr'"),
+        (dict(ram_output="outreg"), "RAM output must be one of direct, registered, not 'outreg'"),
         (dict(lanes=8, rows=8, weight_memory="spram"),
          "SPRAM words are at most 8 bytes wide, not 13"),
         (dict(weight_words=16385, weight_memory="spram"),

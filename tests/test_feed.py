@@ -1,6 +1,7 @@
 """trine.hw.feed.ArrayFeed under Amaranth's simulator: beats with idle gaps, read from memories
-and decoded, reach the array two cycles later; illegal bytes are flagged; a flush drops the beats
-in flight. The feed has no backpressure by design (the address generator paces it)."""
+and decoded, reach the array two cycles later (three with a registered decoder); illegal bytes
+are flagged; a flush drops the beats in flight. The feed has no backpressure by design (the
+address generator paces it)."""
 
 import numpy as np
 import pytest
@@ -13,14 +14,17 @@ from trine.contract.spec import TRITS_PER_BYTE, trits_to_codes, unpack_trits
 from trine.hw.feed import ArrayFeed
 from trine.sim.testbench import StreamMonitor, StreamSource, simulate
 
-#: Cycles from a beat on ``i_beat`` to the same beat on ``o_stream``.
-LATENCY = 2
+#: Cycles from a beat on ``i_beat`` to the same beat on ``o_stream``, by ``ram_output``.
+LATENCY = {"direct": 2, "registered": 3}
 
 
 class Harness(wiring.Component):
-    """The feed with a weight memory and an activation memory behind its read ports."""
+    """The feed with a weight memory and an activation memory behind its read ports (the
+    latter registered once more with a registered RAM output, as
+    :class:`trine.hw.memories.CoreMemories` does)."""
 
     def __init__(self, params, weights, acts):
+        self.params = params
         self.feed = ArrayFeed(params)
         self.weights = Memory(shape=8 * params.beat_bytes, depth=len(weights), init=weights)
         self.acts = Memory(shape=8 * params.lanes, depth=len(acts), init=acts)
@@ -31,7 +35,12 @@ class Harness(wiring.Component):
         m.submodules.feed, m.submodules.weights, m.submodules.acts = (self.feed, self.weights,
                                                                       self.acts)
         wiring.connect(m, self.feed.weights, self.weights.read_port())
-        wiring.connect(m, self.feed.acts, self.acts.read_port())
+        port = self.acts.read_port()
+        m.d.comb += [port.addr.eq(self.feed.acts.addr), port.en.eq(self.feed.acts.en)]
+        if self.params.ram_output == "registered":
+            m.d.sync += self.feed.acts.data.eq(port.data)
+        else:
+            m.d.comb += self.feed.acts.data.eq(port.data)
         return m
 
 
@@ -57,7 +66,7 @@ def run(p, beats, weights, acts, *, rng, idle, flush_at=None):
     async def feed(ctx):
         ctx.set(dut.o_stream.ready, 1)
         await source.send(ctx, beats)
-        await ctx.tick().repeat(LATENCY + 3)
+        await ctx.tick().repeat(LATENCY[p.ram_output] + 3)
 
     async def watch(ctx):
         cycle = 0
@@ -105,34 +114,42 @@ def expected_out(p, beat, weights, acts):
     return lanes, codes[: p.lanes * p.rows], beat[3], illegal
 
 
-@pytest.mark.parametrize("lanes, rows, decoder", [(3, 2, "rom"), (8, 5, "table"),
-                                                  (4, 3, "logic"), (1, 1, "rom")])
-def test_beats_are_fetched_and_decoded_two_cycles_later(lanes, rows, decoder):
+@pytest.mark.parametrize("lanes, rows, decoder, ram_output", [
+    (3, 2, "rom", "direct"), (8, 5, "table", "direct"), (4, 3, "logic", "direct"),
+    (1, 1, "rom", "direct"), (3, 2, "rom", "registered"), (8, 5, "table", "registered"),
+    (1, 1, "logic", "registered")])
+def test_beats_are_fetched_and_decoded_two_cycles_later(lanes, rows, decoder, ram_output):
     p = AcceleratorParams(lanes=lanes, rows=rows, weight_words=16, bias_depth=4, act_words=12,
-                          table_words=10, max_batch=2, decoder=decoder)
+                          table_words=10, max_batch=2, decoder=decoder, ram_output=ram_output)
     rng = np.random.default_rng(lanes * 10 + rows)
     beats, weights, acts = random_case(rng, p, 80)
     seen, source, monitor = run(p, beats, weights, acts, rng=rng, idle=0.4)
+    latency = LATENCY[ram_output]
+    assert ArrayFeed(p).latency == latency
     assert len(seen["in"]) == len(beats) and source.idle_cycles > 0
-    assert [c for c, *_ in seen["out"]] == [c + LATENCY for c, *_ in seen["in"]]
+    assert [c for c, *_ in seen["out"]] == [c + latency for c, *_ in seen["in"]]
     illegal = []
     for beat, (_, out_acts, codes, last) in zip(seen["in"], seen["out"], strict=True):
         e_acts, e_codes, e_last, e_illegal = expected_out(p, beat, weights, acts)
         assert (out_acts, codes, last) == (e_acts, e_codes, e_last)
         if e_illegal:
-            illegal.append(beat[0] + LATENCY + 1)  # flagged in the cycle after it was offered
+            illegal.append(beat[0] + latency + 1)  # flagged in the cycle after it was offered
     assert seen["illegal"] == illegal and illegal
     assert len(monitor.beats) == len(beats)
 
 
-def test_a_flush_drops_the_beats_in_flight():
+@pytest.mark.parametrize("ram_output", ["direct", "registered"])
+def test_a_flush_drops_the_beats_in_flight(ram_output):
     p = AcceleratorParams(lanes=2, rows=2, weight_words=16, bias_depth=4, act_words=8,
-                          table_words=10, max_batch=1)
+                          table_words=10, max_batch=1, ram_output=ram_output)
     rng = np.random.default_rng(3)
     beats, weights, acts = random_case(rng, p, 30)
     flush_at = 12
     seen, _, _ = run(p, beats, weights, acts, rng=rng, idle=0.0, flush_at=flush_at)
-    # beats issued in the flush cycle and the one before never reach the array
-    kept = [c + LATENCY for c, *_ in seen["in"] if c not in (flush_at - 1, flush_at)]
+    # beats issued in the flush cycle and the ones before it still in the feed never reach
+    # the array
+    latency = LATENCY[ram_output]
+    dropped = range(flush_at - latency + 1, flush_at + 1)
+    kept = [c + latency for c, *_ in seen["in"] if c not in dropped]
     assert [c for c, *_ in seen["out"]] == kept
-    assert len(kept) == len(beats) - 2
+    assert len(kept) == len(beats) - latency

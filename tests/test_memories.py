@@ -59,14 +59,18 @@ def random_host_write(rng, p):
     return target, addr, lane, int(rng.integers(256))
 
 
-@pytest.mark.parametrize("lanes, rows", [(3, 2), (8, 5), (2, 1)])
-def test_host_and_datapath_ports_match_the_model(lanes, rows):
+@pytest.mark.parametrize("lanes, rows, ram_output", [(3, 2, "direct"), (8, 5, "direct"),
+                                                     (2, 1, "direct"), (3, 2, "registered")])
+def test_host_and_datapath_ports_match_the_model(lanes, rows, ram_output):
     p = AcceleratorParams(lanes=lanes, rows=rows, weight_words=12, bias_depth=10, act_words=14,
-                          table_words=20, max_batch=2)
+                          table_words=20, max_batch=2, ram_output=ram_output)
     rng = np.random.default_rng(lanes * 10 + rows)
     dut = CoreMemories(p)
+    assert dut.read_latency == (2 if ram_output == "registered" else 1)
     model = Model(p)
     checked = {"read": 0, "table": 0, "weights": 0, "biases": 0, "acts": 0, "ignored": 0}
+    # the pool's reads (host and datapath) seen read_latency - 1 cycles after the others
+    pool_reads = []
 
     async def bench(ctx):
         w, r = dut.write, dut.read
@@ -101,19 +105,21 @@ def test_host_and_datapath_ports_match_the_model(lanes, rows):
                 await ctx.tick()
                 # what was read at that edge, before its writes
                 if not busy:
-                    assert ctx.get(r.data) == model.pool[reads["addr"], reads["lane"]]
-                    checked["read"] += 1
+                    pool_reads.append((r.data, model.pool[reads["addr"], reads["lane"]], "read"))
                 else:
                     assert ctx.get(dut.table.data) == model.word(model.table, dp["table"])
                     assert ctx.get(dut.biases.data) == model.bias(dp["biases"])
-                    assert ctx.get(dut.acts.data) == model.word(model.pool, dp["acts"])
+                    pool_reads.append((dut.acts.data, model.word(model.pool, dp["acts"]), "acts"))
                     checked["table"] += 1
                     checked["biases"] += 1
-                    checked["acts"] += 1
                     if not weights_written:
                         assert ctx.get(dut.weights.data) == model.word(model.weights,
                                                                        dp["weights"])
                         checked["weights"] += 1
+                if len(pool_reads) == dut.read_latency:
+                    port, value, name = pool_reads.pop(0)
+                    assert ctx.get(port) == value
+                    checked[name] += 1
                 # the writes of that edge
                 if pending is not None:
                     model.host_write(*pending)

@@ -35,6 +35,7 @@ from trine.contract.spec import SPEC_VERSION
 __all__ = [
     "DECODERS",
     "WEIGHT_MEMORIES",
+    "RAM_OUTPUTS",
     "SPRAM_DEPTH",
     "SPRAM_WIDTH",
     "SPRAM_BLOCKS",
@@ -57,6 +58,13 @@ DECODERS = ("rom", "table", "logic")
 #: Where the weights are kept: an inferred memory (simulation; block RAM), or the
 #: iCE40UP5K's SPRAM blocks (synthesis for that chip only).
 WEIGHT_MEMORIES = ("generic", "spram")
+#: How block RAM reads are used: in the cycle the data leaves the RAM, or registered once more
+#: first. ``"registered"``: the trit decoder's ROMs (codes and illegal-byte flags) and the
+#: activation pool (the feed's words and host reads) take a cycle more, and the layer table,
+#: which the sequencer uses in the cycle it reads it, is built from LUTs. ECP5 block RAM holds
+#: those registers for free (its output register, ``trine.flow.ecp5``), which takes the RAM's
+#: slow clock-to-output (about 5.8 ns in nextpnr's model) off every path after it.
+RAM_OUTPUTS = ("direct", "registered")
 #: Words and bits per word of one iCE40UP5K ``SB_SPRAM256KA``, and the blocks on the chip.
 SPRAM_DEPTH = 16384
 SPRAM_WIDTH = 16
@@ -96,6 +104,9 @@ class AcceleratorParams:
     weight_memory : str
         One of :data:`WEIGHT_MEMORIES`; ``"spram"`` holds at most :data:`SPRAM_DEPTH` words of
         ``SPRAM_BLOCKS * SPRAM_WIDTH / 8`` bytes.
+    ram_output : str
+        One of :data:`RAM_OUTPUTS`: ``"registered"`` adds a cycle to the array's feed and to
+        host reads of the pool.
 
     Raises
     ------
@@ -113,6 +124,7 @@ class AcceleratorParams:
     watchdog_bits: int = 20
     decoder: str = "rom"
     weight_memory: str = "generic"
+    ram_output: str = "direct"
 
     def __post_init__(self):
         check_int("Lane count", self.lanes, 1)
@@ -124,7 +136,8 @@ class AcceleratorParams:
         check_int("Maximum batch", self.max_batch, 1, 0xFFFF)
         check_int("Watchdog bits", self.watchdog_bits, 8, 31)
         for name, value, allowed in (("decoder", self.decoder, DECODERS),
-                                     ("weight memory", self.weight_memory, WEIGHT_MEMORIES)):
+                                     ("weight memory", self.weight_memory, WEIGHT_MEMORIES),
+                                     ("RAM output", self.ram_output, RAM_OUTPUTS)):
             if not isinstance(value, str):
                 raise ParameterTypeError(f"{name} must be a str, not {value!r}")
             if value not in allowed:
@@ -303,8 +316,10 @@ UP5K = AcceleratorParams(lanes=8, rows=5, weight_words=16384, bias_depth=1024, a
                          table_words=256, max_batch=4, watchdog_bits=26, decoder="rom",
                          weight_memory="spram")
 #: The ULX3S-85F's device (LFE5U-85F): a 32 x 8 array, 52 bytes (256 trits) per weight word in
-#: block RAM, so it takes a beat per clock.
+#: block RAM, so it takes a beat per clock; block RAM reads go through the RAMs' output
+#: registers (``ram_output="registered"``), for the clock.
 ECP5_85F = AcceleratorParams(lanes=32, rows=8, weight_words=1024, bias_depth=1024,
-                             act_words=256, table_words=512, max_batch=16, watchdog_bits=26)
+                             act_words=256, table_words=512, max_batch=16, watchdog_bits=26,
+                             ram_output="registered")
 #: The presets by name.
 PRESETS = {"small": SMALL, "simulated": SIMULATED, "up5k": UP5K, "ecp5-85f": ECP5_85F}

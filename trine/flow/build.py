@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -170,6 +171,27 @@ def _versions(family: str, rpt: Path) -> dict[str, str]:
     return versions
 
 
+_OUTREG_LINE = re.compile(r"^trine\.flow\.ecp5: (\d+) block RAM read ports", re.MULTILINE)
+
+
+def _output_registers(output: str) -> int | None:
+    """Read ports :mod:`trine.flow.ecp5` switched to their output register, from the log."""
+    match = _OUTREG_LINE.search(output)
+    return int(match.group(1)) if match else None
+
+
+def _insert_ecp5_pass(script: Path) -> None:
+    """Run :mod:`trine.flow.ecp5` on the netlist between Yosys and nextpnr: the flip-flops
+    that register a block RAM's read data move into its output register."""
+    lines = script.read_text().splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines) if line.startswith('"$NEXTPNR_ECP5"')), None)
+    if at is None:
+        raise BuildError(f"{script} has no nextpnr-ecp5 step to run the ECP5 netlist pass "
+                         f"before (Amaranth's build script changed?)")
+    lines.insert(at, f'"$TRINE_PYTHON" -m trine.flow.ecp5 {NAME}.json\n')
+    script.write_text("".join(lines))
+
+
 def suggest_clock_hz(plan: ClockPlan, fmax_hz: float) -> int | None:
     """The fastest clock at or below ``fmax_hz`` that the board's PLL makes exactly as
     :func:`trine.flow.boards.plan_clock` would choose it and that suits ``plan.baud``; ``None`` if
@@ -197,7 +219,9 @@ class BuildReport:
     ``ICESTORM_LC``, ECP5 ``TRELLIS_COMB``; ``block_ram``: EBR, ``ICESTORM_RAM`` or
     ``DP16KD``; ``spram``: ``ICESTORM_SPRAM``, ``None`` on ECP5; ``dsp``: ``ICESTORM_DSP`` or
     ``MULT18X18D``), each ``[used, available]``; ``lut4``, ``ff`` and ``carry`` are Yosys cell
-    counts after synthesis. ``fmax_mhz`` is nextpnr's post-route figure for the design clock.
+    counts after synthesis (on ECP5 before :mod:`trine.flow.ecp5` moves flip-flops into block
+    RAM output registers; ``output_registers`` counts the read ports it changed, ``None`` on
+    iCE40). ``fmax_mhz`` is nextpnr's post-route figure for the design clock.
     ``multipliers`` lists multiplier cells found, generic (before mapping) and mapped: it
     must be empty.
     """
@@ -231,6 +255,7 @@ class BuildReport:
     verilog: str
     logs: dict
     utilization: dict = field(default_factory=dict)
+    output_registers: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -377,7 +402,7 @@ def run_build(design, plan: ClockPlan, *, parameters: Mapping | None = None,
     parameters = dict(parameters or {})
     out = Path(out_dir if out_dir is not None else Path("build") / board.name)
     cache = yowasp_cache_dir(out, yowasp_cache)
-    env = {**os.environ, **tool_environment(board.family, cache)}
+    env = {**os.environ, **tool_environment(board.family, cache), "TRINE_PYTHON": sys.executable}
     cache_was_empty = cache_is_empty(cache)
     t0 = time.perf_counter()
 
@@ -397,6 +422,8 @@ def run_build(design, plan: ClockPlan, *, parameters: Mapping | None = None,
                   f"{NAME}{board.bitstream_suffix}"):
         (out / stale).unlink(missing_ok=True)
     plan_files.extract(out)
+    if board.family == "ecp5":
+        _insert_ecp5_pass(out / f"build_{NAME}.sh")
 
     logger.info("running %s (seed %d)%s; their output goes to %s",
                 ", ".join(_TOOLS[board.family].values()), seed,
@@ -480,6 +507,7 @@ def run_build(design, plan: ClockPlan, *, parameters: Mapping | None = None,
         logs={"tools": "build.log", "yosys": f"{NAME}.rpt", "nextpnr": f"{NAME}.tim",
               "nextpnr_report": f"{NAME}_nextpnr.json"},
         utilization=util,
+        output_registers=_output_registers(output),
     )
     write_atomic(out / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
     logger.info("Fmax after routing %.2f MHz for a %g MHz clock: timing %s; report in %s",

@@ -249,12 +249,23 @@ class Flow:
             return {"script_after_read": generic, "synth_opts": " ".join(opts),
                     "script_after_synth": stat}
         opts = " ".join([*([] if self.dsp else ["-nodsp"]), *extra])
+        synth = " ".join(["synth_ecp5", *opts.split(), "-top", top])
         # The platform's template runs `synth_ecp5 <synth_opts> -top <top>`: stop it before
-        # LUT mapping and finish after splitnets (the abc9 workaround of :meth:`script`).
-        return {"script_after_read": generic, "synth_opts": f"{opts} -run :map_luts".strip(),
-                "script_after_synth": " ".join(["splitnets; synth_ecp5", *opts.split(),
-                                                "-top", top, f"-run map_luts:; {stat}"])}
+        # block RAM mapping, let memories marked no_rw_check (read and written in different
+        # cycles by design) map without collision bypass logic, then stop before LUT mapping
+        # and finish after splitnets (the abc9 workaround of :meth:`script`).
+        return {"script_after_read": generic, "synth_opts": f"{opts} -run :map_ram".strip(),
+                "script_after_synth": f"{NO_RW_CHECK_ECP5}; {synth} -run map_ram:map_luts; "
+                                      f"splitnets; {synth} -run map_luts:; {stat}"}
 
+
+#: Yosys commands, between ``synth_ecp5``'s coarse and block RAM steps, that mark the read port
+#: of every memory with one read and one write port and the ``no_rw_check`` attribute as
+#: "don't care on a read/write collision". Amaranth emits synchronous read ports, which
+#: ``memory_dff`` (the pass that reads the attribute) leaves alone, so without this the block
+#: RAM mapping adds bypass logic (a comparator and a multiplexer per data bit) behind the RAM.
+NO_RW_CHECK_ECP5 = ("setparam -set RD_COLLISION_X_MASK 1 t:$mem_v2 a:no_rw_check %i "
+                    "r:RD_PORTS=1 %i r:WR_PORTS=1 %i")
 
 #: Flow for the ternary array: DSP inference allowed, so that finding none proves the point.
 TERNARY_FLOW = Flow()
