@@ -100,10 +100,6 @@ class _Link:
         self._queue.extend(data)
         self._wake.set()
 
-    def clear(self) -> None:
-        """Forget bytes not yet driven (their client is gone)."""
-        self._queue.clear()
-
     def start(self) -> None:
         cocotb.start_soon(self._drive())
         cocotb.start_soon(self._sample())
@@ -182,9 +178,6 @@ class StreamLink:
 
     def send(self, data: bytes) -> None:
         self.source.send(data)
-
-    def clear(self) -> None:
-        self.source.clear()
 
     def start(self) -> None:
         self.sink.start()
@@ -383,7 +376,9 @@ class SocketBridge:
                     stats.requests += complete
                     self._outstanding += complete
                     self._last_active_cycle = self._last_request_cycle = self._now()
-            if client.gone:
+            if client.gone and not client.chunks:
+                # What it sent before it left is on the line all the same (as a serial port
+                # drains its output on close), and the next client waits for its answer.
                 break
             awaiting = self._outstanding > stats.answers
             if awaiting and self._quiet_too_long():
@@ -399,7 +394,6 @@ class SocketBridge:
                 stats.busy_cycles += self._now() - c0
             else:
                 self._io(cfg.poll_s)
-        link.clear()
         self._out.clear()
         # left for the next client's wait: whether the last request is still unanswered
         self._outstanding = int(self._last_request_cycle > self._last_answer_cycle)

@@ -127,7 +127,7 @@ def test_network_matches_reference(host, device):
     assert run.op == Op.RUN | ACK, run
     assert struct.unpack("<I", run.payload)[0] > 0  # cycles
     size = image.output.sample_words * lanes * len(x)
-    raw = host.request(Op.READ, read_payload(0, image.output.base, size)).payload
+    raw = host.request(Op.READ, read_payload(Target.INPUT, image.output.base, size)).payload
     y = image.output.unpack(np.frombuffer(raw, np.int8).reshape(len(x), -1))
     assert np.array_equal(y, run_network(x, layers))
 
@@ -209,6 +209,27 @@ def test_a_client_waiting_its_turn_keeps_its_pauses(slow_device):
             assert (f.op, f.seq) == (Op.INFO | ACK, 9)
         finally:
             second.close()
+    finally:
+        first.close()
+
+
+def test_a_request_left_behind_by_a_client_is_answered_before_the_next(slow_device):
+    """A client that sends a request and leaves before its turn: its bytes still reach the
+    device (a serial port drains its output on close), so the next client does not wait out
+    the bridge's quiet limit (over a minute on Icarus) for an answer that never comes."""
+    first = RawHost(slow_device)
+    try:
+        assert first.request(Op.INFO).op == Op.INFO | ACK
+        leaving = serial.serial_for_url(slow_device, timeout=ANSWER_TIMEOUT)
+        leaving.write(encode_frame(Op.INFO, 5))
+        time.sleep(PAUSE_S)  # read by the bridge before it goes
+        leaving.close()
+        nxt = RawHost(slow_device)
+        try:
+            first.close()
+            assert nxt.request(Op.INFO).op == Op.INFO | ACK
+        finally:
+            nxt.close()
     finally:
         first.close()
 

@@ -177,7 +177,6 @@ class Device {
     }
 
     void send(const uint8_t* data, size_t n) { queue_.insert(queue_.end(), data, data + n); }
-    void clear() { queue_.clear(); }
 
 #ifdef TRINE_UART
     bool busy() const { return !queue_.empty() || tx_bit_ >= 0 || rx_left_ >= 0; }
@@ -677,7 +676,9 @@ class Bridge {
                     last_active_cycle_ = last_request_cycle_ = dev_.cycle;
                 }
             }
-            if (client.gone) break;
+            // What it sent before it left is on the line all the same (as a serial port drains
+            // its output on close), and the next client waits for its answer.
+            if (client.gone && client.chunks.empty()) break;
             bool awaiting = outstanding_ > stats_.answers;
             if (awaiting && quiet_too_long()) {
                 std::fprintf(stderr, "no answer after %lld cycles; the device missed a frame?\n",
@@ -696,7 +697,6 @@ class Bridge {
                 io(opt_.poll_s);
             }
         }
-        dev_.clear();
         pending_.clear();
         // left for the next client's wait: whether the last request is still unanswered
         outstanding_ = last_request_cycle_ > last_answer_cycle_ ? 1 : 0;
