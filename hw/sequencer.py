@@ -134,6 +134,9 @@ class LayerSequencer(wiring.Component):
         conv = Signal()
         # the entry's last word arrives in this cycle (a register, set a cycle ahead)
         entry_ends = Signal()
+        at_weight_base = Signal()  # the weight base arrives in this cycle
+        at_bias_base = Signal()
+        at_count = Signal()  # a count that must not be zero arrives
         m.d.comb += [self.table.addr.eq(taddr), loops.config.entry.eq(entry),
                      loops.config.batch.eq(batch)]
         # The requantiser's config is latched at setup: the next entry is read while the
@@ -181,8 +184,8 @@ class LayerSequencer(wiring.Component):
             fsm.go("IDLE")
 
         def begin_entry():
-            m.d.sync += [k.eq(0), entry_ends.eq(0), bad_count.eq(0), bad_weight.eq(0),
-                         bad_bias.eq(0)]
+            m.d.sync += [k.eq(0), entry_ends.eq(0), at_weight_base.eq(0), at_bias_base.eq(0),
+                         at_count.eq(0), bad_count.eq(0), bad_weight.eq(0), bad_bias.eq(0)]
             m.d.sync += [entry[name].eq(value) for name, value in DENSE_DEFAULTS.items()]
 
         with fsm.state("IDLE"):
@@ -208,20 +211,25 @@ class LayerSequencer(wiring.Component):
             # setup, which waits for them): the entry is read meanwhile.
             # Word `index` arrives when k == index + 1 (compared with constants: no
             # subtractor in the path to the fields' enables).
+            # The words checked are flagged a cycle ahead, so a check is one comparator on
+            # the data and a flip-flop.
             m.d.sync += [k.eq(k + 1),
                          entry_ends.eq(((k + 1 == DENSE_ENTRY_WORDS) & ~conv) |
-                                       (k + 1 == CONV_ENTRY_WORDS))]
+                                       (k + 1 == CONV_ENTRY_WORDS)),
+                         at_weight_base.eq(k == COUNT_WORDS[0]),
+                         at_bias_base.eq(k == COUNT_WORDS[1]),
+                         at_count.eq(Cat(*(k == w for w in COUNT_WORDS[2:])).any())]
             data = self.table.data
             for index, name in enumerate(ENTRY_FIELDS):
                 with m.If(k == index + 1):
                     m.d.sync += entry[name].eq(data)
             with m.If(k == 1):
                 m.d.sync += conv.eq(entry_flags(data)[3])
-            with m.If(k == COUNT_WORDS[0] + 1):
+            with m.If(at_weight_base):
                 m.d.sync += bad_weight.eq(data >= p.weight_words)
-            with m.If(k == COUNT_WORDS[1] + 1):
+            with m.If(at_bias_base):
                 m.d.sync += bad_bias.eq(data >= p.bias_depth)
-            with m.If(Cat(*(k == w + 1 for w in COUNT_WORDS[2:])).any() & (data == 0)):
+            with m.If(at_count & (data == 0)):
                 m.d.sync += bad_count.eq(1)
             with m.If(entry_ends):
                 m.d.sync += bad_table.eq(taddr > p.table_words)
