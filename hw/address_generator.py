@@ -163,6 +163,15 @@ class LoopControlSignature(ParamsSignature):
         })
 
 
+def _choose(width, choices):
+    """The value whose flag is set, of ``(flag, value)`` pairs whose flags are one-hot (or
+    none set: 0), as an AND-OR rather than a chain of multiplexers by priority."""
+    out = 0
+    for flag, value in choices:
+        out = out | (flag.replicate(width) & value[:width])
+    return out
+
+
 class _Counter:
     """A counter of ``count .. 1`` with its end flag (``value == 1``) as a register, and if
     asked the flag of the step before (``value == 2``), for a lookahead one step deep."""
@@ -329,20 +338,14 @@ class AddressGenerator(wiring.Component):
             moved = adv[-3] | adv[-2]  # a new block or sample: the positions start again
             next_in = pool(in_s + e.in_sample_words)
 
-            def choose(width, choices):
-                out = 0
-                for flag, value in choices:
-                    out = out | (flag.replicate(width) & value[:width])
-                return out
-
             m.d.sync += [
-                n_start.eq(choose(abits, [
+                n_start.eq(_choose(abits, [
                     *((adv[i], pool(n_start + e[f"act_step{i}"])) for i in levels),
                     (adv[-3], in_s), (adv[-2], next_in)])),
-                n_x.eq(choose(coordinate, [
+                n_x.eq(_choose(coordinate, [
                     *((adv[i], n_x + e[f"x_step{i}"]) for i in levels),
                     (moved, e.x0.as_unsigned())]).as_signed()),
-                n_y.eq(choose(coordinate, [
+                n_y.eq(_choose(coordinate, [
                     *((adv[i], n_y + e[f"y_step{i}"]) for i in levels),
                     (moved, e.y0.as_unsigned())]).as_signed()),
             ]
@@ -405,6 +408,24 @@ class AddressGenerator(wiring.Component):
             m.d.comb += write_over.eq(dest.take & dest.write & (dest.word >= p.act_words))
         m.d.comb += self.control.overrun.eq(weight_over | bias_over | write_over)
 
+        # Which loop level the next position end advances: one-hot (levels 0..3, block,
+        # sample), and whether that end is the layer's last. With two rows or more these are
+        # registers, worked out every cycle from the counters' end flags: a position lasts at
+        # least ``rows`` takes, so they are fresh when a position ends (with one row they are
+        # wires).
+        o_adv = Signal(POSITION_LEVELS + 2)
+        o_reload = Signal(POSITION_LEVELS)  # the position counters that start again
+        o_done = Signal()
+        o_all_end = Cat(c.end for c in opc).all()
+        decide = m.d.sync if rows > 1 else m.d.comb
+        decide += [
+            *(o_adv[i].eq(Cat(c.end for c in opc[:i]).all() & ~opc[i].end) for i in levels),
+            o_adv[-2].eq(o_all_end & ~oj.end),
+            o_adv[-1].eq(o_all_end & oj.end),
+            *(o_reload[k].eq(Cat(c.end for c in opc[:k + 1]).all()) for k in levels),
+            o_done.eq(o_all_end & oj.end & ob.end),
+        ]
+
         with m.If(dest.take):
             m.d.sync += [bptr.eq(bptr + 1), m_idx.eq(m_idx + 1)]
             if not split:
@@ -413,48 +434,42 @@ class AddressGenerator(wiring.Component):
                 with m.Else():
                     m.d.sync += o_lane.eq(o_lane + 1)
             with m.If(dest.last):
-                # the position's rows are done: the next position of the block restarts them
-                m.d.sync += [bptr.eq(bblock), m_idx.eq(mblock),
-                             *words(o_word.eq(wblock_word), o_lane.eq(wblock_lane))]
-                advanced = False
-                for i in levels:
-                    cond = ~opc[i].end
-                    with (m.Elif(cond) if advanced else m.If(cond)):
-                        opc[i].step()
-                        m.d.sync += [ofirst[i].eq(0), pos.eq(pool(pos + e[f"out_step{i}"]))]
-                        for k in range(i):
-                            opc[k].load(counts[k], ones[f"p_count{k}"])
-                            m.d.sync += ofirst[k].eq(1)
-                    advanced = True
-                with m.Else():
-                    # the block ends: the next block's rows follow on
-                    for k in levels:
+                next_out = pool(out_s + e.out_sample_words)
+                m.d.sync += pos.eq(_choose(abits, [
+                    *((o_adv[i], pool(pos + e[f"out_step{i}"])) for i in levels),
+                    (o_adv[-2], out_s), (o_adv[-1], next_out)]))
+                for k in levels:
+                    with m.If(o_reload[k]):
                         opc[k].load(counts[k], ones[f"p_count{k}"])
                         m.d.sync += ofirst[k].eq(1)
-                    m.d.sync += [bblock.eq(bptr + 1), bptr.eq(bptr + 1),
-                                 mblock.eq(m_idx + 1), m_idx.eq(m_idx + 1),
-                                 pos.eq(out_s)]
+                    with m.Elif(o_adv[k]):
+                        opc[k].step()
+                        m.d.sync += ofirst[k].eq(0)
+                with m.If(o_adv[:POSITION_LEVELS].any()):
+                    # the position's rows are done: the next position of the block restarts
+                    # them
+                    m.d.sync += [bptr.eq(bblock), m_idx.eq(mblock),
+                                 *words(o_word.eq(wblock_word), o_lane.eq(wblock_lane))]
+                with m.If(o_adv[-2]):
+                    # the block ends: the next block's rows follow on
+                    oj.step()
+                    m.d.sync += [bblock.eq(bptr + 1), mblock.eq(m_idx + 1)]
                     if not split:
                         with m.If(o_lane == lanes - 1):
-                            m.d.sync += [wblock_lane.eq(0), wblock_word.eq(o_word + 1),
-                                         o_lane.eq(0), o_word.eq(o_word + 1)]
+                            m.d.sync += [wblock_lane.eq(0), wblock_word.eq(o_word + 1)]
                         with m.Else():
-                            m.d.sync += [wblock_lane.eq(o_lane + 1), wblock_word.eq(o_word),
-                                         o_lane.eq(o_lane + 1), o_word.eq(o_word)]
-                    with m.If(~oj.end):
-                        oj.step()
-                    with m.Else():
-                        # the sample ends: the next one's outputs from its own base
-                        oj.load(e.blocks, ones["blocks"])
-                        ob.step()
-                        next_out = pool(out_s + e.out_sample_words)
-                        m.d.sync += [out_s.eq(next_out), pos.eq(next_out),
-                                     bptr.eq(e.bias_base), bblock.eq(e.bias_base),
-                                     m_idx.eq(0), mblock.eq(0),
-                                     *words(o_word.eq(0), o_lane.eq(0), wblock_word.eq(0),
-                                            wblock_lane.eq(0))]
-                        with m.If(ob.end):
-                            m.d.sync += done.eq(1)
+                            m.d.sync += [wblock_lane.eq(o_lane + 1), wblock_word.eq(o_word)]
+                with m.If(o_adv[-1]):
+                    # the sample ends: the next one's outputs from its own base
+                    oj.load(e.blocks, ones["blocks"])
+                    ob.step()
+                    m.d.sync += [out_s.eq(next_out),
+                                 bptr.eq(e.bias_base), bblock.eq(e.bias_base),
+                                 m_idx.eq(0), mblock.eq(0),
+                                 *words(o_word.eq(0), o_lane.eq(0), wblock_word.eq(0),
+                                        wblock_lane.eq(0))]
+                with m.If(o_done):
+                    m.d.sync += done.eq(1)
 
         # ---- the issue side's steps -----------------------------------------------------
         with m.If(issue):
