@@ -134,9 +134,10 @@ class Requantizer(wiring.Component):
         hold = Array(Signal(signed(acc_w), name=f"hold{r}", reset_less=True) for r in range(rows))
         holding = Signal()
         r = Signal(range(rows + 1))
-        last_row = Signal()
+        # r == rows - 1, kept as a register beside r: `last` starts the address generator's
+        # end-of-position decisions, which should begin at a flip-flop, not at a comparator.
+        last_row = Signal(init=rows == 1)
         m.d.comb += [
-            last_row.eq(r == rows - 1),
             a_out.ready.eq(~holding | last_row),
             dest.take.eq(holding & ~flush),
             dest.last.eq(last_row),
@@ -182,10 +183,10 @@ class Requantizer(wiring.Component):
                 with m.If(last_row):
                     m.d.sync += holding.eq(0)
                 with m.Else():
-                    m.d.sync += r.eq(r + 1)
+                    m.d.sync += [r.eq(r + 1), last_row.eq(r == rows - 2)]
             # after the last row of a block, the next block is taken in the same cycle
             with m.If(a_out.valid & a_out.ready):
-                m.d.sync += [holding.eq(1), r.eq(0)]
+                m.d.sync += [holding.eq(1), r.eq(0), last_row.eq(rows == 1)]
                 m.d.sync += [hold[i].eq(a_out.payload[i]) for i in range(rows)]
             m.d.sync += [
                 p1b_valid.eq(p1_valid), p2_valid.eq(p1b_valid), p3_valid.eq(p2_valid),
