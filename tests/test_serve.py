@@ -127,7 +127,7 @@ def test_network_matches_reference(host, device):
     assert run.op == Op.RUN | ACK, run
     assert struct.unpack("<I", run.payload)[0] > 0  # cycles
     size = image.output.sample_words * lanes * len(x)
-    raw = host.request(Op.READ, read_payload(Target.INPUT, image.output.base, size)).payload
+    raw = host.request(Op.READ, read_payload(0, image.output.base, size)).payload
     y = image.output.unpack(np.frombuffer(raw, np.int8).reshape(len(x), -1))
     assert np.array_equal(y, run_network(x, layers))
 
