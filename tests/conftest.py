@@ -71,19 +71,46 @@ def make_layers():
     return random_layers
 
 
-@pytest.fixture
-def make_program():
+def random_program(rng: np.random.Generator, widths, *, input_scale=None, **kwargs):
     """A random :class:`trine.host.program.Program` of the given widths (ReLU on the hidden
     layers, none on the output), optionally with an ``input_scale``."""
     from trine.host.program import Program
 
-    def make(rng, widths, *, input_scale=None, **kwargs):
-        layers = random_layers(rng, widths, relu=True, **kwargs)
-        last = layers[-1]
-        layers[-1] = Layer(last.weights, last.bias, last.shift, False)
-        return Program(layers, input_scale=input_scale)
+    layers = random_layers(rng, widths, relu=True, **kwargs)
+    last = layers[-1]
+    layers[-1] = Layer(last.weights, last.bias, last.shift, False)
+    return Program(layers, input_scale=input_scale)
 
-    return make
+
+@pytest.fixture
+def make_program():
+    """:func:`random_program`, for a test to call."""
+    return random_program
+
+
+def check_device(url: str, info, *, seed: int, baud: int | None = None,
+                 timeout: float = 60.0) -> None:
+    """What every device is checked for, simulated at any level or on a board: INFO answers
+    ``info`` (skipped if ``None``), and a random 41-23-9 program loaded by the real client
+    answers a batch of 4 exactly as the reference."""
+    from trine.contract.protocol import DEFAULT_BAUD
+    from trine.host.client import Client
+
+    with Client(url, DEFAULT_BAUD if baud is None else baud, timeout=timeout,
+                retries=1) as client:
+        if info is not None:
+            assert client.info() == info
+        rng = np.random.default_rng(seed)
+        program = random_program(rng, [41, 23, 9])
+        client.load(program)
+        x = rng.integers(-128, 128, (4, program.input_width)).astype(np.int8)
+        y, _ = client.infer_batch(x)
+        assert np.array_equal(y, program.run_reference(x))
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "board: runs against a real board's serial port (TRINE_PORT, TRINE_BOARD)")
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import check_device
 
 from trine.contract.protocol import Op, encode_frame
 
@@ -91,25 +92,18 @@ def _served(path: Path, level: str):
         thread.join(30)
 
 
-def _check_device(url: str, path: Path, make_program, seed: int) -> None:
-    from trine.host.client import Client
+def _check_device(url: str, path: Path, seed: int) -> None:
     from trine.sim.netlist import read_build
 
     build = read_build(path)
-    with Client(url, timeout=ANSWER_TIMEOUT, retries=1) as client:
-        assert client.info() == build.config.info()
-        rng = np.random.default_rng(seed)
-        program = make_program(rng, [41, 23, 9])
-        client.load(program)
-        x = rng.integers(-128, 128, (4, program.input_width)).astype(np.int8)
-        y, _ = client.infer_batch(x)
-        assert np.array_equal(y, program.run_reference(x))
+    check_device(url, build.config.info(), seed=seed, baud=build.config.baud,
+                 timeout=ANSWER_TIMEOUT)
 
 
 @pytest.mark.synth
-def test_the_icebreaker_netlist_answers_as_the_reference(icebreaker, make_program):
+def test_the_icebreaker_netlist_answers_as_the_reference(icebreaker):
     with _served(icebreaker, "netlist") as url:
-        _check_device(url, icebreaker, make_program, 5)
+        _check_device(url, icebreaker, 5)
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +112,9 @@ def ulx3s():
 
 
 @pytest.mark.synth
-def test_the_ulx3s_netlist_answers_as_the_reference(ulx3s, make_program):
+def test_the_ulx3s_netlist_answers_as_the_reference(ulx3s):
     with _served(ulx3s, "netlist") as url:
-        _check_device(url, ulx3s, make_program, 7)
+        _check_device(url, ulx3s, 7)
 
 
 @pytest.mark.synth
@@ -138,11 +132,11 @@ def test_the_icebreaker_netlist_runs_the_digits_test_split(icebreaker):
 
 
 @pytest.mark.synth
-def test_the_icebreaker_bitstream_answers_as_the_reference(icebreaker, make_program):
+def test_the_icebreaker_bitstream_answers_as_the_reference(icebreaker):
     if shutil.which("icebox_vlog") is None:
         pytest.skip("icestorm's icebox_vlog is missing (make setup installs fpga-icestorm)")
     with _served(icebreaker, "bitstream") as url:
-        _check_device(url, icebreaker, make_program, 6)
+        _check_device(url, icebreaker, 6)
 
 
 def test_a_folder_without_a_build_is_refused(tmp_path):
