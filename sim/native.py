@@ -28,36 +28,38 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
-import ipaddress
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from trine.contract import protocol
-from trine.contract.errors import TrineError
 from trine.contract.params import SIMULATED, AcceleratorParams
 from trine.contract.protocol import DEFAULT_BAUD
 from trine.sim.runner import DEFAULT_BUILD_ROOT, tail
-from trine.sim.serve import MODES, READY, SIM_CLOCK_HZ, DeviceConfig, ServeError, device_verilog
+from trine.sim.serve import (
+    SIM_CLOCK_HZ,
+    DeviceConfig,
+    ServeError,
+    check_address,
+    device_main,
+    device_parser,
+    device_verilog,
+    server_process,
+)
 
 __all__ = ["ENGINE", "build_native", "protocol_header", "run_native_server", "serve", "main"]
 
 ENGINE = "native"
 SOURCE_DIR = Path(__file__).resolve().parent / "native"
 HARNESS_SOURCES = ("harness.cpp", "frames.h")
-ROOT = Path(__file__).resolve().parent.parent
 #: Seconds a stopped harness gets to exit before it is killed.
 STOP_TIMEOUT = 5.0
 #: Verilator's own optimisation level and the C++ compiler's; both measured faster than the
@@ -244,23 +246,12 @@ def harness_args(config: DeviceConfig) -> list[str]:
     return ["--divisor", str(config.divisor), "--timeout-cycles", str(config.timeout_cycles),
             "--max-quiet-cycles", str(config.max_run_cycles()), "--period-ps",
             str(config.period_ps), "--chunk-cycles", str(CHUNK_CYCLES), "--chunk-s", str(CHUNK_S),
-            "--pause-s", str(PAUSE_S),
-            "--poll-s", str(POLL_S)]
-
-
-def _check_host(host: str) -> None:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    if address is None or not address.is_loopback or address.version != 4:
-        raise ServeError(
-            f"the simulated device listens on an IPv4 loopback address only, not {host!r}")
+            "--pause-s", str(PAUSE_S), "--poll-s", str(POLL_S)]
 
 
 def run_harness(
     exe: Path,
-    link_args: list[str],
+    config: DeviceConfig,
     *,
     port: int = 0,
     host: str = "127.0.0.1",
@@ -270,7 +261,10 @@ def run_harness(
     on_ready: Callable[[int], None] = lambda port: None,
     stop: threading.Event | None = None,
 ) -> None:
-    """Run the harness ``exe`` until it stops (after the first client with ``once``).
+    """Run the harness ``exe`` (a model of ``config``'s device, :func:`build_model`) and serve
+    TCP clients on ``host:port`` until it stops (after the first client with ``once``).
+    ``on_ready(port)`` is called once it listens; ``stats_file`` gets one JSON line per client;
+    ``trace`` (an FST file, for a model built with ``trace=True``) every simulated cycle.
 
     Returns when it stops by itself; raises ``KeyboardInterrupt`` after stopping and reaping
     it when ``stop`` is set or on Ctrl-C.
@@ -280,15 +274,13 @@ def run_harness(
     ServeError
         If the harness exits with an error (the message has the end of its log).
     """
-    _check_host(host)
-    if not 0 <= port <= 65535:
-        raise ServeError(f"port must be in [0, 65535], not {port}")
+    check_address(host, port)
     run_dir = exe.parent / "runs" / f"serve-{os.getpid()}-{threading.get_ident()}"
     run_dir.mkdir(parents=True, exist_ok=True)
     ready_file, log = run_dir / "port", run_dir / "sim.log"
     ready_file.unlink(missing_ok=True)
     cmd = [str(exe), "--host", host, "--port", str(port), "--ready-file", str(ready_file),
-           "--parent-pid", str(os.getpid()), *link_args]
+           "--parent-pid", str(os.getpid()), *harness_args(config)]
     if once:
         cmd.append("--once")
     if stats_file:
@@ -326,21 +318,12 @@ def run_harness(
                          f"lines of {log}:\n{tail(log)}")
 
 
-def run_native_server(
-    config: DeviceConfig,
-    *,
-    port: int = 0,
-    host: str = "127.0.0.1",
-    once: bool = False,
-    stats_file: str | os.PathLike | None = None,
-    trace: str | os.PathLike | None = None,
-    on_ready: Callable[[int], None] = lambda port: None,
-    stop: threading.Event | None = None,
-    build_root: Path | None = None,
-) -> None:
+def run_native_server(config: DeviceConfig, *, trace: str | os.PathLike | None = None,
+                      build_root: Path | None = None, **server) -> None:
     """Build ``config``'s device for the native engine, then serve TCP clients until it stops;
-    the counterpart of :func:`trine.sim.serve.run_server` (same arguments, plus ``trace``: an
-    FST file that gets every simulated cycle).
+    the counterpart of :func:`trine.sim.serve.run_server`. ``server``: :func:`run_harness`'s
+    options (``port``, ``host``, ``once``, ``stats_file``, ``on_ready``, ``stop``); ``trace``:
+    an FST file that gets every simulated cycle.
 
     Raises
     ------
@@ -348,57 +331,21 @@ def run_native_server(
         If the build fails or the simulator exits with an error.
     """
     exe = build_native(config, trace=trace is not None, build_root=build_root)
-    run_harness(exe, harness_args(config), port=port, host=host, once=once,
-                stats_file=stats_file, trace=trace, on_ready=on_ready, stop=stop)
+    run_harness(exe, config, trace=trace, **server)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trine.sim.native",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--mode", choices=MODES, default="uart",
-                   help="uart: drive the rx/tx pins bit by bit; byte: the byte streams")
-    p.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one")
-    p.add_argument("--host", default="127.0.0.1", help="loopback addresses only")
-    p.add_argument("--once", action="store_true", help="exit when the first client disconnects")
-    p.add_argument("--stats", metavar="FILE", help="append one JSON line per client")
+    p = device_parser("python -m trine.sim.native", __doc__.split("\n")[0])
     p.add_argument("--trace", metavar="FILE.fst", help="write every simulated cycle to FILE")
-    p.add_argument("--clock-hz", type=int, default=SIM_CLOCK_HZ, metavar="HZ")
-    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, metavar="N")
-    for f in dataclasses.fields(AcceleratorParams):
-        default = getattr(SIMULATED, f.name)
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default,
-                       metavar="N" if isinstance(default, int) else "NAME")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
-    fields = [f.name for f in dataclasses.fields(AcceleratorParams)]
-    try:
-        params = AcceleratorParams(**{name: getattr(args, name) for name in fields})
-        config = DeviceConfig(args.mode, args.clock_hz, args.baud, params)
-
-        def ready(port: int) -> None:
-            print(f"listening on {args.host}:{port} ({ENGINE}, {args.mode} mode)", flush=True)
-
+    def run(args, config, **kwargs):
         run_native_server(config, port=args.port, host=args.host, once=args.once,
-                          stats_file=args.stats, trace=args.trace, on_ready=ready, stop=stop)
-    except TrineError as e:
-        print(f"trine.sim.native: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+                          stats_file=args.stats, trace=args.trace, **kwargs)
 
-
-def _cli_args(config: DeviceConfig) -> list[str]:
-    args = ["--mode", config.mode, "--clock-hz", str(config.clock_hz), "--baud", str(config.baud)]
-    for f in dataclasses.fields(config.params):
-        args += [f"--{f.name.replace('_', '-')}", str(getattr(config.params, f.name))]
-    return args
+    return device_main(_parser(), argv, lambda args: ENGINE, run)
 
 
 @contextlib.contextmanager
@@ -424,57 +371,15 @@ def serve(
         or exits before; the message carries its output.
     """
     config = DeviceConfig(mode, clock_hz, baud, params.replace(**changes))
-    cmd = [sys.executable, "-m", "trine.sim.native", "--port", "0", *_cli_args(config)]
+    cmd = [sys.executable, "-m", "trine.sim.native", "--port", "0", *config.cli_args()]
     if once:
         cmd.append("--once")
     if stats_file is not None:
         cmd += ["--stats", str(stats_file)]
     if trace is not None:
         cmd += ["--trace", str(trace)]
-    with tempfile.TemporaryFile() as output, _server(cmd, output) as proc:
-        yield f"socket://127.0.0.1:{wait_until_listening(proc, output, ready_timeout)}"
-
-
-@contextlib.contextmanager
-def _server(cmd: list[str], output) -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT,
-                            start_new_session=True)
-    try:
-        yield proc
-    finally:
-        # SIGTERM lets the server stop its simulator and reap it; should that hang, SIGKILL the
-        # process group it leads (the simulator is in it).
-        if proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_TIMEOUT + 5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def wait_until_listening(proc: subprocess.Popen, output, timeout: float) -> int:
-    """The port a server started with ``stdout=output`` (a file) announces; raises
-    :class:`ServeError` with its output if it exits first or takes over ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        # pread: the server shares this file's offset, so a seek here would move its writes.
-        fd = output.fileno()
-        text = os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
-        if m := READY.search(text):
-            return int(m.group(1))
-        if proc.poll() is not None:
-            raise ServeError(f"{' '.join(cmd_name(proc))} exited with status {proc.returncode} "
-                             f"before listening; its output:\n{text[-4000:]}")
-        if time.monotonic() > deadline:
-            raise ServeError(f"{' '.join(cmd_name(proc))} was not listening after {timeout:g} s;"
-                             f" its output:\n{text[-4000:]}")
-        time.sleep(0.05)
-
-
-def cmd_name(proc: subprocess.Popen) -> list[str]:
-    args = proc.args if isinstance(proc.args, list) else [str(proc.args)]
-    return [a for a in args[1:3] if a != "-m"] or args[:1]
+    with server_process(cmd, ready_timeout) as url:
+        yield url
 
 
 if __name__ == "__main__":

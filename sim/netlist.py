@@ -40,12 +40,10 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from trine.contract.errors import TrineError
-from trine.sim.native import build_model, harness_args, run_harness
+from trine.sim.native import build_model, run_harness
 from trine.sim.serve import DeviceConfig, ServeError
 
 __all__ = ["LEVELS", "NetlistError", "BoardBuild", "read_build", "netlist_sources",
@@ -290,27 +288,16 @@ def build_netlist(path: str | os.PathLike, level: str = "netlist", *, trace: boo
     return exe, build
 
 
-def run_netlist_server(
-    path: str | os.PathLike,
-    level: str = "netlist",
-    *,
-    port: int = 0,
-    host: str = "127.0.0.1",
-    once: bool = False,
-    stats_file: str | os.PathLike | None = None,
-    trace: str | os.PathLike | None = None,
-    on_ready: Callable[[int], None] = lambda port: None,
-    stop: threading.Event | None = None,
-    build_root: Path | None = None,
-) -> BoardBuild:
+def run_netlist_server(path: str | os.PathLike, level: str = "netlist", *,
+                       trace: str | os.PathLike | None = None, build_root: Path | None = None,
+                       **server) -> BoardBuild:
     """Simulate the build in ``path`` at ``level`` and serve TCP clients on its UART until
-    stopped (:func:`trine.sim.native.run_native_server`'s arguments otherwise).
+    stopped (``server`` and ``trace`` as for :func:`trine.sim.native.run_native_server`).
 
     Raises
     ------
     NetlistError, trine.sim.serve.ServeError
     """
     exe, build = build_netlist(path, level, trace=trace is not None, build_root=build_root)
-    run_harness(exe, harness_args(build.config), port=port, host=host, once=once,
-                stats_file=stats_file, trace=trace, on_ready=on_ready, stop=stop)
+    run_harness(exe, build.config, trace=trace, **server)
     return build

@@ -61,7 +61,9 @@ from trine.sim.runner import (
     tail,
 )
 
-__all__ = ["MODES", "DeviceConfig", "ServeError", "build_device", "run_server", "serve", "main"]
+__all__ = ["MODES", "DeviceConfig", "ServeError", "build_device", "check_address", "run_server",
+           "serve", "server_process", "wait_until_listening", "device_parser", "device_main",
+           "main"]
 
 MODES = ("uart", "byte")
 TEST_MODULE = "trine.sim.device_tb"
@@ -192,16 +194,24 @@ def build_device(simulator: str, config: DeviceConfig, build_root: Path | None =
     return build_verilog(simulator, verilog, config.toplevel, label, build_root)
 
 
-def _check_host(host: str) -> str:
+def check_address(host: str, port: int) -> None:
+    """Refuse what a simulated device may not listen on: an address that is not IPv4 loopback
+    (it has no authentication), or a port out of range.
+
+    Raises
+    ------
+    ServeError
+    """
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
-        loopback = False
-    if not loopback or ipaddress.ip_address(host).version != 4:
+        address = None
+    if address is None or not address.is_loopback or address.version != 4:
         raise ServeError(
             f"the simulated device listens on an IPv4 loopback address only, not {host!r}"
         )
-    return host
+    if not 0 <= port <= 65535:
+        raise ServeError(f"port must be in [0, 65535], not {port}")
 
 
 def run_server(
@@ -229,9 +239,7 @@ def run_server(
     """
     if simulator not in SIMULATORS:
         raise ServeError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
-    _check_host(host)
-    if not 0 <= port <= 65535:
-        raise ServeError(f"port must be in [0, 65535], not {port}")
+    check_address(host, port)
     try:
         build_dir = build_device(simulator, config, build_root)
     except SimulationError as e:
@@ -317,10 +325,11 @@ def run_server(
         )
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trine.sim.serve",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--sim", choices=SIMULATORS, default="icarus")
+def device_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options every simulated device's server takes (``python -m trine.sim.serve`` and
+    ``python -m trine.sim.native``): link mode, address, clock, baud and the accelerator's
+    parameters."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument(
         "--mode",
         choices=MODES,
@@ -342,8 +351,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def device_main(parser: argparse.ArgumentParser, argv: list[str] | None, engine: Callable,
+                run: Callable) -> int:
+    """A server's ``main``: parse ``argv``, then ``run(args, config, on_ready=, stop=)`` until
+    it returns, SIGTERM or Ctrl-C (status 130); a :class:`TrineError` is one line on stderr
+    and status 2. ``engine(args)`` names the engine in the line that announces the port."""
+    args = parser.parse_args(argv)
     # SIGTERM and Ctrl-C stop the simulator and reap it before this process exits.
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -354,24 +367,30 @@ def main(argv: list[str] | None = None) -> int:
         config = DeviceConfig(args.mode, args.clock_hz, args.baud, params)
 
         def ready(port: int) -> None:
-            print(f"listening on {args.host}:{port} ({args.sim}, {args.mode} mode)", flush=True)
+            print(f"listening on {args.host}:{port} ({engine(args)}, {args.mode} mode)",
+                  flush=True)
 
-        run_server(
-            args.sim,
-            config,
-            port=args.port,
-            host=args.host,
-            once=args.once,
-            stats_file=args.stats,
-            on_ready=ready,
-            stop=stop,
-        )
+        run(args, config, on_ready=ready, stop=stop)
     except TrineError as e:
-        print(f"trine.sim.serve: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = device_parser("python -m trine.sim.serve", __doc__.split("\n")[0])
+    p.add_argument("--sim", choices=SIMULATORS, default="icarus")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    def run(args, config, **kwargs):
+        run_server(args.sim, config, port=args.port, host=args.host, once=args.once,
+                   stats_file=args.stats, **kwargs)
+
+    return device_main(_parser(), argv, lambda args: args.sim, run)
 
 
 @contextlib.contextmanager
@@ -407,19 +426,42 @@ def serve(
         cmd.append("--once")
     if stats_file is not None:
         cmd += ["--stats", str(stats_file)]
-    # A file, not a pipe: nobody has to keep draining it while the test runs.
+    with server_process(cmd, ready_timeout) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def server_process(cmd: list[str], ready_timeout: float) -> Iterator[str]:
+    """Run the server ``cmd`` (it prints :data:`READY` once listening) in a process group of
+    its own; yield ``"socket://127.0.0.1:PORT"``; then stop it (SIGTERM: it stops and reaps its
+    simulator; after :data:`STOP_TIMEOUT` + 5 s, and in any case for whatever is left of its
+    group, SIGKILL) and reap it.
+
+    Raises
+    ------
+    ServeError
+        If the server is not listening within ``ready_timeout`` seconds or exits before.
+    """
+    # A file, not a pipe: nobody has to keep draining it while the caller runs.
     with tempfile.TemporaryFile() as output:
-        proc = subprocess.Popen(
-            cmd, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-        )
+        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT,
+                                start_new_session=True)
         try:
-            port = _wait_until_listening(proc, output, ready_timeout)
-            yield f"socket://127.0.0.1:{port}"
+            yield f"socket://127.0.0.1:{wait_until_listening(proc, output, ready_timeout)}"
         finally:
-            _stop(proc)
+            if proc.poll() is None:
+                proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=STOP_TIMEOUT + 5)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
-def _wait_until_listening(proc: subprocess.Popen, output, timeout: float) -> int:
+def wait_until_listening(proc: subprocess.Popen, output, timeout: float) -> int:
+    """The port a server started with ``stdout=output`` (a file) announces; raises
+    :class:`ServeError` with its output if it exits first or takes over ``timeout`` s."""
+    name = " ".join(a for a in proc.args[1:3] if a != "-m") or str(proc.args[0])
     deadline = time.monotonic() + timeout
     while True:
         # pread: the server shares this file's offset, so a seek here would move its writes.
@@ -428,31 +470,12 @@ def _wait_until_listening(proc: subprocess.Popen, output, timeout: float) -> int
         if m := READY.search(text):
             return int(m.group(1))
         if proc.poll() is not None:
-            raise ServeError(
-                f"trine.sim.serve exited with status {proc.returncode} before "
-                f"listening; its output:\n{text[-4000:]}"
-            )
+            raise ServeError(f"{name} exited with status {proc.returncode} before listening; "
+                             f"its output:\n{text[-4000:]}")
         if time.monotonic() > deadline:
-            raise ServeError(
-                f"trine.sim.serve was not listening after {timeout:g} s; its output:\n"
-                f"{text[-4000:]}"
-            )
+            raise ServeError(f"{name} was not listening after {timeout:g} s; its output:\n"
+                             f"{text[-4000:]}")
         time.sleep(0.05)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    # SIGTERM lets the server stop its simulator and reap it; should that hang, SIGKILL the
-    # process group the server leads (the simulator is in it).
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT + 5)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 if __name__ == "__main__":

@@ -214,7 +214,7 @@ def _group_alive(pgid: int) -> bool:
 @contextlib.contextmanager
 def _cli_server(*argv: str):
     """``trine sim serve --engine native ARGV`` in its own process group: (port, process)."""
-    from trine.sim.native import wait_until_listening
+    from trine.sim.serve import wait_until_listening
 
     with tempfile.TemporaryFile() as output:
         proc = subprocess.Popen([sys.executable, "-m", "trine.cli", "sim", "serve", "--engine",
