@@ -198,6 +198,28 @@ def boards_table(d: dict) -> list[str]:
     if seeds:
         out += ["", "Each board's default device over nextpnr placement seeds: "
                 + "; ".join(seeds) + "."]
+    for name, b in d["boards"].items():
+        cmp, dd = b.get("compare"), b.get("default_device")
+        if not cmp or not dd:
+            continue
+        text = ", ".join(f"{k}={v}" for k, v in cmp["changes"].items())
+        after = {s["seed"]: s for s in dd["seeds"]}
+        rows = []
+        for s in cmp["seeds"]:
+            a = after.get(s["seed"], {})
+            lc, alc = s.get("logic_cells") or [None], a.get("logic_cells") or [None]
+            rows.append(f"| {name} | {s['seed']} | {lc[0]} | {_fmt(s.get('fmax_mhz'))} "
+                        f"| {alc[0]} | {_fmt(a.get('fmax_mhz'))} |")
+        out += ["", f"The {name}'s default device against the same device with {text} "
+                f"(built in the same run, same seeds, both for {b['clock_mhz']:g} MHz):", "",
+                f"| board | seed | logic cells ({text}) | Fmax MHz ({text}) | logic cells "
+                "(default) | Fmax MHz (default) |", "|---|---:|---:|---:|---:|---:|", *rows]
+    older = [f"{name} on {b['measured_in'].get('date', '?')[:10]} (load average "
+             f"{', '.join(f'{x:.1f}' for x in b['measured_in'].get('load_average', []))})"
+             for name, b in d["boards"].items() if b.get("measured_in")]
+    if older:
+        out += ["", "Boards not rebuilt in the last run keep their figures from an earlier one: "
+                + "; ".join(older) + "."]
     out += ["", "| board | first build (empty YoWASP cache) s | warm build s |", "|---|---:|---:|"]
     for name, b in d["boards"].items():
         out.append(f"| {name} | {_fmt(b.get('first_run_s'), '.0f')} "
