@@ -500,25 +500,41 @@ class AddressGenerator(wiring.Component):
                     m.d.sync += wptr.eq(wblock)  # the same block reads its weights again
 
         # ---- setup (after the steps above: it wins) ------------------------------------
+        # The issue side loads in the setup cycle; the walker a cycle later and the output
+        # side two cycles later, from flip-flops of their own (a setup reaching every
+        # register of the generator from one flip-flop was the slowest net of the device),
+        # and from the count flags registered at setup. The first row cannot come sooner:
+        # the array's pipeline is longer.
+        setup_walk = Signal()
+        setup_out = Signal()
+        batch_one = Signal()
+        m.d.sync += [setup_walk.eq(setup), setup_out.eq(setup_walk)]
         with m.If(setup):
             for c, name in ((g, "cw"), (tx, "kw"), (ty, "kh")):
                 c.load(e[name], one(name), e[name] == 2)
-            for i in levels:
-                pc[i].load(counts[i], one(f"p_count{i}"))
-                opc[i].load(counts[i], one(f"p_count{i}"))
-                m.d.sync += ofirst[i].eq(1)
-            j.load(e.blocks, one("blocks"))
-            oj.load(e.blocks, one("blocks"))
-            b.load(cfg.batch, cfg.batch == 1)
-            ob.load(cfg.batch, cfg.batch == 1)
             base = pool(e.in_base)
             m.d.sync += [
-                x.eq(e.x0), xx.eq(e.x0), yy.eq(e.y0), n_x.eq(e.x0), n_y.eq(e.y0),
-                aptr.eq(base), n_start.eq(base), in_s.eq(base),
-                adv_valid.eq(0),
+                x.eq(e.x0), xx.eq(e.x0), yy.eq(e.y0), aptr.eq(base),
+                adv_valid.eq(0), batch_one.eq(cfg.batch == 1),
                 wptr.eq(e.weight_base), wblock.eq(e.weight_base),
-                gap.eq(rows),
-                done.eq(0), pos.eq(pool(e.out_base)), out_s.eq(pool(e.out_base)),
+                gap.eq(rows), done.eq(0),
+            ]
+        with m.If(setup_walk):
+            for i in levels:
+                pc[i].load(counts[i], ones[f"p_count{i}"])
+            j.load(e.blocks, ones["blocks"])
+            b.load(cfg.batch, batch_one)
+            base = pool(e.in_base)
+            m.d.sync += [n_x.eq(e.x0), n_y.eq(e.y0), n_start.eq(base), in_s.eq(base),
+                         adv_valid.eq(0)]
+        with m.If(setup_out):
+            for i in levels:
+                opc[i].load(counts[i], ones[f"p_count{i}"])
+                m.d.sync += ofirst[i].eq(1)
+            oj.load(e.blocks, ones["blocks"])
+            ob.load(cfg.batch, batch_one)
+            m.d.sync += [
+                pos.eq(pool(e.out_base)), out_s.eq(pool(e.out_base)),
                 bptr.eq(e.bias_base), bblock.eq(e.bias_base),
                 m_idx.eq(0), mblock.eq(0),
                 *words(o_word.eq(0), o_lane.eq(0), wblock_word.eq(0), wblock_lane.eq(0)),

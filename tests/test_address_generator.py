@@ -80,10 +80,10 @@ def model(p, e, batch):
 def timed(p, windows, first_cycle):
     """The beats with their cycles: a window starts no sooner than ``rows`` cycles after the
     previous one, its beats follow one per cycle; a window's last beat waits for the window
-    walker, which has the next window ready two cycles after the first beat and two cycles
-    after each window's last beat, and the cycles a last beat waits for it delay the next
-    window's start as well."""
-    beats, start, held, ready = [], first_cycle - p.rows, 0, first_cycle + 2
+    walker, which has the next window ready three cycles after the first beat and two
+    cycles after each window's last beat, and the cycles a last beat waits for it delay the
+    next window's start as well."""
+    beats, start, held, ready = [], first_cycle - p.rows, 0, first_cycle + 3
     for window in windows:
         start = max(start + p.rows + held, beats[-1][0] + 1 if beats else first_cycle)
         if len(window) == 1:
@@ -116,7 +116,9 @@ def run(p, e, batch, *, rng, take=0.6, stop_at=None, cycles=None):
         for cycle in range(cycles):
             ctx.set(dut.control.setup, cycle == 2)
             ctx.set(dut.control.stop, cycle == stop_at)
-            rows_left = cycle > 2 and taken < n_rows
+            # the output side is ready two cycles after the setup (the array's latency is
+            # longer)
+            rows_left = cycle > 4 and taken < n_rows
             take_now = rows_left and rng.random() < take
             ctx.set(dut.dest.take, take_now)
             ctx.set(dut.dest.last, take_now and taken % p.rows == p.rows - 1)
@@ -193,7 +195,9 @@ def test_setup_restarts_both_nests_and_clears_done():
             await ctx.tick()
             ctx.set(dut.control.setup, 0)
             assert not ctx.get(dut.control.done)
-            firsts.append((ctx.get(dut.o_beat.payload.weight_addr), ctx.get(dut.dest.bias)))
+            weight = ctx.get(dut.o_beat.payload.weight_addr)
+            await ctx.tick().repeat(2)  # the output side loads two cycles after the setup
+            firsts.append((weight, ctx.get(dut.dest.bias)))
             for row in range(2 * p.rows):  # every row of the layer, back to back
                 ctx.set(dut.dest.take, 1)
                 ctx.set(dut.dest.last, row % p.rows == p.rows - 1)
