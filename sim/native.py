@@ -371,7 +371,8 @@ def serve(
         or exits before; the message carries its output.
     """
     config = DeviceConfig(mode, clock_hz, baud, params.replace(**changes))
-    cmd = [sys.executable, "-m", "trine.sim.native", "--port", "0", *config.cli_args()]
+    cmd = [sys.executable, "-m", "trine.sim.native", "--port", "0", "--parent-pid",
+           str(os.getpid()), *config.cli_args()]
     if once:
         cmd.append("--once")
     if stats_file is not None:

@@ -340,6 +340,8 @@ def device_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="loopback addresses only")
     p.add_argument("--once", action="store_true", help="exit when the first client disconnects")
     p.add_argument("--stats", metavar="FILE", help="append one JSON line per client")
+    p.add_argument("--parent-pid", type=int, default=0, metavar="PID",
+                   help="stop when process PID, which started this one, is gone")
     p.add_argument("--clock-hz", type=int, default=SIM_CLOCK_HZ, metavar="HZ",
                    help=f"the clock INFO reports and the UART runs at (default {SIM_CLOCK_HZ})")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD, metavar="N")
@@ -361,6 +363,11 @@ def device_main(parser: argparse.ArgumentParser, argv: list[str] | None, engine:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.set())
+    if args.parent_pid:
+        # A server in a session of its own gets no signal when its starter dies (a test run
+        # killed with SIGKILL): it finds out by being handed to another parent.
+        threading.Thread(target=_stop_with_parent, args=(args.parent_pid, stop),
+                         daemon=True).start()
     fields = [f.name for f in dataclasses.fields(AcceleratorParams)]
     try:
         params = AcceleratorParams(**{name: getattr(args, name) for name in fields})
@@ -377,6 +384,12 @@ def device_main(parser: argparse.ArgumentParser, argv: list[str] | None, engine:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _stop_with_parent(pid: int, stop: threading.Event) -> None:
+    while not stop.wait(0.2):
+        if os.getppid() != pid:
+            stop.set()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -410,7 +423,8 @@ def serve(
 
     The device is ``params`` with ``changes`` (AcceleratorParams fields) applied, at
     ``clock_hz`` and ``baud``. On exit the server is stopped (SIGTERM: it stops and reaps its
-    simulator; SIGKILL to its process group if that takes over 10 s) and reaped.
+    simulator; SIGKILL to its process group if that takes over 10 s) and reaped; should this
+    process die first (SIGKILL), the server stops by itself (``--parent-pid``).
 
     Raises
     ------
@@ -421,7 +435,8 @@ def serve(
         For parameters that do not make a device.
     """
     config = DeviceConfig(mode, clock_hz, baud, params.replace(**changes))
-    cmd = [sys.executable, "-m", "trine.sim.serve", "--sim", sim, "--port", "0", *config.cli_args()]
+    cmd = [sys.executable, "-m", "trine.sim.serve", "--sim", sim, "--port", "0", "--parent-pid",
+           str(os.getpid()), *config.cli_args()]
     if once:
         cmd.append("--once")
     if stats_file is not None:

@@ -271,6 +271,53 @@ def test_once_stops_after_the_first_client(tmp_path):
     assert summary["requests"] == summary["answers"] == 2 and summary["bytes_in"] == 16
 
 
+_SERVE_AND_WAIT = """
+import sys, time
+from trine.sim import native, serve
+if sys.argv[1] == "native":
+    server = native.serve("byte", once=False)
+else:
+    server = serve.serve("icarus", "byte", once=False)
+with server as url:
+    print(url, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("engine", ["native", "cocotb"])
+def test_a_server_stops_when_the_process_that_started_it_is_killed(engine):
+    """serve() runs its server in a session of its own (so that a Ctrl-C meant for the test
+    does not reach it): killed without a chance to stop it, the test process leaves no
+    server behind all the same."""
+    import select
+    import socket
+
+    proc = subprocess.Popen([sys.executable, "-c", _SERVE_AND_WAIT, engine], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 900)  # a build included
+        assert ready, "serve() yielded no URL"
+        url = proc.stdout.readline().strip()
+        assert url.startswith("socket://127.0.0.1:"), url
+        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        socket.create_connection(address, timeout=5).close()  # listening
+        proc.kill()
+        proc.wait(timeout=EXIT_TIMEOUT)
+        deadline = time.monotonic() + EXIT_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(address, timeout=1).close()
+            except OSError:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the server outlived the process that started it")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--engine", "native", "--sim", "icarus"], "--sim icarus is for --engine cocotb"),
     (["--sim", "icarus", "--trace", "x.fst"], "--trace needs --engine native"),
