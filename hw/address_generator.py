@@ -280,12 +280,14 @@ class AddressGenerator(wiring.Component):
         # ---- the window walker: the window after the current one, prepared ahead ----------
         # It holds the next window's start, x and y, how that window relates to the current
         # one (same block, next block, next sample) and whether there is none: the issuer
-        # jumps there on its window's last beat. The walker then decides which loop level
-        # advances (``adv``, one-hot, from its counters' end flags) in one cycle and applies
-        # it in the next, so that its priority chain over the position levels, the blocks and
-        # the samples never meets ``issue``; a window takes at least ``rows`` cycles, so the
-        # next one is ready in time (a first window, or with one row one-beat windows, of
-        # fewer than three beats waits for it: its last beat is held).
+        # jumps there on its window's last beat. Once the issuer has taken a window the
+        # walker decides which loop level advances (``adv``, one-hot, from its counters' end
+        # flags) in one cycle and applies it in the next (``apply``, a flip-flop), so that its
+        # priority chain over the position levels, the blocks and the samples never meets
+        # ``issue``, and its enables are a gate from flip-flops. The next window is there
+        # three cycles after the issuer took one; windows start ``rows`` cycles apart, so
+        # with three rows or more it is in time, but for a layer's first window of fewer
+        # than four beats (or with fewer rows, short windows): the last beat waits for it.
         pc = [_Counter(m, f"pc{i}", count_bits) for i in levels]
         j = _Counter(m, "j", block_bits)
         b = _Counter(m, "b", len(cfg.batch))
@@ -299,7 +301,7 @@ class AddressGenerator(wiring.Component):
         in_s = Signal(abits)
         adv = Signal(POSITION_LEVELS + 3)  # level 0..3, block, sample, end
         reload = Signal(POSITION_LEVELS)  # the position counters that start again
-        adv_valid = Signal()
+        apply = Signal()
 
         m.d.comb += [
             inside.eq(~xx[-1] & (xx.as_unsigned() < e.in_width) &
@@ -321,8 +323,8 @@ class AddressGenerator(wiring.Component):
 
         all_end = Signal()
         m.d.comb += all_end.eq(Cat(c.end for c in pc).all())
-        with m.If(~adv_valid):
-            m.d.sync += adv_valid.eq(1)
+        with m.If(~n_valid & ~apply):
+            m.d.sync += apply.eq(1)
             for i in levels:
                 m.d.sync += adv[i].eq(Cat(c.end for c in pc[:i]).all() & ~pc[i].end)
             last_window = all_end & j.end & b.end
@@ -330,10 +332,10 @@ class AddressGenerator(wiring.Component):
                          adv[-1].eq(last_window)]
             m.d.sync += [reload[k].eq(Cat(c.end for c in pc[:k + 1]).all() & ~last_window)
                          for k in levels]
-        with m.Elif(~n_valid):
+        with m.If(apply):
             # apply ``adv``: one-hot, so every register takes an AND-OR of its choices, not
             # a priority chain over them
-            m.d.sync += [adv_valid.eq(0),
+            m.d.sync += [apply.eq(0),
                          n_block.eq(adv[-3]), n_sample.eq(adv[-2]), n_end.eq(adv[-1])]
             moved = adv[-3] | adv[-2]  # a new block or sample: the positions start again
             next_in = pool(in_s + e.in_sample_words)
@@ -515,7 +517,7 @@ class AddressGenerator(wiring.Component):
             base = pool(e.in_base)
             m.d.sync += [
                 x.eq(e.x0), xx.eq(e.x0), yy.eq(e.y0), aptr.eq(base),
-                adv_valid.eq(0), batch_one.eq(cfg.batch == 1),
+                apply.eq(0), batch_one.eq(cfg.batch == 1),
                 wptr.eq(e.weight_base), wblock.eq(e.weight_base),
                 gap.eq(rows), done.eq(0),
             ]
@@ -526,7 +528,7 @@ class AddressGenerator(wiring.Component):
             b.load(cfg.batch, batch_one)
             base = pool(e.in_base)
             m.d.sync += [n_x.eq(e.x0), n_y.eq(e.y0), n_start.eq(base), in_s.eq(base),
-                         adv_valid.eq(0)]
+                         apply.eq(0)]
         with m.If(setup_out):
             for i in levels:
                 opc[i].load(counts[i], ones[f"p_count{i}"])
@@ -553,7 +555,7 @@ class AddressGenerator(wiring.Component):
             n_valid_next.eq(n_valid),
             issuing_next.eq(issuing),
         ]
-        with m.If(adv_valid & ~n_valid):
+        with m.If(apply):
             m.d.comb += n_valid_next.eq(1)  # the walker's next window is there
         with m.If(issue & w_first):
             m.d.comb += gap_ok_next.eq(rows == 1)

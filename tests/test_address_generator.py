@@ -80,7 +80,7 @@ def model(p, e, batch):
 def timed(p, windows, first_cycle):
     """The beats with their cycles: a window starts no sooner than ``rows`` cycles after the
     previous one, its beats follow one per cycle; a window's last beat waits for the window
-    walker, which has the next window ready three cycles after the first beat and two
+    walker, which has the next window ready three cycles after the first beat and three
     cycles after each window's last beat, and the cycles a last beat waits for it delay the
     next window's start as well."""
     beats, start, held, ready = [], first_cycle - p.rows, 0, first_cycle + 3
@@ -91,7 +91,7 @@ def timed(p, windows, first_cycle):
         cycles = [start + i for i in range(len(window))]
         held = max(0, ready - cycles[-1])
         cycles[-1] += held
-        ready = cycles[-1] + 2
+        ready = cycles[-1] + 3
         beats += [(c, *beat) for c, beat in zip(cycles, window, strict=True)]
     return beats
 
