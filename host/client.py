@@ -15,6 +15,17 @@ inputs at pool word ``image.input.base + b * image.input.sample_words``, its out
 ``image.output.base + b * image.output.sample_words``, both position-major
 (:class:`trine.contract.device_image.TensorLayout`).
 
+Whose device it is
+------------------
+Every answer says which session last changed the device's memories (``owner``) and the
+``program`` that request carried (:mod:`trine.contract.protocol`). A load starts with a WRITE
+of no data (a claim: program 0, "loading"), writes the image, and ends with a second claim
+that carries the image's digest (:func:`program_digest`), which every later request carries.
+From the answer to the first claim on, the client accepts an answer only while the owner is
+its own session and the program the one it is loading (0) or loaded; otherwise it raises
+:class:`DeviceChangedError` (another host, or another process on the same line, wrote or ran
+something in between), so outputs computed or read after such a change are never returned.
+
 The logger ``trine.host.client`` says at INFO what the device is, what a load cost and what an
 inference took (``trine -v``); the frames themselves are logged by
 :mod:`trine.host.transport` at DEBUG.
@@ -23,6 +34,7 @@ inference took (``trine -v``); the frames themselves are logged by
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -42,6 +54,7 @@ from trine.contract.device_image import (
 from trine.contract.params import DeviceLimits
 from trine.contract.protocol import (
     MAX_PAYLOAD,
+    PROGRAM_BYTES,
     PROTOCOL_VERSION,
     RUN_ACK,
     STATUS_ACK,
@@ -57,6 +70,7 @@ from trine.contract.protocol import (
 from trine.contract.spec import SPEC_VERSION
 from trine.host.program import Program, ProgramError
 from trine.host.transport import (
+    Answer,
     DeviceError,
     DeviceRefusedError,
     Link,
@@ -72,6 +86,8 @@ __all__ = [
     "DeviceError",
     "DeviceRefusedError",
     "RunTimeoutError",
+    "DeviceChangedError",
+    "program_digest",
     "LinkStats",
     "LoadStats",
     "DeviceStatus",
@@ -88,6 +104,21 @@ logger = logging.getLogger(__name__)
 class RunTimeoutError(DeviceRefusedError):
     """The device's watchdog stopped a RUN (``ErrorCode.TIMEOUT``): the loaded layer table
     loops for longer than the device allows; the device itself still answers."""
+
+
+class DeviceChangedError(DeviceError):
+    """Another host changed the device since this client wrote to it: an answer names another
+    owner session or another program than the one this client is loading or loaded."""
+
+
+def program_digest(image: DeviceImage) -> int:
+    """The program identity a client writes after loading ``image``: 32 bits of BLAKE2b over
+    its weights, biases and layer table, never 0 (0 means "no program")."""
+    h = hashlib.blake2b(digest_size=PROGRAM_BYTES)
+    for part in (image.weights, image.bias_bytes(), image.table_bytes()):
+        h.update(len(part).to_bytes(4, "little"))
+        h.update(part)
+    return int.from_bytes(h.digest(), "little") or 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +250,9 @@ class Client:
 
     def _setup(self, link: Link) -> None:
         self._link = link
-        self._request = link.request
+        # The program identity the device must report (None: no expectation yet, before the
+        # first write of a load), and with it that this session owns the device.
+        self._expected: int | None = None
         self._info: DeviceInfo | None = None
         self._program: Program | None = None
         self._image: DeviceImage | None = None
@@ -245,6 +278,38 @@ class Client:
     @property
     def stats(self) -> LinkStats:
         return self._link.stats
+
+    @property
+    def session(self) -> int:
+        """This client's session nonce (the ``session`` of its requests)."""
+        return self._link.session
+
+    def _request(self, op: Op, payload: bytes, expect: int, args: str = "", *,
+                 program: int | None = None) -> bytes:
+        """One request through the link, carrying ``program`` (by default the one expected);
+        its answer must come from a device this client owns, once it expects to (see the
+        module notes)."""
+        expected = self._expected
+        if program is None:
+            program = expected or 0
+        answer: Answer = self._link.request(op, payload, expect, args, program=program)
+        if expected is not None:
+            what = f"{op.name}{', ' + args if args else ''}"
+            if answer.owner != self.session:
+                self._expected = None  # nothing more is checked against a lost device
+                raise DeviceChangedError(
+                    f"another host changed the device: the answer to {what} says its memories "
+                    f"were last changed by session 0x{answer.owner:08x}, not by this client's "
+                    f"0x{self.session:08x}; load the program again (and keep other hosts off "
+                    f"this device)")
+            if answer.program != expected:
+                self._expected = None
+                raise DeviceChangedError(
+                    f"another host changed the device: the answer to {what} reports program "
+                    f"0x{answer.program:08x}, not 0x{expected:08x} that this client "
+                    f"{'loaded' if self._program is not None else 'was loading'}; load the "
+                    f"program again")
+        return answer.payload
 
     @property
     def program(self) -> Program | None:
@@ -293,6 +358,12 @@ class Client:
     def _max_payload(self) -> int:
         return min(MAX_PAYLOAD, self.info().max_payload)
 
+    def _claim(self, program: int) -> None:
+        """A WRITE of no data: it writes nothing, and makes this session and ``program`` the
+        device's."""
+        self._request(Op.WRITE, write_payload(Target.INPUT, 0, b""), 0,
+                      f"claim for program 0x{program:08x}", program=program)
+
     def _word_size(self, target: Target) -> int:
         info = self.info()
         return word_size(target, info.lanes, info.rows)
@@ -315,16 +386,17 @@ class Client:
             if sent is not None:
                 sent(len(piece))
 
-    def _read(self, word: int, count: int) -> bytes:
-        """READ ``count`` bytes of the activation pool from byte 0 of ``word`` on."""
-        size = self.info().lanes
+    def _read(self, word: int, count: int, memory: Target = Target.INPUT) -> bytes:
+        """READ ``count`` bytes of ``memory`` (the activation pool by default) from byte 0 of
+        ``word`` on."""
+        size = self._word_size(memory)
         chunk = self._max_payload() // size * size
         parts = []
         for offset in range(0, count, chunk):
             n = min(chunk, count - offset)
             at = word + offset // size
-            parts.append(self._request(Op.READ, read_payload(0, at, n), n,
-                                       f"pool word {at}, {n} bytes"))
+            parts.append(self._request(Op.READ, read_payload(memory, at, n), n,
+                                       f"{memory.name} word {at}, {n} bytes"))
         return b"".join(parts)
 
     def _run(self, n_layers: int, batch: int) -> int:
@@ -343,6 +415,49 @@ class Client:
             ) from None
         (cycles,) = _RUN_ACK.unpack(answer)
         return cycles
+
+    # ----------------------------------------------------------------------------------------
+    # The memories as bytes (diagnostics: trine selftest)
+    # ----------------------------------------------------------------------------------------
+
+    def _own_raw(self) -> None:
+        """Before a raw memory access: no program counts as loaded any more, and this client
+        owns the device from the claim's answer on (as in a load)."""
+        self._program = None
+        self._image = None
+        if self._expected != 0:
+            self._expected = None
+            self._claim(0)
+            self._expected = 0
+
+    def write_memory(self, target: Target, word: int, data: bytes) -> None:
+        """WRITE ``data`` into memory ``target`` from byte 0 of ``word`` on (cut into frames at
+        word boundaries). The program loaded before no longer counts as loaded.
+
+        Raises
+        ------
+        DeviceRefusedError
+            If the device refuses (``BAD_ADDRESS`` past the memory's end).
+        DeviceChangedError
+            If another host changed the device since this client's first raw access.
+        """
+        self._own_raw()
+        self._write(Target(target), bytes(data), word=word)
+
+    def read_memory(self, target: Target, word: int, count: int) -> bytes:
+        """``count`` bytes of memory ``target`` from byte 0 of ``word`` on (the bits a memory
+        does not store read as 0). The program loaded before no longer counts as loaded.
+
+        Raises
+        ------
+        DeviceRefusedError
+            If the device does not read ``target`` (``DeviceInfo.readable``) or the range
+            leaves the memory.
+        DeviceChangedError
+            As for :meth:`write_memory`.
+        """
+        self._own_raw()
+        return self._read(word, count, Target(target))
 
     # ----------------------------------------------------------------------------------------
     # Programs
@@ -398,8 +513,17 @@ class Client:
         start = time.perf_counter()
         if progress is not None:
             progress(0, total)
+        # "Loading" (program 0) first, so that a load cut short never looks like a program.
+        # The claim's answer tells who owned the device before; from the next answer on,
+        # this client does.
+        self._expected = None
+        self._claim(0)
+        self._expected = 0
         for target, data in parts:
             self._write(target, data, sent=sent)
+        digest = program_digest(image)
+        self._claim(digest)  # answered before it counts: its answer still says program 0
+        self._expected = digest
         seconds = time.perf_counter() - start
         self._program = program
         self._image = image

@@ -7,20 +7,27 @@ pyserial URL take the same code path. Anything else with the same three methods 
 pipe, a test double that drops and corrupts bytes) works as well.
 
 A :class:`Link` sends requests in the frame format of :mod:`trine.contract.protocol` over a
-transport,
-stop-and-wait: one request in flight, each answered by an ACK or a NAK carrying its ``seq``.
+transport, stop-and-wait: one request in flight, each answered by an ACK or a NAK carrying
+its ``seq``, its ``session`` and its CRC-16 (``check``).
 
 Reliability rules
 -----------------
+* A link draws a random nonzero session nonce when it is made; every request carries it.
 * Every request gets the next ``seq`` (mod 256). A retry resends the *same* bytes with the same
   ``seq``: writes are idempotent and the device answers a repeated RUN from its cache, so a
   retry never runs a batch twice.
+* An answer counts only if its ``seq``, ``session`` and ``check`` are those of the request:
+  a replayed answer of an earlier session, another host's answer on the same line and a late
+  answer to another request are dropped (counted in :attr:`LinkStats.foreign_frames`), and
+  a try that gets nothing else fails with a message that says so.
 * A try fails on a timeout, on an answer whose CRC-16 is wrong, or on a NAK with a transient
   code (:data:`TRANSIENT_ERRORS`); after ``1 + retries`` failed tries the link raises
   :class:`DeviceError` listing what happened each time. A ``BUSY`` NAK is retried only after
   the rest of the try's timeout (a back-off; a RUN's own answer may still arrive).
 * A NAK with a permanent code raises :class:`DeviceRefusedError` at once.
 * Frames with another ``seq`` are late answers to earlier tries or requests and are dropped.
+* What the answer says about the device's state (``program``, ``owner``) is returned with it
+  (:class:`Answer`) and judged by the caller (:class:`trine.host.client.Client`).
 * Only payloads of frames that passed both CRCs are ever returned, and an ACK whose payload
   length is not the one its request implies is a :class:`DeviceError`.
 
@@ -37,6 +44,7 @@ import dataclasses
 import logging
 import math
 import re
+import secrets
 import time
 from typing import Any, Protocol, runtime_checkable
 
@@ -44,7 +52,15 @@ import serial
 
 from trine.contract import protocol
 from trine.contract.errors import TrineError
-from trine.contract.protocol import ACK, NAK, ErrorCode, FrameDecoder, Op, encode_frame
+from trine.contract.protocol import (
+    ACK,
+    NAK,
+    ErrorCode,
+    FrameDecoder,
+    Op,
+    encode_frame,
+    frame_crc,
+)
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -55,6 +71,7 @@ __all__ = [
     "Transport",
     "SerialTransport",
     "LinkStats",
+    "Answer",
     "Link",
 ]
 
@@ -207,7 +224,25 @@ class LinkStats:
     frames_received: int = 0
     bytes_received: int = 0
     stale_frames: int = 0  # good frames with another seq, dropped
+    foreign_frames: int = 0  # good frames with this seq but another session or request
     corrupt_frames: int = 0  # frames whose CRC-16 failed, dropped
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """An ACK bound to its request: its payload, and the device state its tag reports.
+
+    Members
+    -------
+    payload : bytes
+    program, owner : int
+        The ``program`` and ``session`` fields of the last request that changed the
+        device's memories (a WRITE or a RUN).
+    """
+
+    payload: bytes
+    program: int
+    owner: int
 
 
 class Link:
@@ -221,20 +256,31 @@ class Link:
         Seconds to wait for the answer to one try of a request.
     retries : int
         Tries after the first before giving up.
+    session : int, optional
+        The session nonce (a nonzero u32); by default a random one.
 
     Members
     -------
     stats : LinkStats
         A snapshot of the traffic so far.
+    session : int
+        This link's session nonce.
 
     Raises
     ------
     TypeError, ValueError
-        For a bad ``transport``, ``timeout`` or ``retries``.
+        For a bad ``transport``, ``timeout``, ``retries`` or ``session``.
     """
 
-    def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 3) -> None:
+    def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 3,
+                 session: int | None = None) -> None:
         self.check_arguments(timeout, retries)
+        if session is None:
+            session = secrets.randbits(32) or 1
+        if isinstance(session, bool) or not isinstance(session, int) or not (
+                0 < session < 1 << 32):
+            raise ValueError(f"session must be a nonzero u32, not {session!r}")
+        self.session = session
         if not isinstance(transport, Transport):
             raise TypeError(
                 f"transport must have write, read and close, not {type(transport).__name__}"
@@ -265,8 +311,9 @@ class Link:
             self._closed = True
             self._transport.close()
 
-    def request(self, op: Op, payload: bytes, expect: int, args: str = "") -> bytes:
-        """Send one request until it is ACKed; return the ACK's payload.
+    def request(self, op: Op, payload: bytes, expect: int, args: str = "", *,
+                program: int = 0) -> Answer:
+        """Send one request until it is ACKed; return the ACK.
 
         Parameters
         ----------
@@ -276,6 +323,9 @@ class Link:
             The ACK payload length the request implies.
         args : str
             What the request is about, for error messages ("WEIGHTS word 4, 27 bytes").
+        program : int
+            The program identity this host expects the device to have (the request's
+            ``program`` field; the device ignores it, a monitor on the line can read it).
 
         Raises
         ------
@@ -291,7 +341,8 @@ class Link:
         seq = self._seq
         self._seq = (seq + 1) & 0xFF
         what = f"{op.name} (seq {seq}{', ' + args if args else ''})"
-        frame = encode_frame(op, seq, payload)
+        frame = encode_frame(op, seq, payload, session=self.session, program=program)
+        check = frame_crc(frame)
         self._stats.requests += 1
         outcomes: list[str] = []
         for attempt in range(1 + self._retries):
@@ -307,24 +358,28 @@ class Link:
                 _log_frame("->", op, seq, payload, frame)
             self._stats.frames_sent += 1
             self._stats.bytes_sent += len(frame)
-            answer = self._await(op, seq, time.monotonic() + self._timeout, what)
-            if isinstance(answer, bytes):
-                if len(answer) != expect:
-                    raise DeviceError(
-                        f"device answered {what} with {len(answer)} bytes, expected {expect}"
-                    )
+            answer = self._await(op, seq, check, time.monotonic() + self._timeout, what)
+            if isinstance(answer, Answer):
+                if len(answer.payload) != expect:
+                    raise DeviceError(f"device answered {what} with {len(answer.payload)} "
+                                      f"bytes, expected {expect}")
                 return answer
             outcomes.append(answer)
         raise DeviceError(
             f"gave up on {what} after {len(outcomes)} tries: {', '.join(outcomes)}"
         )
 
-    def _await(self, op: Op, seq: int, deadline: float, what: str) -> bytes | str:
-        """The ACK payload for ``seq``, or why this try failed."""
+    def _await(self, op: Op, seq: int, check: int, deadline: float,
+               what: str) -> Answer | str:
+        """The ACK for ``seq`` bound to this session and request, or why this try failed."""
         busy = False
+        foreign = 0
         while True:
             data = self._transport.read(_READ_SIZE, deadline)
             if not data:
+                if foreign:
+                    return (f"timeout after {foreign} answer(s) with this seq but another "
+                            "session or request (replayed, or another host's)")
                 return "BUSY NAK" if busy else "timeout"
             self._stats.bytes_received += len(data)
             frames = self._decoder.feed(data)
@@ -339,15 +394,20 @@ class Link:
             outcome: bytes | str | None = None
             for frame in frames:
                 if logger.isEnabledFor(logging.DEBUG):
-                    _log_frame("<-", frame.op, frame.seq, frame.payload,
-                               encode_frame(frame.op, frame.seq, frame.payload))
+                    _log_frame("<-", frame.op, frame.seq, frame.payload, frame.encode())
                 self._stats.frames_received += 1
                 # Once this try has its outcome, whatever follows in the same read is a
                 # duplicate: no later request has been sent yet.
                 if outcome is not None or frame.seq != seq:
                     self._stats.stale_frames += 1
+                elif frame.session != self.session or frame.check != check:
+                    self._stats.foreign_frames += 1
+                    foreign += 1
+                    logger.debug("<- seq %d dropped: bound to session 0x%08x and request "
+                                 "CRC 0x%04x, not 0x%08x and 0x%04x", frame.seq,
+                                 frame.session, frame.check, self.session, check)
                 elif frame.op == op | ACK:
-                    outcome = frame.payload
+                    outcome = Answer(frame.payload, frame.program, frame.owner)
                 elif frame.op != NAK:
                     raise DeviceError(f"device answered {what} with op 0x{frame.op:02x}")
                 else:

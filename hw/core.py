@@ -36,12 +36,13 @@ of ``lanes`` bytes, and each weight byte has its own decoder table
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from trine.contract.device_image import max_fan_in
+from trine.contract.device_image import BIAS_STORE_BYTES, TABLE_WORD_BYTES, max_fan_in
 from trine.contract.params import AcceleratorParams
+from trine.contract.protocol import Target
 from trine.contract.spec import MAX_FAN_IN
 from trine.hw.address_generator import AddressGenerator
 from trine.hw.feed import ArrayFeed
@@ -72,7 +73,9 @@ class AcceleratorCore(wiring.Component):
         The array's shape, the memories' depths, the decoder
         (:class:`trine.hw.decoder.TritDecoder`) and the weight memory
         (:class:`trine.hw.ice40.SinglePortMemory`: ``"spram"`` for synthesis on an iCE40UP5K
-        only).
+        only). With ``readback="all"``, ``host.read`` reads every memory
+        (``host.read.target``): while idle, the datapath's read ports serve the host; with
+        ``"pool"``, only the activation pool, without the address and byte multiplexers.
 
     Members
     -------
@@ -112,17 +115,20 @@ class AcceleratorCore(wiring.Component):
         m.submodules.sequencer = seq
 
         wiring.connect(m, wiring.flipped(self.host.write), mem.write)
-        wiring.connect(m, wiring.flipped(self.host.read), mem.read)
         wiring.connect(m, wiring.flipped(self.host.run), seq.run)
-        wiring.connect(m, seq.table, mem.table)
+        if self.params.readback == "all":
+            self._read_any(m, seq.busy)
+        else:
+            wiring.connect(m, wiring.flipped(self.host.read), mem.read)
+            wiring.connect(m, seq.table, mem.table)
+            wiring.connect(m, feed.weights, mem.weights)
+            wiring.connect(m, rq.biases, mem.biases)
         wiring.connect(m, seq.loops, gen.control)
         wiring.connect(m, gen.o_beat, feed.i_beat)
-        wiring.connect(m, feed.weights, mem.weights)
         wiring.connect(m, feed.acts, mem.acts)
         wiring.connect(m, feed.o_stream, self.array.i_stream)
         wiring.connect(m, self.array.o_stream, rq.i_stream)
         wiring.connect(m, rq.dest, gen.dest)
-        wiring.connect(m, rq.biases, mem.biases)
         wiring.connect(m, rq.o_write, mem.result)
         m.d.comb += [
             mem.busy.eq(seq.busy),
@@ -133,3 +139,34 @@ class AcceleratorCore(wiring.Component):
             seq.draining.eq(rq.busy),
         ]
         return m
+
+    def _read_any(self, m: Module, busy) -> None:
+        """Host reads of every memory: while idle, the table's, the biases' and the weights'
+        read ports take the host's address, and the byte ``lane`` of the word read is chosen
+        by the target and lane of the cycle before (the memories' read latency)."""
+        mem, host = self.memories, self.host.read
+        users = {"table": self.sequencer.table, "biases": self.requantizer.biases,
+                 "weights": self.feed.weights}
+        for name, user in users.items():
+            port = getattr(mem, name)
+            m.d.comb += [port.addr.eq(Mux(busy, user.addr, host.addr)),
+                         port.en.eq(user.en | ~busy), user.data.eq(port.data)]
+        m.d.comb += [mem.read.addr.eq(host.addr), mem.read.lane.eq(host.lane)]
+        target = Signal.like(host.target)
+        lane = Signal.like(host.lane)
+        m.d.sync += [target.eq(host.target), lane.eq(host.lane)]
+
+        def byte(word, n_bytes):
+            word = Cat(word, Const(0, 8 * n_bytes - len(word)))
+            return word.word_select(lane[:max(1, (n_bytes - 1).bit_length())], 8)
+
+        with m.Switch(target):
+            with m.Case(Target.WEIGHTS):
+                m.d.comb += host.data.eq(byte(mem.weights.data, self.beat_bytes))
+            with m.Case(Target.BIAS):
+                m.d.comb += host.data.eq(byte(mem.biases.data, BIAS_STORE_BYTES))
+            with m.Case(Target.LAYER):
+                m.d.comb += host.data.eq(byte(mem.table.data, TABLE_WORD_BYTES))
+            with m.Default():
+                m.d.comb += host.data.eq(mem.read.data)
+

@@ -2,7 +2,8 @@
 
 :class:`LinkedAccelerator` speaks the frame protocol of :mod:`trine.contract.protocol` over byte
 streams: a :class:`trine.hw.link.FrameReceiver`, a :class:`trine.hw.executor.CommandExecutor`,
-the :class:`trine.hw.core.AcceleratorCore` and a :class:`trine.hw.link.FrameTransmitter`.
+the :class:`trine.hw.core.AcceleratorCore` and a :class:`trine.hw.link.FrameTransmitter`,
+with the answers' tags in a :class:`trine.hw.tags.TagStore`.
 :class:`Top` adds the UART and has just two pins, ``rx`` and ``tx``, so it is board-agnostic.
 A simulator can drive :class:`LinkedAccelerator`'s byte streams directly (the fast, byte-level
 mode) or :class:`Top`'s pins bit by bit (the UART exercised too).
@@ -10,15 +11,16 @@ mode) or :class:`Top`'s pins bit by bit (the UART exercised too).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from trine.contract.params import AcceleratorParams
-from trine.contract.protocol import MAX_PAYLOAD, baud_divisor, frame_timeout_cycles
+from trine.contract.protocol import MAX_PAYLOAD, Op, baud_divisor, frame_timeout_cycles
 from trine.hw.core import AcceleratorCore
 from trine.hw.executor import STATUS_SIZE, CommandExecutor
 from trine.hw.link import FrameReceiver, FrameTransmitter
+from trine.hw.tags import TagStore
 from trine.hw.uart import UARTRx, UARTTx
 
 __all__ = ["STATUS_SIZE", "LinkedAccelerator", "Top"]
@@ -59,8 +61,29 @@ class LinkedAccelerator(wiring.Component):
         rx, executor, core, tx = self.receiver, self.executor, self.core, self.transmitter
         m.submodules.receiver, m.submodules.executor = rx, executor
         m.submodules.core, m.submodules.transmitter = core, tx
+        m.submodules.tags = tags = TagStore()
         wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)
-        wiring.connect(m, rx.o_frame, executor.i_frame)
+        wiring.connect(m, rx.tag, tags.rx)
+        wiring.connect(m, tx.tag, tags.tx)
+        # The receiver is released (and takes the next frame) only once the answer has left
+        # the transmitter, not when the executor is done with the frame: until then the tag
+        # memory holds this request's session and check, which the answer's header carries.
+        done, pending = Signal(), Signal()
+        m.d.comb += [
+            executor.i_frame.payload.eq(rx.o_frame.payload),
+            executor.i_frame.valid.eq(rx.o_frame.valid & ~pending),
+            done.eq(pending & tx.i_frame.ready),
+            rx.o_frame.ready.eq(done),
+        ]
+        with m.If(executor.i_frame.ready):
+            m.d.sync += pending.eq(1)
+        with m.Elif(done):
+            m.d.sync += pending.eq(0)
+        # A request that changes the memories makes its session the owner once it has been
+        # answered; a damaged frame (error != 0) never does.
+        event = rx.o_frame.payload
+        m.d.comb += tags.commit.eq(done & (event.error == 0) &
+                                   ((event.op == Op.WRITE) | (event.op == Op.RUN)))
         wiring.connect(m, rx.payload, executor.payload)
         wiring.connect(m, executor.core, core.host)
         wiring.connect(m, executor.o_frame, tx.i_frame)

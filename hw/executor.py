@@ -36,7 +36,7 @@ from trine.contract.protocol import (
     Target,
 )
 from trine.hw.answers import AnswerKind, AnswerSource
-from trine.hw.host_port import HostPortSignature
+from trine.hw.host_port import TARGET_WIDTH, HostPortSignature
 from trine.hw.link import FRAME_EVENT_LAYOUT, FRAME_HEADER_LAYOUT
 from trine.hw.memories import address_width
 from trine.hw.onehot import OneHotFSM
@@ -128,7 +128,7 @@ class CommandExecutor(wiring.Component):
         seq_hit = Signal()  # a RUN retry: answered from the cache
 
         # The memory a WRITE or READ addresses, and its geometry.
-        target = Signal(2)
+        target = Signal(TARGET_WIDTH)
         word = Signal(33)  # a u32 argument plus up to MAX_PAYLOAD words: never wraps
         last_word = Signal.like(word)
         touched = Signal()
@@ -174,6 +174,7 @@ class CommandExecutor(wiring.Component):
             core.write.addr.eq(word),
             core.write.lane.eq(lane),
             core.write.data.eq(self.payload.data),
+            core.read.target.eq(target),
             core.read.addr.eq(word),
             core.read.lane.eq(lane),
             core.run.n_layers.eq(args[0]),
@@ -296,11 +297,12 @@ class CommandExecutor(wiring.Component):
 
         with fsm.state("DECODE"):
             m.d.sync += [
-                target.eq(Mux(is_read, Target.INPUT, args[0][:2])),
+                target.eq(args[0][:TARGET_WIDTH]),
                 word.eq(Cat(args[1], args[2], args[3], args[4])),
                 touched.eq(0),
                 bad_target.eq(args[0] > max(Target)),
-                read_bad.eq((args[0] != 0) | (count > MAX_PAYLOAD)),
+                read_bad.eq(~Const(self.info.readable, 16).bit_select(args[0][:4], 1) |
+                            (args[0][4:] != 0) | (count > MAX_PAYLOAD)),
                 count_zero.eq(count == 0),
             ]
             with m.If(is_run):

@@ -5,7 +5,7 @@
 parts, each a signature of its own so that the core can hand it to the block that serves it:
 
 * ``write`` (:class:`HostWriteSignature`): one byte into any of the four memories;
-* ``read`` (:class:`HostReadSignature`): one byte out of the activation pool;
+* ``read`` (:class:`HostReadSignature`): one byte out of any of the four memories;
 * ``run`` (:class:`RunSignature`): start a run and see how it went.
 
 The widths follow from one :class:`trine.contract.params.AcceleratorParams`.
@@ -17,10 +17,12 @@ from amaranth.lib.wiring import In, Out
 
 from trine.contract.device_image import BIAS_STORE_BYTES, TABLE_WORD_BYTES
 from trine.contract.params import AcceleratorParams
+from trine.contract.protocol import Target
 from trine.hw.params import ParamsSignature, check_params
 
 __all__ = [
     "CYCLE_COUNTER_WIDTH",
+    "TARGET_WIDTH",
     "HostWriteSignature",
     "HostReadSignature",
     "RunSignature",
@@ -29,6 +31,16 @@ __all__ = [
 
 #: Bits of the run cycle counter (saturating).
 CYCLE_COUNTER_WIDTH = 32
+#: Bits of a :class:`trine.contract.protocol.Target`.
+TARGET_WIDTH = max(Target).bit_length()
+
+
+def _largest_depth(params: AcceleratorParams) -> int:
+    return max(params.weight_words, params.bias_depth, params.table_words, params.act_words)
+
+
+def _widest_word(params: AcceleratorParams) -> int:
+    return max(params.beat_bytes, BIAS_STORE_BYTES, TABLE_WORD_BYTES, params.lanes)
 
 
 class HostWriteSignature(ParamsSignature):
@@ -40,7 +52,7 @@ class HostWriteSignature(ParamsSignature):
 
     Members
     -------
-    target : Out(2)
+    target : Out(TARGET_WIDTH)
         :class:`trine.contract.protocol.Target`.
     addr : Out(range(largest memory depth))
     lane : Out(range(widest memory word in bytes))
@@ -50,34 +62,36 @@ class HostWriteSignature(ParamsSignature):
 
     def __init__(self, params: AcceleratorParams):
         params = check_params(params)
-        depth = max(params.weight_words, params.bias_depth, params.table_words,
-                    params.act_words)
-        width = max(params.beat_bytes, BIAS_STORE_BYTES, TABLE_WORD_BYTES, params.lanes)
         super().__init__(params, {
-            "target": Out(2),
-            "addr": Out(range(depth)),
-            "lane": Out(range(width)),
+            "target": Out(TARGET_WIDTH),
+            "addr": Out(range(_largest_depth(params))),
+            "lane": Out(range(_widest_word(params))),
             "data": Out(8),
             "en": Out(1),
         })
 
 
 class HostReadSignature(ParamsSignature):
-    """A host read of one activation-pool byte, meaningful while the core is idle.
+    """A host read of one byte of a memory, meaningful while the core is idle.
 
     Members
     -------
-    addr : Out(range(params.act_words))
-    lane : Out(range(params.lanes))
+    target : Out(TARGET_WIDTH)
+        The memory, one of :data:`trine.contract.protocol.READABLE` (a core built with
+        ``readback="pool"`` reads the activation pool whatever this says).
+    addr : Out(range(largest memory depth))
+    lane : Out(range(widest memory word in bytes))
     data : In(8)
-        Byte ``lane`` of pool word ``addr``, as they were a cycle earlier.
+        Byte ``lane`` of word ``addr`` of ``target``, as they were a cycle earlier (the bits
+        a memory does not store read as 0: the top six of a bias entry's five bytes).
     """
 
     def __init__(self, params: AcceleratorParams):
         params = check_params(params)
         super().__init__(params, {
-            "addr": Out(range(params.act_words)),
-            "lane": Out(range(params.lanes)),
+            "target": Out(TARGET_WIDTH),
+            "addr": Out(range(_largest_depth(params))),
+            "lane": Out(range(_widest_word(params))),
             "data": In(8),
         })
 

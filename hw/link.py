@@ -15,8 +15,9 @@ CRC-8, or a length above ``max_payload``), the :class:`FrameReceiver` hunts agai
 Both accept only frames whose CRC-8 and CRC-16 check, and they agree on every frame that starts
 while both are hunting: any frame sent after a quiet line (a timeout) or right after another
 frame, which is how a stop-and-wait host sends. They can differ only after a false ``SYNC``
-(line noise): a real frame whose ``SYNC`` lies within the five bytes after a false ``SYNC`` is
-missed by the receiver (the host times out and retries), and the decoder's re-scan can, on a
+(line noise): a real frame whose ``SYNC`` lies within the ``HEADER_SIZE - 1`` bytes after a
+false ``SYNC`` is missed by the receiver (the host times out and retries), and the decoder's
+re-scan can, on a
 chance-valid header check (1 in 256), lock onto a false header that the receiver skipped.
 A receiver built with ``max_payload < MAX_PAYLOAD`` also treats longer (valid) frames as bad
 headers, and while a frame waits for the consumer, further bytes are dropped (and counted).
@@ -30,10 +31,18 @@ from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 
 from trine.contract.errors import check_int
-from trine.contract.protocol import MAX_PAYLOAD, SYNC, ErrorCode, frame_timeout_cycles
+from trine.contract.protocol import (
+    MAX_PAYLOAD,
+    SYNC,
+    TAG_SIZE,
+    ErrorCode,
+    frame_timeout_cycles,
+)
 from trine.hw.counters import count_saturating
 from trine.hw.crc import FRAME_CRC, HEADER_CRC, ByteCRC, check_bits_per_cycle
+from trine.hw.memories import NO_RW_CHECK
 from trine.hw.onehot import OneHotFSM
+from trine.hw.tags import TagReadSignature, TagWriteSignature
 
 __all__ = [
     "FRAME_HEADER_LAYOUT",
@@ -54,8 +63,8 @@ FRAME_EVENT_LAYOUT = data.StructLayout(
 
 #: The receiver's states, the first one initial. VERIFY follows CHECK: the header check
 #: byte is in, and its registered verdict is acted upon.
-_RX_STATES = ("HUNT", "OP", "SEQ", "LEN_LO", "LEN_HI", "CHECK", "PAYLOAD", "CRC_LO", "CRC_HI",
-              "PENDING", "VERIFY")
+_RX_STATES = ("HUNT", "OP", "SEQ", "TAG", "LEN_LO", "LEN_HI", "CHECK", "PAYLOAD", "CRC_LO",
+              "CRC_HI", "PENDING", "VERIFY")
 
 
 class FrameReceiver(wiring.Component):
@@ -69,6 +78,11 @@ class FrameReceiver(wiring.Component):
     of read latency; addresses ``0 .. length - 1``, meaningful for good frames only), and
     incoming bytes are dropped and counted in ``dropped_bytes`` (the host protocol is
     stop-and-wait: none should arrive).
+
+    Of the header's tag (:data:`~trine.contract.protocol.TAG_SIZE` bytes after ``seq``), the
+    session and program bytes go out on ``tag`` as they arrive, and so do the frame's two
+    CRC-16 bytes (for :class:`trine.hw.tags.TagStore`); the rest of a request's tag is
+    ignored.
 
     A bad header (CRC-8, or ``length > max_payload``) is counted in ``header_errors`` and sends
     the receiver back to hunting (see the module notes on false ``SYNC`` bytes). A partial
@@ -99,6 +113,8 @@ class FrameReceiver(wiring.Component):
         Received bytes.
     o_frame : Out(stream.Signature(FRAME_EVENT_LAYOUT))
         A received frame; ``ready`` is the consumer's done strobe.
+    tag : Out(trine.hw.tags.TagWriteSignature())
+        The session, program and CRC-16 bytes of the frame being received.
     payload : Out(lib.memory.ReadPort.Signature(addr_width=max(1, ceil(log2(max_payload))),
                                                 shape=8))
         The payload byte at the ``payload.addr`` of the previous cycle, as a memory read port
@@ -138,6 +154,7 @@ class FrameReceiver(wiring.Component):
             {
                 "i_stream": In(stream.Signature(8)),
                 "o_frame": Out(stream.Signature(FRAME_EVENT_LAYOUT)),
+                "tag": Out(TagWriteSignature()),
                 "payload": Out(ReadPort.Signature(addr_width=addr_width, shape=8)),
                 "header_errors": Out(counter_width),
                 "timeouts": Out(counter_width),
@@ -150,7 +167,10 @@ class FrameReceiver(wiring.Component):
         bpc = self.crc_bits_per_cycle
         m.submodules.header_crc = header_crc = ByteCRC(HEADER_CRC, bits_per_cycle=bpc)
         m.submodules.frame_crc = frame_crc = ByteCRC(FRAME_CRC, bits_per_cycle=bpc)
-        m.submodules.payload = memory = Memory(shape=8, depth=self.max_payload, init=[])
+        # The consumer reads the payload only while the frame is pending, when nothing is
+        # written: no collision bypass logic for block RAM.
+        m.submodules.payload = memory = Memory(shape=8, depth=self.max_payload, init=[],
+                                               attrs=NO_RW_CHECK)
         write = memory.write_port()
         wiring.connect(m, wiring.flipped(self.payload), memory.read_port())
 
@@ -162,7 +182,9 @@ class FrameReceiver(wiring.Component):
         length = Signal(16, reset_less=True)
         crc_low = Signal(8, reset_less=True)
         error = Signal(8, reset_less=True)
-        index = Signal(range(self.max_payload), reset_less=True)
+        # the payload byte, and before it the tag byte, being received
+        index = Signal(range(max(self.max_payload, TAG_SIZE)), reset_less=True)
+        index_next = index + 1
         # Bytes of the payload still to come, and flags registered ahead of their use.
         left = Signal(range(self.max_payload + 1), reset_less=True)
         length_ok = Signal(reset_less=True)
@@ -172,6 +194,7 @@ class FrameReceiver(wiring.Component):
         byte = self.i_stream.payload
 
         m.d.comb += [
+            self.tag.data.eq(byte),
             self.o_frame.valid.eq(at("PENDING")),
             self.o_frame.payload.op.eq(op),
             self.o_frame.payload.seq.eq(seq),
@@ -204,8 +227,13 @@ class FrameReceiver(wiring.Component):
                 m.d.sync += op.eq(byte)
                 fsm.go("SEQ")
             with fsm.state("SEQ"):
-                m.d.sync += seq.eq(byte)
-                fsm.go("LEN_LO")
+                m.d.sync += [seq.eq(byte), index.eq(0)]
+                fsm.go("TAG")
+            with fsm.state("TAG"):
+                m.d.sync += index.eq(index_next)
+                m.d.comb += [self.tag.field.eq(~index[3]), self.tag.index.eq(index[:3])]
+                with m.If(index[:4] == TAG_SIZE - 1):
+                    fsm.go("LEN_LO")
             with fsm.state("LEN_LO"):
                 m.d.sync += length[:8].eq(byte)
                 fsm.go("LEN_HI")
@@ -220,13 +248,15 @@ class FrameReceiver(wiring.Component):
                 fsm.go("VERIFY")
             with fsm.state("PAYLOAD"):
                 m.d.comb += [write.en.eq(1), write.addr.eq(index), write.data.eq(byte)]
-                m.d.sync += [index.eq(index + 1), left.eq(left - 1), last.eq(left == 2)]
+                m.d.sync += [index.eq(index_next), left.eq(left - 1), last.eq(left == 2)]
                 with m.If(last):
                     fsm.go("CRC_LO")
             with fsm.state("CRC_LO"):
                 m.d.sync += crc_low.eq(byte)
+                m.d.comb += self.tag.check.eq(1)
                 fsm.go("CRC_HI")
             with fsm.state("CRC_HI"):
+                m.d.comb += [self.tag.check.eq(1), self.tag.index.eq(1)]
                 good = Cat(crc_low, byte) == frame_crc.crc
                 m.d.sync += error.eq(Mux(good, 0, ErrorCode.BAD_CRC))
                 fsm.go("PENDING")
@@ -274,8 +304,8 @@ class FrameReceiver(wiring.Component):
 
 
 #: The transmitter's states, the first one initial.
-_TX_STATES = ("IDLE", "SYNC", "OP", "SEQ", "LEN_LO", "LEN_HI", "CHECK", "PAYLOAD", "CRC_LO",
-              "CRC_HI")
+_TX_STATES = ("IDLE", "SYNC", "OP", "SEQ", "TAG", "LEN_LO", "LEN_HI", "CHECK", "PAYLOAD",
+              "CRC_LO", "CRC_HI")
 
 
 class FrameTransmitter(wiring.Component):
@@ -283,9 +313,11 @@ class FrameTransmitter(wiring.Component):
 
     The consumer hands over ``(op, seq, length)`` on ``i_frame`` (accepted only between
     frames), then exactly ``length`` payload bytes on ``i_stream``; ``o_stream`` carries
-    ``SYNC``, the header, its CRC-8, the payload and the CRC-16 (little-endian), honouring
-    backpressure. ``length`` must not exceed ``MAX_PAYLOAD``: only its low 11 bits are used
-    (for the header and the payload count alike, so a frame is always self-consistent).
+    ``SYNC``, the header (its tag read byte by byte through ``tag``, from a
+    :class:`trine.hw.tags.TagStore`), its CRC-8, the payload and the CRC-16 (little-endian),
+    honouring backpressure. ``length`` must not exceed ``MAX_PAYLOAD``: only its low 11 bits
+    are used (for the header and the payload count alike, so a frame is always
+    self-consistent).
     A byte is loaded only into an empty output register, so at most one leaves every other
     cycle, and after a byte that enters a CRC the next waits ``8 / crc_bits_per_cycle`` cycles
     (one by default): far less than a UART byte, which the UART takes at once.
@@ -302,6 +334,8 @@ class FrameTransmitter(wiring.Component):
         Payload bytes.
     o_stream : Out(stream.Signature(8))
         Frame bytes, to :class:`trine.hw.uart.UARTTx`.
+    tag : Out(trine.hw.tags.TagReadSignature())
+        The header's tag bytes, read in order while the header goes out.
 
     Raises
     ------
@@ -316,6 +350,7 @@ class FrameTransmitter(wiring.Component):
                 "i_frame": In(stream.Signature(FRAME_HEADER_LAYOUT)),
                 "i_stream": In(stream.Signature(8)),
                 "o_stream": Out(stream.Signature(8)),
+                "tag": Out(TagReadSignature()),
             }
         )
 
@@ -327,6 +362,10 @@ class FrameTransmitter(wiring.Component):
 
         # One flip-flop per state: the next-state logic stays shallow.
         fsm = OneHotFSM(m, _TX_STATES)
+        # The tag byte being read: the next one from the cycle after a tag byte is loaded,
+        # so its memory's data is ready by the next load (two cycles apart at the least).
+        tag_index = Signal.like(self.tag.index)
+        m.d.comb += self.tag.index.eq(tag_index)
         op, seq = Signal(8, reset_less=True), Signal(8, reset_less=True)
         # The length until the payload starts, then the payload bytes still to come.
         remaining = Signal(range(MAX_PAYLOAD + 1), reset_less=True)
@@ -342,6 +381,7 @@ class FrameTransmitter(wiring.Component):
             m.d.sync += [
                 op.eq(self.i_frame.payload.op),
                 seq.eq(self.i_frame.payload.seq),
+                tag_index.eq(0),
                 remaining.eq(self.i_frame.payload.length),
                 empty.eq(self.i_frame.payload.length[:11] == 0),
                 last.eq(self.i_frame.payload.length[:11] == 1),
@@ -372,13 +412,15 @@ class FrameTransmitter(wiring.Component):
         # The byte to load: an AND-OR multiplexer on the state bits (a chain of Ifs would put
         # a priority chain in front of the output register).
         at = fsm.ongoing
-        sources = {"SYNC": Const(SYNC, 8), "OP": op, "SEQ": seq, "LEN_LO": remaining[:8],
+        sources = {"SYNC": Const(SYNC, 8), "OP": op, "SEQ": seq, "TAG": self.tag.data,
+                   "LEN_LO": remaining[:8],
                    "LEN_HI": remaining[8:], "CHECK": header_crc.crc,
                    "PAYLOAD": self.i_stream.payload, "CRC_LO": frame_crc.crc[:8],
                    "CRC_HI": frame_crc.crc[8:]}
         m.d.comb += out.eq(_or_all([at(n).replicate(8) & v for n, v in sources.items()]))
         framing = ~at("IDLE") & ~at("PAYLOAD")
-        checked = Cat(*(at(n) for n in ("OP", "SEQ", "LEN_LO", "LEN_HI", "CHECK"))).any()
+        checked = Cat(*(at(n) for n in ("OP", "SEQ", "TAG", "LEN_LO", "LEN_HI",
+                                        "CHECK"))).any()
         take = at("PAYLOAD") & can_emit & self.i_stream.valid
         m.d.comb += [
             self.i_stream.ready.eq(at("PAYLOAD") & can_emit),
@@ -393,7 +435,12 @@ class FrameTransmitter(wiring.Component):
 
         step("SYNC", "OP")
         step("OP", "SEQ")
-        step("SEQ", "LEN_LO")
+        step("SEQ", "TAG")
+        with fsm.state("TAG"):
+            with m.If(can_emit):
+                m.d.sync += tag_index.eq(tag_index + 1)
+                with m.If(tag_index == TAG_SIZE - 1):
+                    fsm.go("LEN_LO")
         step("LEN_LO", "LEN_HI")
         step("LEN_HI", "CHECK")
         with fsm.state("CHECK"):

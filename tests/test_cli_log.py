@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from trine.cli.main import main
-from trine.contract.protocol import ACK, HEADER_SIZE, SYNC, Op
+from trine.contract.protocol import ACK, HEADER, HEADER_SIZE, SYNC, Op
 
 #: One DEBUG line per frame: direction, op, seq, payload length, the frame's bytes in hex.
 FRAME = re.compile(r"^D: trine\.host\.transport: (->|<-) ([A-Z]+(?: ACK)?) seq (\d+), "
@@ -55,11 +55,11 @@ def test_vv_logs_every_frame_as_hex(files, device_server, capsys):
     assert {f[1] for f in sent} >= {"INFO", "WRITE", "RUN", "READ"}
     for _, op, seq, length, hex_bytes in frames:
         raw = bytes.fromhex(hex_bytes)
-        # SYNC, op, seq, the payload's length, then the payload and its CRC-16
+        # SYNC, op, seq, the tag, the payload's length, then the payload and its CRC-16
         name, _, ack = op.partition(" ")
         assert raw[0] == SYNC and raw[1] == Op[name] | (ACK if ack else 0)
         assert raw[2] == int(seq)
-        assert int.from_bytes(raw[3:5], "little") == int(length)
+        assert HEADER.unpack_from(raw, 1)[-1] == int(length)
         assert len(raw) == HEADER_SIZE + int(length) + 2
     # Each request takes the next seq (a retry would resend the same one).
     seqs = [int(f[2]) for f in sent]

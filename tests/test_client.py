@@ -36,6 +36,7 @@ from trine.contract.protocol import (
     MAX_PAYLOAD,
     NAK,
     PROTOCOL_VERSION,
+    READABLE,
     WRITE_HEADER,
     DeviceInfo,
     ErrorCode,
@@ -47,7 +48,13 @@ from trine.contract.protocol import (
 )
 from trine.contract.reference import Layer
 from trine.contract.spec import SPEC_VERSION
-from trine.host.client import Client, DeviceStatus, LinkStats, RunTimeoutError
+from trine.host.client import (
+    Client,
+    DeviceStatus,
+    LinkStats,
+    RunTimeoutError,
+    program_digest,
+)
 from trine.host.program import Program, ProgramError, ProgramTooLargeError
 from trine.host.transport import DeviceError, DeviceRefusedError, LinkError, SerialTransport
 
@@ -91,7 +98,7 @@ class Peer:
                 while data := conn.recv(65536):
                     for frame in decoder.feed(data):
                         self.requests.append(frame)
-                        self.raw.append(encode_frame(frame.op, frame.seq, frame.payload))
+                        self.raw.append(frame.encode())
                         reply = self.answer(frame)
                         if reply:
                             conn.sendall(reply)
@@ -143,12 +150,21 @@ def connect(peer: Peer, retries: int = 3, timeout: float = PATIENT) -> Client:
 # --------------------------------------------------------------------------------------------
 
 
+def bound(f: Frame, op: int, payload: bytes = b"", *, program: int | None = None,
+          owner: int | None = None) -> bytes:
+    """An answer to request ``f``: its seq, session and CRC, and by default the program the
+    request expects and its own session as the owner (a device nobody else uses)."""
+    return encode_frame(op, f.seq, payload, session=f.session, check=f.crc,
+                        program=f.program if program is None else program,
+                        owner=f.session if owner is None else owner)
+
+
 def ack(payload: bytes = b"") -> Answer:
-    return lambda f: encode_frame(f.op | ACK, f.seq, payload)
+    return lambda f: bound(f, f.op | ACK, payload)
 
 
 def nak(code: int, detail: bytes = b"") -> Answer:
-    return lambda f: encode_frame(NAK, f.seq, bytes([f.op, code]) + detail)
+    return lambda f: bound(f, NAK, bytes([f.op, code]) + detail)
 
 
 def silence(f: Frame) -> bytes:
@@ -385,15 +401,15 @@ def test_permanent_nak_raises_at_once(peers, code):
 @pytest.mark.parametrize(
     "answer, message",
     [
-        (lambda f: encode_frame(NAK, f.seq, b"\x05\x66"),
+        (lambda f: bound(f, NAK, b"\x05\x66"),
          "device refused STATUS (seq 0) with unknown error code 0x66"),
-        (lambda f: encode_frame(NAK, f.seq, b"\x05"),
+        (lambda f: bound(f, NAK, b"\x05"),
          "device answered STATUS (seq 0) with a NAK of 1 bytes"),
-        (lambda f: encode_frame(NAK, f.seq, b"\x04\x01"),
+        (lambda f: bound(f, NAK, b"\x04\x01"),
          "device answered STATUS (seq 0) with a NAK for op 0x04"),
-        (lambda f: encode_frame(f.op, f.seq, b""),
+        (lambda f: bound(f, f.op, b""),
          "device answered STATUS (seq 0) with op 0x05"),  # a looped-back line
-        (lambda f: encode_frame(Op.INFO | ACK, f.seq, STATUS),
+        (lambda f: bound(f, Op.INFO | ACK, STATUS),
          "device answered STATUS (seq 0) with op 0x81"),
     ],
 )
@@ -509,7 +525,7 @@ def test_wrong_status_length_is_rejected(peers):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"protocol_version": 1}, "device speaks protocol version 1, this client version 2"),
+        ({"protocol_version": 2}, "device speaks protocol version 2, this client version 3"),
         ({"spec_version": 9},
          f"device implements trine.contract.spec version 9, this client version "
                               f"{SPEC_VERSION}"),
@@ -549,8 +565,12 @@ class FakeDevice:
             Target.WEIGHTS: info.weight_words, Target.BIAS: info.bias_depth,
             Target.LAYER: info.table_words, Target.INPUT: info.act_words,
         }
-        self.memory = {t: bytearray(b"\xee" * (depth[t] * self.word_size[t])) for t in Target}
+        self.memory = {t: bytearray(b"\xee" * (depth[t] * self.word_size[t])) for t in depth}
         self.pool = self.memory[Target.INPUT]
+        # what every answer reports: the program and session of the last WRITE or RUN
+        self.program = 0
+        self.owner = 0
+        self.claims: list[int] = []  # the program fields of WRITEs of no data, in order
         self.outputs = outputs
         self.next_sample = 0
         self.runs: list[tuple[int, int, list[bytes]]] = []  # n_layers, batch, inputs found
@@ -568,13 +588,28 @@ class FakeDevice:
         return out
 
     def answer(self, f: Frame) -> bytes:
+        reply = self._answer(f)
+        if f.op in (Op.WRITE, Op.RUN):  # after the answer's tag, as the device does
+            self.owner, self.program = f.session, f.program
+        return reply
+
+    def _bound(self, f: Frame, op: int, payload: bytes = b"") -> bytes:
+        return bound(f, op, payload, program=self.program, owner=self.owner)
+
+    def _answer(self, f: Frame) -> bytes:
         op, payload = f.op, f.payload
         lanes = self.info.lanes
+        ack = lambda payload=b"": lambda f: self._bound(f, f.op | ACK, payload)  # noqa: E731
+        nak = lambda code: lambda f: self._bound(f, NAK, bytes([f.op, code]))  # noqa: E731
         if op == Op.INFO:
             return ack(self.info.to_bytes())(f)
         if op == Op.WRITE:
             target, word = Target(payload[0]), struct.unpack_from("<I", payload, 1)[0]
             data = payload[WRITE_HEADER:]
+            if not data:
+                self.claims.append(f.program)
+                self.cached = None
+                return ack()(f)
             start = word * self.word_size[target]
             mem = self.memory[target]
             if start + len(data) > len(mem):
@@ -605,10 +640,10 @@ class FakeDevice:
         if op == Op.READ:
             memory, word, count = struct.unpack("<BIH", payload)
             self.reads.append((memory, word, count))
-            if memory != 0 or count > self.info.max_payload:
+            if memory not in READABLE or count > self.info.max_payload:
                 return nak(ErrorCode.BAD_ARGUMENT)(f)
-            start = word * lanes
-            return ack(bytes(self.pool[start : start + count]))(f)
+            start = word * self.word_size[Target(memory)]
+            return ack(bytes(self.memory[Target(memory)][start : start + count]))(f)
         return nak(ErrorCode.UNKNOWN_OPCODE)(f)
 
 
@@ -686,9 +721,12 @@ def test_load_writes_the_image_in_word_aligned_chunks(peers, max_payload):
     assert len(calls) == len(device.writes) + 1
 
     wire = sum(len(raw) for raw in peer.raw if raw[1] == Op.WRITE)
-    assert (stats.payload_bytes, stats.frames, stats.retries) == (total, len(device.writes), 0)
+    # the image's WRITEs, and two claims: program 0 first, the digest last
+    assert device.claims == [0, program_digest(image)]
+    frames = len(device.writes) + 2
+    assert (stats.payload_bytes, stats.frames, stats.retries) == (total, frames, 0)
     assert stats.wire_bytes_sent == wire
-    assert stats.wire_bytes_received == len(device.writes) * len(encode_frame(Op.WRITE, 0))
+    assert stats.wire_bytes_received == frames * len(encode_frame(Op.WRITE, 0))
     assert stats.weights == 50 * 20 + 20 * 7
     assert stats.bits_per_trit == 8 * wire / stats.weights
 
@@ -795,7 +833,7 @@ def test_infer_addresses_inputs_and_outputs(peers, widths, max_payload):
     chunk = max_payload // info.lanes * info.lanes
     first = out.base
     for memory, word, count in device.reads:
-        assert memory == 0 and count <= max_payload
+        assert memory == Target.INPUT and count <= max_payload
         assert first <= word and (word - first) * info.lanes % chunk == 0
         assert word + -(-count // info.lanes) <= out.base + 3 * out.sample_words
     inputs = [(w, d) for t, w, d in device.writes if t == Target.INPUT]

@@ -78,6 +78,7 @@ async def read_outputs(ctx, dut, image, batch):
     out = image.output
     size = out.sample_words * dut.lanes
     data = np.zeros(batch * size, np.uint8)
+    ctx.set(port.target, Target.INPUT)
     for k in range(batch * size):
         ctx.set(port.addr, out.base + k // dut.lanes)
         ctx.set(port.lane, k % dut.lanes)

@@ -9,6 +9,7 @@ from conftest import random_cnn
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
+    BIAS_STORE_WIDTH,
     TABLE_WORD_BYTES,
     beat_bytes,
 )
@@ -25,6 +26,7 @@ from trine.contract.protocol import (
     Op,
     Target,
     encode_frame,
+    frame_crc,
     read_payload,
     run_payload,
     write_payload,
@@ -39,8 +41,9 @@ class Host:
     """Drives the byte streams from an Amaranth testbench, with idle gaps between the bytes it
     sends and backpressure on the bytes it receives; one request at a time."""
 
-    def __init__(self, dut, ctx, rng, *, idle=0.2, backpressure=0.3):
+    def __init__(self, dut, ctx, rng, *, idle=0.2, backpressure=0.3, session=0x5E55_1011):
         self.ctx = ctx
+        self.session = session
         self.source = StreamSource(dut.i_stream, rng=rng, idle=idle)
         self.sink = StreamSink(dut.o_stream, rng=rng, backpressure=backpressure)
         self.decoder = FrameDecoder()
@@ -58,11 +61,14 @@ class Host:
             if frames:
                 return frames[0]
 
-    async def request(self, op, payload=b"", seq=None):
+    async def request(self, op, payload=b"", seq=None, program=0):
+        """Send a request; its answer, which must be bound to it (seq, session, check)."""
         self.seq = (self.seq + 1) % 256 if seq is None else seq
-        await self.send_bytes(encode_frame(op, self.seq, payload))
+        request = encode_frame(op, self.seq, payload, session=self.session, program=program)
+        await self.send_bytes(request)
         frame = await self.receive()
-        assert frame.seq == self.seq
+        assert (frame.seq, frame.session, frame.check) == (
+            self.seq, self.session, frame_crc(request))
         return frame
 
     async def write(self, target, data, word_size, first_word=0):
@@ -116,7 +122,7 @@ def test_network_through_frames(lanes, rows, net, params, make_layers):
                                    seq=host.seq)
         out["again"] = again
         size = image.output.sample_words * lanes * len(x)
-        f = await host.request(Op.READ, read_payload(0, image.output.base, size))
+        f = await host.request(Op.READ, read_payload(Target.INPUT, image.output.base, size))
         assert f.op == Op.READ | ACK
         out["y"] = image.output.unpack(np.frombuffer(f.payload, np.int8).reshape(len(x), -1))
         status = await host.request(Op.STATUS)
@@ -166,8 +172,11 @@ def test_a_run_that_would_never_end_is_answered_with_timeout():
         (Op.WRITE, write_payload(Target.LAYER, PARAMS["table_words"] - 1, bytes(3)),
          ErrorCode.BAD_ADDRESS),  # runs past the last table word: nothing is written
         (Op.WRITE, write_payload(Target.WEIGHTS, 2**32 - 1, b"\x01"), ErrorCode.BAD_ADDRESS),
-        (Op.READ, struct.pack("<BIH", 1, 0, 1), ErrorCode.BAD_ARGUMENT),  # the pool is 0
-        (Op.READ, read_payload(0, PARAMS["act_words"], 1), ErrorCode.BAD_ADDRESS),
+        (Op.READ, struct.pack("<BIH", 4, 0, 1), ErrorCode.BAD_ARGUMENT),
+        (Op.READ, struct.pack("<BIH", 0x13, 0, 1), ErrorCode.BAD_ARGUMENT),
+        (Op.READ, read_payload(Target.INPUT, PARAMS["act_words"], 1), ErrorCode.BAD_ADDRESS),
+        (Op.READ, read_payload(Target.BIAS, PARAMS["bias_depth"] - 1, 6),
+         ErrorCode.BAD_ADDRESS),
         (Op.RUN, struct.pack("<BH", 0, 1), ErrorCode.BAD_ARGUMENT),  # zero layers
         (Op.RUN, b"\x01", ErrorCode.BAD_LENGTH),
     ],
@@ -196,7 +205,7 @@ def test_refused_write_changes_nothing():
         bad = write_payload(Target.INPUT, PARAMS["act_words"] - 1, bytes([9] * 4))
         out["nak"] = await host.request(Op.WRITE, bad)
         out["ok"] = await host.request(Op.WRITE, write_payload(Target.INPUT, 0, b"\x07"))
-        out["read"] = await host.request(Op.READ, read_payload(0, 0, 2))
+        out["read"] = await host.request(Op.READ, read_payload(Target.INPUT, 0, 2))
 
     simulate(dut, body)
     assert out["nak"].payload == bytes([Op.WRITE, ErrorCode.BAD_ADDRESS])
@@ -261,3 +270,95 @@ def test_up5k_parameters_fit_the_up5k():
     assert cells.get("SB_RAM40_4K", 0) <= 30
     assert cells.get("SB_LUT4", 0) < 5280
     assert "SB_MAC16" not in cells
+
+
+def test_answers_say_whose_device_it_is():
+    """Each answer carries its request's session and CRC, and the session and program fields
+    of the last WRITE or RUN with a good CRC, once that request was answered. Reads, INFO,
+    STATUS and damaged frames change nothing."""
+    dut = LinkedAccelerator(AcceleratorParams(2, 2, **PARAMS), timeout_cycles=300)
+    a_session, b_session = 0xA11CE5ED, 0x0B0B0B0B
+    out = []
+
+    async def body(ctx):
+        rng = np.random.default_rng(4)
+        a = Host(dut, ctx, rng, session=a_session)
+        b = Host(dut, ctx, rng, session=b_session)
+        claim = write_payload(Target.INPUT, 0, b"")
+        out.append(("reset", await a.request(Op.INFO, program=0x1234)))
+        out.append(("a claim", await a.request(Op.WRITE, claim, program=0x04030201)))
+        out.append(("b info", await b.request(Op.INFO, program=0xBBBB)))
+        out.append(("b read", await b.request(Op.READ, read_payload(Target.INPUT, 0, 2))))
+        out.append(("b write", await b.request(Op.WRITE, write_payload(Target.INPUT, 0, b"\x09"),
+                                               program=0xB0B)))
+        out.append(("a status", await a.request(Op.STATUS)))
+        out.append(("a run", await a.request(Op.RUN, run_payload(1, 1), program=0xA)))
+        out.append(("b status", await b.request(Op.STATUS)))
+        # B's WRITE with a damaged payload: NAKed BAD_CRC, and A stays the owner
+        damaged = bytearray(encode_frame(Op.WRITE, 0x44, write_payload(Target.INPUT, 0, b"\x08"),
+                                         session=b_session, program=0xDEAD))
+        damaged[-3] ^= 0x01
+        out.append(("damaged", bytes(damaged)))
+        await b.send_bytes(bytes(damaged))
+        out.append(("b damaged", await b.receive()))
+        out.append(("a info", await a.request(Op.INFO)))
+        out.append(("a refused write", await a.request(
+            Op.WRITE, write_payload(Target.INPUT, PARAMS["act_words"], b"\x00"), program=0xF)))
+        out.append(("b info again", await b.request(Op.INFO)))
+
+    simulate(dut, body)
+    got = {name: f for name, f in out}
+    assert (got["reset"].owner, got["reset"].program) == (0, 0)
+    # a request counts once it has been answered: its own answer shows the state before
+    assert (got["a claim"].owner, got["a claim"].program) == (0, 0)
+    assert (got["b info"].owner, got["b info"].program) == (a_session, 0x04030201)
+    assert got["b read"].owner == a_session
+    assert got["b write"].owner == a_session
+    assert (got["a status"].owner, got["a status"].program) == (b_session, 0xB0B)
+    assert got["a run"].op == NAK  # no layer table: refused, but a RUN all the same
+    assert (got["b status"].owner, got["b status"].program) == (a_session, 0xA)
+    nak, damaged = got["b damaged"], got["damaged"]
+    assert nak.op == NAK and nak.payload == bytes([Op.WRITE, ErrorCode.BAD_CRC])
+    assert (nak.session, nak.check) == (b_session, int.from_bytes(damaged[-2:], "little"))
+    assert (got["a info"].owner, got["a info"].program) == (a_session, 0xA)
+    refused = got["a refused write"]
+    assert refused.op == NAK and refused.payload == bytes([Op.WRITE, ErrorCode.BAD_ADDRESS])
+    assert (got["b info again"].owner, got["b info again"].program) == (a_session, 0xF)
+
+
+@pytest.mark.parametrize("readback", ["all", "pool"])
+def test_read_reads_every_memory(readback):
+    """READ's memory byte selects the memory: what was written to each reads back (a bias
+    entry's top six bits are not stored and read as 0); a device built with readback="pool"
+    reads only the pool, and says so in INFO."""
+    p = AcceleratorParams(3, 2, **PARAMS, readback=readback)
+    dut = LinkedAccelerator(p, timeout_cycles=5000)
+    rng = np.random.default_rng(5)
+    sizes = {Target.WEIGHTS: (p.beat_bytes, p.weight_words),
+             Target.BIAS: (BIAS_STORE_BYTES, p.bias_depth),
+             Target.LAYER: (TABLE_WORD_BYTES, p.table_words), Target.INPUT: (p.lanes, p.act_words)}
+    data = {t: rng.integers(0, 256, size * depth, dtype=np.uint8).tobytes()
+            for t, (size, depth) in sizes.items()}
+    out = {}
+
+    async def body(ctx):
+        host = Host(dut, ctx, rng)
+        out["info"] = DeviceInfo.from_bytes((await host.request(Op.INFO)).payload)
+        for t, (size, _) in sizes.items():
+            await host.write(t, data[t], size)
+        for t, (size, depth) in sizes.items():
+            first = depth // 3  # from a word in the middle, across word boundaries
+            count = min(size * (depth - first), MAX_PAYLOAD // size * size)
+            out[t] = (first * size, await host.request(Op.READ, read_payload(t, first, count)))
+
+    simulate(dut, body)
+    assert out.pop("info").readable == (0b1111 if readback == "all" else 0b1000)
+    for t, (start, f) in out.items():
+        if readback == "pool" and t != Target.INPUT:
+            assert f.op == NAK and f.payload == bytes([Op.READ, ErrorCode.BAD_ARGUMENT])
+            continue
+        expected = bytearray(data[t][start : start + len(f.payload)])
+        if t == Target.BIAS:
+            for i in range(BIAS_STORE_BYTES - 1, len(expected), BIAS_STORE_BYTES):
+                expected[i] &= (1 << (BIAS_STORE_WIDTH - 32)) - 1
+        assert f.op == Op.READ | ACK and f.payload == bytes(expected), t

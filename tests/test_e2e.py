@@ -97,7 +97,8 @@ def test_faults_never_give_a_wrong_answer(icarus_byte, faults):
     program = random_program(rng, max_width=30, max_layers=3)
     outcomes = {"right": 0, "error": 0}
     with FaultyProxy(port_of(icarus_byte), faults, seed=5) as proxy:
-        with Client(proxy.url, timeout=0.5, retries=6) as client:
+        # 8 tries: a v3 frame carries a 14-byte tag, so more of them meet a fault
+        with Client(proxy.url, timeout=0.5, retries=8) as client:
             try:
                 client.load(program)
             except DeviceError:

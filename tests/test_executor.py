@@ -33,9 +33,9 @@ PARAMS = AcceleratorParams(lanes=3, rows=2, weight_words=9, bias_depth=7, act_wo
 INFO = PARAMS.device_info(12_000_000, 3_000_000)
 
 
-def read_byte(addr, lane):
-    """What the stand-in core's activation pool holds."""
-    return (addr * 7 + lane * 3 + 1) & 0xFF
+def read_byte(target, addr, lane):
+    """What the stand-in core's memories hold."""
+    return (addr * 7 + lane * 3 + target * 50 + 1) & 0xFF
 
 
 class Harness(wiring.Component):
@@ -109,12 +109,12 @@ class Model:
             writes = [(target, word + i // size, i % size, b) for i, b in enumerate(data)]
             return writes, None, (Op.WRITE | ACK, b"")
         memory, word, count = struct.unpack("<BIH", payload)
-        if memory != 0 or count > MAX_PAYLOAD:
+        if not INFO.can_read(memory) or count > MAX_PAYLOAD:
             return self.nak(op, ErrorCode.BAD_ARGUMENT)
-        size, depth = self.SIZES[Target.INPUT]
+        size, depth = self.SIZES[Target(memory)]
         if count and word + (count - 1) // size >= depth:
             return self.nak(op, ErrorCode.BAD_ADDRESS)
-        data = bytes(read_byte(word + i // size, i % size) for i in range(count))
+        data = bytes(read_byte(memory, word + i // size, i % size) for i in range(count))
         return [], None, (Op.READ | ACK, data)
 
 
@@ -131,7 +131,7 @@ def random_request(rng, seq, last_run_seq):
         data = rng.bytes(int(rng.integers(0, 20)))
         return Op.WRITE, seq, write_payload(target, word, data), False
     if kind == "read":
-        memory = int(rng.choice([0, 0, 0, 1, 2]))
+        memory = int(rng.choice([0, 1, 2, 3, 3, 3, 4, 0x13]))
         word = int(rng.choice([0, 1, 3, 5, 100]))
         count = int(rng.choice([0, 1, 4, 9, 12, MAX_PAYLOAD + 1]))
         return Op.READ, seq, struct.pack("<BIH", memory, word, count), False
@@ -207,9 +207,10 @@ def test_random_requests_match_the_model(seed, ram_output):
     async def stand_in_pool(ctx):
         """The core's read port: the byte addressed ``read_latency`` cycles before."""
         port = dut.core.read
-        addressed = [(0, 0)] * read_latency
-        async for _, _, addr, lane in ctx.tick().sample(port.addr, port.lane):
-            addressed.append((addr, lane))
+        addressed = [(0, 0, 0)] * read_latency
+        async for _, _, target, addr, lane in ctx.tick().sample(port.target, port.addr,
+                                                               port.lane):
+            addressed.append((target, addr, lane))
             ctx.set(port.data, read_byte(*addressed[-read_latency]))
             addressed.pop(0)
 

@@ -20,7 +20,9 @@ def test_members_and_widths_follow_the_parameters():
     got = widths(HostPortSignature(UP5K))
     # the largest memory is the weight memory (16384 words), the widest word a weight beat
     assert got["write.addr"] == ("Out", 14) and got["write.lane"] == ("Out", 3)
-    assert got["read.addr"] == ("Out", (UP5K.act_words - 1).bit_length())
+    # reads reach every memory too (READ's memory byte)
+    assert got["read.target"] == got["write.target"] == ("Out", 2)
+    assert got["read.addr"] == ("Out", 14)
     assert got["read.lane"] == ("Out", 3) and got["read.data"] == ("In", 8)
     assert got["run.n_layers"] == ("Out", 8) and got["run.batch"] == ("Out", 3)
     assert got["run.cycles"] == ("In", CYCLE_COUNTER_WIDTH)

@@ -16,6 +16,7 @@ from amaranth.lib import wiring
 from trine.contract.protocol import (
     BITS_PER_BYTE,
     FRAME_TIMEOUT_BYTES,
+    HEADER,
     HEADER_SIZE,
     MAX_PAYLOAD,
     SYNC,
@@ -146,14 +147,14 @@ class ReceiverModel:
         buf = self.buf
         buf.append(byte)
         if len(buf) == HEADER_SIZE:
-            _, _, length, check = struct.unpack_from("<BBHB", buf, 1)
-            if crc8(bytes(buf[1:5])) != check or length > self.max_payload:
+            length = HEADER.unpack_from(buf, 1)[-1]
+            if crc8(bytes(buf[1:-1])) != buf[-1] or length > self.max_payload:
                 self.header_errors += 1
                 self.buf = None
             return None
         if len(buf) < HEADER_SIZE:
             return None
-        op, seq, length = struct.unpack_from("<BBH", buf, 1)
+        op, seq, *_, length = HEADER.unpack_from(buf, 1)
         if len(buf) < HEADER_SIZE + length + 2:
             return None
         self.buf = None
@@ -409,15 +410,16 @@ def test_receiver_max_payload_frames_full_size():
 
 
 def test_receiver_false_sync_difference_from_frame_decoder():
-    """The documented difference: a real frame starting within five bytes of a false SYNC is
-    missed by the gateware (no re-scan) but found by FrameDecoder; with five or more bytes in
-    between, both find it."""
+    """The documented difference: a real frame starting within HEADER_SIZE - 1 bytes of a false
+    SYNC is missed by the gateware (no re-scan) but found by FrameDecoder; with that many bytes
+    or more in between, both find it."""
     rng = random.Random(18)
     frame = encode_frame(0x02, 0x33, b"data")
+    short = bytes(range(1, HEADER_SIZE - 1))
     for garbage, gateware_sees_it in [
         (b"", False),
-        (b"\x01\x02\x03\x04", False),
-        (b"\x01\x02\x03\x04\x05", True),
+        (short, False),
+        (short + b"\x7f", True),
     ]:
         stream = bytes([SYNC]) + garbage + frame
         decoder = FrameDecoder()

@@ -23,6 +23,8 @@ from trine.contract.network import run_network
 from trine.contract.params import check_fits
 from trine.contract.protocol import (
     ACK,
+    FRAME_OVERHEAD,
+    HEADER_SIZE,
     MAX_PAYLOAD,
     WRITE_HEADER,
     DeviceInfo,
@@ -127,7 +129,7 @@ def test_network_matches_reference(host, device):
     assert run.op == Op.RUN | ACK, run
     assert struct.unpack("<I", run.payload)[0] > 0  # cycles
     size = image.output.sample_words * lanes * len(x)
-    raw = host.request(Op.READ, read_payload(0, image.output.base, size)).payload
+    raw = host.request(Op.READ, read_payload(Target.INPUT, image.output.base, size)).payload
     y = image.output.unpack(np.frombuffer(raw, np.int8).reshape(len(x), -1))
     assert np.array_equal(y, run_network(x, layers))
 
@@ -135,8 +137,8 @@ def test_network_matches_reference(host, device):
 def test_garbage_then_a_good_frame_is_answered(host):
     # A false SYNC whose header check fails, then bytes without SYNC: the decoder (and the
     # gateware, which hunts again after a bad header) end up hunting.
-    garbage = b"\x00\xff\x13noise" + bytes([0xA5, 1, 2, 3, 4, 5]) + b"tail"
-    assert crc8(bytes([1, 2, 3, 4])) != 5
+    header = bytes(range(1, HEADER_SIZE - 1))
+    garbage = b"\x00\xff\x13noise" + bytes([0xA5]) + header + bytes([crc8(header) ^ 1]) + b"tail"
     probe = FrameDecoder()
     assert probe.feed(garbage) == [] and not probe.in_frame
     f = host.request(Op.INFO, prefix=garbage)  # garbage and frame in one write
@@ -282,7 +284,10 @@ def test_a_burst_with_dropped_bytes_gets_every_answer_at_once(device_server):
     url = device_server("icarus", "byte")
     port = serial.serial_for_url(url, timeout=ANSWER_TIMEOUT)
     try:
-        port.write(encode_frame(Op.INFO, 1) + bytes(160) + encode_frame(Op.INFO, 2))
+        # enough zeros that the second INFO comes after the first's answer (a byte a cycle in,
+        # several cycles per answer byte out): the device takes one frame at a time
+        gap = bytes(10 * (FRAME_OVERHEAD + DeviceInfo.SIZE))
+        port.write(encode_frame(Op.INFO, 1) + gap + encode_frame(Op.INFO, 2))
         decoder = FrameDecoder()
         frames = []
         deadline = time.monotonic() + ANSWER_TIMEOUT

@@ -28,7 +28,14 @@ from trine.contract.device_image import (
 )
 from trine.contract.errors import ParameterError, ParameterTypeError, check_int
 from trine.contract.network import default_input_shape, layer_kind
-from trine.contract.protocol import MAX_PAYLOAD, PROTOCOL_VERSION, DeviceInfo
+from trine.contract.protocol import (
+    MAX_PAYLOAD,
+    PROTOCOL_VERSION,
+    READABLE,
+    DeviceInfo,
+    Target,
+    readable_mask,
+)
 from trine.contract.reference import Conv, Layer
 from trine.contract.spec import SPEC_VERSION
 
@@ -36,6 +43,7 @@ __all__ = [
     "DECODERS",
     "WEIGHT_MEMORIES",
     "RAM_OUTPUTS",
+    "READBACKS",
     "SPRAM_DEPTH",
     "SPRAM_WIDTH",
     "SPRAM_BLOCKS",
@@ -65,6 +73,9 @@ WEIGHT_MEMORIES = ("generic", "spram")
 #: those registers for free (its output register, ``trine.flow.ecp5``), which takes the RAM's
 #: slow clock-to-output (about 5.8 ns in nextpnr's model) off every path after it.
 RAM_OUTPUTS = ("direct", "registered")
+#: Which memories READ reads: every one of ``trine.contract.protocol.READABLE``, or the
+#: activation pool only (the other three's read multiplexers cost about 120 iCE40 cells).
+READBACKS = ("all", "pool")
 #: Words and bits per word of one iCE40UP5K ``SB_SPRAM256KA``, and the blocks on the chip.
 SPRAM_DEPTH = 16384
 SPRAM_WIDTH = 16
@@ -107,6 +118,8 @@ class AcceleratorParams:
     ram_output : str
         One of :data:`RAM_OUTPUTS`: ``"registered"`` adds a cycle to the array's feed and to
         host reads of the pool.
+    readback : str
+        One of :data:`READBACKS` (INFO's ``readable``).
 
     Raises
     ------
@@ -125,6 +138,7 @@ class AcceleratorParams:
     decoder: str = "rom"
     weight_memory: str = "generic"
     ram_output: str = "direct"
+    readback: str = "all"
 
     def __post_init__(self):
         check_int("Lane count", self.lanes, 1)
@@ -137,7 +151,8 @@ class AcceleratorParams:
         check_int("Watchdog bits", self.watchdog_bits, 8, 31)
         for name, value, allowed in (("decoder", self.decoder, DECODERS),
                                      ("weight memory", self.weight_memory, WEIGHT_MEMORIES),
-                                     ("RAM output", self.ram_output, RAM_OUTPUTS)):
+                                     ("RAM output", self.ram_output, RAM_OUTPUTS),
+                                     ("readback", self.readback, READBACKS)):
             if not isinstance(value, str):
                 raise ParameterTypeError(f"{name} must be a str, not {value!r}")
             if value not in allowed:
@@ -175,6 +190,7 @@ class AcceleratorParams:
             act_words=self.act_words, table_words=self.table_words,
             weight_words=self.weight_words, bias_depth=self.bias_depth, clock_hz=int(clock_hz),
             baud=int(baud), max_run_cycles=self.max_run_cycles,
+            readable=readable_mask(READABLE if self.readback == "all" else [Target.INPUT]),
         )
 
     def limits(self) -> DeviceLimits:
@@ -311,10 +327,11 @@ SIMULATED = AcceleratorParams(lanes=8, rows=5, weight_words=2048, bias_depth=102
 #: The iCEBreaker's device (iCE40UP5K): 8 lanes x 5 rows, the weights in the four SPRAM
 #: blocks (16K words of 40 trits), 1024 biases, a pool of 256 words (2 KiB, four block RAMs),
 #: a table of 256 words (one block RAM), batches of 4. 8 x 5 is the largest array that fits
-#: the chip with the rest of the accelerator (see the README's board table).
+#: the chip with the rest of the accelerator (see the README's board table); READ reads the
+#: pool only, for want of room.
 UP5K = AcceleratorParams(lanes=8, rows=5, weight_words=16384, bias_depth=1024, act_words=256,
                          table_words=256, max_batch=4, watchdog_bits=26, decoder="rom",
-                         weight_memory="spram")
+                         weight_memory="spram", readback="pool")
 #: The ULX3S-85F's device (LFE5U-85F): a 32 x 8 array, 52 bytes (256 trits) per weight word in
 #: block RAM, so it takes a beat per clock; block RAM reads go through the RAMs' output
 #: registers (``ram_output="registered"``), for the clock.

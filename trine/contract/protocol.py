@@ -2,32 +2,62 @@
 
 Shared by the gateware (frame receiver and transmitter), the testbenches and the host client.
 
-Frame (both directions)
------------------------
+Frame (both directions, one layout)
+-----------------------------------
 =========  =====  ===========================================================================
 offset     size   field
 =========  =====  ===========================================================================
 0          1      ``SYNC`` = 0xA5
 1          1      ``op``: a request :class:`Op`, or in a response ``op | ACK`` or ``NAK``
 2          1      ``seq``: chosen by the host, echoed by the device
-3          2      ``length`` of the payload, little-endian, ``<= MAX_PAYLOAD``
-5          1      header check: CRC-8 (poly 0x07, init 0) of bytes 1..4
-6          n      payload
-6 + n      2      CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) of bytes 1..5+n, little-endian
+3          4      ``session``: the host's session nonce; an answer echoes its request's
+7          4      ``program``: in a request, the identity of the program its host has
+                  loaded (0: none, or a load under way); in an answer, the ``program`` of
+                  the last request that changed the device's memories (a WRITE or a RUN)
+11         4      ``owner``: in an answer, the ``session`` of that request; 0 in a request
+15         2      ``check``: an answer carries its request's CRC-16 field as received; 0 in a
+                  request
+17         2      ``length`` of the payload, little-endian, ``<= MAX_PAYLOAD``
+19         1      header check: CRC-8 (poly 0x07, init 0) of bytes 1..18
+20         n      payload
+20 + n     2      CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) of bytes 1..19+n, little-endian
 =========  =====  ===========================================================================
+
+All multi-byte fields are little-endian. Bytes 3..16 are the *tag* (:data:`TAG_SIZE`).
 
 Why this shape:
 
 * A receiver *hunts* for ``SYNC``. The header check rejects a false start (a 0xA5 inside a
-  payload, garbage) after 6 bytes, so a corrupted length never makes the receiver swallow the
+  payload, garbage) after 20 bytes, so a corrupted length never makes the receiver swallow the
   following frames; after any error it simply hunts again, which resynchronises by construction.
   Because the header is checked on its own, a frame whose payload is damaged can still be
-  answered with a NAK that carries the right ``seq``.
+  answered with a NAK that carries the right ``seq``. (Over 18 bytes the CRC-8 detects every
+  odd number of bit errors and every pair of errors less than 127 bits apart; the CRC-16
+  covers the header as well.)
 * CRC-16/CCITT has Hamming distance 4 for messages up to 32751 bits, far beyond the largest
-  frame (``MAX_PAYLOAD + 8`` bytes): every 1-, 2- and 3-bit error and every burst up to 16 bits is
-  detected. CRC-32 would cost two more bytes per frame and a wider checker for no gain at this
-  length. It is also ``binascii.crc_hqx(data, 0xFFFF)``, so the host side is C-speed.
-* Overhead is 8 bytes per frame: 0.8% at ``MAX_PAYLOAD`` = 1024.
+  frame (``MAX_PAYLOAD + FRAME_OVERHEAD`` bytes): every 1-, 2- and 3-bit error and every burst
+  up to 16 bits is detected. It is also ``binascii.crc_hqx(data, 0xFFFF)``, so the host side is
+  C-speed.
+* One layout both ways: whatever cuts a byte stream into frames (the host, the simulation
+  bridges) needs no direction.
+* Overhead is 22 bytes per frame: 2.1% at ``MAX_PAYLOAD`` = 1024.
+
+Sessions: an answer is never someone else's
+-------------------------------------------
+An answer belongs to a request only if its ``seq``, ``session`` and ``check`` are the
+request's: a host draws a random nonzero ``session`` when it connects, so an answer of an
+earlier session (replayed, or late) or of another host on the same line never matches, and
+``check`` ties it to the exact request bytes (op, seq, session, payload). ``program`` and
+``owner`` say whose device state an answer comes from: the device keeps the ``session`` and
+``program`` fields of the last request with a good CRC that changed its memories, once that
+request has been answered. A host that loads a program sends its identity (a digest of the
+image) with every request once the load is complete, and from its first WRITE on accepts an
+answer only while ``owner`` is its own session and ``program`` the one it is loading (0) or
+loaded, so a second host that writes or runs anything in between is noticed at the next
+answer. These fields guard
+against stale, replayed, misrouted and blindly forged answers, and against another host's
+changes; not against a party on the line that rewrites answers knowing this protocol (that
+would take a keyed MAC).
 
 A receiver also drops a partial frame when no byte arrives for ``FRAME_TIMEOUT_BYTES`` byte
 times, so a host that goes silent mid-frame never leaves the device waiting.
@@ -46,8 +76,14 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SYNC",
     "MAX_PAYLOAD",
+    "HEADER",
     "HEADER_SIZE",
+    "TAG_SIZE",
+    "TAG_OFFSET",
     "FRAME_OVERHEAD",
+    "PROGRAM_BYTES",
+    "READABLE",
+    "readable_mask",
     "FRAME_TIMEOUT_BYTES",
     "ACK",
     "NAK",
@@ -64,6 +100,7 @@ __all__ = [
     "crc8",
     "crc16",
     "encode_frame",
+    "frame_crc",
     "FrameDecoder",
     "DEFAULT_BAUD",
     "BITS_PER_BYTE",
@@ -72,12 +109,21 @@ __all__ = [
     "frame_timeout_cycles",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 SYNC = 0xA5
 MAX_PAYLOAD = 1024
-HEADER_SIZE = 6  # SYNC, op, seq, length (2), header check
+#: The header after ``SYNC`` and before its check: op, seq, session, program, owner, check,
+#: length.
+HEADER = struct.Struct("<BBIIIHH")
+_HEADER = HEADER
+HEADER_SIZE = 1 + _HEADER.size + 1  # SYNC, the fields, header check
+#: Where the tag (session, program, owner, check) starts, and its bytes, in that order.
+TAG_OFFSET = 3
+TAG_SIZE = 14
 FRAME_OVERHEAD = HEADER_SIZE + 2
+#: Bytes of the program identity (the ``program`` field).
+PROGRAM_BYTES = 4
 #: A partial frame is dropped after this many byte times without a byte.
 FRAME_TIMEOUT_BYTES = 64
 
@@ -96,15 +142,16 @@ class Op(enum.IntEnum):
     INFO        (none)                                 :class:`DeviceInfo`
     WRITE       target u8, word u32, data bytes        (none)
     RUN         n_layers u8, batch u16                 cycles u32
-    READ        memory u8 (0), word u32, count u16     ``count`` bytes
+    READ        memory u8, word u32, count u16         ``count`` bytes
     STATUS      (none)                                 busy u8, error u8, cycles u32, runs u32
     ==========  =====================================  =========================================
 
     WRITE stores ``data`` from byte 0 of word ``word`` of memory ``target`` (:class:`Target`)
     on, wrapping to the next word after the target's word size
-    (:func:`trine.contract.device_image.word_size`): a write is idempotent. READ returns bytes
-    the same way from the activation pool (``memory`` must be 0; it is the only memory the
-    host reads back).
+    (:func:`trine.contract.device_image.word_size`): a write is idempotent, and one of no
+    data bytes writes nothing (but, as every WRITE, makes its session and program the
+    device's: see the module notes). READ returns bytes the same way from ``memory``, one
+    of :data:`READABLE` that ``DeviceInfo.readable`` lists.
 
     Loading a program is WRITEs only: the device image's weights, biases and layer table
     (:class:`trine.contract.device_image.DeviceImage`, compiled by the host for the device's
@@ -136,13 +183,23 @@ class Op(enum.IntEnum):
 
 
 class Target(enum.IntEnum):
-    """The memory a WRITE goes to: weights, biases, the layer table (16-bit words), the
-    activation pool (``INPUT``: a program's inputs, or any pool word)."""
+    """The memory a WRITE goes to, or a READ reads: weights, biases, the layer table (16-bit
+    words), the activation pool (``INPUT``: a program's inputs, or any pool word)."""
 
     WEIGHTS = 0
     BIAS = 1
     LAYER = 2
     INPUT = 3
+
+
+#: The memories a READ can read (its ``memory`` byte). A device may read fewer
+#: (``DeviceInfo.readable``; always the activation pool).
+READABLE = (Target.WEIGHTS, Target.BIAS, Target.LAYER, Target.INPUT)
+
+
+def readable_mask(memories) -> int:
+    """``DeviceInfo.readable`` for the given memories."""
+    return sum(1 << int(t) for t in set(memories))
 
 
 class ErrorCode(enum.IntEnum):
@@ -159,7 +216,7 @@ class ErrorCode(enum.IntEnum):
     TIMEOUT = 0x08
 
 
-_INFO = struct.Struct("<HHHHHHHHIIIII")
+_INFO = struct.Struct("<HHHHHHHHIIIIIH")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,8 +236,18 @@ class DeviceInfo:
     clock_hz: int
     baud: int
     max_run_cycles: int  # the watchdog: a longer RUN ends with TIMEOUT
+    #: The memories READ reads: bit ``t`` for :class:`Target` ``t`` (see :func:`readable_mask`).
+    readable: int = 0
 
     SIZE = _INFO.size
+
+    def __post_init__(self):
+        if self.readable == 0:  # the default: every memory READ can read
+            object.__setattr__(self, "readable", readable_mask(READABLE))
+
+    def can_read(self, memory: int) -> bool:
+        """Whether READ reads ``memory`` on this device."""
+        return 0 <= memory < 16 and bool(self.readable >> memory & 1)
 
     def to_bytes(self) -> bytes:
         return _INFO.pack(*dataclasses.astuple(self))
@@ -206,10 +273,12 @@ def run_payload(n_layers: int, batch: int) -> bytes:
 
 
 def read_payload(memory: int, word: int, count: int) -> bytes:
-    """Payload of a READ request: ``count`` bytes of the activation pool from ``word`` on."""
-    if memory != 0 or not 0 <= word <= 0xFFFFFFFF or not 0 <= count <= MAX_PAYLOAD:
-        raise FrameError(f"READ needs memory 0 (the activation pool), a u32 word and "
-                         f"0..{MAX_PAYLOAD} bytes, not {memory}, {word}, {count}")
+    """Payload of a READ request: ``count`` bytes of ``memory`` (one of :data:`READABLE`)
+    from byte 0 of ``word`` on."""
+    if memory not in READABLE or not 0 <= word <= 0xFFFFFFFF or not 0 <= count <= MAX_PAYLOAD:
+        raise FrameError(f"READ needs a readable memory ({', '.join(t.name for t in READABLE)}"
+                         f"), a u32 word and 0..{MAX_PAYLOAD} bytes, not {memory}, {word}, "
+                         f"{count}")
     return struct.pack("<BIH", memory, word, count)
 
 
@@ -229,9 +298,22 @@ class FrameError(TrineError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Frame:
+    """A frame's fields (``crc`` is its CRC-16 field; in an answer, ``check`` is the CRC-16
+    field of the request it answers)."""
+
     op: int
     seq: int
     payload: bytes = b""
+    session: int = 0
+    program: int = 0
+    owner: int = 0
+    check: int = 0
+    crc: int = dataclasses.field(default=0, compare=False)
+
+    def encode(self) -> bytes:
+        """The frame's bytes (the CRC-16 computed afresh)."""
+        return encode_frame(self.op, self.seq, self.payload, session=self.session,
+                            program=self.program, owner=self.owner, check=self.check)
 
     @property
     def is_ack(self) -> bool:
@@ -264,23 +346,34 @@ def crc16(data: bytes, crc: int = 0xFFFF) -> int:
     return binascii.crc_hqx(data, crc)
 
 
-def encode_frame(op: int, seq: int, payload: bytes = b"") -> bytes:
-    """The bytes of one frame.
+def encode_frame(op: int, seq: int, payload: bytes = b"", *, session: int = 0,
+                 program: int = 0, owner: int = 0, check: int = 0) -> bytes:
+    """The bytes of one frame (a request leaves ``owner`` and ``check`` 0).
 
     Raises
     ------
     FrameError
-        If ``op`` or ``seq`` is not a byte or the payload is longer than ``MAX_PAYLOAD``.
+        If ``op`` or ``seq`` is not a byte, a tag field does not fit its width, or the payload
+        is longer than ``MAX_PAYLOAD``.
     """
     if not 0 <= op <= 0xFF:
         raise FrameError(f"op must be a byte, not {op}")
     if not 0 <= seq <= 0xFF:
         raise FrameError(f"seq must be a byte, not {seq}")
+    for name, value, bits in (("session", session, 32), ("program", program, 32),
+                              ("owner", owner, 32), ("check", check, 16)):
+        if not 0 <= value < 1 << bits:
+            raise FrameError(f"{name} must be a u{bits}, not {value}")
     if len(payload) > MAX_PAYLOAD:
         raise FrameError(f"payload of {len(payload)} bytes exceeds the maximum of {MAX_PAYLOAD}")
-    header = struct.pack("<BBH", op, seq, len(payload))
+    header = _HEADER.pack(op, seq, session, program, owner, check, len(payload))
     body = header + bytes([crc8(header)]) + bytes(payload)
     return bytes([SYNC]) + body + struct.pack("<H", crc16(body))
+
+
+def frame_crc(frame: bytes) -> int:
+    """The CRC-16 field of an encoded frame: what the answer to it carries as ``check``."""
+    return int.from_bytes(frame[-2:], "little")
 
 
 class FrameDecoder:
@@ -327,8 +420,9 @@ class FrameDecoder:
                 continue
             if len(buf) < HEADER_SIZE:
                 break
-            op, seq, length, check = struct.unpack_from("<BBHB", buf, 1)
-            if crc8(bytes(buf[1:5])) != check or length > MAX_PAYLOAD:
+            op, seq, session, program, owner, check, length = _HEADER.unpack_from(buf, 1)
+            if crc8(bytes(buf[1 : HEADER_SIZE - 1])) != buf[HEADER_SIZE - 1] or (
+                    length > MAX_PAYLOAD):
                 self.dropped += 1
                 del buf[:1]  # hunt again from the byte after this false SYNC
                 continue
@@ -337,7 +431,8 @@ class FrameDecoder:
                 break
             (crc,) = struct.unpack_from("<H", buf, end - 2)
             if crc16(bytes(buf[1 : end - 2])) == crc:
-                frames.append(Frame(op, seq, bytes(buf[HEADER_SIZE : end - 2])))
+                frames.append(Frame(op, seq, bytes(buf[HEADER_SIZE : end - 2]), session,
+                                    program, owner, check, crc))
             else:
                 self.errors.append((ErrorCode.BAD_CRC, op, seq))
             del buf[:end]
