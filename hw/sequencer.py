@@ -214,8 +214,8 @@ class LayerSequencer(wiring.Component):
             # The words checked are flagged a cycle ahead, so a check is one comparator on
             # the data and a flip-flop.
             m.d.sync += [k.eq(k + 1),
-                         entry_ends.eq(((k + 1 == DENSE_ENTRY_WORDS) & ~conv) |
-                                       (k + 1 == CONV_ENTRY_WORDS)),
+                         entry_ends.eq(((k == DENSE_ENTRY_WORDS - 1) & ~conv) |
+                                       (k == CONV_ENTRY_WORDS - 1)),
                          at_weight_base.eq(k == COUNT_WORDS[0]),
                          at_bias_base.eq(k == COUNT_WORDS[1]),
                          at_count.eq(Cat(*(k == w for w in COUNT_WORDS[2:])).any())]
