@@ -286,7 +286,7 @@ def test_multiplier_cells_counts_generic_and_dsp_multipliers():
     assert multiplier_cells({"$add": 4, "SB_CARRY": 9}) == {}
 
 
-def test_platform_overrides_keep_the_abc9_workaround_on_ecp5():
+def test_platform_overrides_drop_the_bypass_and_keep_the_abc9_workaround():
     from trine.flow.synth import BASELINE_FLOW, TERNARY_FLOW
 
     ecp5 = TERNARY_FLOW.platform_overrides("ecp5", "top")
@@ -298,7 +298,10 @@ def test_platform_overrides_keep_the_abc9_workaround_on_ecp5():
     assert ("synth_ecp5 -top top -run map_ram:map_luts; splitnets; "
             "synth_ecp5 -top top -run map_luts:;") in ecp5["script_after_synth"]
     ice40 = TERNARY_FLOW.platform_overrides("ice40", "top", ("-spram",))
-    assert ice40["synth_opts"] == "-dsp -spram"
+    assert ice40["synth_opts"] == "-dsp -spram -run :map_ram"
+    assert ice40["script_after_synth"].startswith(
+        "setparam -set RD_COLLISION_X_MASK 1 t:$mem_v2 a:no_rw_check %i ")
+    assert "synth_ice40 -dsp -spram -top top -run map_ram:;" in ice40["script_after_synth"]
     assert "top_generic_stat.json" in ice40["script_after_read"]
     with pytest.raises(ValueError, match="only the default LUT mapping"):
         BASELINE_FLOW.platform_overrides("ice40", "top")

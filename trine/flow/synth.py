@@ -246,8 +246,11 @@ class Flow:
         stat = f"tee -q -o {top}_stat.json stat -json"
         if family == "ice40":
             opts = [*(["-dsp"] if self.dsp else []), *extra]
-            return {"script_after_read": generic, "synth_opts": " ".join(opts),
-                    "script_after_synth": stat}
+            synth = " ".join(["synth_ice40", *opts, "-top", top])
+            # as for the ECP5 below: memories marked no_rw_check map without bypass logic
+            return {"script_after_read": generic,
+                    "synth_opts": " ".join([*opts, "-run", ":map_ram"]),
+                    "script_after_synth": f"{NO_RW_CHECK}; {synth} -run map_ram:; {stat}"}
         opts = " ".join([*([] if self.dsp else ["-nodsp"]), *extra])
         synth = " ".join(["synth_ecp5", *opts.split(), "-top", top])
         # The platform's template runs `synth_ecp5 <synth_opts> -top <top>`: stop it before
@@ -255,17 +258,18 @@ class Flow:
         # cycles by design) map without collision bypass logic, then stop before LUT mapping
         # and finish after splitnets (the abc9 workaround of :meth:`script`).
         return {"script_after_read": generic, "synth_opts": f"{opts} -run :map_ram".strip(),
-                "script_after_synth": f"{NO_RW_CHECK_ECP5}; {synth} -run map_ram:map_luts; "
+                "script_after_synth": f"{NO_RW_CHECK}; {synth} -run map_ram:map_luts; "
                                       f"splitnets; {synth} -run map_luts:; {stat}"}
 
 
-#: Yosys commands, between ``synth_ecp5``'s coarse and block RAM steps, that mark the read port
-#: of every memory with one read and one write port and the ``no_rw_check`` attribute as
-#: "don't care on a read/write collision". Amaranth emits synchronous read ports, which
-#: ``memory_dff`` (the pass that reads the attribute) leaves alone, so without this the block
-#: RAM mapping adds bypass logic (a comparator and a multiplexer per data bit) behind the RAM.
-NO_RW_CHECK_ECP5 = ("setparam -set RD_COLLISION_X_MASK 1 t:$mem_v2 a:no_rw_check %i "
-                    "r:RD_PORTS=1 %i r:WR_PORTS=1 %i")
+#: Yosys commands, between ``synth_ice40``'s or ``synth_ecp5``'s coarse and block RAM steps,
+#: that mark the read port of every memory with one read and one write port and the
+#: ``no_rw_check`` attribute as "don't care on a read/write collision". Amaranth emits
+#: synchronous read ports, which ``memory_dff`` (the pass that reads the attribute) leaves
+#: alone, so without this the block RAM mapping adds bypass logic (a comparator and a
+#: multiplexer per data bit) behind the RAM.
+NO_RW_CHECK = ("setparam -set RD_COLLISION_X_MASK 1 t:$mem_v2 a:no_rw_check %i "
+               "r:RD_PORTS=1 %i r:WR_PORTS=1 %i")
 
 #: Flow for the ternary array: DSP inference allowed, so that finding none proves the point.
 TERNARY_FLOW = Flow()
