@@ -29,7 +29,8 @@ class SinglePortMemory(wiring.Component):
     """A memory of ``depth`` words of ``n_bytes`` bytes with one address for reads and writes.
 
     In a cycle with any ``wr_en`` bit set, the enabled bytes of word ``addr`` are written and
-    ``rd_data`` becomes undefined (the SPRAM's behaviour; the generic memory keeps it). In a
+    ``rd_data`` becomes undefined (the SPRAM's behaviour; the generic memory reads the word
+    as it was before the write, when ``rd_en`` is set). In a
     cycle with ``rd_en`` and no write, word ``addr`` appears on ``rd_data`` in the next cycle.
     Otherwise ``rd_data`` holds.
 
@@ -84,19 +85,23 @@ class SinglePortMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        write = self.wr_en.any()
         if self.kind == "generic":
-            # Reads and writes never share a cycle: no bypass logic for block RAM.
+            # What a read gives in a cycle with a write is undefined (see above), so Yosys may
+            # ignore the collision (no bypass logic), and the read enable need not see the
+            # write enables: gating it with their OR made Yosys hold the block RAM's address
+            # through a multiplexer behind that OR (the ULX3S's worst path in one placement).
             m.submodules.memory = memory = Memory(shape=8 * self.n_bytes, depth=self.depth,
                                                   init=[], attrs={"no_rw_check": 1})
             wr = memory.write_port(granularity=8)
             rd = memory.read_port()
             m.d.comb += [
                 wr.addr.eq(self.addr), wr.data.eq(self.wr_data), wr.en.eq(self.wr_en),
-                rd.addr.eq(self.addr), rd.en.eq(self.rd_en & ~write),
+                rd.addr.eq(self.addr), rd.en.eq(self.rd_en),
                 self.rd_data.eq(rd.data),
             ]
             return m
+
+        write = self.wr_en.any()
 
         n_blocks = -(-8 * self.n_bytes // SPRAM_WIDTH)
         data = Cat(self.wr_data, Const(0, SPRAM_WIDTH * n_blocks - 8 * self.n_bytes))
