@@ -102,6 +102,14 @@ def measure(board_name: str, lanes: int, rows: int, out: Path, cache: Path,
     return _row(lanes, rows, report, time.perf_counter() - t0, error)
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``LANESxROWS`` as ``(lanes, rows)``."""
+    lanes, sep, rows = text.lower().partition("x")
+    if not sep or not lanes.isdigit() or not rows.isdigit():
+        raise argparse.ArgumentTypeError(f"expected LANESxROWS such as 32x8, not {text!r}")
+    return int(lanes), int(rows)
+
+
 def parse_change(text: str) -> dict:
     """``NAME=VALUE`` (an integer where it reads as one) as ``{NAME: VALUE}``."""
     name, sep, value = text.partition("=")
@@ -219,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="nextpnr seeds for the board's default device (default 1 2 3)")
     parser.add_argument("--keep", metavar="DIR",
                         help="keep the build folders in DIR (default: a temporary folder)")
+    parser.add_argument("--sizes", type=parse_size, nargs="+", metavar="LANESxROWS",
+                        help="build these array shapes instead of the grid (e.g. 32x8)")
     parser.add_argument("--clock-mhz", type=float, metavar="F",
                         help="build at this clock instead of each board's default")
     parser.add_argument("--compare", type=parse_change, action="append", metavar="NAME=VALUE",
@@ -229,6 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     grid = QUICK_GRID if args.quick else GRID
+    if args.sizes:
+        grid = {name: list(args.sizes) for name in GRID}
     boards = {}
     with tempfile.TemporaryDirectory(prefix="trine-bench-boards-") as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
