@@ -46,7 +46,7 @@ would fan out from the array to every feed register and memory enable).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -475,31 +475,45 @@ class AddressGenerator(wiring.Component):
 
         # ---- the issue side's steps -----------------------------------------------------
         with m.If(issue):
-            m.d.sync += wptr.eq(wptr + 1)
             with m.If(~g.end):
                 g.step()
-                m.d.sync += aptr.eq(aptr + 1)
             with m.Elif(~tx.end):
                 g.load(e.cw, ones["cw"], twos["cw"])
                 tx.step()
-                m.d.sync += [aptr.eq(aptr + 1), xx.eq(xx + 1)]
+                m.d.sync += xx.eq(xx + 1)
             with m.Elif(~ty.end):
                 g.load(e.cw, ones["cw"], twos["cw"])
                 tx.load(e.kw, ones["kw"], twos["kw"])
                 ty.step()
-                m.d.sync += [aptr.eq(pool(aptr + e.row_step)), xx.eq(x), yy.eq(yy + 1)]
+                m.d.sync += [xx.eq(x), yy.eq(yy + 1)]
             with m.Else():
                 # the window ends: the issuer jumps to the walker's next window
                 g.load(e.cw, ones["cw"], twos["cw"])
                 tx.load(e.kw, ones["kw"], twos["kw"])
                 ty.load(e.kh, ones["kh"], twos["kh"])
-                m.d.sync += [aptr.eq(n_start), x.eq(n_x), xx.eq(n_x), yy.eq(n_y)]
+                m.d.sync += [x.eq(n_x), xx.eq(n_x), yy.eq(n_y)]
                 with m.If(n_sample):
-                    m.d.sync += [wblock.eq(e.weight_base), wptr.eq(e.weight_base)]
+                    m.d.sync += wblock.eq(e.weight_base)
                 with m.Elif(n_block):
                     m.d.sync += wblock.eq(wptr + 1)  # and wptr steps on to it
-                with m.Else():
-                    m.d.sync += wptr.eq(wblock)  # the same block reads its weights again
+        # The two pointers, each as a sum and one multiplexer after it (a setup never meets
+        # a beat: the issue side has ended before the sequencer sets the next layer up).
+        # wptr: the next word, or the block's first again, or the layer's first (a window of
+        # the same block, of the next sample).
+        w_inc = Signal()
+        m.d.comb += w_inc.eq(issue & (~w_last | (n_block & ~n_sample)))
+        with m.If(w_inc):
+            m.d.sync += wptr.eq(wptr + 1)
+        with m.Elif(setup | issue):
+            m.d.sync += wptr.eq(Mux(setup | n_sample, e.weight_base, wblock))
+        # aptr: the next word of the window's row, or the first of its next row (a step from
+        # the table), or the next window's start.
+        a_sum = Signal.like(aptr)
+        m.d.comb += a_sum.eq(pool(aptr + Mux(g.end & tx.end, e.row_step, 1)))
+        with m.If(setup | (issue & w_last)):
+            m.d.sync += aptr.eq(Mux(setup, pool(e.in_base), n_start))
+        with m.Elif(issue):
+            m.d.sync += aptr.eq(a_sum)
 
         # ---- setup (after the steps above: it wins) ------------------------------------
         # The issue side loads in the setup cycle; the walker a cycle later and the output
@@ -514,12 +528,10 @@ class AddressGenerator(wiring.Component):
         with m.If(setup):
             for c, name in ((g, "cw"), (tx, "kw"), (ty, "kh")):
                 c.load(e[name], one(name), e[name] == 2)
-            base = pool(e.in_base)
             m.d.sync += [
-                x.eq(e.x0), xx.eq(e.x0), yy.eq(e.y0), aptr.eq(base),
+                x.eq(e.x0), xx.eq(e.x0), yy.eq(e.y0),
                 apply.eq(0), batch_one.eq(cfg.batch == 1),
-                wptr.eq(e.weight_base), wblock.eq(e.weight_base),
-                gap.eq(rows), done.eq(0),
+                wblock.eq(e.weight_base), gap.eq(rows), done.eq(0),
             ]
         with m.If(setup_walk):
             for i in levels:
