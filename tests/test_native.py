@@ -22,10 +22,14 @@ import pytest
 import serial
 
 from trine.contract.protocol import (
+    FRAME_OVERHEAD,
+    HEADER_SIZE,
     MAX_PAYLOAD,
+    DeviceInfo,
     FrameDecoder,
     Op,
     Target,
+    crc8,
     encode_frame,
     read_payload,
     write_payload,
@@ -93,17 +97,26 @@ def _corrupt(frame: bytes, at: int) -> bytes:
     return frame[:at] + bytes([frame[at] ^ 0x10]) + frame[at + 1:]
 
 
+#: A false SYNC and a whole header behind it whose check fails (the gateware takes a whole
+#: header before it checks it, then hunts again from the next byte).
+_HEADER_FIELDS = bytes(range(1, HEADER_SIZE - 1))
+_FALSE_HEADER = bytes([0xA5, *_HEADER_FIELDS, crc8(_HEADER_FIELDS) ^ 1])
+#: Zeros enough for the device to answer the INFO before them while they come in (a byte a
+#: cycle in, several cycles per answer byte out): it takes one frame at a time.
+_ANSWER_GAP = bytes(10 * (FRAME_OVERHEAD + DeviceInfo.SIZE))
+
+
 @pytest.mark.parametrize("request_bytes", [
     # a damaged payload: NAK BAD_CRC with the request's seq
     pytest.param(_corrupt(encode_frame(Op.WRITE, 7, write_payload(Target.INPUT, 0, bytes(9))),
-                          9), id="bad-crc"),
+                          HEADER_SIZE + 3), id="bad-crc"),
     pytest.param(encode_frame(0x6E, 8), id="unknown-opcode"),
     pytest.param(encode_frame(Op.READ, 9, read_payload(0, 0xFFFF_FF00, 4)), id="bad-address"),
     pytest.param(encode_frame(Op.RUN, 10, b"\x00\x00"), id="bad-length"),
     # garbage with a false SYNC, then a good frame in the same write
-    pytest.param(b"\x00\xff\x13noise" + bytes([0xA5, 1, 2, 3, 4, 5]) + encode_frame(Op.STATUS, 11),
+    pytest.param(b"\x00\xff\x13noise" + _FALSE_HEADER + encode_frame(Op.STATUS, 11),
                  id="garbage-then-status"),
-    pytest.param(encode_frame(Op.INFO, 12) + bytes(160) + encode_frame(Op.INFO, 13),
+    pytest.param(encode_frame(Op.INFO, 12) + _ANSWER_GAP + encode_frame(Op.INFO, 13),
                  id="burst-with-dropped-bytes"),
 ])
 def test_faults_get_the_same_answers(engines, request_bytes):
@@ -196,7 +209,7 @@ def test_the_frame_cutter_agrees_with_the_decoder(frame_count, seed):
 
 
 def test_a_bad_crc_counts_as_an_error_not_a_frame(frame_count):
-    data = _corrupt(encode_frame(Op.INFO, 1, b"xyz"), 7)
+    data = _corrupt(encode_frame(Op.INFO, 1, b"xyz"), HEADER_SIZE + 1)
     run = subprocess.run([str(frame_count), "1"], input=data, capture_output=True, check=True)
     assert run.stdout.decode().split() == ["0", "1", "0", "0"]
 
@@ -268,7 +281,8 @@ def test_once_stops_after_the_first_client(tmp_path):
 
     (line,) = stats.read_text().splitlines()
     summary = json.loads(line)
-    assert summary["requests"] == summary["answers"] == 2 and summary["bytes_in"] == 16
+    assert summary["requests"] == summary["answers"] == 2
+    assert summary["bytes_in"] == 2 * FRAME_OVERHEAD
 
 
 _SERVE_AND_WAIT = """
@@ -364,7 +378,7 @@ def test_uart_mode_answers_as_cocotb_does(make_program):
                 assert np.array_equal(results[name][0], program.run_reference(x)), name
         infos = _both(engines, encode_frame(Op.INFO, 3))
         bad = _both(engines, _corrupt(encode_frame(Op.WRITE, 4, write_payload(
-            Target.INPUT, 0, bytes(6))), 8))
+            Target.INPUT, 0, bytes(6))), HEADER_SIZE + 2))
     assert results["native"][1] == results["cocotb"][1]
     assert infos["native"] == infos["cocotb"] and bad["native"] == bad["cocotb"]
 
