@@ -108,6 +108,23 @@ def check_device(url: str, info, *, seed: int, baud: int | None = None,
         assert np.array_equal(y, program.run_reference(x))
 
 
+def stops_listening(url: str, timeout: float) -> bool:
+    """Whether the server at ``socket://127.0.0.1:PORT`` ``url`` stops accepting connections
+    within ``timeout`` seconds (each probe is a client that connects and leaves at once)."""
+    import socket
+    import time
+
+    address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(address, timeout=1).close()
+        except OSError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "board: runs against a real board's serial port (TRINE_PORT, TRINE_BOARD)")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import serial
+from conftest import stops_listening
 
 from trine.contract.protocol import (
     FRAME_OVERHEAD,
@@ -317,15 +318,7 @@ def test_a_server_stops_when_the_process_that_started_it_is_killed(engine):
         socket.create_connection(address, timeout=5).close()  # listening
         proc.kill()
         proc.wait(timeout=EXIT_TIMEOUT)
-        deadline = time.monotonic() + EXIT_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(address, timeout=1).close()
-            except OSError:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("the server outlived the process that started it")
+        assert stops_listening(url, EXIT_TIMEOUT), "the server outlived the process that started it"
     finally:
         if proc.poll() is None:
             proc.kill()

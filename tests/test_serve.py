@@ -5,13 +5,13 @@ the server also shows that it serves clients one after the other. Every wait is 
 serial timeout, and the server is killed when the module ends.
 """
 
-import socket
 import struct
 import time
 
 import numpy as np
 import pytest
 import serial
+from conftest import stops_listening
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
@@ -242,16 +242,8 @@ def test_once_stops_after_the_first_client():
         host = RawHost(url)
         assert host.request(Op.INFO).op == Op.INFO | ACK
         host.close()
-        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # the listener closes when the simulator ends
-            try:
-                socket.create_connection(address, timeout=1).close()
-            except OSError:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("still listening after the first client left")
+        # the listener closes when the simulator ends
+        assert stops_listening(url, 20), "still listening after the first client left"
 
 
 def test_serve_reports_a_server_that_dies():
