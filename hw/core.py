@@ -155,6 +155,16 @@ class AcceleratorCore(wiring.Component):
         target = Signal.like(host.target)
         lane = Signal.like(host.lane)
         m.d.sync += [target.eq(host.target), lane.eq(host.lane)]
+        words = {"weights": mem.weights.data, "biases": mem.biases.data, "table": mem.table.data}
+        if self.params.ram_output == "registered":
+            # As the pool's (CoreMemories.read_latency): the word read is registered before
+            # its byte is chosen, so no byte multiplexer follows a block RAM's read latch.
+            for name, word in words.items():
+                words[name] = Signal.like(word, name=f"host_{name}_q", reset_less=True)
+                m.d.sync += words[name].eq(word)
+            target_q, lane_q = Signal.like(target), Signal.like(lane)
+            m.d.sync += [target_q.eq(target), lane_q.eq(lane)]
+            target, lane = target_q, lane_q
 
         def byte(word, n_bytes):
             word = Cat(word, Const(0, 8 * n_bytes - len(word)))
@@ -162,11 +172,11 @@ class AcceleratorCore(wiring.Component):
 
         with m.Switch(target):
             with m.Case(Target.WEIGHTS):
-                m.d.comb += host.data.eq(byte(mem.weights.data, self.beat_bytes))
+                m.d.comb += host.data.eq(byte(words["weights"], self.beat_bytes))
             with m.Case(Target.BIAS):
-                m.d.comb += host.data.eq(byte(mem.biases.data, BIAS_STORE_BYTES))
+                m.d.comb += host.data.eq(byte(words["biases"], BIAS_STORE_BYTES))
             with m.Case(Target.LAYER):
-                m.d.comb += host.data.eq(byte(mem.table.data, TABLE_WORD_BYTES))
+                m.d.comb += host.data.eq(byte(words["table"], TABLE_WORD_BYTES))
             with m.Default():
                 m.d.comb += host.data.eq(mem.read.data)
 
