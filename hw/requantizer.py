@@ -85,7 +85,8 @@ class Requantizer(wiring.Component):
     none is held): ``i_stream.ready`` is high while no block is held and in the cycle the last
     row goes, so that blocks offered back to back take ``rows`` cycles each. A row's byte is on
     ``o_write`` six cycles after the cycle it is taken (unless ``dest.write`` was low). In a
-    cycle with ``flush`` high no row is taken and the rows held or in the pipeline are dropped;
+    cycle with ``flush`` high the rows held or in the pipeline are dropped (``dest.take`` may
+    still be high: the row it names is not written, and the destination side is set up again);
     a block offered in that cycle is not taken although ``i_stream.ready`` may be high, so its
     source must be flushed with it. The sum is exact: ``max(acc_width, BIAS_STORE_WIDTH) + 1``
     bits.
@@ -139,7 +140,9 @@ class Requantizer(wiring.Component):
         last_row = Signal(init=rows == 1)
         m.d.comb += [
             a_out.ready.eq(~holding | last_row),
-            dest.take.eq(holding & ~flush),
+            # a row "taken" in a flush cycle is dropped; the address generator is set up
+            # again before the next layer (flush does not reach its enables)
+            dest.take.eq(holding),
             dest.last.eq(last_row),
             self.biases.addr.eq(dest.bias),
         ]
