@@ -369,6 +369,13 @@ struct Chunk {
     bool after_pause;
 };
 
+// Non-blocking, and what arrives stamped by the kernel with its arrival time.
+void prepare_socket(int fd) {
+    int one = 1;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+}
+
 // One connected client, as trine.sim.clients.Client: its chunks not yet given to the device,
 // each marked if more than `pause` seconds passed before it since the client's previous bytes
 // or, if later, since it was last sent something; the times are the kernel's arrival times.
@@ -376,9 +383,8 @@ class Client {
   public:
     Client(int fd, double pause_s) : fd(fd), pause_s_(pause_s) {
         int one = 1;
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        prepare_socket(fd);
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     }
     ~Client() { close(fd); }
     Client(const Client&) = delete;
@@ -468,10 +474,7 @@ class Client {
 class Lobby {
   public:
     Lobby(int listener, double pause_s) : listener_(listener), pause_s_(pause_s) {
-        int one = 1;
-        fcntl(listener, F_SETFL, fcntl(listener, F_GETFL) | O_NONBLOCK);
-        // On the listener too, so that bytes sent before accept() are stamped as well.
-        setsockopt(listener, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+        prepare_socket(listener);  // stamped too, so that bytes sent before accept() are
     }
 
     // Accepts and reads whatever is waiting, after waiting at most `timeout_s` for something to
