@@ -114,15 +114,15 @@ def test_help_says_what_trine_and_every_command_do():
     assert proc.stdout.startswith("usage: trine [-h] [-v] [--version] COMMAND")
     assert "Ternary neural networks" in proc.stdout and "-vv" in proc.stdout
     (commands,) = build_parser()._subparsers._group_actions
-    assert set(commands.choices) == {"train", "eval", "import", "infer", "run", "sim", "build",
-                                     "program", "verilog", "regions"}
+    assert set(commands.choices) == {"train", "eval", "import", "infer", "run", "selftest", "sim",
+                                     "build", "program", "verilog", "regions"}
     for command in commands._choices_actions:  # the aliases share their command's line
         assert command.help
         assert re.search(rf"^    {re.escape(command.metavar)} ", proc.stdout, re.MULTILINE), \
             command.metavar
 
 
-@pytest.mark.parametrize("argv", [["train"], ["eval"], ["import"], ["infer"], ["sim"],
+@pytest.mark.parametrize("argv", [["train"], ["eval"], ["import"], ["infer"], ["selftest"], ["sim"],
                                   ["sim", "serve"], ["build"], ["program"], ["verilog"],
                                   ["verilog", "mac-array"]])
 def test_every_command_has_a_description(argv, capsys):
@@ -147,7 +147,7 @@ def test_command_modules_never_import_main():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 assert node.module != "trine.cli.main", path
-    assert len(COMMANDS) == 8
+    assert len(COMMANDS) == 9
 
 
 def test_device_options_are_the_same_everywhere():

@@ -8,7 +8,8 @@ needs when it runs, so host-side commands never load Amaranth or cocotb.
 
 Exit status: 0 on success; 2 with one line ``trine: error: ...`` on stderr for a
 :class:`trine.TrineError` (what the user can cause and fix) or a usage error; 3 from ``trine
-eval`` when the device differs from the reference; 130 on Ctrl-C. Any other exception is a bug
+eval`` when the device differs from the reference, and from ``trine selftest`` when a check
+fails; 130 on Ctrl-C. Any other exception is a bug
 and keeps its traceback.
 """
 
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Iterator
 
 import trine
-from trine.cli import board, import_model, infer, regions, sim, train, verilog
+from trine.cli import board, import_model, infer, regions, selftest, sim, train, verilog
 from trine.cli import eval as eval_command
 from trine.cli.common import HelpFormatter
 from trine.contract.errors import TrineError
@@ -29,7 +30,7 @@ from trine.contract.errors import TrineError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The command modules, in the order ``trine --help`` lists them.
-COMMANDS = (train, eval_command, import_model, infer, sim, board, verilog, regions)
+COMMANDS = (train, eval_command, import_model, infer, selftest, sim, board, verilog, regions)
 #: Exit status for a TrineError: the same as argparse's for a usage error.
 ERROR_STATUS = 2
 #: Exit status on Ctrl-C (128 + SIGINT, as a shell reports it).
