@@ -7,7 +7,7 @@ import importlib
 import time
 
 BENCHES = ["packing", "reference", "device", "sim_engines", "area", "boards", "qat", "qat_cnn",
-           "evolve", "evolve_islands", "regions", "import_accuracy", "fatnn"]
+           "evolve", "evolve_islands", "regions", "import_accuracy", "fatnn", "link_latency"]
 
 
 def main() -> None:

@@ -29,7 +29,10 @@ __all__ = ["Faults", "FaultyProxy", "ReplayingProxy", "ForgingProxy", "SharedLin
 
 @dataclasses.dataclass(frozen=True)
 class Faults:
-    """Per-byte fault probabilities (each in [0, 1]) and stalls."""
+    """Per-byte fault probabilities (each in [0, 1]), stalls, and a line: every byte arrives
+    ``latency`` seconds after it was sent, in each direction (a USB-serial bridge's latency
+    timer, say), and at most ``rate`` bytes per second pass (0: no limit; a 3 Mbaud UART
+    carries 300,000)."""
 
     flip: float = 0.0
     drop: float = 0.0
@@ -37,11 +40,49 @@ class Faults:
     garbage: float = 0.0
     stall_every: int = 0  # bytes between stalls on average; 0 = never
     stall_seconds: float = 0.0
+    latency: float = 0.0
+    rate: float = 0.0
 
     def __post_init__(self):
         for name in ("flip", "drop", "duplicate", "garbage"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability, not {getattr(self, name)}")
+        if not 0.0 <= self.latency < 60.0:
+            raise ValueError(f"latency must be 0 to 60 seconds, not {self.latency}")
+        if not self.rate >= 0.0:
+            raise ValueError(f"rate must be >= 0 bytes per second, not {self.rate}")
+
+
+class _DelayLine:
+    """``sendall`` that delivers each piece ``latency`` seconds later, in order, and no
+    faster than ``rate`` bytes per second (0: at once)."""
+
+    def __init__(self, dst: socket.socket, latency: float, rate: float,
+                 stop: threading.Event):
+        self.dst, self.latency, self.rate, self.stop = dst, latency, rate, stop
+        self.queue: queue.Queue[tuple[float, bytes]] = queue.Queue()
+        self._free = 0.0  # when the line has sent everything queued
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def sendall(self, data) -> None:
+        if data:
+            now = time.monotonic()
+            start = max(now, self._free)
+            self._free = start + (len(data) / self.rate if self.rate else 0.0)
+            self.queue.put((self._free + self.latency, bytes(data)))
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                due, data = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            time.sleep(max(0.0, due - time.monotonic()))
+            try:
+                self.dst.sendall(data)
+            except OSError:
+                return
 
 
 @dataclasses.dataclass
@@ -103,6 +144,9 @@ class FaultyProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, direction: str,
               rng: random.Random) -> None:
         f, n = self.faults, self.counts[direction]
+        sock = dst
+        if f.latency or f.rate:
+            dst = _DelayLine(sock, f.latency, f.rate, self._stop)
         src.settimeout(0.1)
         try:
             while not self._stop.is_set():
@@ -137,7 +181,11 @@ class FaultyProxy:
         except OSError:
             pass  # the other side closed: the session is over
         finally:
-            for s in (src, dst):
+            if isinstance(dst, _DelayLine):  # what is on its way still arrives
+                deadline = dst._free + f.latency + 1.0
+                while not dst.queue.empty() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            for s in (src, sock):
                 try:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
