@@ -323,10 +323,17 @@ class AddressGenerator(wiring.Component):
 
         all_end = Signal()
         m.d.comb += all_end.eq(Cat(c.end for c in pc).all())
+        # the steps of the level that advances, chosen with the decision: one adder each
+        act_step = Signal.like(e.act_step0)
+        x_step = Signal.like(e.x_step0)
+        y_step = Signal.like(e.y_step0)
         with m.If(~n_valid & ~apply):
             m.d.sync += apply.eq(1)
-            for i in levels:
-                m.d.sync += adv[i].eq(Cat(c.end for c in pc[:i]).all() & ~pc[i].end)
+            level = [Cat(c.end for c in pc[:i]).all() & ~pc[i].end for i in levels]
+            m.d.sync += [adv[i].eq(level[i]) for i in levels]
+            for step, name in ((act_step, "act_step"), (x_step, "x_step"), (y_step, "y_step")):
+                m.d.sync += step.eq(_choose(len(step), [
+                    (level[i], e[f"{name}{i}"].as_unsigned()) for i in levels]))
             last_window = all_end & j.end & b.end
             m.d.sync += [adv[-3].eq(all_end & ~j.end), adv[-2].eq(all_end & j.end & ~b.end),
                          adv[-1].eq(last_window)]
@@ -340,16 +347,14 @@ class AddressGenerator(wiring.Component):
             moved = adv[-3] | adv[-2]  # a new block or sample: the positions start again
             next_in = pool(in_s + e.in_sample_words)
 
+            stepped = adv[:POSITION_LEVELS].any()
             m.d.sync += [
                 n_start.eq(_choose(abits, [
-                    *((adv[i], pool(n_start + e[f"act_step{i}"])) for i in levels),
-                    (adv[-3], in_s), (adv[-2], next_in)])),
+                    (stepped, pool(n_start + act_step)), (adv[-3], in_s), (adv[-2], next_in)])),
                 n_x.eq(_choose(coordinate, [
-                    *((adv[i], n_x + e[f"x_step{i}"]) for i in levels),
-                    (moved, e.x0.as_unsigned())]).as_signed()),
+                    (stepped, n_x + x_step), (moved, e.x0.as_unsigned())]).as_signed()),
                 n_y.eq(_choose(coordinate, [
-                    *((adv[i], n_y + e[f"y_step{i}"]) for i in levels),
-                    (moved, e.y0.as_unsigned())]).as_signed()),
+                    (stepped, n_y + y_step), (moved, e.y0.as_unsigned())]).as_signed()),
             ]
             for k in levels:
                 with m.If(reload[k]):
@@ -418,10 +423,14 @@ class AddressGenerator(wiring.Component):
         o_adv = Signal(POSITION_LEVELS + 2)
         o_reload = Signal(POSITION_LEVELS)  # the position counters that start again
         o_done = Signal()
+        o_step = Signal.like(e.out_step0)  # the out step of the level that advances
         o_all_end = Cat(c.end for c in opc).all()
+        o_level = [Cat(c.end for c in opc[:i]).all() & ~opc[i].end for i in levels]
         decide = m.d.sync if rows > 1 else m.d.comb
         decide += [
-            *(o_adv[i].eq(Cat(c.end for c in opc[:i]).all() & ~opc[i].end) for i in levels),
+            *(o_adv[i].eq(o_level[i]) for i in levels),
+            o_step.eq(_choose(len(o_step), [(o_level[i], e[f"out_step{i}"].as_unsigned())
+                                            for i in levels])),
             o_adv[-2].eq(o_all_end & ~oj.end),
             o_adv[-1].eq(o_all_end & oj.end),
             *(o_reload[k].eq(Cat(c.end for c in opc[:k + 1]).all()) for k in levels),
@@ -438,7 +447,7 @@ class AddressGenerator(wiring.Component):
             with m.If(dest.last):
                 next_out = pool(out_s + e.out_sample_words)
                 m.d.sync += pos.eq(_choose(abits, [
-                    *((o_adv[i], pool(pos + e[f"out_step{i}"])) for i in levels),
+                    (o_adv[:POSITION_LEVELS].any(), pool(pos + o_step)),
                     (o_adv[-2], out_s), (o_adv[-1], next_out)]))
                 for k in levels:
                     with m.If(o_reload[k]):
