@@ -113,7 +113,7 @@ class LayerSequencer(wiring.Component):
 
         busy = Signal()
         flush = Signal()
-        n_layers = Signal.like(run.n_layers)
+        last_index = Signal.like(run.n_layers)  # n_layers - 1: no adder before the comparator
         batch = Signal.like(run.batch)
         error = Signal(8)
         m.submodules.cycle_counter = cycle_counter = CycleCounter(CYCLE_COUNTER_WIDTH)
@@ -158,7 +158,7 @@ class LayerSequencer(wiring.Component):
         fsm_running = Signal()
         m.d.sync += [
             past_end.eq(fsm_running & loops.overrun),
-            last_layer.eq(layer + 1 == n_layers),
+            last_layer.eq(layer == last_index),
         ]
         # `flush` is a register: it clears the datapath in the cycle after a start (nothing
         # is issued before the layer table is read), so that no decision fans out to it.
@@ -192,7 +192,7 @@ class LayerSequencer(wiring.Component):
             with m.If(run.start):
                 m.d.comb += cycle_counter.clear.eq(1)
                 m.d.sync += stop.eq(1)
-                m.d.sync += [flush.eq(1), busy.eq(1), n_layers.eq(run.n_layers),
+                m.d.sync += [flush.eq(1), busy.eq(1), last_index.eq(run.n_layers - 1),
                              bad_args.eq((run.n_layers == 0) | (run.batch == 0) |
                                          (run.batch > p.max_batch)),
                              batch.eq(run.batch), error.eq(0), layer.eq(0), taddr.eq(0)]
