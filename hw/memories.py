@@ -150,11 +150,14 @@ class CoreMemories(wiring.Component):
         wr_data = Signal.like(host.data, reset_less=True)
         m.d.sync += [wr_addr.eq(host.addr), wr_lane.eq(host.lane), wr_data.eq(host.data)]
 
+        def host_selects(target, n_bytes, depth):
+            return (host.en & ~busy & (host.target == target) &
+                    (host.lane < n_bytes) & (host.addr < depth))
+
         def host_enables(target, n_bytes, depth, name=""):
-            sel = (host.en & ~busy & (host.target == target) &
-                   (host.lane < n_bytes) & (host.addr < depth))
             enables = Signal(n_bytes, name=f"{name}_we")
-            m.d.sync += enables.eq(byte_enable(sel, host.lane, n_bytes))
+            m.d.sync += enables.eq(byte_enable(host_selects(target, n_bytes, depth),
+                                               host.lane, n_bytes))
             return enables
 
         # ---- layer table ----------------------------------------------------------------
@@ -196,10 +199,15 @@ class CoreMemories(wiring.Component):
         m.submodules.weights = wmem = self.weight_memory
         bb = p.beat_bytes
         w_we = host_enables(Target.WEIGHTS, bb, p.weight_words, name="weights")
+        # Whether a weight write lands in this cycle, registered beside the byte enables: an
+        # OR over them (a byte per 5 trits: 52 on the ULX3S) in front of the address
+        # multiplexer of every weight block RAM was the ULX3S's worst path.
+        w_write = Signal()
+        m.d.sync += w_write.eq(host_selects(Target.WEIGHTS, bb, p.weight_words))
         m.d.comb += [
             # a host write lands from its registers; otherwise the port's address is read
             # (the feed's while busy, whatever the core puts there while idle)
-            wmem.addr.eq(Mux(w_we.any(), wr_addr, self.weights.addr)),
+            wmem.addr.eq(Mux(w_write, wr_addr, self.weights.addr)),
             wmem.wr_data.eq(wr_data.replicate(bb)),
             wmem.wr_en.eq(w_we),
             wmem.rd_en.eq(self.weights.en),
