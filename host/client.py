@@ -178,6 +178,8 @@ def _check_info(info: DeviceInfo) -> None:
                  "weight_words", "bias_depth", "max_run_cycles"):
         if getattr(info, name) < 1:
             raise DeviceError(f"device info is inconsistent: {name} is 0")
+    if not info.can_read(Target.INPUT):
+        raise DeviceError("device info is inconsistent: READ does not read the activation pool")
     if info.table_words < DENSE_ENTRY_WORDS:
         raise DeviceError(
             f"device info is inconsistent: table_words {info.table_words} cannot hold one "

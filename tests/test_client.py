@@ -530,6 +530,8 @@ def test_wrong_status_length_is_rejected(peers):
          f"device implements trine.contract.spec version 9, this client version "
                               f"{SPEC_VERSION}"),
         ({"act_words": 0}, "device info is inconsistent: act_words is 0"),
+        ({"readable": 0b0001},
+         "device info is inconsistent: READ does not read the activation pool"),
         ({"table_words": 9}, "device info is inconsistent: table_words 9 cannot hold one "
                              "layer (10 words)"),
         ({"max_payload": 8}, "device info is inconsistent: max_payload 8 cannot carry a "

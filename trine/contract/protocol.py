@@ -236,13 +236,14 @@ class DeviceInfo:
     clock_hz: int
     baud: int
     max_run_cycles: int  # the watchdog: a longer RUN ends with TIMEOUT
-    #: The memories READ reads: bit ``t`` for :class:`Target` ``t`` (see :func:`readable_mask`).
-    readable: int = 0
+    #: The memories READ reads: bit ``t`` for :class:`Target` ``t`` (see :func:`readable_mask`);
+    #: by default all of :data:`READABLE`.
+    readable: int | None = None
 
     SIZE = _INFO.size
 
     def __post_init__(self):
-        if self.readable == 0:  # the default: every memory READ can read
+        if self.readable is None:
             object.__setattr__(self, "readable", readable_mask(READABLE))
 
     def can_read(self, memory: int) -> bool:
