@@ -121,7 +121,7 @@ BOARDS: Mapping[str, Board] = MappingProxyType({b.name: b for b in [
         name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
         family="ice40", device="iCE40UP5K-SG48", osc_hz=12_000_000, clock="clk12",
         uart="uart", bridge="FT2232H channel B", max_baud=6_000_000, default_baud=3_000_000,
-        default_clock_hz=48_000_000, params=UP5K,
+        default_clock_hz=39_000_000, params=UP5K,
         # -spram: memories that suit the UltraPlus's 4 x 32 KiB SPRAM may go there.
         synth_opts=("-spram",), bitstream_suffix=".bin", loader_board="ice40_generic",
     ),
