@@ -138,7 +138,7 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                       weight_decay=0.1),
         "qat": dict(hidden=(256, 128, 128), epochs=100, batch_size=64, lr=0.05,
                     logit_scale=0.2, threshold="row"),
-        "cnn": dict(arch="c64k5p2,m2,c64k3p1,m2,c64k3p1,m2", input_shape=(1, 40), epochs=100,
+        "cnn": dict(arch="c64k5p2,m2,c64k3p1,m2,c64k3p1,m2", input_shape=(1, 40), epochs=150,
                     batch_size=100, lr=0.05, logit_scale=0.2, threshold="layer",
                     act_percentile=99.99, weight_decay=0.1),
     },
