@@ -157,11 +157,12 @@ class AcceleratorCore(wiring.Component):
         m.d.sync += [target.eq(host.target), lane.eq(host.lane)]
         words = {"weights": mem.weights.data, "biases": mem.biases.data, "table": mem.table.data}
         if self.params.ram_output == "registered":
-            # As the pool's (CoreMemories.read_latency): the word read is registered before
-            # its byte is chosen, so no byte multiplexer follows a block RAM's read latch.
-            for name, word in words.items():
-                words[name] = Signal.like(word, name=f"host_{name}_q", reset_less=True)
-                m.d.sync += words[name].eq(word)
+            # As the pool's and the weights' (CoreMemories.read_latency, registered there):
+            # the word read is registered before its byte is chosen, so no byte multiplexer
+            # follows a block RAM's read latch.
+            for name in ("biases", "table"):
+                words[name] = Signal.like(words[name], name=f"host_{name}_q", reset_less=True)
+                m.d.sync += words[name].eq(getattr(mem, name).data)
             target_q, lane_q = Signal.like(target), Signal.like(lane)
             m.d.sync += [target_q.eq(target), lane_q.eq(lane)]
             target, lane = target_q, lane_q

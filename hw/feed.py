@@ -6,8 +6,9 @@ weight word into trit codes. The beat's ``valid``, ``zero`` and ``last`` and the
 word travel alongside in registers (a ``zero`` beat, a window word in a convolution's zero
 padding, gets zero activations instead of the word read), so the beat reaches the array two
 cycles after it was issued, with every lane's inputs from registers (the array does not
-register its input). With ``params.ram_output == "registered"`` the decoder takes a cycle
-more (:class:`trine.hw.decoder.TritDecoder`), and so does everything beside it: three cycles.
+register its input). With ``params.ram_output == "registered"`` the memories' words and the
+decoder each take a cycle more (:class:`trine.hw.decoder.TritDecoder`), and so does
+everything beside them: four cycles.
 """
 
 from __future__ import annotations
@@ -50,21 +51,23 @@ class ArrayFeed(wiring.Component):
     acts : In(ReadPort.Signature(addr_width=pool_address_width(params), shape=8 * lanes))
         Read ports, read at every cycle's beat address whether a beat is valid or not. With
         ``params.ram_output == "registered"`` the pool's word comes two cycles after its
-        address (:class:`trine.hw.memories.CoreMemories`), the weight word one.
+        address (:class:`trine.hw.memories.CoreMemories`), and so does the weight word.
     o_stream : Out(stream.Signature(mac_input_layout(lanes, rows)))
     illegal : Out(1)
 
     Attributes
     ----------
     latency : int
-        2, or 3 with ``params.ram_output == "registered"``.
+        2, or 4 with ``params.ram_output == "registered"``.
     """
 
     def __init__(self, params: AcceleratorParams):
         self.params = p = check_params(params)
         self.decoder = TritDecoder(p.beat_bytes, p.decoder,
                                    registered=p.ram_output == "registered")
-        self.latency = 1 + self.decoder.latency
+        # a registered weight memory gives its word a cycle later
+        self.weight_latency = 2 if p.ram_output == "registered" else 1
+        self.latency = self.weight_latency + self.decoder.latency
         super().__init__({
             "flush": In(1),
             "i_beat": In(stream.Signature(beat_layout(p), always_ready=True)),

@@ -93,8 +93,8 @@ class CoreMemories(wiring.Component):
     While ``busy`` is high the datapath has the ports: a read port gives the word at the address
     of the previous cycle (``lib.memory`` timing; ``en`` is ignored, a word is read every cycle),
     ``result`` writes a byte of the pool and ``acts`` reads a word of it. With
-    ``params.ram_output == "registered"`` the pool's reads (``acts`` and host reads) take a
-    cycle more: its data is registered before anything uses it.
+    ``params.ram_output == "registered"`` the pool's reads (``acts`` and host reads) and the
+    weights' take a cycle more: their data is registered before anything uses it.
 
     Parameters
     ----------
@@ -116,8 +116,8 @@ class CoreMemories(wiring.Component):
     Attributes
     ----------
     read_latency : int
-        Cycles from a pool address (``acts.addr``, ``read.addr``) to its data: 1, or 2 with
-        ``params.ram_output == "registered"``.
+        Cycles from a pool or weight address (``acts.addr``, ``read.addr``,
+        ``weights.addr``) to its data: 1, or 2 with ``params.ram_output == "registered"``.
     """
 
     def __init__(self, params: AcceleratorParams):
@@ -211,8 +211,15 @@ class CoreMemories(wiring.Component):
             wmem.wr_data.eq(wr_data.replicate(bb)),
             wmem.wr_en.eq(w_we),
             wmem.rd_en.eq(self.weights.en),
-            self.weights.data.eq(wmem.rd_data),
         ]
+        if p.ram_output == "registered":
+            # Nothing but a register after the weight RAMs (their output registers on ECP5):
+            # their data goes to the decoder ROMs' addresses, block RAMs spread over the chip.
+            weights_q = Signal.like(wmem.rd_data, name="weights_data_q", reset_less=True)
+            m.d.sync += weights_q.eq(wmem.rd_data)
+            m.d.comb += self.weights.data.eq(weights_q)
+        else:
+            m.d.comb += self.weights.data.eq(wmem.rd_data)
 
         # ---- activation pool ------------------------------------------------------------
         lanes = p.lanes

@@ -1,5 +1,5 @@
 """trine.hw.feed.ArrayFeed under Amaranth's simulator: beats with idle gaps, read from memories
-and decoded, reach the array two cycles later (three with a registered decoder); illegal bytes
+and decoded, reach the array two cycles later (four with registered RAM output); illegal bytes
 are flagged; a flush drops the beats in flight. The feed has no backpressure by design (the
 address generator paces it)."""
 
@@ -15,12 +15,12 @@ from trine.hw.feed import ArrayFeed
 from trine.sim.testbench import StreamMonitor, StreamSource, simulate
 
 #: Cycles from a beat on ``i_beat`` to the same beat on ``o_stream``, by ``ram_output``.
-LATENCY = {"direct": 2, "registered": 3}
+LATENCY = {"direct": 2, "registered": 4}
 
 
 class Harness(wiring.Component):
-    """The feed with a weight memory and an activation memory behind its read ports (the
-    latter registered once more with a registered RAM output, as
+    """The feed with a weight memory and an activation memory behind its read ports (both
+    registered once more with a registered RAM output, as
     :class:`trine.hw.memories.CoreMemories` does)."""
 
     def __init__(self, params, weights, acts):
@@ -34,13 +34,13 @@ class Harness(wiring.Component):
         m = Module()
         m.submodules.feed, m.submodules.weights, m.submodules.acts = (self.feed, self.weights,
                                                                       self.acts)
-        wiring.connect(m, self.feed.weights, self.weights.read_port())
-        port = self.acts.read_port()
-        m.d.comb += [port.addr.eq(self.feed.acts.addr), port.en.eq(self.feed.acts.en)]
-        if self.params.ram_output == "registered":
-            m.d.sync += self.feed.acts.data.eq(port.data)
-        else:
-            m.d.comb += self.feed.acts.data.eq(port.data)
+        for feed_port, memory in ((self.feed.weights, self.weights), (self.feed.acts, self.acts)):
+            port = memory.read_port()
+            m.d.comb += [port.addr.eq(feed_port.addr), port.en.eq(feed_port.en)]
+            if self.params.ram_output == "registered":
+                m.d.sync += feed_port.data.eq(port.data)
+            else:
+                m.d.comb += feed_port.data.eq(port.data)
         return m
 
 

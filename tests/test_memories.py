@@ -69,12 +69,14 @@ def test_host_and_datapath_ports_match_the_model(lanes, rows, ram_output):
     assert dut.read_latency == (2 if ram_output == "registered" else 1)
     model = Model(p)
     checked = {"read": 0, "table": 0, "weights": 0, "biases": 0, "acts": 0, "ignored": 0}
-    # the pool's reads (host and datapath) seen read_latency - 1 cycles after the others
+    # the pool's and the weights' reads (host and datapath): (port, value, name, cycle),
+    # seen read_latency - 1 cycles after the others
     pool_reads = []
 
     async def bench(ctx):
         w, r = dut.write, dut.read
         pending = None  # the host write presented in the previous cycle
+        cycle = 0
         for phase in range(6):
             busy = phase % 2 == 1
             ctx.set(dut.busy, busy)
@@ -105,26 +107,32 @@ def test_host_and_datapath_ports_match_the_model(lanes, rows, ram_output):
                 await ctx.tick()
                 # what was read at that edge, before its writes
                 if not busy:
-                    pool_reads.append((r.data, model.pool[reads["addr"], reads["lane"]], "read"))
+                    pool_reads.append((r.data, model.pool[reads["addr"], reads["lane"]], "read",
+                                       cycle))
                 else:
                     assert ctx.get(dut.table.data) == model.word(model.table, dp["table"])
                     assert ctx.get(dut.biases.data) == model.bias(dp["biases"])
-                    pool_reads.append((dut.acts.data, model.word(model.pool, dp["acts"]), "acts"))
+                    pool_reads.append((dut.acts.data, model.word(model.pool, dp["acts"]), "acts",
+                                       cycle))
                     checked["table"] += 1
                     checked["biases"] += 1
                     if not weights_written:
-                        assert ctx.get(dut.weights.data) == model.word(model.weights,
-                                                                       dp["weights"])
-                        checked["weights"] += 1
-                if len(pool_reads) == dut.read_latency:
-                    port, value, name = pool_reads.pop(0)
-                    assert ctx.get(port) == value
+                        pool_reads.append((dut.weights.data,
+                                           model.word(model.weights, dp["weights"]), "weights",
+                                           cycle))
+                # the pool's and the weights' reads: seen read_latency - 1 cycles later
+                due = [x for x in pool_reads if x[3] == cycle - dut.read_latency + 1]
+                for x in due:
+                    port, value, name, _ = x
+                    assert ctx.get(port) == value, name
                     checked[name] += 1
+                    pool_reads.remove(x)
                 # the writes of that edge
                 if pending is not None:
                     model.host_write(*pending)
                 if result is not None:
                     model.pool[result[0], result[1]] = result[2]
+                cycle += 1
                 taken = host is not None and step < 148
                 pending = host if taken and not busy else None
                 checked["ignored"] += taken and busy
