@@ -171,13 +171,22 @@ class AcceleratorCore(wiring.Component):
             word = Cat(word, Const(0, 8 * n_bytes - len(word)))
             return word.word_select(lane[:max(1, (n_bytes - 1).bit_length())], 8)
 
+        data = Signal.like(host.data)
+        if self.params.ram_output == "registered":
+            # and the byte chosen (a 52-way multiplexer for the ULX3S's weights) is registered
+            # before the answer's own multiplexers (host_read_latency)
+            data_q = Signal.like(host.data, reset_less=True)
+            m.d.sync += data_q.eq(data)
+            m.d.comb += host.data.eq(data_q)
+        else:
+            m.d.comb += host.data.eq(data)
         with m.Switch(target):
             with m.Case(Target.WEIGHTS):
-                m.d.comb += host.data.eq(byte(words["weights"], self.beat_bytes))
+                m.d.comb += data.eq(byte(words["weights"], self.beat_bytes))
             with m.Case(Target.BIAS):
-                m.d.comb += host.data.eq(byte(words["biases"], BIAS_STORE_BYTES))
+                m.d.comb += data.eq(byte(words["biases"], BIAS_STORE_BYTES))
             with m.Case(Target.LAYER):
-                m.d.comb += host.data.eq(byte(words["table"], TABLE_WORD_BYTES))
+                m.d.comb += data.eq(byte(words["table"], TABLE_WORD_BYTES))
             with m.Default():
-                m.d.comb += host.data.eq(mem.read.data)
+                m.d.comb += data.eq(mem.read.data)
 

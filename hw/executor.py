@@ -38,7 +38,7 @@ from trine.contract.protocol import (
 from trine.hw.answers import AnswerKind, AnswerSource
 from trine.hw.host_port import TARGET_WIDTH, HostPortSignature
 from trine.hw.link import FRAME_EVENT_LAYOUT, FRAME_HEADER_LAYOUT
-from trine.hw.memories import address_width
+from trine.hw.memories import address_width, host_read_latency
 from trine.hw.onehot import OneHotFSM
 from trine.hw.params import check_params
 
@@ -187,9 +187,9 @@ class CommandExecutor(wiring.Component):
         byte_valid = Signal()
         m.d.comb += [self.o_frame.valid.eq(frame_valid), self.o_stream.valid.eq(byte_valid)]
 
-        # A registered pool gives a READ's byte a cycle later (CoreMemories.read_latency).
-        pool_wait = p.ram_output == "registered"
-        fsm = OneHotFSM(m, _STATES + (("SEND_WAIT",) if pool_wait else ()))
+        # With registered RAM output a READ's byte comes a cycle or two later.
+        waits = tuple(f"SEND_WAIT{i}" for i in range(host_read_latency(p) - 1))
+        fsm = OneHotFSM(m, _STATES + waits)
 
         def answer(kind):
             m.d.sync += r_kind.eq(kind)
@@ -411,10 +411,10 @@ class CommandExecutor(wiring.Component):
                 m.d.comb += self.i_frame.ready.eq(1)
                 fsm.go("IDLE")
             with m.Else():
-                fsm.go("SEND_WAIT" if pool_wait else "SEND_LATCH")
-        if pool_wait:
-            with fsm.state("SEND_WAIT"):
-                fsm.go("SEND_LATCH")
+                fsm.go((*waits, "SEND_LATCH")[0])
+        for state, after in zip(waits, (*waits, "SEND_LATCH")[1:], strict=True):
+            with fsm.state(state):
+                fsm.go(after)
         with fsm.state("SEND_LATCH"):
             m.d.sync += [send_byte.eq(source.byte), byte_valid.eq(1)]
             fsm.go("SEND")

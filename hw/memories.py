@@ -35,6 +35,7 @@ __all__ = [
     "PoolWriteSignature",
     "CoreMemories",
     "byte_enable",
+    "host_read_latency",
     "address_width",
     "pool_address_width",
 ]
@@ -54,6 +55,16 @@ def pool_address_width(params: AcceleratorParams) -> int:
     ``2**pool_address_width``: every word a valid table reads or writes is below
     ``act_words``, so its address is the same either way."""
     return address_width(params.act_words)
+
+
+def host_read_latency(params: AcceleratorParams) -> int:
+    """Cycles from a host read's address to its byte at the core's host port
+    (:class:`trine.hw.core.AcceleratorCore`): 1; with ``ram_output == "registered"`` 2 for a
+    pool-only read-back, 3 when every memory is readable (the byte chosen from the word read
+    is registered once more before it leaves)."""
+    if params.ram_output != "registered":
+        return 1
+    return 3 if params.readback == "all" else 2
 
 
 def byte_enable(enable, lane, n_lanes):

@@ -18,6 +18,7 @@ from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import ErrorCode, Target
 from trine.contract.reference import Layer
 from trine.hw.core import AcceleratorCore
+from trine.hw.memories import host_read_latency
 from trine.sim.testbench import simulate
 
 
@@ -82,7 +83,7 @@ async def read_outputs(ctx, dut, image, batch):
     for k in range(batch * size):
         ctx.set(port.addr, out.base + k // dut.lanes)
         ctx.set(port.lane, k % dut.lanes)
-        await ctx.tick().repeat(dut.memories.read_latency)
+        await ctx.tick().repeat(host_read_latency(dut.params))
         data[k] = ctx.get(port.data)
     return out.unpack(data.view(np.int8).reshape(batch, size))
 

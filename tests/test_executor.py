@@ -26,6 +26,7 @@ from trine.contract.protocol import (
     write_payload,
 )
 from trine.hw.executor import CommandExecutor
+from trine.hw.memories import host_read_latency
 from trine.sim.testbench import StreamSink, simulate
 
 PARAMS = AcceleratorParams(lanes=3, rows=2, weight_words=9, bias_depth=7, act_words=6,
@@ -149,9 +150,10 @@ def random_request(rng, seq, last_run_seq):
 @pytest.mark.parametrize("seed, ram_output", [(1, "direct"), (2, "direct"), (3, "registered")])
 def test_random_requests_match_the_model(seed, ram_output):
     rng = np.random.default_rng(seed)
-    # a registered pool answers a host read a cycle later (CoreMemories.read_latency)
-    read_latency = 2 if ram_output == "registered" else 1
-    top = Harness(PARAMS.replace(ram_output=ram_output))
+    # registered RAM output answers a host read later (host_read_latency)
+    params = PARAMS.replace(ram_output=ram_output)
+    read_latency = host_read_latency(params)
+    top = Harness(params)
     dut = top.executor
     model = Model()
     headers = StreamSink(dut.o_frame, rng=rng, backpressure=0.4)
