@@ -163,7 +163,8 @@ def _load_avg(d: dict) -> str:
 
 def boards_table(d: dict) -> list[str]:
     out = ["Whole-device builds per board (`python -m bench boards`: Amaranth, Yosys, nextpnr "
-           "through YoWASP, seed 1, each at the board's default clock): logic cells, block RAM, "
+           "through YoWASP, seed 1, each built for the clock in the last column: the board's "
+           "default unless the run named one): logic cells, block RAM, "
            "SPRAM, Fmax after routing; peak = lanes x rows x Fmax, which is also the batch-1 "
            "roofline while the array takes one weight word (lanes x rows trits) per clock. "
            "DSP blocks and multiplier cells: 0 in every build. Build times were measured on a "
