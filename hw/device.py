@@ -3,7 +3,9 @@
 :class:`LinkedAccelerator` speaks the frame protocol of :mod:`trine.contract.protocol` over byte
 streams: a :class:`trine.hw.link.FrameReceiver`, a :class:`trine.hw.executor.CommandExecutor`,
 the :class:`trine.hw.core.AcceleratorCore` and a :class:`trine.hw.link.FrameTransmitter`,
-with the answers' tags in a :class:`trine.hw.tags.TagStore`.
+with the answers' tags in a :class:`trine.hw.tags.TagStore`, and in front of the receiver a
+:class:`trine.hw.fifo.ByteFIFO` of ``params.rx_buffer`` bytes, where requests wait while the
+device handles the one before (the host's window, :meth:`trine.host.transport.Link.exchange`).
 :class:`Top` adds the UART and has just two pins, ``rx`` and ``tx``, so it is board-agnostic.
 A simulator can drive :class:`LinkedAccelerator`'s byte streams directly (the fast, byte-level
 mode) or :class:`Top`'s pins bit by bit (the UART exercised too).
@@ -19,6 +21,7 @@ from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import MAX_PAYLOAD, Op, baud_divisor, frame_timeout_cycles
 from trine.hw.core import AcceleratorCore
 from trine.hw.executor import STATUS_SIZE, CommandExecutor
+from trine.hw.fifo import ByteFIFO
 from trine.hw.link import FrameReceiver, FrameTransmitter
 from trine.hw.tags import TagStore
 from trine.hw.uart import UARTRx, UARTTx
@@ -51,6 +54,7 @@ class LinkedAccelerator(wiring.Component):
         self.transmitter = FrameTransmitter()
         self.info = params.device_info(clock_hz, baud)
         self.executor = CommandExecutor(params, self.info)
+        self.rx_buffer = ByteFIFO(params.rx_buffer) if params.rx_buffer else None
         super().__init__({
             "i_stream": In(self.receiver.i_stream.signature.flip()),
             "o_stream": Out(self.transmitter.o_stream.signature),
@@ -62,7 +66,12 @@ class LinkedAccelerator(wiring.Component):
         m.submodules.receiver, m.submodules.executor = rx, executor
         m.submodules.core, m.submodules.transmitter = core, tx
         m.submodules.tags = tags = TagStore()
-        wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)
+        if self.rx_buffer is None:
+            wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)
+        else:
+            m.submodules.rx_buffer = self.rx_buffer
+            wiring.connect(m, wiring.flipped(self.i_stream), self.rx_buffer.i_stream)
+            wiring.connect(m, self.rx_buffer.o_stream, rx.i_stream)
         wiring.connect(m, rx.tag, tags.rx)
         wiring.connect(m, tx.tag, tags.tx)
         # The receiver is released (and takes the next frame) only once the answer has left

@@ -20,7 +20,9 @@ false ``SYNC`` is missed by the receiver (the host times out and retries), and t
 re-scan can, on a
 chance-valid header check (1 in 256), lock onto a false header that the receiver skipped.
 A receiver built with ``max_payload < MAX_PAYLOAD`` also treats longer (valid) frames as bad
-headers, and while a frame waits for the consumer, further bytes are dropped (and counted).
+headers. While a frame waits for the consumer, the receiver takes no further bytes
+(``i_stream.ready`` is low): they wait in front of it, in :class:`trine.hw.fifo.ByteFIFO` on the
+device, so a host may send its next requests before the answers come.
 """
 
 from __future__ import annotations
@@ -76,8 +78,7 @@ class FrameReceiver(wiring.Component):
     is held until the consumer acknowledges it with ``o_frame.ready`` (the *done* strobe); in
     the meantime the consumer reads the payload through the read port ``payload`` (one cycle
     of read latency; addresses ``0 .. length - 1``, meaningful for good frames only), and
-    incoming bytes are dropped and counted in ``dropped_bytes`` (the host protocol is
-    stop-and-wait: none should arrive).
+    ``i_stream.ready`` is low: the next frame's bytes wait in front of the receiver.
 
     Of the header's tag (:data:`~trine.contract.protocol.TAG_SIZE` bytes after ``seq``), the
     session and program bytes go out on ``tag`` as they arrive, and so do the frame's two
@@ -119,7 +120,7 @@ class FrameReceiver(wiring.Component):
                                                 shape=8))
         The payload byte at the ``payload.addr`` of the previous cycle, as a memory read port
         gives it (``payload.en`` low holds it).
-    header_errors, timeouts, dropped_bytes : Out(counter_width)
+    header_errors, timeouts : Out(counter_width)
         Saturating counts since reset.
 
     Raises
@@ -158,7 +159,6 @@ class FrameReceiver(wiring.Component):
                 "payload": Out(ReadPort.Signature(addr_width=addr_width, shape=8)),
                 "header_errors": Out(counter_width),
                 "timeouts": Out(counter_width),
-                "dropped_bytes": Out(counter_width),
             }
         )
 
@@ -204,10 +204,11 @@ class FrameReceiver(wiring.Component):
 
         # Both CRCs absorb the same bytes (op .. payload); the header check is compared when
         # the check byte arrives, after which the CRC-8 register is simply not looked at.
-        m.d.comb += self.i_stream.ready.eq(~frame_crc.busy & ~at("VERIFY"))
+        m.d.comb += self.i_stream.ready.eq(~frame_crc.busy & ~at("VERIFY") & ~at("PENDING"))
         accept = self.i_stream.valid & self.i_stream.ready
-        # OP .. PAYLOAD, as the complement of four states (one LUT; VERIFY takes no byte)
-        absorb = accept & ~(at("HUNT") | at("CRC_LO") | at("CRC_HI") | at("PENDING"))
+        # OP .. PAYLOAD, as the complement of three states (one LUT; VERIFY and PENDING take
+        # no byte)
+        absorb = accept & ~(at("HUNT") | at("CRC_LO") | at("CRC_HI"))
         # The CRCs are held at their initial value while hunting, so that the first byte after
         # SYNC enters clean ones: `clear` is one flip-flop rather than `accept` and a compare
         # with SYNC in front of every CRC flip-flop's enable.
@@ -217,7 +218,6 @@ class FrameReceiver(wiring.Component):
 
         header_error = Signal()
         timeout = Signal()
-        dropped = Signal()
 
         with m.If(accept):
             with fsm.state("HUNT"):
@@ -260,8 +260,6 @@ class FrameReceiver(wiring.Component):
                 good = Cat(crc_low, byte) == frame_crc.crc
                 m.d.sync += error.eq(Mux(good, 0, ErrorCode.BAD_CRC))
                 fsm.go("PENDING")
-            with fsm.state("PENDING"):
-                m.d.comb += dropped.eq(1)
 
         with fsm.state("VERIFY"):
             with m.If(header_good):
@@ -299,7 +297,6 @@ class FrameReceiver(wiring.Component):
 
         count_saturating(m, header_error, self.header_errors)
         count_saturating(m, timeout, self.timeouts)
-        count_saturating(m, dropped, self.dropped_bytes)
         return m
 
 

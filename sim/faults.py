@@ -65,12 +65,21 @@ class _DelayLine:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    #: Bytes delivered at once on a rate-limited line: a piece arrives when its last byte
+    #: would, as on a UART, instead of a whole TCP read (several frames) at the end.
+    PIECE = 64
+
     def sendall(self, data) -> None:
-        if data:
-            now = time.monotonic()
-            start = max(now, self._free)
-            self._free = start + (len(data) / self.rate if self.rate else 0.0)
-            self.queue.put((self._free + self.latency, bytes(data)))
+        if not data:
+            return
+        now = time.monotonic()
+        self._free = max(now, self._free)
+        step = self.PIECE if self.rate else len(data)
+        for at in range(0, len(data), step):
+            piece = bytes(data[at : at + step])
+            if self.rate:
+                self._free += len(piece) / self.rate
+            self.queue.put((self._free + self.latency, piece))
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -134,6 +143,8 @@ class FaultyProxy:
             except TimeoutError:
                 continue
             device = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            for sock in (client, device):  # a frame never waits for Nagle's algorithm
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for src, dst, direction in ((client, device, "up"), (device, client, "down")):
                 rng = random.Random(f"{self.seed}-{direction}")
                 t = threading.Thread(target=self._pump, args=(src, dst, direction, rng),
@@ -310,26 +321,29 @@ class ReplayingProxy(_FrameProxy):
         self.ops = {int(op) for op in ops}
         self.substitute = substitute
         self.recorded: dict[tuple[int, int], Frame] = {}  # (op, seq) -> the first answer
-        self._pending: dict[int, list[Frame]] = {}
+        # (connection, op, seq) -> the old answer to give with the answer to that request
+        self._pending: dict[tuple[int, int, int], Frame] = {}
         self.replayed = 0
         self.withheld = 0
 
     def request(self, connection: int, frame: Frame) -> None:
         old = self.recorded.get((frame.op, frame.seq))
         if connection > 0 and frame.op in self.ops and old is not None:
-            self._pending.setdefault(connection, []).append(old)
+            self._pending[(connection, frame.op, frame.seq)] = old
 
     def answer(self, connection: int, frame: Frame) -> list[Frame]:
         op = frame.op & ~ACK if frame.op != NAK else (frame.payload[:1] or b"\0")[0]
         if connection == 0:
             self.recorded.setdefault((op, frame.seq), frame)
             return [frame]
-        old = self._pending.pop(connection, [])
-        self.replayed += len(old)
-        if old and self.substitute and op in self.ops:
+        old = self._pending.pop((connection, op, frame.seq), None)
+        if old is None:
+            return [frame]
+        self.replayed += 1
+        if self.substitute:
             self.withheld += 1
-            return old
-        return [*old, frame]
+            return [old]
+        return [old, frame]
 
 
 class ForgingProxy(_FrameProxy):

@@ -501,11 +501,13 @@ def test_truncated_answer_does_not_swallow_the_retry(peers):
     "answer, message",
     [
         (ack(INFO.to_bytes()[:-1]),
-         f"device answered INFO (seq 0) with {DeviceInfo.SIZE - 1} bytes, "
-         f"expected {DeviceInfo.SIZE}"),
+         f"device answered INFO with {DeviceInfo.SIZE - 1} bytes, expected {DeviceInfo.SIZE}"),
         (ack(INFO.to_bytes() + b"\x00"),
-         f"device answered INFO (seq 0) with {DeviceInfo.SIZE + 1} bytes, "
-         f"expected {DeviceInfo.SIZE}"),
+         f"device answered INFO with {DeviceInfo.SIZE + 1} bytes, expected {DeviceInfo.SIZE}"),
+        # a protocol-3 device's INFO (2 bytes shorter) is named by its version
+        (ack(struct.pack("<HH", SPEC_VERSION, 3) + INFO.to_bytes()[4:-2]),
+         f"device speaks protocol version 3, this client version {PROTOCOL_VERSION}"),
+        (ack(b"\x01"), f"device answered INFO with 1 bytes, expected {DeviceInfo.SIZE}"),
     ],
 )
 def test_wrong_info_length_is_rejected(peers, answer, message):
@@ -525,7 +527,8 @@ def test_wrong_status_length_is_rejected(peers):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"protocol_version": 2}, "device speaks protocol version 2, this client version 3"),
+        ({"protocol_version": 2},
+         f"device speaks protocol version 2, this client version {PROTOCOL_VERSION}"),
         ({"spec_version": 9},
          f"device implements trine.contract.spec version 9, this client version "
                               f"{SPEC_VERSION}"),
@@ -554,7 +557,9 @@ class FakeDevice:
     activation pool. A RUN reads the layer table it was sent: it records the inputs it finds
     where the first entry reads them, and puts the next rows of ``outputs`` where the last
     entry writes them (its other output bytes: 0x5a); a repeated RUN seq is answered from a
-    cache, as the device does. Memory that nobody wrote holds 0xEE."""
+    cache, as the device does. Memory that nobody wrote holds 0xEE. ``outputs`` is an array of
+    the outputs to give, in the order of the samples run, or a function from a sample's input
+    bytes (its pool words) to its outputs."""
 
     def __init__(self, info: DeviceInfo = INFO, outputs: np.ndarray | None = None) -> None:
         self.info = info
@@ -629,11 +634,19 @@ class FakeDevice:
             inputs = [bytes(self.pool[(first.in_base + b * first.in_sample_words) * lanes:
                                       (first.in_base + (b + 1) * first.in_sample_words) * lanes])
                       for b in range(batch)]
+            # A run again on the inputs of the run before (a client's retry) computes the same
+            # outputs, as a device does; other runs take the next chosen outputs.
+            again = bool(self.runs) and self.runs[-1] == (n_layers, batch, inputs)
+            if again:
+                self.next_sample -= batch
             self.runs.append((n_layers, batch, inputs))
             size = last.out_sample_words * lanes
             for b in range(batch):
                 at = (last.out_base + b * last.out_sample_words) * lanes
-                y = self.outputs[self.next_sample + b].tobytes()
+                if callable(self.outputs):  # a function of the sample's input bytes
+                    y = np.asarray(self.outputs(inputs[b]), np.int8).tobytes()
+                else:
+                    y = self.outputs[self.next_sample + b].tobytes()
                 self.pool[at : at + size] = y + b"\x5a" * (size - len(y))
             self.next_sample += batch
             reply = ack(struct.pack("<I", 1000 + len(self.runs)))(f)
@@ -783,7 +796,7 @@ def test_failed_load_leaves_no_program(peers):
     program = random_program([50, 20, 7])
     with connect(peer) as client:
         client.load(random_program([4, 2]))
-        with pytest.raises(DeviceRefusedError, match=r"^device refused WRITE \(seq \d+, "
+        with pytest.raises(DeviceRefusedError, match=r"^device refused WRITE \("
                                                      r"WEIGHTS word 27, 27 bytes\): BAD_ADDRESS$"):
             client.load(program)
         assert client.program is None
@@ -897,29 +910,37 @@ def test_a_run_stopped_by_the_watchdog_is_a_clear_error(peers):
     assert [op for op in peer.ops() if op == Op.RUN] == [Op.RUN]  # not retried
 
 
-def test_retried_run_is_not_run_twice(peers):
-    # Every RUN answer is lost once, every first READ answer arrives corrupted: the client
-    # must resend the RUN with the same seq, so that the device answers from its cache.
-    seen: set[tuple[int, int]] = set()
+def test_a_run_whose_answer_is_lost_is_sent_again_whole(peers):
+    """The first RUN answer is lost and the second READ answer arrives corrupted: each time
+    the client sends the whole run again (its input WRITE, the RUN, the READ) with new seqs,
+    so that a RUN never counts unless the WRITE before it was answered in the same try."""
+    counts = {Op.RUN: 0, Op.READ: 0}
 
     def faults(i, f):
-        key = (f.op, f.seq)
-        first = key not in seen
-        seen.add(key)
-        if first and f.op == Op.RUN:
+        if f.op not in counts:
+            return ""
+        counts[f.op] += 1
+        if f.op == Op.RUN and counts[f.op] == 1:
             return "drop"
-        return "corrupt" if first and f.op == Op.READ else ""
+        return "corrupt" if f.op == Op.READ and counts[f.op] == 2 else ""
 
     client, device, peer, _, expected = loaded(
         peers, [50, 20, 7], 5, answer=lambda d: Lossy(d, faults), timeout=TIMEOUT
     )
+    x = np.arange(250).reshape(5, 50).astype(np.int8)
     with client:
-        y, cycles = client.infer(np.ones((5, 50), np.int8))
+        y, cycles = client.infer(x)
     np.testing.assert_array_equal(y, expected)
-    assert cycles == [1001, 1002]
-    assert len(device.runs) == 2
-    runs = [raw for raw in peer.raw if raw[1] == Op.RUN]
-    assert len(runs) == 4 and runs[0] == runs[1] and runs[2] == runs[3]
+    assert len(cycles) == 2
+    # runs: 1 (answer lost), 1 again, 2 (READ corrupted), 2 again, 3, 3 again: each on its
+    # own inputs
+    assert [batch for _, batch, _ in device.runs] == [3, 3, 2, 2]
+    for (_, batch, found), first in zip(device.runs, [0, 0, 3, 3], strict=True):
+        assert [f[:50] for f in found] == [x[first + b].tobytes() for b in range(batch)]
+    ops = [raw[1] for raw in peer.raw]
+    runs = [i for i, op in enumerate(ops) if op == Op.RUN]
+    assert len(runs) == 4 and all(ops[i - 1] == Op.WRITE for i in runs)
+    assert len({raw for raw in peer.raw if raw[1] == Op.RUN}) == 4  # new seqs every time
 
 
 def test_unanswered_run_lists_every_try(peers):
@@ -928,9 +949,11 @@ def test_unanswered_run_lists_every_try(peers):
                                      timeout=TIMEOUT, retries=1)
     with client, pytest.raises(DeviceError) as info:
         client.infer(np.ones((3, 50), np.int8))
-    assert str(info.value).startswith("gave up on RUN (seq ")
-    assert str(info.value).endswith(", 2 layers, batch 3) after 2 tries: timeout, timeout")
-    assert len(device.runs) == 1
+    # the run's input takes 7 WRITEs of 24 bytes at most (max_payload 32), its output 1 READ
+    assert str(info.value) == ("gave up on WRITE (INPUT word 0, 24 bytes) and the 8 requests "
+                               "after it after 2 tries: timeout waiting for RUN, timeout "
+                               "waiting for RUN")
+    assert len(device.runs) == 2
 
 
 def test_short_read_is_rejected(peers):

@@ -245,7 +245,7 @@ def run_receiver(dut, script, rng, *, model=None, gap=0.3, monitor_wait=6):
             await source.send(ctx, segment)
         await ctx.tick().repeat(20)
         await wait_for(ctx, ~dut.o_frame.valid, 3000, "the last event to be taken")
-        for name in ("header_errors", "timeouts", "dropped_bytes"):
+        for name in ("header_errors", "timeouts"):
             result[name] = ctx.get(getattr(dut, name))
 
     monitor = make_frame_monitor(dut, events, rng, max_wait=monitor_wait)
@@ -278,7 +278,7 @@ def test_receiver_good_frames_with_garbage_between():
         ]
     events, counters = run_receiver(dut, script, rng, model=ReceiverModel(max_payload))
     assert events == [event_of(f) for f in frames]
-    assert counters == {"header_errors": 0, "timeouts": 0, "dropped_bytes": 0}
+    assert counters == {"header_errors": 0, "timeouts": 0}
 
 
 def test_receiver_rejects_every_corrupted_header_byte():
@@ -339,7 +339,7 @@ def test_receiver_times_out_truncated_frames_at_every_position():
         script += [frame[:cut], "silence", good]
     events, counters = run_receiver(dut, script, rng, model=ReceiverModel(16))
     assert events == [(0x08, 0x11, 5, 0, b"after")] * (len(frame) - 1)
-    assert counters == {"header_errors": 0, "timeouts": len(frame) - 1, "dropped_bytes": 0}
+    assert counters == {"header_errors": 0, "timeouts": len(frame) - 1}
 
 
 def test_receiver_gaps_shorter_than_timeout_do_not_time_out():
@@ -364,31 +364,36 @@ def test_receiver_gaps_shorter_than_timeout_do_not_time_out():
     assert events == [(0x02, 0x10, 10, 0, b"slow bytes")]
 
 
-def test_receiver_drops_and_counts_bytes_while_a_frame_is_pending():
-    """Bytes arriving before the consumer's done strobe are dropped; the pending payload is not
-    touched by them, and the frame after the done strobe is received."""
+def test_receiver_holds_bytes_back_while_a_frame_is_pending():
+    """While a frame waits for the consumer's done strobe the receiver takes no byte
+    (``i_stream.ready`` low): the next frame, sent back to back, waits in the source and is
+    received whole after the strobe; the pending payload is not touched by it."""
     rng = random.Random(16)
     dut = FrameReceiver(16, timeout_cycles=TIMEOUT)
     first = encode_frame(0x02, 0x01, b"keep me")
-    intruder = encode_frame(0x02, 0x02, b"XXXXXXX")
-    events, counters = [], {}
+    second = encode_frame(0x02, 0x02, b"XXXXXXX")
+    events, held = [], []
 
     source = StreamSource(dut.i_stream)  # back to back
 
     async def driver(ctx):
-        await source.send(ctx, first + intruder)
-        await wait_for(ctx, ~dut.o_frame.valid, 3000, "the frame to be taken")
-        await source.send(ctx, encode_frame(0x03, 0x03, b"next"))
+        await source.send(ctx, first + second + encode_frame(0x03, 0x03, b"next"))
         await ctx.tick().repeat(5)
         await wait_for(ctx, ~dut.o_frame.valid, 3000, "the frame to be taken")
-        counters["dropped"] = ctx.get(dut.dropped_bytes)
 
-    # The consumer waits long enough for the whole intruder to arrive before it reads.
-    monitor = make_frame_monitor(dut, events, rng, min_wait=len(intruder) + 5,
-                                 max_wait=len(intruder) + 9)
-    simulate(dut, driver, background=[monitor])
-    assert events == [(0x02, 0x01, 7, 0, b"keep me"), (0x03, 0x03, 4, 0, b"next")]
-    assert counters["dropped"] == len(intruder)
+    async def watch(ctx):
+        async for _, _, valid, ready in ctx.tick().sample(dut.o_frame.valid,
+                                                          dut.i_stream.ready):
+            if valid:
+                held.append(ready)
+
+    # The consumer waits longer than the second frame takes to send before it reads.
+    monitor = make_frame_monitor(dut, events, rng, min_wait=len(second) + 5,
+                                 max_wait=len(second) + 9)
+    simulate(dut, driver, background=[monitor, watch])
+    assert events == [(0x02, 0x01, 7, 0, b"keep me"), (0x02, 0x02, 7, 0, b"XXXXXXX"),
+                      (0x03, 0x03, 4, 0, b"next")]
+    assert held and not any(held)
 
 
 def test_receiver_max_payload_frames_full_size():
@@ -561,7 +566,6 @@ def test_receiver_random_mix_against_model_and_frame_decoder(seed, bits_per_cycl
     assert counters == {
         "header_errors": expected.header_errors,
         "timeouts": expected.timeouts,
-        "dropped_bytes": 0,
     }
 
     # Never accepts an invalid frame, and agrees with FrameDecoder on what it accepts.

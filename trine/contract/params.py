@@ -49,6 +49,7 @@ __all__ = [
     "SPRAM_BLOCKS",
     "MAX_RUN_LAYERS",
     "MAX_DEPTH",
+    "MAX_RX_BUFFER",
     "AcceleratorParams",
     "DeviceLimits",
     "CapacityError",
@@ -84,6 +85,8 @@ SPRAM_BLOCKS = 4
 MAX_RUN_LAYERS = 0xFF
 #: Deepest memory a 16-bit layer-table field can address (weight and bias bases, pool words).
 MAX_DEPTH = 1 << 16
+#: The largest receive buffer INFO can report (u16).
+MAX_RX_BUFFER = 1 << 15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +123,10 @@ class AcceleratorParams:
         host reads of the pool.
     readback : str
         One of :data:`READBACKS` (INFO's ``readable``).
+    rx_buffer : int
+        Bytes of the receive buffer in front of the frame receiver (INFO's ``rx_buffer``): a
+        power of two up to :data:`MAX_RX_BUFFER`, or 0 for none (the host then waits for
+        every answer). 2048 bytes are four iCE40 block RAMs, one ECP5 DP16KD.
 
     Raises
     ------
@@ -139,6 +146,7 @@ class AcceleratorParams:
     weight_memory: str = "generic"
     ram_output: str = "direct"
     readback: str = "all"
+    rx_buffer: int = 2048
 
     def __post_init__(self):
         check_int("Lane count", self.lanes, 1)
@@ -149,6 +157,10 @@ class AcceleratorParams:
         check_int("Layer table depth", self.table_words, DENSE_ENTRY_WORDS, MAX_DEPTH)
         check_int("Maximum batch", self.max_batch, 1, 0xFFFF)
         check_int("Watchdog bits", self.watchdog_bits, 8, 31)
+        check_int("Receive buffer", self.rx_buffer, 0, MAX_RX_BUFFER)
+        if self.rx_buffer & (self.rx_buffer - 1) or self.rx_buffer == 1:
+            raise ParameterError(f"receive buffer must be 0 or a power of two >= 2 bytes, not "
+                                 f"{self.rx_buffer}")
         for name, value, allowed in (("decoder", self.decoder, DECODERS),
                                      ("weight memory", self.weight_memory, WEIGHT_MEMORIES),
                                      ("RAM output", self.ram_output, RAM_OUTPUTS),
@@ -191,6 +203,7 @@ class AcceleratorParams:
             weight_words=self.weight_words, bias_depth=self.bias_depth, clock_hz=int(clock_hz),
             baud=int(baud), max_run_cycles=self.max_run_cycles,
             readable=readable_mask(READABLE if self.readback == "all" else [Target.INPUT]),
+            rx_buffer=self.rx_buffer,
         )
 
     def limits(self) -> DeviceLimits:

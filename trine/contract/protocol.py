@@ -109,7 +109,9 @@ __all__ = [
     "frame_timeout_cycles",
 ]
 
-PROTOCOL_VERSION = 3
+#: 4: the device buffers ``DeviceInfo.rx_buffer`` bytes of requests (a window of requests in
+#: flight); 3: answers bound to session, request and owner.
+PROTOCOL_VERSION = 4
 
 SYNC = 0xA5
 MAX_PAYLOAD = 1024
@@ -171,8 +173,14 @@ class Op(enum.IntEnum):
     ever (corrupted, or hostile) cannot hang the device, which answers the next request as
     usual.
 
-    The device handles one frame at a time and answers each before it listens again, so it
-    never sends ``BUSY`` today; the code is reserved for a device that queues requests.
+    The device handles one frame at a time, in the order the frames arrive, and answers each
+    before it takes the next. Bytes that arrive meanwhile wait in its receive buffer of
+    ``DeviceInfo.rx_buffer`` bytes, so a host may send requests ahead of their answers as
+    long as the bytes it has sent beyond the last request answered stay within that buffer
+    (:meth:`trine.host.transport.Link.exchange`); bytes beyond it are lost (and so, by their
+    CRC, are the frames they belong to). A device with ``rx_buffer`` 0 loses what arrives
+    while it is busy: its host must wait for each answer (stop-and-wait). The device never
+    sends ``BUSY``; the code is reserved.
     """
 
     INFO = 0x01
@@ -216,7 +224,7 @@ class ErrorCode(enum.IntEnum):
     TIMEOUT = 0x08
 
 
-_INFO = struct.Struct("<HHHHHHHHIIIIIH")
+_INFO = struct.Struct("<HHHHHHHHIIIIIHH")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +247,8 @@ class DeviceInfo:
     #: The memories READ reads: bit ``t`` for :class:`Target` ``t`` (see :func:`readable_mask`);
     #: by default all of :data:`READABLE`.
     readable: int | None = None
+    #: Bytes of requests the device buffers while it handles one (0: none, stop-and-wait).
+    rx_buffer: int = 0
 
     SIZE = _INFO.size
 
