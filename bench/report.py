@@ -434,6 +434,36 @@ def sim_engines_table(d: dict) -> list[str]:
     return out
 
 
+def link_latency_table(d: dict) -> list[str]:
+    t = d.get("targets")
+    out = [f"The link against latency (`python -m bench link_latency`): a device that answers at "
+           f"once behind a {d['uart_bytes_per_s']:,} bytes/s line (3 Mbaud 8N1) with the given "
+           "latency added each way; the real client loads a 64-256-256-10 program and runs "
+           f"{d.get('inferences', '')} samples at batch 1, stop-and-wait against the window of "
+           "the device's receive buffer, side by side (median of "
+           f"{d['rows'][0].get('repeats', 1)} runs each). *Weight stream*: the image's WRITEs, "
+           "frames included, as a share of the line's byte rate (the whole load adds the two "
+           "claims' round trips); *batch-1*: inferences per second over the stream of samples, "
+           f"and the time of one sample alone. Load average {_fmt(d.get('load_average'))}.", "",
+           "| latency each way | mode | window | weight stream | whole load "
+           "| batch-1 inferences/s | vs 0 ms | one sample |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in d["rows"]:
+        if "mode" not in r:
+            continue
+        out.append(f"| {r['latency_ms']} ms | {r['mode']} | {r['window_bytes']} B "
+                   f"| {r['weight_stream_share_of_uart']:.0%} | {r['load_share_of_uart']:.0%} "
+                   f"| {r['inferences_per_s']:,.0f} | {r['inference_rate_vs_0ms']:.0%} "
+                   f"| {r['single_inference_ms']:.1f} ms |")
+    if t:
+        out += ["", f"Targets at {t['latency_ms']} ms each way: weight stream >= 90% of the byte "
+                f"rate: {t['weight_stream_share']:.0%} "
+                f"({'met' if t['weight_stream_met'] else 'not met'}); batch-1 inference at "
+                f">= half its 0 ms rate: {t['inference_rate_vs_0ms']:.0%} "
+                f"({'met' if t['inference_rate_met'] else 'not met'})."]
+    return out
+
+
 def fatnn_tables(d: dict) -> list[str]:
     out = []
     acc = d.get("accuracy")
@@ -480,6 +510,7 @@ def render() -> str:
                      ("import_accuracy", import_accuracy_tables), ("area", area_tables),
                      ("boards", boards_table), ("device", device_tables),
                      ("sim_engines", sim_engines_table),
+                     ("link_latency", link_latency_table),
                      ("packing", packing_table), ("reference", reference_table),
                      ("fatnn", fatnn_tables)):
         d = _load(name)
