@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from bench._common import save
-from trine.contract.network import layer_kind, network_shapes
+from trine.contract.network import layer_kind, network_macs, network_shapes
 from trine.contract.params import SIMULATED, UP5K
 from trine.contract.reference import Conv, Flatten, Layer, MaxPool
 from trine.host.arch import parse_arch, spec_layers
@@ -72,17 +72,6 @@ def _ideal(image) -> int:
     return sum(e.blocks * math.prod(e.p_counts) * e.window_words for e in image.entries)
 
 
-def _macs(layers, input_shape) -> int:
-    shapes = network_shapes(layers, input_shape)
-    total = 0
-    for layer, out in zip(layers, shapes[1:], strict=False):
-        if isinstance(layer, Layer):
-            total += layer.fan_in * layer.fan_out
-        elif isinstance(layer, Conv):
-            total += layer.weights.size * math.prod(out[1:])
-    return total
-
-
 def _split(layers):
     """Each weighted layer with what it runs with: a convolution and the pooling fused after
     it, a flatten and the dense layer after it."""
@@ -113,7 +102,7 @@ def _measure(client, program, rng, batch, what):
     y, cycles = client.infer_batch(x)
     assert np.array_equal(y, program.run_reference(x)), what
     assert len(cycles) == 1, f"{what}: the batch of {batch} took {len(cycles)} runs"
-    macs = _macs(program.layers, program.input_shape) * batch
+    macs = network_macs(program.layers, program.input_shape) * batch
     ideal = _ideal(image) * batch
     return {"what": what, "batch": batch, "cycles": cycles[0], "ideal_cycles": ideal,
             "utilisation": ideal / cycles[0], "cycles_per_inference": cycles[0] / batch,

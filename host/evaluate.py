@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from trine.contract.network import layer_macs
 from trine.host.program import Program, ProgramError
 from trine.host.results import accuracy
 
@@ -51,7 +52,13 @@ class Evaluation:
         ``payload_bytes``, ``wire_bytes_sent``, ``frames``, ``retries``, ``bits_per_weight``
         (wire bits towards the device per real weight, biases, table and framing included);
         for the inferences, ``infer_wire_bytes`` (both directions, frames and retries included)
-        and ``infer_retries``.
+        and ``infer_retries``. What the array did, from the device's own cycle counter (RUN's
+        answer): ``macs_per_inference`` (:func:`trine.contract.network.network_macs`),
+        ``layer_macs`` (its count per layer of the program, 0 for pooling and flatten),
+        ``macs`` (over all samples), ``macs_per_cycle`` (``macs / cycles``),
+        ``peak_macs_per_cycle`` (``lanes x rows``, the array's compute roof),
+        ``run_samples``, ``run_cycles`` and ``run_macs_per_cycle`` (each run's), and
+        ``latency_macs_per_cycle`` (the sample alone, batch 1).
     """
 
     backend: str
@@ -153,7 +160,13 @@ def evaluate(
         out, cycles = client.infer_batch(xa)
         seconds = time.perf_counter() - t0
         after = client.stats
+        # infer cuts the samples into runs of the image's batch, in order
+        per_run = client.image.batch
         _, latency = client.infer(xa[0])
+    run_samples = [min(per_run, len(ya) - first) for first in range(0, len(ya), per_run)]
+    assert len(run_samples) == len(cycles), (run_samples, cycles)
+    per_layer = layer_macs(program.layers, program.input_shape)
+    macs = sum(per_layer)
     mismatches = int(np.sum(np.any(out != ref, axis=1)))
     device = {
         "lanes": info.lanes,
@@ -174,5 +187,14 @@ def evaluate(
         "infer_wire_bytes": (after.bytes_sent - before.bytes_sent
                              + after.bytes_received - before.bytes_received),
         "infer_retries": after.retries - before.retries,
+        "macs_per_inference": macs,
+        "layer_macs": per_layer,
+        "macs": macs * len(ya),
+        "macs_per_cycle": macs * len(ya) / sum(cycles),
+        "peak_macs_per_cycle": info.lanes * info.rows,
+        "run_samples": run_samples,
+        "run_cycles": [int(c) for c in cycles],
+        "run_macs_per_cycle": [macs * n / c for n, c in zip(run_samples, cycles, strict=True)],
+        "latency_macs_per_cycle": macs / latency[0],
     }
     return Evaluation("device", len(ya), accuracy(out, ya), ref_acc, mismatches, seconds, device)

@@ -292,7 +292,9 @@ def test_eval_exits_with_3_when_the_device_differs(tmp_path, monkeypatch, capsys
     np.save(tmp_path / "y.npy", np.zeros(4, np.int64))
     device = {"lanes": 8, "rows": 5, "clock_hz": 12_000_000, "weights": 48,
               "wire_bytes_sent": 100, "frames": 3, "bits_per_weight": 16.7,
-              "latency_cycles": 40, "cycles_per_inference": 30.0, "max_batch": 16}
+              "latency_cycles": 40, "cycles_per_inference": 30.0, "max_batch": 16,
+              "runs": 1, "macs_per_inference": 48, "macs_per_cycle": 1.6,
+              "latency_macs_per_cycle": 1.2, "peak_macs_per_cycle": 40}
     monkeypatch.setattr(trine.host.evaluate, "evaluate", lambda *a, **k: Evaluation(
         "device", 4, 0.25, 0.5, 1, 0.1, device))
     assert main(["eval", "--program", str(path), "--input", str(tmp_path / "x.npy"),

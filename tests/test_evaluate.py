@@ -79,3 +79,41 @@ def test_device_backend_is_bit_exact_on_the_simulated_rtl(device_server):
     assert d["latency_cycles"] >= 8 * 4 + 2 * 2
     assert d["cycles_per_inference"] <= d["latency_cycles"]
     assert d["weights"] == 64 * 16 + 16 * 10 and d["bits_per_weight"] > 1.6
+
+
+@pytest.mark.verilator
+def test_eval_reports_cycles_and_macs_from_the_device(device_server, tmp_path, capsys):
+    """``trine eval --backend device --json`` on the native engine: the MACs are the hand
+    count, the cycles the device's own, per run and in total."""
+    import json
+
+    from trine.cli.main import main
+    from trine.contract.reference import Conv, Flatten, Layer, MaxPool
+
+    rng = np.random.default_rng(7)
+    # conv 4 x 1 x 3 on (1, 12), padding 1: 12 positions; then 2-pool, flatten, dense 24 -> 3
+    program = Program([Conv(rng.integers(-1, 2, (4, 1, 3)), rng.integers(-9, 9, 4), 1, 1, 1, True),
+                       MaxPool(2), Flatten(),
+                       Layer(rng.integers(-1, 2, (3, 24)), rng.integers(-9, 9, 3), 2, False)],
+                      input_shape=(1, 12))
+    program.save(tmp_path / "p.trine")
+    np.save(tmp_path / "x.npy", rng.integers(-128, 128, (20, 12)).astype(np.int8))
+    np.save(tmp_path / "y.npy", rng.integers(0, 3, 20))
+    url = device_server("native", "byte")
+    assert main(["eval", "--program", str(tmp_path / "p.trine"), "--input",
+                 str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--backend",
+                 "device", "--port", url, "--timeout", "30", "--json",
+                 str(tmp_path / "e.json")]) == 0
+    assert "MACs per inference: 216;" in capsys.readouterr().out
+    d = json.loads((tmp_path / "e.json").read_text())["device"]
+    assert d["layer_macs"] == [4 * 1 * 3 * 12, 0, 0, 24 * 3]
+    assert d["macs_per_inference"] == 216 and d["macs"] == 216 * 20
+    assert d["peak_macs_per_cycle"] == d["lanes"] * d["rows"] == 40
+    assert d["run_samples"] == [16, 4] and d["runs"] == 2  # the simulated device's batch: 16
+    assert sum(d["run_cycles"]) == d["cycles"] and d["run_cycles"][0] > d["run_cycles"][1]
+    assert d["macs_per_cycle"] == pytest.approx(216 * 20 / d["cycles"])
+    assert d["run_macs_per_cycle"] == pytest.approx([216 * 16 / d["run_cycles"][0],
+                                                     216 * 4 / d["run_cycles"][1]])
+    assert d["latency_macs_per_cycle"] == pytest.approx(216 / d["latency_cycles"])
+    # no run can beat the array, and a batch spreads the run's fixed cost over its samples
+    assert 0 < d["latency_macs_per_cycle"] < d["run_macs_per_cycle"][0] <= 40

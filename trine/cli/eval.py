@@ -64,6 +64,9 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"device == reference on {ev.samples - ev.mismatches} of {ev.samples} samples")
         print(f"cycles per inference: {d['latency_cycles']} alone, "
               f"{d['cycles_per_inference']:.1f} in batches of up to {d['max_batch']}")
+        print(f"MACs per inference: {d['macs_per_inference']:,}; MACs per cycle: "
+              f"{d['latency_macs_per_cycle']:.1f} alone, {d['macs_per_cycle']:.1f} over "
+              f"{d['runs']} run(s), of {d['peak_macs_per_cycle']} (lanes x rows)")
     if args.json:
         write_file(args.json, json.dumps(ev.to_json(), indent=2) + "\n")
     if not ev.bit_exact:
@@ -87,7 +90,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         f"the reference (exit status {MISMATCH_STATUS} if any differs). Data: a bundled set "
         "(--data, --split) or your own .npy files (--input X.npy --labels Y.npy: X floats "
         "(N, K) in the units the program was trained on, or int8; Y class indices (N,)).",
-        epilog="examples:\n"
+        epilog="--json with --backend device: besides accuracy, reference_accuracy, "
+        "mismatches, samples and seconds, the object 'device' holds the device's INFO (lanes, "
+        "rows, clock_hz, baud, max_batch), the load (weights, payload_bytes, wire_bytes_sent, "
+        "frames, retries, bits_per_weight), the inferences' link traffic (infer_wire_bytes, "
+        "infer_retries) and what the array did, from the device's own cycle counter: cycles "
+        "(all runs), runs, cycles_per_inference, latency_cycles (one sample alone); "
+        "macs_per_inference (dense K x M; convolution C_out x C_in x kernel x output positions; "
+        "pooling and flatten 0), layer_macs (per layer), macs (all samples), macs_per_cycle, "
+        "peak_macs_per_cycle (lanes x rows), run_samples, run_cycles, run_macs_per_cycle (per "
+        "run) and latency_macs_per_cycle.\n\n"
+        "examples:\n"
         "  trine eval --program digits.trine\n"
         "  trine eval --program digits.trine --backend device --port socket://127.0.0.1:5555\n"
         "  trine eval --program m.trine --input x.npy --labels y.npy --json e.json",

@@ -6,7 +6,9 @@ The layers are those of :mod:`trine.contract.reference`: :class:`~trine.contract
 :func:`network_shapes` follows the shapes through the chain and names the first layer that
 does not fit what comes before it; :func:`run_network` is the normative forward pass, on one
 sample or a batch (a leading sample axis); :func:`ternary_inputs` says which layers receive
-trits (the outputs of a layer with ternary activations, through any pooling and flatten).
+trits (the outputs of a layer with ternary activations, through any pooling and flatten);
+:func:`layer_macs` and :func:`network_macs` count the multiply-accumulates of one sample, the
+one definition of a MAC that the host's figures and the benchmarks use.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from trine.contract.reference import (
 from trine.contract.spec import ACT_MAX, ACT_MIN
 
 __all__ = ["LAYER_TYPES", "layer_kind", "default_input_shape", "network_shapes", "run_network",
-           "ternary_inputs"]
+           "ternary_inputs", "layer_macs", "network_macs"]
 
 #: Everything a network is made of.
 LAYER_TYPES = (Layer, Conv, MaxPool, Flatten)
@@ -100,6 +102,40 @@ def network_shapes(layers: Sequence, input_shape=None) -> list[tuple[int, ...]]:
                 raise FormatError(f"layer {i} ({kind}): {e}") from None
         shapes.append(shape)
     return shapes
+
+
+def layer_macs(layers: Sequence, input_shape=None) -> list[int]:
+    """The multiply-accumulates of each layer for one sample, ``len(layers)`` counts.
+
+    A dense layer of fan-in ``K`` and fan-out ``M`` takes ``K x M``; a convolution takes
+    ``C_out x C_in x k`` (``x kh x kw`` in 2-D) at every output position, those that read zero
+    padding included (the array computes them all); max-pooling and flatten take none. Every
+    weight counts, zeros too: a MAC is a weight applied to an activation, whatever its trit.
+
+    Raises
+    ------
+    FormatError
+        For layers that do not chain (see :func:`network_shapes`).
+    """
+    shapes = network_shapes(layers, input_shape)
+    counts = []
+    for layer, out in zip(layers, shapes[1:], strict=True):
+        if isinstance(layer, Layer):
+            counts.append(layer.fan_in * layer.fan_out)
+        elif isinstance(layer, Conv):
+            positions = 1
+            for n in out[1:]:
+                positions *= n
+            counts.append(int(layer.weights.size) * positions)
+        else:
+            counts.append(0)
+    return counts
+
+
+def network_macs(layers: Sequence, input_shape=None) -> int:
+    """The multiply-accumulates of one sample through ``layers``: the sum of
+    :func:`layer_macs`."""
+    return sum(layer_macs(layers, input_shape))
 
 
 def ternary_inputs(layers: Sequence) -> tuple[bool, ...]:
