@@ -23,26 +23,29 @@ __all__ = ["ByteFIFO"]
 
 
 class ByteFIFO(wiring.Component):
-    """First in, first out, ``depth`` bytes in one memory plus one output register.
+    """First in, first out: ``depth`` bytes in one memory, then two registers.
 
-    ``i_stream.ready`` is low only while the memory is full; ``o_stream`` presents the oldest
-    byte from a register (a byte written into an empty FIFO appears two cycles later). The
-    memory's read and write addresses never meet while both are used (the read needs an entry,
-    the write a free one), so its read port needs no collision logic (``no_rw_check``), and
-    both pointers wrap by overflowing (``depth`` is a power of two). The ``empty``/``full``
-    decisions are registered flags, so no counter compare sits in front of a handshake.
+    ``i_stream.ready`` is low only while the memory is full. The memory's synchronous read
+    port is the first register; ``o_stream`` comes from a second one in logic, so that no path
+    starts at a block RAM's output (on the ECP5 its clock-to-output alone is 5.8 ns) and ends
+    in the receiver's logic. A byte written into an empty FIFO appears three cycles later; a
+    full one passes a byte per cycle. The memory's read and write addresses never meet while
+    both are used (the read needs an entry, the write a free one), so its read port needs no
+    collision logic (``no_rw_check``), and both pointers wrap by overflowing (``depth`` is a
+    power of two). The ``empty``/``full`` decisions are registered flags, so no counter compare
+    sits in front of a handshake.
 
     Parameters
     ----------
     depth : int
-        Bytes of memory, a power of two >= 2 (the FIFO holds one more in its output register).
+        Bytes of memory, a power of two >= 2 (the FIFO holds two more in its registers).
 
     Members
     -------
     i_stream : In(stream.Signature(8))
     o_stream : Out(stream.Signature(8))
     level : Out(range(depth + 1))
-        Bytes in the memory (not counting the output register).
+        Bytes in the memory (not counting the two registers).
     """
 
     def __init__(self, depth: int):
@@ -66,26 +69,31 @@ class ByteFIFO(wiring.Component):
         consume = Signal(range(depth))
         nonempty = Signal()  # level != 0, registered
         full = Signal()  # level == depth, registered
+        fetched = Signal()  # the read port holds the oldest byte not yet in the output register
 
+        o = self.o_stream
         do_write = Signal()
-        fetch = Signal()  # the oldest entry moves into the output register
+        take = Signal()  # the read port's byte moves into the output register
+        fetch = Signal()  # the oldest entry of the memory moves into the read port
         m.d.comb += [
             self.i_stream.ready.eq(~full),
             do_write.eq(self.i_stream.valid & ~full),
-            fetch.eq(nonempty & (~self.o_stream.valid | self.o_stream.ready)),
+            take.eq(fetched & (~o.valid | o.ready)),
+            fetch.eq(nonempty & (~fetched | take)),
             write.addr.eq(produce), write.data.eq(self.i_stream.payload),
             write.en.eq(do_write),
             read.addr.eq(consume), read.en.eq(fetch),
-            self.o_stream.payload.eq(read.data),
         ]
         with m.If(do_write):
             m.d.sync += produce.eq(produce + 1)
         with m.If(fetch):
-            m.d.sync += consume.eq(consume + 1)
-        with m.If(fetch):
-            m.d.sync += self.o_stream.valid.eq(1)
-        with m.Elif(self.o_stream.ready):
-            m.d.sync += self.o_stream.valid.eq(0)
+            m.d.sync += [consume.eq(consume + 1), fetched.eq(1)]
+        with m.Elif(take):
+            m.d.sync += fetched.eq(0)
+        with m.If(take):
+            m.d.sync += [o.valid.eq(1), o.payload.eq(read.data)]
+        with m.Elif(o.ready):
+            m.d.sync += o.valid.eq(0)
 
         level = self.level
         with m.If(do_write & ~fetch):

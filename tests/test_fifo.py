@@ -44,12 +44,12 @@ def test_fifo_passes_every_byte_in_order(depth, idle, backpressure, seed):
         assert any(level == depth for level, _ in levels)
 
 
-def test_fifo_holds_depth_plus_one_byte_with_the_output_stalled():
-    """With ``o_stream.ready`` low the FIFO takes ``depth`` bytes into memory and one into its
-    output register, then refuses; nothing is lost when the sink starts."""
+def test_fifo_holds_depth_plus_two_bytes_with_the_output_stalled():
+    """With ``o_stream.ready`` low the FIFO takes ``depth`` bytes into memory and one into each
+    of its two registers, then refuses; nothing is lost when the sink starts."""
     depth = 16
     dut = ByteFIFO(depth)
-    data = list(range(100, 100 + depth + 1))
+    data = list(range(100, 100 + depth + 2))
     taken = []
 
     async def bench(ctx):
@@ -81,3 +81,28 @@ def test_fifo_holds_depth_plus_one_byte_with_the_output_stalled():
 def test_fifo_refuses_bad_depths(depth):
     with pytest.raises(ParameterError, match="FIFO depth"):
         ByteFIFO(depth)
+
+
+def test_fifo_passes_a_byte_per_cycle():
+    """Back to back in, always ready out: N bytes take N cycles plus the three of latency."""
+    dut = ByteFIFO(8)
+    data = list(range(200))
+    taken, cycles = [], [0]
+
+    async def bench(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        ctx.set(dut.i_stream.valid, 1)
+        sent = 0
+        while len(taken) < len(data):
+            ctx.set(dut.i_stream.payload, data[min(sent, len(data) - 1)])
+            ctx.set(dut.i_stream.valid, sent < len(data))
+            _, _, ready, valid, payload = await ctx.tick().sample(
+                dut.i_stream.ready, dut.o_stream.valid, dut.o_stream.payload)
+            sent += bool(ready and sent < len(data))
+            if valid:
+                taken.append(payload)
+            cycles[0] += 1
+
+    simulate(dut, bench)
+    assert taken == data
+    assert cycles[0] <= len(data) + 4
