@@ -53,6 +53,7 @@ from amaranth.lib.wiring import In, Out
 from trine.contract.device_image import (
     CONV_ENTRY_WORDS,
     FIELD_NAMES,
+    FLAG_FIELDS,
     POSITION_LEVELS,
     LayerEntry,
     field_bits,
@@ -80,7 +81,8 @@ DENSE_DEFAULTS = {"kw": 1, "kh": 1, **{f"p_count{i}": 1 for i in range(POSITION_
 def entry_layout(params: AcceleratorParams) -> data.StructLayout:
     """A table entry as the device holds it: every field at the width of
     :func:`trine.contract.device_image.field_bits` (the weight and bias bases at their
-    memories' address widths)."""
+    memories' address widths; the flags without the ternary threshold on a device without
+    ``ternary_act``)."""
     p = check_params(params)
     fields = {}
     for name, spec in field_bits(p.act_words, p.lanes, p.rows).items():
@@ -88,6 +90,8 @@ def entry_layout(params: AcceleratorParams) -> data.StructLayout:
             fields[name] = range(p.weight_words + 1)
         elif name == "bias_base":
             fields[name] = range(p.bias_depth + 1)
+        elif name == "flags" and not p.ternary_act:
+            fields[name] = unsigned(FLAG_FIELDS["ternary_threshold"][0])
         else:
             width, is_signed, _ = spec
             fields[name] = signed(width) if is_signed else unsigned(width)
@@ -112,9 +116,11 @@ def held_entry(params: AcceleratorParams, entry: LayerEntry) -> dict[str, int]:
     return out
 
 
-def entry_flags(flags):
-    """The fields of an entry's flags word: ``(shift, relu, pool_levels, conv)``."""
-    return flags[0:5], flags[5], flags[6:8], flags[8]
+def entry_flags(flags) -> dict:
+    """The fields of an entry's flags word (a value), by name
+    (:data:`trine.contract.device_image.FLAG_FIELDS`); those past its width are absent."""
+    return {name: flags[first:first + bits] for name, (first, bits) in FLAG_FIELDS.items()
+            if first + bits <= len(flags)}
 
 
 def loop_config_layout(params: AcceleratorParams) -> data.StructLayout:
@@ -231,7 +237,7 @@ class AddressGenerator(wiring.Component):
         e = cfg.entry
         levels = range(POSITION_LEVELS)
         counts = [e[f"p_count{i}"] for i in levels]
-        _, _, pool_levels, _ = entry_flags(e.flags)
+        pool_levels = entry_flags(e.flags)["pool_levels"]
 
         def pool(v):  # pool address arithmetic
             return v[:abits]

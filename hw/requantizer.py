@@ -14,6 +14,15 @@ The running maxima are a shift register of ``rows`` bytes that moves one row per
 every position sends all ``rows`` rows in order, so the byte leaving it is the same row's
 maximum so far. Pooling costs no cycle.
 
+Ternary outputs (a layer with ``ternary_threshold`` ``t > 0``, on a device with
+``params.ternary_act``): the byte written is -1, 0 or +1, ``+1 if y >= t, -1 if y <= -t``
+for the clipped ``y`` (:func:`trine.contract.reference.ternarize`), one byte per activation
+like an int8 one, so the next layer reads them unchanged. The trit is decided beside the
+clipping, from the same bits (``y >= t`` and ``y <= -t`` are 7-bit compares with ``t`` and
+``128 - t``: ``1 <= t <= 127``), so it adds no stage; pooling then takes the maximum of trits,
+which is the trit of the maximum (ternarisation is monotonic), as the reference pools the
+trits.
+
 Pipeline, one row per stage and cycle: p1 (accumulator taken; bias read) -> p1b (bias
 registered) -> p2 (sum) -> p3 (shifted) -> p4 (clipped) -> p5 (pooled, written). p1b keeps
 the bias memory's output (and, when the memory is several block RAMs deep, their output
@@ -27,7 +36,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
-from trine.contract.device_image import BIAS_STORE_WIDTH
+from trine.contract.device_image import BIAS_STORE_WIDTH, FLAG_FIELDS
 from trine.contract.params import AcceleratorParams
 from trine.contract.spec import ACT_MAX, ACT_MIN
 from trine.hw.mac_array import mac_output_layout
@@ -36,8 +45,11 @@ from trine.hw.params import ParamsSignature, check_params
 
 __all__ = ["REQUANTIZER_CONFIG", "RowSignature", "Requantizer"]
 
-#: A layer's requantisation: the right shift after the bias, and ReLU.
-REQUANTIZER_CONFIG = data.StructLayout({"shift": unsigned(5), "relu": 1})
+#: A layer's requantisation: the right shift after the bias, ReLU, and the threshold of
+#: ternary outputs (0: int8 outputs).
+REQUANTIZER_CONFIG = data.StructLayout({
+    "shift": unsigned(FLAG_FIELDS["shift"][1]), "relu": 1,
+    "ternary_threshold": unsigned(FLAG_FIELDS["ternary_threshold"][1])})
 
 
 class RowSignature(ParamsSignature):
@@ -101,7 +113,9 @@ class Requantizer(wiring.Component):
     -------
     flush : In(1)
     config : In(REQUANTIZER_CONFIG)
-        The layer's shift and ReLU; held while the layer runs.
+        The layer's shift, ReLU and ternary threshold; held while the layer runs (the
+        threshold from at least a cycle before the layer's first row is taken; it is ignored
+        without ``params.ternary_act``).
     i_stream : In(stream.Signature(mac_output_layout(rows, acc_width)))
     dest : Out(RowSignature(params))
     biases : In(ReadPort.Signature(addr_width=address_width(bias_depth),
@@ -213,6 +227,9 @@ class Requantizer(wiring.Component):
             m.d.comb += clipped.eq(ACT_MAX)
         with m.Else():
             m.d.comb += clipped.eq(p3_val[:8])
+        out = clipped
+        if self.params.ternary_act:
+            out = self._ternarize(m, p3_val, clipped)
         m.d.sync += [
             p1b_we.eq(p1_we), p1b_word.eq(p1_word), p1b_lane.eq(p1_lane), p1b_acc.eq(p1_acc),
             p1b_bias.eq(self.biases.data),
@@ -220,7 +237,7 @@ class Requantizer(wiring.Component):
             p2_sum.eq(p1b_acc + p1b_bias),
             p3_we.eq(p2_we), p3_word.eq(p2_word), p3_lane.eq(p2_lane),
             p3_val.eq(p2_sum >> self.config.shift),
-            p4_word.eq(p3_word), p4_out.eq(clipped),
+            p4_word.eq(p3_word), p4_out.eq(out),
             p1b_first.eq(p1_first), p2_first.eq(p1b_first), p3_first.eq(p2_first),
             p4_first.eq(p3_first),
         ]
@@ -244,3 +261,24 @@ class Requantizer(wiring.Component):
             self.o_write.lanes.eq(p5_en),
         ]
         return m
+
+    def _ternarize(self, m: Module, v, clipped):
+        """The byte of p4: the trit of ``v`` (p3's shifted sum) when the layer has a threshold,
+        else ``clipped``. Bit tests and 7-bit compares, as the clipping: for ``v >= 0``,
+        ``v >= t`` when a bit from 7 up is set or ``v[:7] >= t``; for ``v < 0``, ``v <= -t``
+        when not every bit from 7 up is set (``v < -128``) or ``v[:7] <= 128 - t``
+        (``v = v[:7] - 128``). With ReLU a negative ``v`` is 0, which is no trit but 0."""
+        t = self.config.ternary_threshold
+        # registered from the held config: no subtractor before the compare
+        ternary = Signal()
+        limit = Signal(len(t))  # 128 - t, in 1 .. 127 when t is
+        m.d.sync += [ternary.eq(t != 0), limit.eq((1 << len(t)) - t)]
+        negative, high, low = v[-1], v[7:], v[:7]
+        plus = ~negative & (high.any() | (low >= t))
+        minus = negative & ~self.config.relu & (~high.all() | (low <= limit))
+        trit = Signal(8)
+        with m.If(plus):
+            m.d.comb += trit.eq(1)
+        with m.Elif(minus):
+            m.d.comb += trit.eq(0xFF)
+        return Mux(ternary, trit, clipped)

@@ -83,7 +83,8 @@ class LayerSequencer(wiring.Component):
         before was taken); ``stop`` in the cycle after a start and in the cycle after a run
         aborts.
     requantizer : Out(trine.hw.requantizer.REQUANTIZER_CONFIG)
-        The current layer's shift and ReLU, from its setup on.
+        The current layer's shift, ReLU and ternary threshold (0 without
+        ``params.ternary_act``), from its setup on.
     busy : Out(1)
         A run is going (``run.busy``): the datapath has the memories.
     flush : Out(1)
@@ -141,10 +142,15 @@ class LayerSequencer(wiring.Component):
                      loops.config.batch.eq(batch)]
         # The requantiser's config is latched at setup: the next entry is read while the
         # requantiser still drains the layer before (see LOAD).
-        shift, relu, _, _ = entry_flags(entry.flags)
+        flags = entry_flags(entry.flags)
         rq_shift = Signal.like(self.requantizer.shift)
         rq_relu = Signal()
         m.d.comb += [self.requantizer.shift.eq(rq_shift), self.requantizer.relu.eq(rq_relu)]
+        # Without ternary_act the threshold is not held (compile_image refuses such tables
+        # for this device) and the requantiser's stays 0: int8 outputs.
+        rq_threshold = Signal.like(self.requantizer.ternary_threshold)
+        if p.ternary_act:
+            m.d.comb += self.requantizer.ternary_threshold.eq(rq_threshold)
 
         # The entry's checks, made on each word as it arrives and registered (a zero count,
         # a base past its memory), and on where the entry ended (past the table).
@@ -224,7 +230,7 @@ class LayerSequencer(wiring.Component):
                 with m.If(k == index + 1):
                     m.d.sync += entry[name].eq(data)
             with m.If(k == 1):
-                m.d.sync += conv.eq(entry_flags(data)[3])
+                m.d.sync += conv.eq(entry_flags(data)["conv"])
             with m.If(at_weight_base):
                 m.d.sync += bad_weight.eq(data >= p.weight_words)
             with m.If(at_bias_base):
@@ -245,7 +251,9 @@ class LayerSequencer(wiring.Component):
                 fsm.go("SETUP")
         with fsm.state("SETUP"):
             # the address generator loads its counters in this state (loops.setup)
-            m.d.sync += [rq_shift.eq(shift), rq_relu.eq(relu)]
+            m.d.sync += [rq_shift.eq(flags["shift"]), rq_relu.eq(flags["relu"])]
+            if p.ternary_act:
+                m.d.sync += rq_threshold.eq(flags["ternary_threshold"])
             # an entry past the table is garbage: that is said first
             with m.If(bad_table):
                 abort(ErrorCode.BAD_ADDRESS)

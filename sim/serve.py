@@ -347,10 +347,20 @@ def device_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD, metavar="N")
     for f in dataclasses.fields(AcceleratorParams):
         default = getattr(SIMULATED, f.name)
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default,
-                       metavar="N" if isinstance(default, int) else "NAME",
-                       help=f"accelerator parameter {f.name} (default {default})")
+        kind = _boolean if isinstance(default, bool) else type(default)
+        metavar = ("true|false" if isinstance(default, bool) else
+                   "N" if isinstance(default, int) else "NAME")
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default,
+                       metavar=metavar, help=f"accelerator parameter {f.name} (default {default})")
     return p
+
+
+def _boolean(text: str) -> bool:
+    """A boolean accelerator parameter as :meth:`DeviceConfig.cli_args` writes it."""
+    value = {"true": True, "1": True, "false": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+    return value
 
 
 def device_main(parser: argparse.ArgumentParser, argv: list[str] | None, engine: Callable,

@@ -504,8 +504,11 @@ def test_truncated_answer_does_not_swallow_the_retry(peers):
          f"device answered INFO with {DeviceInfo.SIZE - 1} bytes, expected {DeviceInfo.SIZE}"),
         (ack(INFO.to_bytes() + b"\x00"),
          f"device answered INFO with {DeviceInfo.SIZE + 1} bytes, expected {DeviceInfo.SIZE}"),
-        # a protocol-3 device's INFO (2 bytes shorter) is named by its version
-        (ack(struct.pack("<HH", SPEC_VERSION, 3) + INFO.to_bytes()[4:-2]),
+        # a protocol-4 device's INFO (2 bytes shorter) and a protocol-3 one's (4 bytes) are
+        # named by their versions
+        (ack(struct.pack("<HH", SPEC_VERSION, 4) + INFO.to_bytes()[4:-2]),
+         f"device speaks protocol version 4, this client version {PROTOCOL_VERSION}"),
+        (ack(struct.pack("<HH", SPEC_VERSION, 3) + INFO.to_bytes()[4:-4]),
          f"device speaks protocol version 3, this client version {PROTOCOL_VERSION}"),
         (ack(b"\x01"), f"device answered INFO with 1 bytes, expected {DeviceInfo.SIZE}"),
     ],

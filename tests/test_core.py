@@ -5,7 +5,8 @@ Dense, Conv1d/Conv2d (strides, zero padding), fused max-pooling and flatten, aga
 
 import numpy as np
 import pytest
-from conftest import random_cnn
+from conftest import CNN_KINDS, random_cnn, random_layers
+from ternary_nets import trit_counts, with_thresholds
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
@@ -89,18 +90,19 @@ async def read_outputs(ctx, dut, image, batch):
 
 
 def run_on_core(layers, shape, lanes, rows, batch, *, act_words=64, decoder="rom", runs=1,
-                ram_output="direct"):
-    """Compile ``layers`` for a core just big enough, run ``batch`` random samples ``runs``
-    times; returns the inputs, the outputs of each run, and the errors and cycles."""
+                ram_output="direct", ternary_act=False, x=None):
+    """Compile ``layers`` for a core just big enough, run ``batch`` random samples (or ``x``)
+    ``runs`` times; returns the inputs, the outputs of each run, and the errors and cycles."""
     rng = np.random.default_rng(lanes * 31 + rows + batch)
-    image = compile_image(layers, shape, lanes, rows, act_words, batch)
+    image = compile_image(layers, shape, lanes, rows, act_words, batch, ternary_act=ternary_act)
     assert image.batch == batch
     dut = make_core(lanes, rows, weight_words=image.weight_words + 3,
                     bias_depth=len(image.biases) + 2, act_words=act_words,
                     table_words=image.table_words + 1, max_batch=batch, decoder=decoder,
-                    ram_output=ram_output)
-    x = rng.integers(-128, 128, (batch, *shape)).astype(np.int8)
-    x.reshape(batch, -1)[0, 0] = -128
+                    ram_output=ram_output, ternary_act=ternary_act)
+    if x is None:
+        x = rng.integers(-128, 128, (batch, *shape)).astype(np.int8)
+        x.reshape(batch, -1)[0, 0] = -128
     results = []
 
     async def body(ctx):
@@ -151,6 +153,40 @@ def test_cnn_matches_reference(kind, lanes, rows, ram_output):
     batch = 2
     _, x, results = run_on_core(layers, shape, lanes, rows, batch, act_words=256,
                                 ram_output=ram_output)
+    ((error, _), y), = results
+    assert error == 0
+    assert np.array_equal(y, run_network(x, layers, shape))
+
+
+@pytest.mark.parametrize("lanes, rows, widths, ram_output", [
+    (4, 3, [10, 7, 5], "direct"), (5, 2, [9, 12, 6, 3], "direct"), (3, 2, [8, 6, 4], "registered"),
+    (8, 5, [40, 13, 10], "direct")])
+@pytest.mark.parametrize("last", [False, True], ids=["int8-out", "ternary-out"])
+def test_mixed_mlp_matches_reference(lanes, rows, widths, ram_output, last):
+    """Ternary hidden layers (and, with ``last``, outputs): the trits are bytes in the pool,
+    which the next layer reads as int8 inputs."""
+    rng = np.random.default_rng(sum(widths) + lanes + 100 * last)
+    batch = 3
+    x = rng.integers(-128, 128, (batch, widths[0])).astype(np.int8)
+    layers = with_thresholds(rng, random_layers(rng, widths, bias=300, shifts=4), x, last=last)
+    assert all(c.min() > 0 for c in trit_counts(layers, x)[:1])  # every trit occurs
+    _, _, results = run_on_core(layers, (widths[0],), lanes, rows, batch, x=x,
+                                ram_output=ram_output, ternary_act=True)
+    ((error, _), y), = results
+    assert error == 0
+    assert np.array_equal(y, run_network(x, layers))
+
+
+@pytest.mark.parametrize("kind", list(CNN_KINDS))
+def test_mixed_cnn_matches_reference(kind):
+    """Ternary convolutions, pooled (the maximum of trits) and flattened into a dense layer."""
+    rng = np.random.default_rng(len(kind) + 200)
+    batch = 2
+    layers, shape = random_cnn(rng, kind)
+    x = rng.integers(-128, 128, (batch, *shape)).astype(np.int8)
+    layers = with_thresholds(rng, layers, x, shape, last=kind == "conv2d")
+    _, _, results = run_on_core(layers, shape, 3, 2, batch, x=x, act_words=256,
+                                ternary_act=True)
     ((error, _), y), = results
     assert error == 0
     assert np.array_equal(y, run_network(x, layers, shape))

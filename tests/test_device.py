@@ -6,6 +6,7 @@ import struct
 import numpy as np
 import pytest
 from conftest import random_cnn
+from ternary_nets import with_thresholds
 
 from trine.contract.device_image import (
     BIAS_STORE_BYTES,
@@ -91,18 +92,27 @@ BOARD_GENERIC = UP5K.for_simulation().as_dict()  # SPRAM cannot be simulated her
         # the ECP5 board's block RAM reads: registered (a cycle more in the feed and READ)
         (3, 2, "conv1d-pool", dict(PARAMS, ram_output="registered")),
         (8, 5, [41, 12, 6], {k: v for k, v in BOARD_GENERIC.items() if k not in ("lanes", "rows")}),
+        # ternary hidden layers, on a device with ternary_act
+        (4, 3, ("mixed", [9, 13, 7, 5]), dict(PARAMS, ternary_act=True)),
+        (3, 2, ("mixed", "conv1d-pool"), dict(PARAMS, ternary_act=True, ram_output="registered")),
     ],
 )
 def test_network_through_frames(lanes, rows, net, params, make_layers):
     rng = np.random.default_rng(lanes + len(net))
     p = AcceleratorParams(lanes, rows, **params)
     dut = LinkedAccelerator(p, timeout_cycles=5000)
+    mixed = isinstance(net, tuple)
+    net = net[1] if mixed else net
     if isinstance(net, str):
         layers, shape = random_cnn(rng, net)
     else:
         layers, shape = make_layers(rng, net, shifts=5), (net[0],)
     image = check_fits(layers, p.limits(), shape)
     x = rng.integers(-128, 128, (image.batch, *shape)).astype(np.int8)
+    if mixed:
+        layers = with_thresholds(rng, layers, x, shape)
+        image = check_fits(layers, p.limits(), shape)
+        assert any(e.ternary_threshold for e in image.entries)
     out = {}
     monitor = StreamMonitor(dut.o_stream)
 

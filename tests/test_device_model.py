@@ -4,6 +4,7 @@ device's loops, addresses and zero padding, computes exactly what the reference 
 import numpy as np
 import pytest
 from conftest import random_layers
+from ternary_nets import with_thresholds
 
 from trine.contract.device_image import LayerEntry, compile_image
 from trine.contract.device_model import run_image
@@ -49,6 +50,19 @@ def test_the_device_computes_the_reference(name, lanes, rows):
     x = rng.integers(-128, 128, (image.batch, *shape)).astype(np.int8)
     got = run_image(image, x, act_words=600)
     assert np.array_equal(got, run_network(x, layers, shape))
+
+
+@pytest.mark.parametrize("lanes, rows", [(8, 5), (3, 2), (32, 8)])
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_the_device_computes_mixed_networks(name, lanes, rows):
+    """Ternary outputs on every weighted layer but the last, as bytes in the pool."""
+    make, shape = NETWORKS[name]
+    rng = np.random.default_rng(len(name) * 11 + lanes)
+    x = rng.integers(-128, 128, (3, *shape)).astype(np.int8)
+    layers = with_thresholds(rng, make(rng), x, shape, last=name == "conv-last")
+    image = compile_image(layers, shape, lanes, rows, act_words=600, max_batch=3,
+                          ternary_act=True)
+    assert np.array_equal(run_image(image, x, act_words=600), run_network(x, layers, shape))
 
 
 def test_entries_survive_the_table_words():

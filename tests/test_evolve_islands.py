@@ -27,7 +27,8 @@ def local(small):
 def _same_program(a, b) -> bool:
     return len(a.layers) == len(b.layers) and all(
         np.array_equal(p.weights, q.weights) and np.array_equal(p.bias, q.bias)
-        and p.shift == q.shift and p.relu == q.relu for p, q in zip(a.layers, b.layers))
+        and p.shift == q.shift and p.relu == q.relu
+        for p, q in zip(a.layers, b.layers, strict=True))
 
 
 def test_the_island_search_learns_and_reports_its_run(local, small):

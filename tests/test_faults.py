@@ -4,8 +4,12 @@ device (test_client's FakeDevice) over socket://."""
 import time
 
 import pytest
-from test_client import INFO, FakeDevice, Peer
-from test_client import quick_socket_close  # noqa: F401 (an autouse fixture)
+from test_client import (
+    INFO,
+    FakeDevice,
+    Peer,
+    quick_socket_close,  # noqa: F401 (an autouse fixture)
+)
 
 from trine.contract.protocol import Target
 from trine.host.client import Client

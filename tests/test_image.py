@@ -20,7 +20,7 @@ from trine.contract.device_image import (
 from trine.contract.device_model import run_image
 from trine.contract.network import run_network
 from trine.contract.protocol import Target
-from trine.contract.reference import Layer
+from trine.contract.reference import Flatten, Layer
 
 
 @st.composite
@@ -109,22 +109,43 @@ def test_a_window_the_device_cannot_count_is_refused():
     compile_image([wide], (1, 8), lanes=4, rows=2, act_words=16)  # 10 + 8 + 3 < 32: fits
 
 
-def test_a_program_with_ternary_outputs_is_refused_before_the_device():
-    """The reference defines ternary activations; the gateware does not compute them yet, so
-    such a program must never reach a device that would answer int8 values instead."""
-    from trine.contract.params import SIMULATED, check_fits
+def test_a_program_with_ternary_outputs_is_refused_by_a_device_without_ternary_act():
+    """Such a device would answer int8 values where the reference has trits: the program
+    never reaches it, and the message names the layer and the parameter."""
+    from trine.contract.params import SIMULATED, UP5K, check_fits
     from trine.contract.reference import Conv
 
     rng = np.random.default_rng(3)
     hidden = Layer(rng.integers(-1, 2, (6, 8)), np.zeros(6), shift=2, ternary_threshold=3)
     out = Layer(rng.integers(-1, 2, (3, 6)), np.zeros(3))
     with pytest.raises(CapacityError, match=r"layer 0 \(Dense\) has ternary outputs "
-                                            r"\(ternary_threshold 3\)"):
+                                            r"\(ternary_threshold 3\): this device computes "
+                                            r"int8 activations only \(built without the "
+                                            r"accelerator parameter ternary_act\)"):
         compile_image([hidden, out], (8,), 8, 5, 256)
-    with pytest.raises(CapacityError, match="ternary outputs"):
-        check_fits([hidden, out], SIMULATED.limits())
+    with pytest.raises(CapacityError, match="ternary_act"):
+        check_fits([hidden, out], UP5K.limits())
     conv = Conv(rng.integers(-1, 2, (4, 1, 3)), np.zeros(4), padding=1, ternary_threshold=1)
     with pytest.raises(CapacityError, match=r"layer 0 \(Conv1d\) has ternary outputs"):
         compile_image([conv], (1, 8), 8, 5, 256)
+    with pytest.raises(CapacityError, match=r"layer 2 \(Dense\) has ternary outputs"):
+        dense = Layer(rng.integers(-1, 2, (2, 32)), np.zeros(2), ternary_threshold=9)
+        compile_image([Conv(conv.weights, conv.bias, padding=1), Flatten(), dense], (1, 8),
+                      8, 5, 256, ternary_act=False)
     # the same layers with int8 outputs compile
     compile_image([Layer(hidden.weights, hidden.bias, shift=2), out], (8,), 8, 5, 256)
+    # and a device with ternary_act takes them, the threshold in the entry's flags
+    image = check_fits([hidden, out], SIMULATED.limits())
+    assert [e.ternary_threshold for e in image.entries] == [3, 0]
+    assert image.entries[0].to_words()[0] >> 9 == 3
+
+
+def test_the_ternary_threshold_round_trips_through_the_flags_word():
+    for t in (0, 1, 64, 127):
+        entry = LayerEntry(1, 2, 3, 4, 5, 6, 7, 8, 9, 31, True, conv=True, pool_levels=2,
+                           ternary_threshold=t)
+        words = entry.to_words()
+        assert words[0] == 31 | 1 << 5 | 2 << 6 | 1 << 8 | t << 9
+        assert LayerEntry.from_words(words) == entry
+    with pytest.raises(CapacityError, match="ternary_threshold is 128, outside 7 bits"):
+        LayerEntry(1, 2, 3, 4, 5, 6, 7, 8, 9, 0, False, ternary_threshold=128).to_words()

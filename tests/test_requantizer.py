@@ -10,7 +10,7 @@ from amaranth.lib.memory import Memory
 
 from trine.contract.device_image import BIAS_STORE_WIDTH
 from trine.contract.params import AcceleratorParams
-from trine.contract.reference import requantize_inplace
+from trine.contract.reference import requantize_inplace, ternarize
 from trine.hw.requantizer import Requantizer
 from trine.sim.testbench import StreamMonitor, StreamSource, simulate
 
@@ -37,17 +37,20 @@ class Harness(wiring.Component):
         return m
 
 
-def expected_byte(acc, bias, shift, relu):
-    """The requantiser's output: the stored bias has the rounding constant folded in."""
+def expected_byte(acc, bias, shift, relu, threshold=0):
+    """The requantiser's output: the stored bias has the rounding constant folded in; with a
+    threshold, the contract's trit of it."""
     v = np.array([int(acc) + int(bias)], np.int64)
-    return int(requantize_inplace(v, shift, relu)[0])
+    y = requantize_inplace(v, shift, relu).astype(np.int8)
+    return int(ternarize(y, threshold)[0]) if threshold else int(y[0])
 
 
-def random_case(rng, n_blocks, params=PARAMS, pooling=True):
+def random_case(rng, n_blocks, params=PARAMS, pooling=True, bias_bits=33):
     top = 1 << (ACC_WIDTH - 1)
     blocks = rng.integers(-top, top, (n_blocks, params.rows))
     blocks[0, :2] = [-top, top - 1]
-    biases = [int(b) for b in rng.integers(-(1 << 33), 1 << 33, params.bias_depth)]
+    biases = [int(b) for b in rng.integers(-(1 << bias_bits), 1 << bias_bits,
+                                           params.bias_depth)]
     biases[:3] = [-(1 << 33), (1 << 33) - 1, 0]
     # a pooling window starts at a block (all its rows) with probability 1/2
     firsts = rng.random(n_blocks) < 0.5 if pooling else np.ones(n_blocks, bool)
@@ -60,12 +63,13 @@ def random_case(rng, n_blocks, params=PARAMS, pooling=True):
     return blocks, biases, dests
 
 
-def run(blocks, biases, dests, *, shift, relu, rng, idle, flush_after=None, late_blocks=()):
+def run(blocks, biases, dests, *, shift, relu, rng, idle, flush_after=None, late_blocks=(),
+        threshold=0, params=PARAMS):
     """Feed ``blocks`` (and, when ``flush_after`` is given, flush that many cycles after the
     last is taken, then feed ``late_blocks``). Returns what was seen per cycle: the cycles of
     takes and flushes, the writes ``(cycle, word, lane, value)``, ``busy``, the monitor of the
     input stream and the source."""
-    top = Harness(PARAMS, biases)
+    top = Harness(params, biases)
     dut = top.rq
     seen = {"takes": [], "flushes": [], "writes": [], "busy": []}
     source = StreamSource(dut.i_stream, rng=rng, idle=idle)
@@ -73,7 +77,7 @@ def run(blocks, biases, dests, *, shift, relu, rng, idle, flush_after=None, late
     total = len(blocks) + len(late_blocks)
 
     async def feed(ctx):
-        ctx.set(dut.config, {"shift": shift, "relu": relu})
+        ctx.set(dut.config, {"shift": shift, "relu": relu, "ternary_threshold": threshold})
         await source.send(ctx, [[int(a) for a in block] for block in blocks])
         if flush_after is not None:
             await ctx.tick().repeat(flush_after)
@@ -115,14 +119,16 @@ def run(blocks, biases, dests, *, shift, relu, rng, idle, flush_after=None, late
     return seen, monitor, source
 
 
-def expected_writes(takes, blocks, biases, dests, shift, relu, keep=lambda t: True):
+def expected_writes(takes, blocks, biases, dests, shift, relu, keep=lambda t: True,
+                    threshold=0):
     """The writes of the rows taken at ``takes`` (row k of the blocks gets ``dests[k]``): the
-    running maximum of the row since its window's first position."""
+    running maximum of the row since its window's first position (of its trits, with a
+    threshold, as the reference pools a ternary layer's outputs)."""
     rows = [int(a) for block in blocks for a in block]
     held = [0] * PARAMS.rows
     writes = []
     for k, (t, acc, d) in enumerate(zip(takes, rows, dests, strict=False)):
-        v = expected_byte(acc, biases[d["bias"]], shift, relu)
+        v = expected_byte(acc, biases[d["bias"]], shift, relu, threshold)
         r = k % PARAMS.rows
         held[r] = v if d["first"] else max(held[r], v)
         if d["write"] and keep(t):
@@ -179,3 +185,56 @@ def test_a_flush_drops_the_rows_in_flight_and_nothing_else():
     late_writes = expected_writes(after, late, biases, dests[len(before) + len(during):], 1,
                                   False)
     assert seen["writes"] == kept + late_writes
+
+
+TERNARY = PARAMS.replace(ternary_act=True)
+
+
+@pytest.mark.parametrize("threshold, shift, relu", [(1, 4, False), (5, 3, False), (64, 1, False),
+                                                    (127, 0, False), (9, 3, True),
+                                                    (0, 2, False)])
+def test_ternary_outputs_are_the_trits_of_the_clipped_values(threshold, shift, relu):
+    """Sums around +-t (small biases, a few huge ones for the clipping), pooled: the byte
+    written is the contract's trit; threshold 0 is int8 on the same device."""
+    rng = np.random.default_rng(100 + threshold)
+    blocks, biases, dests = random_case(rng, 16, params=TERNARY, bias_bits=3)
+    spread = 2 * max(threshold, 2) << shift
+    blocks[1:] = rng.integers(-spread, spread + 1, blocks[1:].shape)  # block 0: the extremes
+    seen, _, _ = run(blocks, biases, dests, shift=shift, relu=relu, rng=rng, idle=0.3,
+                     threshold=threshold, params=TERNARY)
+    expected = expected_writes(seen["takes"], blocks, biases, dests, shift, relu,
+                               threshold=threshold)
+    assert seen["writes"] == expected
+    rows = [int(a) for block in blocks for a in block]
+    values = {expected_byte(acc, biases[d["bias"]], shift, relu, threshold)
+              for acc, d in zip(rows, dests, strict=True)}
+    if threshold:
+        # every trit (+1 at the threshold itself and -1 at minus it are tested below)
+        assert values == ({0, 1} if relu else {-1, 0, 1})
+    else:
+        assert len(values) > 3
+
+
+@pytest.mark.parametrize("threshold", [1, 2, 77, 126, 127])
+def test_the_trit_changes_exactly_at_plus_and_minus_the_threshold(threshold):
+    """Shift 0 and bias 0: each row's value is its accumulator, around every edge of the
+    trit (+-t, +-t -+ 1, the int8 limits and beyond)."""
+    t = threshold
+    edges = [t - 1, t, t + 1, -t + 1, -t, -t - 1, 127, 128, -128, -129, 0, 2047, -2048]
+    blocks = np.array(edges + [0] * (-len(edges) % TERNARY.rows)).reshape(-1, TERNARY.rows)
+    biases = [0] * TERNARY.bias_depth
+    dests = [dict(bias=0, word=k % TERNARY.act_words, lane=0, first=1, write=1)
+             for k in range(blocks.size)]
+    rng = np.random.default_rng(t)
+    seen, _, _ = run(blocks, biases, dests, shift=0, relu=False, rng=rng, idle=0.2,
+                     threshold=t, params=TERNARY)
+    got = [np.int8(np.uint8(w[3])) for w in seen["writes"]][:len(edges)]
+    assert got == [0, 1, 1, 0, -1, -1, 1, 1, -1, -1, 0, 1, -1]
+
+
+def test_a_device_without_ternary_act_ignores_the_threshold():
+    rng = np.random.default_rng(5)
+    blocks, biases, dests = random_case(rng, 6, bias_bits=9)
+    seen, _, _ = run(blocks, biases, dests, shift=2, relu=False, rng=rng, idle=0.2,
+                     threshold=7)
+    assert seen["writes"] == expected_writes(seen["takes"], blocks, biases, dests, 2, False)

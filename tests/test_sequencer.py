@@ -17,6 +17,7 @@ from trine.sim.testbench import simulate
 
 PARAMS = AcceleratorParams(lanes=3, rows=2, weight_words=50, bias_depth=40, act_words=64,
                            table_words=200, max_batch=3, watchdog_bits=10)
+TERNARY = PARAMS.replace(ternary_act=True)
 
 
 def load_cycles(e):
@@ -73,12 +74,13 @@ def conv_entry(rng, **fields):
     return entry(**base)
 
 
-def run(entries, n_layers, batch, *, rng, events=None, cycles=400, never_done=False):
+def run(entries, n_layers, batch, *, rng, events=None, cycles=400, never_done=False,
+        params=PARAMS):
     """Start a run in cycle 1; the address generator's side is played by the testbench: it
     reports ``done`` a random number of cycles after each setup (and the requantiser keeps
     ``draining`` a little longer), and raises ``illegal`` or ``overrun`` in the cycles that
     ``events`` names. Returns every cycle's outputs."""
-    top = Harness(PARAMS, entries)
+    top = Harness(params, entries)
     dut = top.seq
     events = events or {}
     trace = []
@@ -98,7 +100,8 @@ def run(entries, n_layers, batch, *, rng, events=None, cycles=400, never_done=Fa
                        error=ctx.get(dut.run.error), cycles=ctx.get(dut.run.cycles),
                        done=ctx.get(dut.loops.done), draining=ctx.get(dut.draining),
                        requantizer=(ctx.get(dut.requantizer.shift),
-                                    ctx.get(dut.requantizer.relu)))
+                                    ctx.get(dut.requantizer.relu),
+                                    ctx.get(dut.requantizer.ternary_threshold)))
             if row["setup"]:
                 row["config"] = _config(ctx, dut)
                 if not never_done:
@@ -118,8 +121,8 @@ def _config(ctx, dut):
     return out
 
 
-def expected_config(e, batch):
-    return {**held_entry(PARAMS, e), "batch": batch}
+def expected_config(e, batch, params=PARAMS):
+    return {**held_entry(params, e), "batch": batch}
 
 
 def ended(trace, start=1):
@@ -128,28 +131,33 @@ def ended(trace, start=1):
     return end, trace[end]["error"], trace[end]["cycles"]
 
 
+@pytest.mark.parametrize("params", [PARAMS, TERNARY], ids=["int8", "ternary_act"])
 @pytest.mark.parametrize("n_layers, batch", [(1, 1), (3, 2), (4, 3), (2, 1)])
-def test_a_run_sets_every_layer_up_in_turn(n_layers, batch):
+def test_a_run_sets_every_layer_up_in_turn(n_layers, batch, params):
     rng = np.random.default_rng(n_layers * 10 + batch)
 
     def random_entry(k):
         fields = dict(weight_base=int(rng.integers(0, 40)), bias_base=int(rng.integers(0, 30)),
                       blocks=int(rng.integers(1, 1 << 16)), cw=int(rng.integers(1, 1 << 16)),
                       fan_out=int(rng.integers(0, 1 << 16)), shift=int(rng.integers(0, 32)),
-                      relu=bool(rng.integers(0, 2)))
+                      relu=bool(rng.integers(0, 2)),
+                      ternary_threshold=int(rng.integers(0, 128)) if k != 1 else 127)
         return conv_entry(rng, **fields) if k % 2 else entry(**fields)
 
     entries = [random_entry(k) for k in range(4)]
-    trace = run(entries, n_layers, batch, rng=rng)
+    trace = run(entries, n_layers, batch, rng=rng, params=params)
     assert [c for c, r in enumerate(trace) if r["flush"]] == [2]  # the cycle after the start
     setups = [c for c, r in enumerate(trace) if r["setup"]]
     assert len(setups) == n_layers
     assert setups[0] == 1 + first_setup(entries[0])
     for k, s in enumerate(setups):
-        expected = expected_config(entries[k], batch)
+        expected = expected_config(entries[k], batch, params)
         assert {f: trace[s]["config"][f] for f in expected} == expected
-        # the requantiser's shift and ReLU are latched at the setup, held while it runs
-        assert trace[s + 1]["requantizer"] == (entries[k].shift, int(entries[k].relu))
+        # the requantiser's shift, ReLU and threshold (none without ternary_act) are latched
+        # at the setup, held while it runs
+        threshold = entries[k].ternary_threshold if params.ternary_act else 0
+        assert trace[s + 1]["requantizer"] == (entries[k].shift, int(entries[k].relu),
+                                               threshold)
         # a layer ends at the first cycle of its run with done (the last one: and nothing
         # draining, its outputs all written)
         finish = next(c for c in range(s + 1, len(trace))

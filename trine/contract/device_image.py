@@ -38,7 +38,17 @@ Biases, folded
 Layer table
     One :class:`LayerEntry` per weighted layer: 16-bit words, little-endian, back to back
     (:data:`DENSE_ENTRY_WORDS` for a dense layer, :data:`CONV_ENTRY_WORDS` for a convolution);
-    see :class:`LayerEntry` for what the loops do with them.
+    see :class:`LayerEntry` for what the loops do with them. The first word, ``flags``, packs
+    the fields of :data:`FLAG_FIELDS`.
+
+Ternary activations
+    A layer with ``ternary_threshold=t`` (:func:`trine.contract.reference.ternarize`) has
+    ``t`` in its entry's flags (0: int8 outputs). Its outputs are stored like int8 ones, one
+    byte per activation holding -1, 0 or +1, so the next layer reads them as int8 inputs and
+    computes the reference's dot product unchanged. With max-pooling the maximum is taken of
+    the trits, which is the trit of the maximum (ternarisation is monotonic). Only a device
+    built with ``ternary_act`` computes them (:func:`compile_image` refuses the layer for any
+    other).
 """
 
 from __future__ import annotations
@@ -52,7 +62,13 @@ import numpy as np
 from trine.contract.errors import FormatError, TrineError
 from trine.contract.network import layer_kind, network_shapes
 from trine.contract.reference import Conv, Flatten, Layer, MaxPool
-from trine.contract.spec import BIAS_MAX, MAX_FAN_IN, pack_trits, packed_size
+from trine.contract.spec import (
+    BIAS_MAX,
+    MAX_FAN_IN,
+    TERNARY_THRESHOLD_MAX,
+    pack_trits,
+    packed_size,
+)
 
 __all__ = [
     "BIAS_STORE_WIDTH",
@@ -62,6 +78,7 @@ __all__ = [
     "CONV_ENTRY_WORDS",
     "POSITION_LEVELS",
     "FIELD_NAMES",
+    "FLAG_FIELDS",
     "field_bits",
     "max_fan_in",
     "beat_bytes",
@@ -97,6 +114,11 @@ _FIELD_NAMES = (
     *(f"y_step{i}" for i in range(POSITION_LEVELS)),
 )
 FIELD_NAMES = _FIELD_NAMES
+#: The fields packed into an entry's ``flags`` word: ``name -> (first bit, bits)``. A
+#: ``ternary_threshold`` of 0 means int8 outputs.
+FLAG_FIELDS = {"shift": (0, 5), "relu": (5, 1), "pool_levels": (6, 2), "conv": (8, 1),
+               "ternary_threshold": (9, 7)}
+assert TERNARY_THRESHOLD_MAX < 1 << FLAG_FIELDS["ternary_threshold"][1]
 _U16 = 1 << 16
 
 
@@ -121,13 +143,15 @@ def field_bits(act_words: int, lanes: int, rows: int) -> dict[str, tuple[int, bo
     are all in the pool), the output count and the window coordinates are *exact*: a table
     whose value does not fit is refused by :func:`compile_image` (the device would count
     wrong). Weight and bias bases are checked against the memories instead (``None`` here).
+    The flags word is 16 bits; a device without ``ternary_act`` keeps only the bits below
+    ``ternary_threshold``'s (:data:`FLAG_FIELDS`).
     """
     address = max(1, (act_words - 1).bit_length())
     count = act_words.bit_length()
     coordinate = count + 1
     blocks = (-(-act_words * lanes // rows)).bit_length()
     fan_out = (act_words * lanes).bit_length()
-    bits = {"flags": (9, False, True), "weight_base": None, "bias_base": None,
+    bits = {"flags": (16, False, True), "weight_base": None, "bias_base": None,
             "blocks": (blocks, False, True), "fan_out": (fan_out, False, True),
             "cw": (count, False, True), "in_base": (address, False, False),
             "in_sample_words": (address, False, False), "out_base": (address, False, False),
@@ -260,6 +284,8 @@ class LayerEntry:
                             else 0                    # zero padding, never stored
                     and w the next word of weights (weight_base + j * window words + ...)
                 out[r] = requantise(acc[r] + bias[bias_base + j * rows + r])
+                    then, with ternary_threshold t > 0: +1 if out[r] >= t, -1 if
+                    out[r] <= -t, else 0 (stored as an int8 byte)
                 with pooling, the maximum of out[r] over the pool window (levels p0, or p0
                 and p1) is written once, at the window's last position; the bytes written are
                 pos * lanes + j * rows + r, for j * rows + r < fan_out
@@ -296,16 +322,28 @@ class LayerEntry:
     y0: int = 0
     x_steps: tuple[int, ...] = (0, 0, 0, 0)
     y_steps: tuple[int, ...] = (0, 0, 0, 0)
+    ternary_threshold: int = 0
 
     @property
     def words(self) -> int:
         return CONV_ENTRY_WORDS if self.conv else DENSE_ENTRY_WORDS
 
+    @property
+    def flags(self) -> int:
+        """The flags word: the fields of :data:`FLAG_FIELDS`."""
+        word = 0
+        for name, (first, bits) in FLAG_FIELDS.items():
+            value = int(getattr(self, name))
+            if not 0 <= value < 1 << bits:
+                raise CapacityError(f"a layer-table entry's {name} is {value}, outside "
+                                    f"{bits} bits")
+            word |= value << first
+        return word
+
     def field_values(self) -> list[int]:
         """Every field of a convolution's entry (a dense entry's tail at its defaults), in
         table order, as integers (signed ones signed; the flags word whole)."""
-        flags = self.shift | int(self.relu) << 5 | self.pool_levels << 6 | int(self.conv) << 8
-        return [flags, self.weight_base, self.bias_base, self.blocks, self.fan_out, self.cw,
+        return [self.flags, self.weight_base, self.bias_base, self.blocks, self.fan_out, self.cw,
                 self.in_base, self.in_sample_words, self.out_base, self.out_sample_words,
                 self.kw, self.kh, self.row_step, *self.p_counts, *self.act_steps,
                 *self.out_steps, self.in_width, self.in_height, self.x0, self.y0,
@@ -317,8 +355,7 @@ class LayerEntry:
 
     def to_words(self) -> list[int]:
         """The entry as table words (unsigned 16-bit)."""
-        flags = self.shift | int(self.relu) << 5 | self.pool_levels << 6 | int(self.conv) << 8
-        words = [flags, self.weight_base, self.bias_base, self.blocks, self.fan_out, self.cw,
+        words = [self.flags, self.weight_base, self.bias_base, self.blocks, self.fan_out, self.cw,
                  self.in_base, self.in_sample_words, self.out_base, self.out_sample_words]
         if self.conv:
             words += [self.kw, self.kh, self.row_step, *self.p_counts, *self.act_steps,
@@ -335,12 +372,14 @@ class LayerEntry:
         def signed(v):
             return v - _U16 if v >= 1 << 15 else v
 
-        flags = words[0]
-        conv = bool(flags >> 8 & 1)
+        flags = {name: words[0] >> first & ((1 << bits) - 1)
+                 for name, (first, bits) in FLAG_FIELDS.items()}
+        conv = bool(flags["conv"])
         head = dict(weight_base=words[1], bias_base=words[2], blocks=words[3],
                     fan_out=words[4], cw=words[5], in_base=words[6], in_sample_words=words[7],
-                    out_base=words[8], out_sample_words=words[9], shift=flags & 31,
-                    relu=bool(flags >> 5 & 1), conv=conv, pool_levels=flags >> 6 & 3)
+                    out_base=words[8], out_sample_words=words[9], shift=flags["shift"],
+                    relu=bool(flags["relu"]), conv=conv, pool_levels=flags["pool_levels"],
+                    ternary_threshold=flags["ternary_threshold"])
         if not conv:
             return cls(**head)
         w = list(words[10:CONV_ENTRY_WORDS])
@@ -520,8 +559,10 @@ def weight_words(layers: Sequence, input_shape, lanes: int, rows: int) -> int:
 
 
 def compile_image(layers: Sequence, input_shape, lanes: int, rows: int, act_words: int,
-                  max_batch: int = 1) -> DeviceImage:
-    """Lay a network out for a ``lanes x rows`` array and an activation pool of ``act_words``.
+                  max_batch: int = 1, *, ternary_act: bool = False) -> DeviceImage:
+    """Lay a network out for a ``lanes x rows`` array and an activation pool of ``act_words``;
+    ``ternary_act``: whether the device computes ternary outputs
+    (:class:`trine.contract.params.AcceleratorParams`).
 
     Raises
     ------
@@ -529,17 +570,18 @@ def compile_image(layers: Sequence, input_shape, lanes: int, rows: int, act_word
         For a network the device cannot run at all: a max-pooling that does not follow a
         convolution, a layer whose input and output do not fit the pool for one sample
         (naming the layer and the words it needs), a table field outside 16 bits, or a layer
-        with ternary outputs (``ternary_threshold``: the reference defines them, the gateware
-        computes every layer with int8 activations so far). The other capacities (weights,
-        biases, table, layers) are checked by :func:`trine.contract.params.check_fits`.
+        with ternary outputs (``ternary_threshold``) for a device without ``ternary_act``
+        (it would answer int8 values). The other capacities (weights, biases, table, layers)
+        are checked by :func:`trine.contract.params.check_fits`.
     """
     layers = tuple(layers)
     for i, layer in enumerate(layers):
-        if getattr(layer, "ternary_threshold", None) is not None:
+        if getattr(layer, "ternary_threshold", None) is not None and not ternary_act:
             raise CapacityError(
-                f"layer {i} ({getattr(layer, 'kind', 'Dense')}) has ternary outputs "
-                f"(ternary_threshold {layer.ternary_threshold}): the device runs int8 "
-                "activations only so far; run such a program on the reference")
+                f"layer {i} ({layer_kind(layer)}) has ternary outputs (ternary_threshold "
+                f"{layer.ternary_threshold}): this device computes int8 activations only "
+                "(built without the accelerator parameter ternary_act); run the program on a "
+                "device with ternary_act or on the reference")
     plan, shapes = _weighted_plan(layers, input_shape)
     # layouts of the tensors each weighted layer reads and writes
     tensors = []
@@ -610,7 +652,8 @@ def compile_image(layers: Sequence, input_shape, lanes: int, rows: int, act_word
         entry = LayerEntry(weight_base, bias_base, blocks, m, cw,
                            (in_layout.base + first) % _U16, in_layout.sample_words,
                            out_layout.base, out_layout.sample_words, layer.shift, layer.relu,
-                           conv=isinstance(layer, Conv), **nest)
+                           conv=isinstance(layer, Conv),
+                           ternary_threshold=layer.ternary_threshold or 0, **nest)
         entry.to_words()  # every field within 16 bits, or a CapacityError
         _check_fields(entry, act_words, lanes, rows,
                       f"layer {index} ({layer_kind(layer)})")

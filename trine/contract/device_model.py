@@ -78,6 +78,9 @@ def _layer(entry: LayerEntry, pool: np.ndarray, trits: np.ndarray, biases: np.nd
                 v = acc + biases[entry.bias_base + j * rows: entry.bias_base + (j + 1) * rows]
                 v >>= entry.shift
                 v = np.clip(np.maximum(v, 0) if entry.relu else v, ACT_MIN, ACT_MAX)
+                if entry.ternary_threshold:
+                    t = entry.ternary_threshold
+                    v = np.where(v >= t, 1, np.where(v <= -t, -1, 0))
                 held = v if first else np.maximum(held, v)
                 if last:
                     for r in range(rows):

@@ -33,6 +33,7 @@ from trine.contract.protocol import (
     PROTOCOL_VERSION,
     READABLE,
     DeviceInfo,
+    Feature,
     Target,
     readable_mask,
 )
@@ -123,6 +124,10 @@ class AcceleratorParams:
         host reads of the pool.
     readback : str
         One of :data:`READBACKS` (INFO's ``readable``).
+    ternary_act : bool
+        Whether the requantiser also computes ternary outputs (layers with a
+        ``ternary_threshold``, stored one trit per byte; INFO's ``features``). A device without
+        it refuses such programs (:func:`check_fits`).
     rx_buffer : int
         Bytes of the receive buffer in front of the frame receiver (INFO's ``rx_buffer``): a
         power of two up to :data:`MAX_RX_BUFFER`, or 0 for none (the host then waits for
@@ -146,6 +151,7 @@ class AcceleratorParams:
     weight_memory: str = "generic"
     ram_output: str = "direct"
     readback: str = "all"
+    ternary_act: bool = False
     rx_buffer: int = 2048
 
     def __post_init__(self):
@@ -161,6 +167,8 @@ class AcceleratorParams:
         if self.rx_buffer & (self.rx_buffer - 1) or self.rx_buffer == 1:
             raise ParameterError(f"receive buffer must be 0 or a power of two >= 2 bytes, not "
                                  f"{self.rx_buffer}")
+        if not isinstance(self.ternary_act, bool):
+            raise ParameterTypeError(f"ternary_act must be a bool, not {self.ternary_act!r}")
         for name, value, allowed in (("decoder", self.decoder, DECODERS),
                                      ("weight memory", self.weight_memory, WEIGHT_MEMORIES),
                                      ("RAM output", self.ram_output, RAM_OUTPUTS),
@@ -203,6 +211,7 @@ class AcceleratorParams:
             weight_words=self.weight_words, bias_depth=self.bias_depth, clock_hz=int(clock_hz),
             baud=int(baud), max_run_cycles=self.max_run_cycles,
             readable=readable_mask(READABLE if self.readback == "all" else [Target.INPUT]),
+            features=int(Feature.TERNARY_ACT) if self.ternary_act else 0,
             rx_buffer=self.rx_buffer,
         )
 
@@ -235,7 +244,8 @@ class AcceleratorParams:
     def size(self) -> dict[str, int]:
         """The array's shape and the memories' depths, without how they are built (decoder,
         weight memory): what a preset such as :data:`SMALL` changes on a board's device."""
-        return {k: v for k, v in self.as_dict().items() if isinstance(v, int)}
+        return {k: v for k, v in self.as_dict().items()
+                if isinstance(v, int) and not isinstance(v, bool)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +260,7 @@ class DeviceLimits:
     weight_bytes : weight memory in bytes, holding ``rows x lanes`` tiles at 5 trits per byte
     bias_depth : folded biases held, ``rows`` per block of outputs
     max_batch : inputs per RUN
+    ternary_act : whether it computes ternary outputs (INFO's ``features``)
     """
 
     lanes: int
@@ -259,10 +270,16 @@ class DeviceLimits:
     weight_bytes: int
     bias_depth: int
     max_batch: int = 1
+    ternary_act: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.ternary_act, bool):
+            raise ParameterError(f"device limit ternary_act must be a bool, not "
+                                 f"{self.ternary_act!r}")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if f.name == "ternary_act":
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ParameterError(f"device limit {f.name} must be a positive integer, "
                                      f"not {v!r}")
@@ -272,7 +289,8 @@ class DeviceLimits:
         return cls(lanes=info.lanes, rows=info.rows, act_words=info.act_words,
                    table_words=info.table_words,
                    weight_bytes=info.weight_words * beat_bytes(info.lanes, info.rows),
-                   bias_depth=info.bias_depth, max_batch=info.max_batch)
+                   bias_depth=info.bias_depth, max_batch=info.max_batch,
+                   ternary_act=bool(info.features & Feature.TERNARY_ACT))
 
 
 def check_fits(layers: Sequence, limits: DeviceLimits,
@@ -293,7 +311,7 @@ def check_fits(layers: Sequence, limits: DeviceLimits,
     layers = tuple(layers)
     shape = tuple(input_shape) if input_shape is not None else default_input_shape(layers)
     image = compile_image(layers, shape, limits.lanes, limits.rows, limits.act_words,
-                          limits.max_batch)
+                          limits.max_batch, ternary_act=limits.ternary_act)
     weighted = [(i, x) for i, x in enumerate(layers) if isinstance(x, Layer | Conv)]
     bb = beat_bytes(limits.lanes, limits.rows)
     problems = []
@@ -333,23 +351,25 @@ SMALL = AcceleratorParams(lanes=2, rows=1, weight_words=256, bias_depth=64, act_
                           table_words=64, max_batch=1, watchdog_bits=20)
 #: The simulated device's default (``trine sim serve`` without ``--board``): the iCE40UP5K's
 #: 8 x 5 array (one 40-trit, 64-bit weight word per clock) with 2048 weight words in a generic
-#: memory, a pool of 1024 words (8 KiB) and batches of up to 16. Its watchdog (2**20 cycles)
-#: is also how long the simulation bridge waits for an answer the device may have dropped.
+#: memory, a pool of 1024 words (8 KiB) and batches of up to 16, with ternary outputs. Its
+#: watchdog (2**20 cycles) is also how long the simulation bridge waits for an answer the
+#: device may have dropped.
 SIMULATED = AcceleratorParams(lanes=8, rows=5, weight_words=2048, bias_depth=1024,
-                              act_words=1024, table_words=512, max_batch=16, watchdog_bits=20)
+                              act_words=1024, table_words=512, max_batch=16, watchdog_bits=20,
+                              ternary_act=True)
 #: The iCEBreaker's device (iCE40UP5K): 8 lanes x 5 rows, the weights in the four SPRAM
 #: blocks (16K words of 40 trits), 1024 biases, a pool of 256 words (2 KiB, four block RAMs),
 #: a table of 256 words (one block RAM), batches of 4. 8 x 5 is the largest array that fits
 #: the chip with the rest of the accelerator (see the README's board table); READ reads the
-#: pool only, for want of room.
+#: pool only, and ternary outputs are left out, for want of room.
 UP5K = AcceleratorParams(lanes=8, rows=5, weight_words=16384, bias_depth=1024, act_words=256,
                          table_words=256, max_batch=4, watchdog_bits=26, decoder="rom",
                          weight_memory="spram", readback="pool")
 #: The ULX3S-85F's device (LFE5U-85F): a 32 x 8 array, 52 bytes (256 trits) per weight word in
 #: block RAM, so it takes a beat per clock; block RAM reads go through the RAMs' output
-#: registers (``ram_output="registered"``), for the clock.
+#: registers (``ram_output="registered"``), for the clock. It computes ternary outputs.
 ECP5_85F = AcceleratorParams(lanes=32, rows=8, weight_words=1024, bias_depth=1024,
                              act_words=256, table_words=512, max_batch=16, watchdog_bits=26,
-                             ram_output="registered")
+                             ram_output="registered", ternary_act=True)
 #: The presets by name.
 PRESETS = {"small": SMALL, "simulated": SIMULATED, "up5k": UP5K, "ecp5-85f": ECP5_85F}

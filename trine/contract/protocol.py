@@ -91,6 +91,7 @@ __all__ = [
     "Target",
     "ErrorCode",
     "DeviceInfo",
+    "Feature",
     "WRITE_HEADER",
     "write_payload",
     "run_payload",
@@ -109,9 +110,10 @@ __all__ = [
     "frame_timeout_cycles",
 ]
 
-#: 4: the device buffers ``DeviceInfo.rx_buffer`` bytes of requests (a window of requests in
-#: flight); 3: answers bound to session, request and owner.
-PROTOCOL_VERSION = 4
+#: 5: INFO reports ``features`` (what the device computes beyond int8 activations); 4: the
+#: device buffers ``DeviceInfo.rx_buffer`` bytes of requests (a window of requests in flight);
+#: 3: answers bound to session, request and owner.
+PROTOCOL_VERSION = 5
 
 SYNC = 0xA5
 MAX_PAYLOAD = 1024
@@ -224,7 +226,14 @@ class ErrorCode(enum.IntEnum):
     TIMEOUT = 0x08
 
 
-_INFO = struct.Struct("<HHHHHHHHIIIIIHH")
+class Feature(enum.IntFlag):
+    """What a device computes beyond int8 activations (``DeviceInfo.features``)."""
+
+    #: Layers with ternary outputs (``ternary_threshold``).
+    TERNARY_ACT = 1
+
+
+_INFO = struct.Struct("<HHHHHHHHIIIIIHHH")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,6 +258,8 @@ class DeviceInfo:
     readable: int | None = None
     #: Bytes of requests the device buffers while it handles one (0: none, stop-and-wait).
     rx_buffer: int = 0
+    #: :class:`Feature` bits: what the device computes beyond int8 activations.
+    features: int = 0
 
     SIZE = _INFO.size
 
