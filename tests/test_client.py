@@ -763,6 +763,30 @@ def test_load_survives_a_lossy_link(peers):
     assert device_image(device, Target.LAYER, len(image.table_bytes())) == image.table_bytes()
 
 
+def test_load_survives_losing_the_answers_to_its_claims(peers):
+    """A claim sent again because its answer was lost is answered after the device took the
+    first copy: that answer already reports the claimed program, which is no other host's."""
+    device = FakeDevice()
+    claims = []
+
+    def faults(i, f):
+        if f.op == Op.WRITE and len(f.payload) == WRITE_HEADER:
+            claims.append(i)
+            return "drop" if claims.count(i) == 1 and len(claims) in (1, 3) else ""
+        return ""
+
+    peer = peers(Lossy(device, faults))
+    program = random_program([50, 20, 7])
+    with connect(peer, timeout=TIMEOUT) as client:
+        stats = client.load(program)
+        assert stats.retries == 2
+        x = np.arange(50, dtype=np.int8)
+        device.outputs = np.ones((1, 7), np.int8)
+        assert np.array_equal(client.infer(x)[0], np.ones(7, np.int8))
+    image = program.check_fits(DeviceLimits.from_info(INFO))
+    assert device.claims == [0, 0, program_digest(image), program_digest(image)]
+
+
 @pytest.mark.parametrize(
     "change, widths, message",
     [
