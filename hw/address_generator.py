@@ -52,6 +52,7 @@ from amaranth.lib.wiring import In, Out
 
 from trine.contract.device_image import (
     CONV_ENTRY_WORDS,
+    DENSE_ENTRY_WORDS,
     FIELD_NAMES,
     FLAG_FIELDS,
     POSITION_LEVELS,
@@ -76,6 +77,14 @@ DENSE_TAIL = LayerEntry(0, 0, 1, 1, 1, 0, 0, 0, 0, 0, False, conv=True).to_words
 #: steps).
 DENSE_DEFAULTS = {"kw": 1, "kh": 1, **{f"p_count{i}": 1 for i in range(POSITION_LEVELS)},
                   "in_width": 1, "in_height": 1, "x0": 0, "y0": 0}
+#: The counts of a window (words per row, kernel width and height). The generator compares
+#: them a cycle before its setup: none is an entry's last word (the sequencer writes each
+#: word's field as it arrives and sets up after the last), and a dense entry leaves the
+#: kernel's at their defaults.
+WINDOW_COUNTS = ("cw", "kw", "kh")
+assert all(ENTRY_FIELDS.index(name) < CONV_ENTRY_WORDS - 1 for name in WINDOW_COUNTS)
+assert all(ENTRY_FIELDS.index(name) < DENSE_ENTRY_WORDS - 1 or name in DENSE_DEFAULTS
+           for name in WINDOW_COUNTS)
 
 
 def entry_layout(params: AcceleratorParams) -> data.StructLayout:
@@ -146,7 +155,8 @@ class LoopControlSignature(ParamsSignature):
     Members
     -------
     config : Out(loop_config_layout(params))
-        The layer's loops; held from ``setup`` until the layer ends.
+        The layer's loops; held from ``setup`` until the layer ends, and the window's
+        counts (:data:`WINDOW_COUNTS`) from the cycle before ``setup``.
     setup : Out(1)
         Load every counter from ``config`` and start issuing.
     stop : Out(1)
@@ -250,16 +260,23 @@ class AddressGenerator(wiring.Component):
         # comparators on the table's fields.
         ones = {name: Signal(name=f"{name}_one") for name in
                 ("cw", "kw", "kh", "blocks", *(f"p_count{i}" for i in levels))}
-        def one(name):
-            # in the setup cycle itself the registered flag is not there yet
-            return e[name] == 1
+        # The window's counts compared with 1 and 2 in every cycle, for the setup cycle
+        # itself: the entry holds them a cycle before its setup (see ``config``), so the
+        # setup's loads and its first beat's ``last`` come from flip-flops, not from
+        # comparators on the table's fields behind the sequencer's ``stop``.
+        early = {name: (Signal(name=f"{name}_is1"), Signal(name=f"{name}_is2"))
+                 for name in WINDOW_COUNTS}
+        early_one_beat = Signal()
+        for name, (is1, is2) in early.items():
+            m.d.sync += [is1.eq(e[name] == 1), is2.eq(e[name] == 2)]
+        m.d.sync += early_one_beat.eq(Cat(*(e[name] == 1 for name in WINDOW_COUNTS)).all())
 
-        twos = {name: Signal(name=f"{name}_two") for name in ("cw", "kw", "kh")}
+        twos = {name: Signal(name=f"{name}_two") for name in WINDOW_COUNTS}
         one_beat = Signal()  # a window of one word
         with m.If(setup):
             m.d.sync += [flag.eq(e[name] == 1) for name, flag in ones.items()]
-            m.d.sync += [flag.eq(e[name] == 2) for name, flag in twos.items()]
-            m.d.sync += one_beat.eq(one("cw") & one("kw") & one("kh"))
+            m.d.sync += [flag.eq(early[name][1]) for name, flag in twos.items()]
+            m.d.sync += one_beat.eq(early_one_beat)
 
         # ---- issue side: the beats of the current window -------------------------------
         g = _Counter(m, "g", count_bits, two=True)
@@ -542,7 +559,7 @@ class AddressGenerator(wiring.Component):
         m.d.sync += [setup_walk.eq(setup), setup_out.eq(setup_walk)]
         with m.If(setup):
             for c, name in ((g, "cw"), (tx, "kw"), (ty, "kh")):
-                c.load(e[name], one(name), e[name] == 2)
+                c.load(e[name], *early[name])
             m.d.sync += [
                 x.eq(e.x0), xx.eq(e.x0), yy.eq(e.y0),
                 apply.eq(0), batch_one.eq(cfg.batch == 1),
@@ -602,7 +619,7 @@ class AddressGenerator(wiring.Component):
                 with m.If(n_end):
                     m.d.comb += issuing_next.eq(0)
         with m.If(setup):
-            m.d.comb += [w_last_next.eq(one("cw") & one("kw") & one("kh")),
+            m.d.comb += [w_last_next.eq(early_one_beat),
                          w_first_next.eq(1), gap_ok_next.eq(1), n_valid_next.eq(0),
                          issuing_next.eq(1)]
         with m.If(self.control.stop):

@@ -123,7 +123,7 @@ class Requantizer(wiring.Component):
         A synchronous read port of the bias memory; read at ``dest.bias``.
     o_write : Out(PoolWriteSignature(params))
     busy : Out(1)
-        A row is held or in the pipeline.
+        A row is held or in the pipeline (a register).
     """
 
     def __init__(self, params: AcceleratorParams, acc_width: int):
@@ -253,9 +253,17 @@ class Requantizer(wiring.Component):
         with m.If(p4_valid):
             m.d.sync += [held[i].eq(held[i + 1]) for i in range(rows - 1)]
             m.d.sync += held[-1].eq(pooled)
+        # busy: a row held or in the pipeline, or a byte still to be written. A register,
+        # set from the next values of what it covers (the sequencer's decisions start at
+        # it): a block taken, a row held or in p1 .. p3 (they move on), a byte enabled in p4.
+        busy = Signal()
+        with m.If(flush):
+            m.d.sync += busy.eq(0)
+        with m.Else():
+            m.d.sync += busy.eq((a_out.valid & a_out.ready) | holding | p1_valid | p1b_valid |
+                                p2_valid | p3_valid | p4_en.any())
         m.d.comb += [
-            self.busy.eq(holding | p1_valid | p1b_valid | p2_valid | p3_valid | p4_valid |
-                         p5_en.any()),
+            self.busy.eq(busy),
             self.o_write.word.eq(p5_word),
             self.o_write.value.eq(p5_out),
             self.o_write.lanes.eq(p5_en),

@@ -33,7 +33,7 @@ the start of a run is a register.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -162,6 +162,17 @@ class LayerSequencer(wiring.Component):
         past_end = Signal()
         last_layer = Signal()
         fsm_running = Signal()
+        # The entry's verdict, registered in every cycle: its checks are all made by the
+        # cycle before its setup (the last word's is not a check, and where the entry ends
+        # is known a cycle ahead), so the setup's abort is one flip-flop. An entry past the
+        # table is garbage: that is said first.
+        setup_bad = Signal()
+        setup_code = Signal(8)
+        m.d.sync += [
+            setup_bad.eq(bad_table | bad_count | bad_weight | bad_bias),
+            setup_code.eq(Mux(bad_table | ~(bad_count | bad_weight), ErrorCode.BAD_ADDRESS,
+                              ErrorCode.BAD_ARGUMENT)),
+        ]
         m.d.sync += [
             past_end.eq(fsm_running & loops.overrun),
             last_layer.eq(layer == last_index),
@@ -238,13 +249,14 @@ class LayerSequencer(wiring.Component):
             with m.If(at_count & (data == 0)):
                 m.d.sync += bad_count.eq(1)
             with m.If(entry_ends):
-                m.d.sync += bad_table.eq(taddr > p.table_words)
                 with m.If(self.draining):
                     fsm.go("DRAIN")
                 with m.Else():
                     fsm.go("SETUP")
             with m.Else():
                 m.d.sync += taddr.eq(taddr + 1)
+                # where the entry ends, a cycle ahead: the address after this one
+                m.d.sync += bad_table.eq(taddr >= p.table_words)
         with fsm.state("DRAIN"):
             # the layer before still writes its last outputs, which the entry may read
             with m.If(~self.draining):
@@ -254,13 +266,8 @@ class LayerSequencer(wiring.Component):
             m.d.sync += [rq_shift.eq(flags["shift"]), rq_relu.eq(flags["relu"])]
             if p.ternary_act:
                 m.d.sync += rq_threshold.eq(flags["ternary_threshold"])
-            # an entry past the table is garbage: that is said first
-            with m.If(bad_table):
-                abort(ErrorCode.BAD_ADDRESS)
-            with m.Elif(bad_count | bad_weight):
-                abort(ErrorCode.BAD_ARGUMENT)
-            with m.Elif(bad_bias):
-                abort(ErrorCode.BAD_ADDRESS)
+            with m.If(setup_bad):
+                abort(setup_code)
             with m.Else():
                 fsm.go("RUN")
         with fsm.state("RUN"):

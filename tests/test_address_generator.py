@@ -190,6 +190,7 @@ def test_setup_restarts_both_nests_and_clears_done():
 
     async def bench(ctx):
         ctx.set(dut.control.config, config(p, e, 1))
+        await ctx.tick()  # the window's counts are held a cycle before the setup
         for _ in range(2):
             ctx.set(dut.control.setup, 1)
             await ctx.tick()

@@ -214,6 +214,24 @@ def test_an_entry_past_the_table_ends_the_run():
     assert (len(setups), end, error) == (7, setups[-1] + 1, ErrorCode.BAD_ADDRESS)
 
 
+@pytest.mark.parametrize("table_words, fits", [(47, True), (46, False)])
+@pytest.mark.parametrize("order", ["conv last", "dense last"])
+def test_an_entry_that_ends_on_the_table_s_last_word_runs(table_words, fits, order):
+    # a conv entry and a dense one: 47 words, in a table of 47 (runs) or 46 (past its end)
+    rng = np.random.default_rng(5)
+    entries = [conv_entry(rng, kw=1, kh=1, p_counts=(1, 1, 1, 1)), entry()]
+    if order == "dense last":
+        entries.reverse()
+    params = PARAMS.replace(table_words=table_words)
+    trace = run(entries, 2, 1, rng=rng, cycles=400, params=params)
+    setups = [c for c, r in enumerate(trace) if r["setup"]]
+    end, error, _ = ended(trace)
+    if fits:
+        assert (len(setups), error) == (2, 0)
+    else:
+        assert (len(setups), end, error) == (2, setups[-1] + 1, ErrorCode.BAD_ADDRESS)
+
+
 def test_the_watchdog_ends_a_run_that_never_finishes():
     trace = run([entry()], 1, 1, rng=np.random.default_rng(5), cycles=1100, never_done=True)
     end, error, cycles = ended(trace)
