@@ -157,36 +157,72 @@ class AcceleratorCore(wiring.Component):
         m.d.sync += [target.eq(host.target), lane.eq(host.lane)]
         words = {"weights": mem.weights.data, "biases": mem.biases.data, "table": mem.table.data}
         if self.params.ram_output == "registered":
-            # As the pool's and the weights' (CoreMemories.read_latency, registered there):
-            # the word read is registered before its byte is chosen, so no byte multiplexer
-            # follows a block RAM's read latch.
-            for name in ("biases", "table"):
-                words[name] = Signal.like(words[name], name=f"host_{name}_q", reset_less=True)
-                m.d.sync += words[name].eq(getattr(mem, name).data)
-            target_q, lane_q = Signal.like(target), Signal.like(lane)
-            m.d.sync += [target_q.eq(target), lane_q.eq(lane)]
-            target, lane = target_q, lane_q
+            self._read_any_registered(m, words, target, lane)
+            return
 
         def byte(word, n_bytes):
             word = Cat(word, Const(0, 8 * n_bytes - len(word)))
             return word.word_select(lane[:max(1, (n_bytes - 1).bit_length())], 8)
 
-        data = Signal.like(host.data)
-        if self.params.ram_output == "registered":
-            # and the byte chosen (a 52-way multiplexer for the ULX3S's weights) is registered
-            # before the answer's own multiplexers (host_read_latency)
-            data_q = Signal.like(host.data, reset_less=True)
-            m.d.sync += data_q.eq(data)
-            m.d.comb += host.data.eq(data_q)
-        else:
-            m.d.comb += host.data.eq(data)
         with m.Switch(target):
             with m.Case(Target.WEIGHTS):
-                m.d.comb += data.eq(byte(words["weights"], self.beat_bytes))
+                m.d.comb += host.data.eq(byte(words["weights"], self.beat_bytes))
             with m.Case(Target.BIAS):
-                m.d.comb += data.eq(byte(words["biases"], BIAS_STORE_BYTES))
+                m.d.comb += host.data.eq(byte(words["biases"], BIAS_STORE_BYTES))
             with m.Case(Target.LAYER):
-                m.d.comb += data.eq(byte(words["table"], TABLE_WORD_BYTES))
+                m.d.comb += host.data.eq(byte(words["table"], TABLE_WORD_BYTES))
             with m.Default():
-                m.d.comb += data.eq(mem.read.data)
+                m.d.comb += host.data.eq(mem.read.data)
 
+    #: Bytes per group in the first step of a registered device's host read byte select.
+    GROUP_BYTES = 8
+
+    def _read_any_registered(self, m: Module, words, target, lane) -> None:
+        """The host read of every memory with registered RAM output
+        (``host_read_latency`` 4): the word read is registered (the weights' and the pool's in
+        :class:`~trine.hw.memories.CoreMemories`, on ECP5 in the block RAMs' output
+        registers), then the byte is chosen in two registered steps: within each group of
+        :attr:`GROUP_BYTES` bytes of every word (a multiplexer that can sit near the group's
+        RAMs), then among the groups of the target's word. A single 52-way multiplexer over
+        the ULX3S's weight RAMs, spread over the chip, was 10 ns of mostly routing."""
+        mem, host = self.memories, self.host.read
+        gb = self.GROUP_BYTES
+        gbits = (gb - 1).bit_length()
+        for name in ("biases", "table"):
+            word = Signal.like(words[name], name=f"host_{name}_q", reset_less=True)
+            m.d.sync += word.eq(words[name])
+            words[name] = word
+        # the pool's word as the feed sees it (registered in CoreMemories, like the weights')
+        words["pool"] = mem.acts.data
+        target_q, lane_q = Signal.like(target), Signal.like(lane)
+        target_q2, lane_q2 = Signal.like(target), Signal.like(lane)
+        m.d.sync += [target_q.eq(target), lane_q.eq(lane),
+                     target_q2.eq(target_q), lane_q2.eq(lane_q)]
+        chosen = {}
+        for name, word in words.items():
+            n_bytes = -(-len(word) // 8)
+            groups = []
+            for g in range(-(-n_bytes // gb)):
+                part = word[8 * gb * g:8 * gb * (g + 1)]
+                k = -(-len(part) // 8)  # bytes in this group
+                part = Cat(part, Const(0, 8 * k - len(part)))
+                group = Signal(8, name=f"host_{name}_g{g}", reset_less=True)
+                sel = lane_q[:max(1, (k - 1).bit_length())]
+                m.d.sync += group.eq(part.word_select(sel, 8) if k > 1 else part)
+                groups.append(group)
+            if len(groups) == 1:
+                chosen[name] = groups[0]
+            else:
+                hi = lane_q2[gbits:gbits + (len(groups) - 1).bit_length()]
+                chosen[name] = Cat(*groups).word_select(hi, 8)
+        data = Signal.like(host.data, reset_less=True)
+        with m.Switch(target_q2):
+            with m.Case(Target.WEIGHTS):
+                m.d.sync += data.eq(chosen["weights"])
+            with m.Case(Target.BIAS):
+                m.d.sync += data.eq(chosen["biases"])
+            with m.Case(Target.LAYER):
+                m.d.sync += data.eq(chosen["table"])
+            with m.Default():
+                m.d.sync += data.eq(chosen["pool"])
+        m.d.comb += host.data.eq(data)

@@ -60,11 +60,11 @@ def pool_address_width(params: AcceleratorParams) -> int:
 def host_read_latency(params: AcceleratorParams) -> int:
     """Cycles from a host read's address to its byte at the core's host port
     (:class:`trine.hw.core.AcceleratorCore`): 1; with ``ram_output == "registered"`` 2 for a
-    pool-only read-back, 3 when every memory is readable (the byte chosen from the word read
-    is registered once more before it leaves)."""
+    pool-only read-back, 4 when every memory is readable (the word read is registered, then
+    the byte is chosen in two registered steps: within a group of bytes, then the group)."""
     if params.ram_output != "registered":
         return 1
-    return 3 if params.readback == "all" else 2
+    return 4 if params.readback == "all" else 2
 
 
 def byte_enable(enable, lane, n_lanes):

@@ -336,14 +336,17 @@ def test_answers_say_whose_device_it_is():
     assert (got["b info again"].owner, got["b info again"].program) == (a_session, 0xF)
 
 
-@pytest.mark.parametrize("readback, ram_output", [("all", "direct"), ("pool", "direct"),
-                                                   ("all", "registered")])
-def test_read_reads_every_memory(readback, ram_output):
+@pytest.mark.parametrize("readback, ram_output, lanes, rows", [
+    ("all", "direct", 3, 2), ("pool", "direct", 3, 2), ("all", "registered", 3, 2),
+    # words of several groups of bytes (AcceleratorCore.GROUP_BYTES), the last one short:
+    # 11-byte weight words (8 + 3), 17-byte pool words (8 + 8 + 1)
+    ("all", "registered", 17, 3)])
+def test_read_reads_every_memory(readback, ram_output, lanes, rows):
     """READ's memory byte selects the memory: what was written to each reads back (a bias
     entry's top six bits are not stored and read as 0); a device built with readback="pool"
     reads only the pool, and says so in INFO. With registered RAM output every memory's word
-    is registered before its byte is chosen."""
-    p = AcceleratorParams(3, 2, **PARAMS, readback=readback, ram_output=ram_output)
+    is registered before its byte is chosen, in two registered steps (host_read_latency)."""
+    p = AcceleratorParams(lanes, rows, **PARAMS, readback=readback, ram_output=ram_output)
     dut = LinkedAccelerator(p, timeout_cycles=5000)
     rng = np.random.default_rng(5)
     sizes = {Target.WEIGHTS: (p.beat_bytes, p.weight_words),

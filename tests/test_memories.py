@@ -10,7 +10,7 @@ from trine.contract.device_image import BIAS_STORE_BYTES, BIAS_STORE_WIDTH, TABL
 from trine.contract.params import AcceleratorParams
 from trine.contract.protocol import Target
 from trine.hw.host_port import HostWriteSignature
-from trine.hw.memories import CoreMemories
+from trine.hw.memories import CoreMemories, host_read_latency
 from trine.sim.testbench import simulate
 
 
@@ -139,3 +139,14 @@ def test_host_and_datapath_ports_match_the_model(lanes, rows, ram_output):
 
     simulate(dut, bench)
     assert all(n > 50 for n in checked.values()), checked
+
+
+@pytest.mark.parametrize("ram_output, readback, latency", [
+    ("direct", "all", 1), ("direct", "pool", 1), ("registered", "pool", 2),
+    # the word registered, then the byte chosen within its group, then the group
+    ("registered", "all", 4)])
+def test_host_read_latency(ram_output, readback, latency):
+    params = AcceleratorParams(lanes=3, rows=2, weight_words=12, bias_depth=10, act_words=14,
+                               table_words=16, max_batch=2, ram_output=ram_output,
+                               readback=readback)
+    assert host_read_latency(params) == latency
