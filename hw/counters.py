@@ -15,8 +15,9 @@ def count_saturating(m: Module, strobe, counter: Signal) -> None:
 
 class CycleCounter(Elaboratable):
     """A saturating counter of ``width`` bits (even): ``value`` steps in each cycle that
-    ``count`` is high, stops at ``2**width - 1``, and is zero in the cycle after ``clear``
-    (which wins over ``count``).
+    ``count`` is high and stops at ``2**width - 1``; ``clear`` starts it again from the cycle
+    of the clear (``value`` is ``count`` in the cycle after), so that the clear can come
+    from a flip-flop in the first cycle counted.
 
     It counts in two halves: the high half steps when the low one is full. Whether each half
     is full is a register, so the enable is a single LUT and no comparator sits in front of
@@ -40,7 +41,8 @@ class CycleCounter(Elaboratable):
         low_full = Signal()
         m.d.sync += high_full.eq(high.all())
         with m.If(self.clear):
-            m.d.sync += [self.value.eq(0), low_full.eq(0)]
+            m.d.sync += [self.value.eq(self.count), low_full.eq(self.count & (half == 1)),
+                         high_full.eq(0)]
         with m.Elif(self.count & ~(high_full & low_full)):
             m.d.sync += [low.eq(low + 1), low_full.eq(low == (1 << half) - 2)]
             with m.If(low_full):

@@ -180,6 +180,12 @@ class LayerSequencer(wiring.Component):
         # `flush` is a register: it clears the datapath in the cycle after a start (nothing
         # is issued before the layer table is read), so that no decision fans out to it.
         m.d.sync += flush.eq(0)
+        # The cycle counter starts again in the cycle after a start, its first counted, from
+        # a flip-flop of its own (a start's decision reaching its 32 enables was the slowest
+        # path).
+        restart = Signal()
+        m.d.sync += restart.eq(0)
+        m.d.comb += cycle_counter.clear.eq(restart)
         # `stop` is a register too (the abort decisions are several LUTs deep and the
         # address generator's next `issue` depends on it): the generator stops a cycle after
         # an abort, and may issue one more beat, into a datapath that with busy low writes
@@ -207,7 +213,7 @@ class LayerSequencer(wiring.Component):
 
         with fsm.state("IDLE"):
             with m.If(run.start):
-                m.d.comb += cycle_counter.clear.eq(1)
+                m.d.sync += restart.eq(1)
                 m.d.sync += stop.eq(1)
                 m.d.sync += [flush.eq(1), busy.eq(1), last_index.eq(run.n_layers - 1),
                              bad_args.eq((run.n_layers == 0) | (run.batch == 0) |

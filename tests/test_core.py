@@ -364,7 +364,7 @@ def test_cycle_counter_counts_saturates_and_clears(width):
                                                      strict=True)]
     expected, value = [], 0
     for count, clear in script:
-        value = 0 if clear else min(value + count, top)
+        value = count if clear else min(value + count, top)
         expected.append(value)
     got = _count_trace(width, script)
     assert got == expected
