@@ -204,7 +204,9 @@ class FrameReceiver(wiring.Component):
 
         # Both CRCs absorb the same bytes (op .. payload); the header check is compared when
         # the check byte arrives, after which the CRC-8 register is simply not looked at.
-        m.d.comb += self.i_stream.ready.eq(~frame_crc.busy & ~at("VERIFY") & ~at("PENDING"))
+        expired = Signal()  # the inter-byte timeout (below)
+        m.d.comb += self.i_stream.ready.eq(~frame_crc.busy & ~at("VERIFY") & ~at("PENDING") &
+                                           ~expired)
         accept = self.i_stream.valid & self.i_stream.ready
         # OP .. PAYLOAD, as the complement of three states (one LUT; VERIFY and PENDING take
         # no byte)
@@ -276,16 +278,15 @@ class FrameReceiver(wiring.Component):
             with m.If(self.o_frame.ready):
                 fsm.go("HUNT")
 
-        # Inter-byte timeout, only inside a frame. Its comparator is registered: `expired`
-        # says that `idle` reaches the limit in this cycle.
+        # Inter-byte timeout, only inside a frame: `timeout_cycles` cycles without a byte.
+        # `expired` is a register, set in the cycle after the last of them, in which the
+        # frame is dropped whatever comes: the byte stream waits for the cycle (`ready`
+        # low), and the state's decision is one flip-flop, not the stream's `valid` through
+        # the counter's condition.
         idle = Signal(range(self.timeout_cycles), reset_less=True)
         in_frame = ~at("HUNT") & ~at("PENDING")
         counting = in_frame & ~accept
-        expired = Signal()
-        if self.timeout_cycles == 1:
-            m.d.comb += expired.eq(1)
-        else:
-            m.d.sync += expired.eq(counting & (idle == self.timeout_cycles - 2))
+        m.d.sync += expired.eq(counting & (idle == self.timeout_cycles - 1))
         with m.If(~counting):
             m.d.sync += idle.eq(0)
         with m.Elif(expired):

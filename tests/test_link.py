@@ -364,6 +364,31 @@ def test_receiver_gaps_shorter_than_timeout_do_not_time_out():
     assert events == [(0x02, 0x10, 10, 0, b"slow bytes")]
 
 
+@pytest.mark.parametrize("gap, times_out", [(TIMEOUT - 1, False), (TIMEOUT, True)])
+def test_receiver_timeout_is_exactly_timeout_cycles_without_a_byte(gap, times_out):
+    rng = random.Random(16)
+    dut = FrameReceiver(16, timeout_cycles=TIMEOUT)
+    frame = encode_frame(0x02, 0x10, b"ab")
+    events, seen = [], {}
+
+    async def driver(ctx):
+        for byte in frame:
+            ctx.set(dut.i_stream.valid, 0)
+            await ctx.tick().repeat(gap)
+            ctx.set(dut.i_stream.payload, byte)
+            ctx.set(dut.i_stream.valid, 1)
+            await ctx.tick().until(dut.i_stream.ready)
+        ctx.set(dut.i_stream.valid, 0)
+        await ctx.tick().repeat(3 * TIMEOUT)
+        seen["timeouts"] = ctx.get(dut.timeouts)
+
+    simulate(dut, driver, background=[make_frame_monitor(dut, events, rng)])
+    if times_out:  # every byte after the first comes too late (the SYNC byte starts again)
+        assert (seen["timeouts"], events) == (1, [])
+    else:
+        assert (seen["timeouts"], events) == (0, [(0x02, 0x10, 2, 0, b"ab")])
+
+
 def test_receiver_holds_bytes_back_while_a_frame_is_pending():
     """While a frame waits for the consumer's done strobe the receiver takes no byte
     (``i_stream.ready`` low): the next frame, sent back to back, waits in the source and is
