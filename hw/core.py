@@ -147,16 +147,21 @@ class AcceleratorCore(wiring.Component):
         mem, host = self.memories, self.host.read
         users = {"table": self.sequencer.table, "biases": self.requantizer.biases,
                  "weights": self.feed.weights}
+        registered = self.params.ram_output == "registered"
         for name, user in users.items():
             port = getattr(mem, name)
-            m.d.comb += [port.addr.eq(Mux(busy, user.addr, host.addr)),
-                         port.en.eq(user.en | ~busy), user.data.eq(port.data)]
+            if registered and name == "table":
+                # the sequencer's address register takes the host's while idle
+                m.d.comb += [port.addr.eq(user.addr), self.sequencer.idle_addr.eq(host.addr)]
+            else:
+                m.d.comb += port.addr.eq(Mux(busy, user.addr, host.addr))
+            m.d.comb += [port.en.eq(user.en | ~busy), user.data.eq(port.data)]
         m.d.comb += [mem.read.addr.eq(host.addr), mem.read.lane.eq(host.lane)]
         target = Signal.like(host.target)
         lane = Signal.like(host.lane)
         m.d.sync += [target.eq(host.target), lane.eq(host.lane)]
         words = {"weights": mem.weights.data, "biases": mem.biases.data, "table": mem.table.data}
-        if self.params.ram_output == "registered":
+        if registered:
             self._read_any_registered(m, words, target, lane)
             return
 
@@ -188,10 +193,12 @@ class AcceleratorCore(wiring.Component):
         mem, host = self.memories, self.host.read
         gb = self.GROUP_BYTES
         gbits = (gb - 1).bit_length()
-        for name in ("biases", "table"):
-            word = Signal.like(words[name], name=f"host_{name}_q", reset_less=True)
-            m.d.sync += word.eq(words[name])
-            words[name] = word
+        # The biases' word registered; the table's comes a cycle later already (the host's
+        # address goes through the sequencer's address register, LayerSequencer.idle_addr)
+        # and from a flip-flop (the table is built from LUTs on such devices).
+        word = Signal.like(words["biases"], name="host_biases_q", reset_less=True)
+        m.d.sync += word.eq(words["biases"])
+        words["biases"] = word
         # the pool's word as the feed sees it (registered in CoreMemories, like the weights')
         words["pool"] = mem.acts.data
         target_q, lane_q = Signal.like(target), Signal.like(lane)

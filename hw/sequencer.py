@@ -93,6 +93,11 @@ class LayerSequencer(wiring.Component):
         A weight byte in the array's feed was illegal (registered there).
     draining : In(1)
         The requantiser holds or computes outputs.
+    idle_addr : In(address_width(table_words))
+        With ``params.ram_output == "registered"`` only: while idle, the table's read address
+        follows this one (the host's) a cycle later, from the sequencer's own address
+        register, so that no multiplexer sits between that register and the table (built
+        from LUTs on such devices, its read multiplexer deep).
     """
 
     def __init__(self, params: AcceleratorParams):
@@ -106,6 +111,8 @@ class LayerSequencer(wiring.Component):
             "flush": Out(1),
             "illegal": In(1),
             "draining": In(1),
+            **({"idle_addr": In(address_width(p.table_words))}
+               if p.ram_output == "registered" else {}),
         })
 
     def elaborate(self, platform):
@@ -212,6 +219,8 @@ class LayerSequencer(wiring.Component):
             m.d.sync += [entry[name].eq(value) for name, value in DENSE_DEFAULTS.items()]
 
         with fsm.state("IDLE"):
+            if p.ram_output == "registered":
+                m.d.sync += taddr.eq(self.idle_addr)
             with m.If(run.start):
                 m.d.sync += restart.eq(1)
                 m.d.sync += stop.eq(1)
