@@ -524,10 +524,14 @@ class AddressGenerator(wiring.Component):
                 tx.load(e.kw, ones["kw"], twos["kw"])
                 ty.load(e.kh, ones["kh"], twos["kh"])
                 m.d.sync += [x.eq(n_x), xx.eq(n_x), yy.eq(n_y)]
-                with m.If(n_sample):
-                    m.d.sync += wblock.eq(e.weight_base)
-                with m.Elif(n_block):
-                    m.d.sync += wblock.eq(wptr + 1)  # and wptr steps on to it
+        # The block's first weight word, at a window's end (said by ``w_last``, a register,
+        # rather than by the three counters' end flags: the enable of its 16 flip-flops is
+        # then two LUTs deep).
+        with m.If(issue & w_last):
+            with m.If(n_sample):
+                m.d.sync += wblock.eq(e.weight_base)
+            with m.Elif(n_block):
+                m.d.sync += wblock.eq(wptr + 1)  # and wptr steps on to it
         # The two pointers, each as a sum and one multiplexer after it (a setup never meets
         # a beat: the issue side has ended before the sequencer sets the next layer up).
         # wptr: the next word, or the block's first again, or the layer's first (a window of
